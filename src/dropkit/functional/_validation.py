@@ -1,0 +1,85 @@
+"""Argument checks shared by every op: one wording for one mistake."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import torch
+
+__all__ = ["check_input", "check_p", "check_rank", "resolve_noise_shape", "resolve_seed"]
+
+
+def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
+    """Return ``p`` as a float after checking that it is a probability."""
+    if isinstance(p, bool) or not isinstance(p, numbers.Real):
+        raise ValueError(
+            f"{name}: expected p to be a number in [0, 1], got {p!r} ({type(p).__name__})"
+        )
+    value = float(p)
+    upper_ok = value <= 1.0 if allow_one else value < 1.0
+    if math.isnan(value) or value < 0.0 or not upper_ok:
+        expected = "[0, 1]" if allow_one else "[0, 1)"
+        raise ValueError(f"{name}: expected p in {expected}, got {p!r}")
+    return value
+
+
+def check_input(name: str, input: object) -> torch.Tensor:
+    """Check that ``input`` is a floating-point (or complex) tensor."""
+    if not isinstance(input, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor input, got {type(input).__name__}")
+    if not (input.is_floating_point() or input.is_complex()):
+        raise TypeError(
+            f"{name}: expected a floating-point tensor, got dtype {input.dtype}; "
+            "convert it first, e.g. input.float()"
+        )
+    return input
+
+
+def check_rank(name: str, input: torch.Tensor, ranks: Sequence[int], layout: str) -> None:
+    """Raise a ValueError naming the expected ranks (``layout`` describes them) when wrong."""
+    if input.dim() not in ranks:
+        expected = " or ".join(f"{r}D" for r in ranks)
+        raise ValueError(f"{name}: expected a {expected} input {layout}, got {input.dim()}D")
+
+
+def resolve_seed(name: str, seed: object) -> int:
+    """The seed to use: the given one, or a fresh one from torch's default CPU generator.
+
+    Drawing from the default generator makes ``torch.manual_seed`` reproduce every mask, and makes
+    activation checkpointing (which restores that generator) recompute the same mask.
+    """
+    if seed is None:
+        return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
+    value = int(seed)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{name}: expected seed in [0, 2**64), got {value}")
+    return value
+
+
+def resolve_noise_shape(
+    name: str, input: torch.Tensor, noise_shape: Sequence[int | None] | None
+) -> tuple[int, ...]:
+    """The mask shape: ``input.shape`` by default; ``None`` entries take the input's size."""
+    if noise_shape is None:
+        return tuple(input.shape)
+    shape = tuple(noise_shape)
+    if len(shape) != input.dim():
+        raise ValueError(
+            f"{name}: noise_shape {list(shape)} has {len(shape)} dims but the input has "
+            f"{input.dim()} (shape {list(input.shape)}); give one entry per input dim"
+        )
+    resolved: list[int] = []
+    for dim, (n, size) in enumerate(zip(shape, input.shape, strict=True)):
+        if n is None:
+            n = size
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n not in (1, size):
+            raise ValueError(
+                f"{name}: noise_shape[{dim}] must be 1 (shared mask) or {size} (the input's "
+                f"size), got {n!r}"
+            )
+        resolved.append(int(n))
+    return tuple(resolved)

@@ -1,0 +1,240 @@
+"""Properties shared by every mask-based op (inverted dropout with some mask sharing).
+
+Each op is described by the input shape it takes and by how its output groups into decision
+units (elements, channels, samples, rows) that are kept or dropped together.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+import dropkit.functional as F
+
+
+@dataclass(frozen=True)
+class Op:
+    name: str
+    fn: Callable[..., torch.Tensor]
+    shape: tuple[int, ...]
+    # Reshapes an output to (units, values per unit); every value of a unit shares one decision.
+    units: Callable[[torch.Tensor], torch.Tensor]
+    takes_inplace: bool = True
+
+    def __call__(self, x, p=0.5, training=True, inplace=False, **kw):
+        if self.takes_inplace:
+            return self.fn(x, p, training, inplace, **kw)
+        assert not inplace
+        return self.fn(x, p, training, **kw)
+
+
+def _per_element(y):
+    return y.reshape(-1, 1)
+
+
+def _per_channel(y):
+    return y.flatten(2).reshape(y.shape[0] * y.shape[1], -1)
+
+
+def _per_sample(y):
+    return y.reshape(y.shape[0], -1)
+
+
+def _per_row(y):
+    return y
+
+
+def _locked_units(y):  # (T, N, F): one decision per (n, f), shared over T
+    return y.permute(1, 2, 0).reshape(-1, y.shape[0])
+
+
+OPS = [
+    Op("dropout", F.dropout, (64, 40), _per_element),
+    Op("dropout1d", F.dropout1d, (40, 30, 7), _per_channel),
+    Op("dropout2d", F.dropout2d, (40, 30, 3, 4), _per_channel),
+    Op("dropout3d", F.dropout3d, (40, 30, 2, 2, 3), _per_channel),
+    Op("locked_dropout", F.locked_dropout, (9, 40, 30), _locked_units),
+    Op("drop_path", F.drop_path, (1200, 3, 2), _per_sample),
+    Op("embedding_dropout", F.embedding_dropout, (1200, 6), _per_row, takes_inplace=False),
+    Op("dropconnect", F.dropconnect, (60, 40), _per_element, takes_inplace=False),
+]
+IDS = [op.name for op in OPS]
+INPLACE_OPS = [op for op in OPS if op.takes_inplace]
+
+
+@pytest.fixture(params=OPS, ids=IDS)
+def op(request) -> Op:
+    return request.param
+
+
+def _decisions(op: Op, y: torch.Tensor) -> torch.Tensor:
+    units = op.units(y)
+    kept = units != 0
+    # All-or-nothing: every value in a unit shares the decision.
+    assert torch.equal(kept.all(1), kept.any(1)), f"{op.name}: a unit was partly dropped"
+    return kept[:, 0]
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_kept_fraction_passes_binomial_test(op: Op, p: float) -> None:
+    x = torch.ones(op.shape)
+    kept = torch.cat([_decisions(op, op(x, p, seed=seed)) for seed in range(3)])
+    result = binomtest(int(kept.sum()), kept.numel(), 1 - p)
+    assert result.pvalue > 0.001, (op.name, p, kept.float().mean().item())
+
+
+@pytest.mark.parametrize("p", [0.2, 0.7])
+def test_mean_of_constant_input_is_preserved(op: Op, p: float) -> None:
+    x = torch.full(op.shape, 3.0, dtype=torch.float64)
+    runs = torch.stack([op(x, p, seed=seed).mean() for seed in range(20)])
+    units = op.units(x).shape[0]
+    # The mean over n independent units of 3 * Bernoulli(1-p) / (1-p) has std 3 sqrt(p/((1-p) n)).
+    std_err = 3 * (p / ((1 - p) * units * len(runs))) ** 0.5
+    assert abs(runs.mean().item() - 3.0) < 5 * std_err
+
+
+def test_kept_values_are_scaled_by_inverse_keep(op: Op) -> None:
+    x = torch.rand(op.shape, generator=torch.Generator().manual_seed(0)) + 0.5
+    y = op(x, 0.25, seed=4)
+    kept = y != 0
+    torch.testing.assert_close(y[kept], x[kept] / 0.75)
+
+
+def test_p_zero_and_eval_return_the_input(op: Op) -> None:
+    x = torch.randn(op.shape)
+    assert op(x, 0.0) is x
+    assert op(x, 0.5, training=False) is x
+
+
+def test_p_one_gives_zeros(op: Op) -> None:
+    x = torch.randn(op.shape, requires_grad=True)
+    y = op(x, 1.0, seed=0)
+    assert torch.equal(y, torch.zeros_like(x))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_same_seed_same_output_other_seed_other_mask(op: Op) -> None:
+    x = torch.randn(op.shape)
+    assert torch.equal(op(x, 0.5, seed=11), op(x, 0.5, seed=11))
+    assert not torch.equal(op(x, 0.5, seed=11) != 0, op(x, 0.5, seed=12) != 0)
+
+
+def test_manual_seed_reproduces_default_seed(op: Op) -> None:
+    x = torch.randn(op.shape)
+    torch.manual_seed(5)
+    first = op(x, 0.5)
+    torch.manual_seed(5)
+    assert torch.equal(first, op(x, 0.5))
+    assert not torch.equal(first, op(x, 0.5))
+
+
+def test_gradcheck_float64(op: Op) -> None:
+    shape = tuple(min(n, 4) for n in op.shape)
+    x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda t: op(t, 0.4, seed=9), (x,))
+    assert torch.autograd.gradgradcheck(lambda t: op(t, 0.4, seed=9), (x,))
+
+
+def test_gradient_is_the_mask_over_keep(op: Op) -> None:
+    x = torch.randn(op.shape, requires_grad=True)
+    y = op(x, 0.3, seed=2)
+    y.backward(torch.ones_like(y))
+    expected = (y != 0).float() / 0.7
+    torch.testing.assert_close(x.grad, expected)
+
+
+def test_backward_saves_no_mask(op: Op) -> None:
+    saved: list[int] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t.numel() * t.element_size())
+        return t
+
+    x = torch.randn(op.shape, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        op(x, 0.5, seed=1).sum().backward()
+    assert sum(saved) < 1024
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_dtypes_match_float32_rounded_once(op: Op, dtype: torch.dtype) -> None:
+    x = torch.randn(op.shape).to(dtype)
+    y = op(x, 0.3, seed=3)
+    assert y.dtype == dtype
+    expected = op(x.float(), 0.3, seed=3).to(dtype)
+    if dtype == torch.float64:
+        expected = op(x, 0.3, seed=3)
+    assert torch.equal(y, expected)
+
+
+def test_non_contiguous_input_matches_contiguous(op: Op) -> None:
+    x = torch.randn(op.shape[::-1]).permute(*reversed(range(len(op.shape))))
+    assert not x.is_contiguous()
+    assert torch.equal(op(x, 0.5, seed=8), op(x.contiguous(), 0.5, seed=8))
+
+
+def test_empty_input(op: Op) -> None:
+    x = torch.empty((0, *op.shape[1:]))
+    assert op(x, 0.5, seed=0).shape == x.shape
+
+
+def test_nan_and_inf_propagate_where_kept_and_vanish_where_dropped(op: Op) -> None:
+    x = torch.full(op.shape, float("inf"))
+    x.view(-1)[::2] = float("nan")
+    y = op(x, 0.5, seed=6)
+    dropped = op(torch.ones(op.shape), 0.5, seed=6) == 0
+    assert torch.equal(y[dropped], torch.zeros(int(dropped.sum())))
+    assert not torch.isfinite(y[~dropped]).any()
+
+
+@pytest.mark.parametrize("op", INPLACE_OPS, ids=[op.name for op in INPLACE_OPS])
+def test_inplace_matches_out_of_place(op: Op) -> None:
+    x = torch.randn(op.shape)
+    expected = op(x, 0.5, seed=4)
+    y = x.clone()
+    out = op(y, 0.5, inplace=True, seed=4)
+    assert out is y
+    assert torch.equal(y, expected)
+
+
+@pytest.mark.parametrize("op", INPLACE_OPS, ids=[op.name for op in INPLACE_OPS])
+def test_inplace_gradient(op: Op) -> None:
+    leaf = torch.randn(op.shape, requires_grad=True)
+    y = op(leaf * 1.0, 0.5, inplace=True, seed=4)
+    y.sum().backward()
+    torch.testing.assert_close(leaf.grad, (y != 0).float() * 2.0)
+
+
+@pytest.mark.parametrize("op", INPLACE_OPS, ids=[op.name for op in INPLACE_OPS])
+def test_inplace_on_leaf_requiring_grad_raises_like_torch(op: Op) -> None:
+    leaf = torch.randn(op.shape, requires_grad=True)
+    with pytest.raises(RuntimeError, match="leaf Variable that requires grad"):
+        op(leaf, 0.5, inplace=True)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", None, True])
+def test_bad_p_raises_value_error_naming_the_function(op: Op, bad) -> None:
+    with pytest.raises(ValueError, match=rf"^{op.name}: expected p"):
+        op(torch.ones(op.shape), bad)
+
+
+@pytest.mark.parametrize("dtype", [torch.int64, torch.int32, torch.bool, torch.uint8])
+def test_integer_and_bool_inputs_raise_type_error(op: Op, dtype) -> None:
+    with pytest.raises(TypeError, match=rf"^{op.name}: expected a floating-point tensor"):
+        op(torch.ones(op.shape, dtype=dtype), 0.5)
+
+
+def test_non_tensor_input_raises_type_error(op: Op) -> None:
+    with pytest.raises(TypeError, match=op.name):
+        op([1.0, 2.0], 0.5)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, "1", True])
+def test_bad_seed(op: Op, seed) -> None:
+    with pytest.raises((ValueError, TypeError), match=op.name):
+        op(torch.ones(op.shape), 0.5, seed=seed)

@@ -1,0 +1,313 @@
+"""What each op does beyond the shared mask properties: layouts, ranks, moments, blocks."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy.stats import binomtest
+
+import dropkit.functional as F
+from dropkit.functional._autograd import alpha_constants
+
+# ---------------------------------------------------------------- dropout, noise_shape, mask
+
+
+def test_dropout_mask_is_what_dropout_applies() -> None:
+    x = torch.randn(17, 33)
+    for p in (0.1, 0.5, 0.9):
+        keep = F.dropout_mask(x.shape, p, seed=21)
+        y = F.dropout(x, p, seed=21)
+        assert keep.dtype == torch.bool
+        assert torch.equal(y, torch.where(keep, x * (1 / (1 - p)), torch.zeros(())))
+
+
+def test_dropout_mask_for_a_noise_shape() -> None:
+    x = torch.ones(4, 6, 5)
+    y = F.dropout(x, 0.5, noise_shape=(4, 6, 1), seed=2)
+    keep = F.dropout_mask((4, 6, 1), 0.5, seed=2)
+    assert torch.equal(y != 0, keep.expand_as(x))
+
+
+def test_dropout_mask_edges_and_errors() -> None:
+    assert F.dropout_mask((3,), 0.0, seed=0).all()
+    assert not F.dropout_mask((3,), 1.0, seed=0).any()
+    assert F.dropout_mask((0, 4), 0.5, seed=0).shape == (0, 4)
+    with pytest.raises(ValueError, match="dropout_mask: expected p"):
+        F.dropout_mask((3,), 2.0, seed=0)
+    with pytest.raises(ValueError, match="non-negative"):
+        F.dropout_mask((-1, 3), 0.5, seed=0)
+
+
+def test_noise_shape_none_entries_take_the_input_size() -> None:
+    x = torch.ones(3, 5, 4)
+    assert torch.equal(
+        F.dropout(x, 0.5, noise_shape=(None, None, 1), seed=3),
+        F.dropout(x, 0.5, noise_shape=(3, 5, 1), seed=3),
+    )
+
+
+@pytest.mark.parametrize(
+    ("noise_shape", "match"),
+    [
+        ((3, 5), r"noise_shape \[3, 5\] has 2 dims"),
+        ((3, 2, 4), r"noise_shape\[1\]"),
+        ((3, 5, "a"), r"noise_shape\[2\]"),
+    ],
+)
+def test_bad_noise_shape(noise_shape, match) -> None:
+    with pytest.raises(ValueError, match=f"dropout: {match}"):
+        F.dropout(torch.ones(3, 5, 4), 0.5, noise_shape=noise_shape)
+
+
+def test_dropout_matches_torch_statistically_and_in_eval() -> None:
+    x = torch.ones(1000, 100)
+    ours = (F.dropout(x, 0.3, seed=0) != 0).float().mean().item()
+    theirs = (torch.nn.functional.dropout(x, 0.3) != 0).float().mean().item()
+    assert abs(ours - theirs) < 0.01
+    assert F.dropout(x, 0.3, False) is x
+
+
+# ---------------------------------------------------------------- channel dropout
+
+
+@pytest.mark.parametrize(
+    ("fn", "channels_first_shape"),
+    [(F.dropout1d, (6, 10, 5)), (F.dropout2d, (6, 10, 3, 4)), (F.dropout3d, (6, 10, 2, 3, 4))],
+)
+def test_channels_last_uses_the_same_mask_per_sample_and_channel(fn, channels_first_shape) -> None:
+    x = torch.ones(channels_first_shape)
+    first = fn(x, 0.5, seed=5)
+    last = fn(x.movedim(1, -1).contiguous(), 0.5, channels_last=True, seed=5)
+    assert torch.equal(last.movedim(-1, 1), first)
+
+
+def test_dropout2d_on_torch_channels_last_memory_format() -> None:
+    x = torch.randn(4, 8, 5, 5).to(memory_format=torch.channels_last)
+    y = F.dropout2d(x, 0.5, seed=3)
+    assert torch.equal(y, F.dropout2d(x.contiguous(), 0.5, seed=3))
+    kept = (y != 0).flatten(2)
+    assert torch.equal(kept.all(-1), kept.any(-1))
+
+
+def test_dropout1d_unbatched_equals_a_batch_of_one() -> None:
+    x = torch.randn(10, 7)
+    assert torch.equal(F.dropout1d(x, 0.5, seed=1), F.dropout1d(x[None], 0.5, seed=1)[0])
+
+
+@pytest.mark.parametrize(
+    ("fn", "bad_rank", "match"),
+    [
+        (F.dropout1d, 4, r"dropout1d: expected a 2D or 3D input"),
+        (F.dropout2d, 3, r"dropout2d: expected a 4D input \(N, C, H, W\), got 3D; use dropout1d"),
+        (F.dropout2d, 5, r"dropout2d: expected a 4D input"),
+        (F.dropout3d, 4, r"dropout3d: expected a 5D input .* got 4D; use dropout2d"),
+        (F.dropout3d, 3, r"dropout3d: expected a 5D input"),
+        (F.drop_block2d, 3, r"drop_block2d: expected a 4D input"),
+        (F.drop_block3d, 4, r"drop_block3d: expected a 5D input"),
+        (F.feature_alpha_dropout, 1, r"feature_alpha_dropout: expected an input \(N, C, \*\)"),
+        (F.locked_dropout, 1, r"locked_dropout: expected an input \(T, N, \*\)"),
+        (F.embedding_dropout, 3, r"embedding_dropout: expected a 2D input"),
+        (F.drop_path, 0, r"drop_path: expected an input \(N, \*\)"),
+    ],
+)
+def test_wrong_rank_raises_naming_the_expected_ranks(fn, bad_rank, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        fn(torch.ones((2,) * bad_rank), 0.5)
+
+
+# ---------------------------------------------------------------- locked dropout, drop_path
+
+
+def test_locked_dropout_batch_first_is_constant_over_time() -> None:
+    y = F.locked_dropout(torch.ones(4, 9, 6), 0.5, batch_first=True, seed=0)
+    assert torch.equal(y, y[:, :1].expand_as(y))
+    assert (y == 0).any()
+    assert (y != 0).any()
+
+
+def test_drop_path_batch_mode_is_all_or_nothing() -> None:
+    outcomes: set[tuple[float, ...]] = set()
+    for seed in range(40):
+        outcomes.add(
+            tuple(F.drop_path(torch.ones(8, 3), 0.5, mode="batch", seed=seed).unique().tolist())
+        )
+    assert outcomes == {(0.0,), (2.0,)}
+
+
+def test_drop_path_without_scale_by_keep() -> None:
+    x = torch.randn(50, 4)
+    y = F.drop_path(x, 0.5, scale_by_keep=False, seed=2)
+    kept = (y != 0).all(1)
+    assert torch.equal(y[kept], x[kept])
+    assert 0 < int(kept.sum()) < 50
+
+
+def test_drop_path_bad_mode() -> None:
+    with pytest.raises(ValueError, match="drop_path: expected mode 'row' or 'batch', got 'col'"):
+        F.drop_path(torch.ones(2, 2), 0.5, mode="col")  # type: ignore[arg-type]
+
+
+def test_drop_path_rates() -> None:
+    assert F.drop_path_rates(0.2, 5) == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    assert F.drop_path_rates(0.2, 1) == [0.0]
+    with pytest.raises(ValueError, match="drop_path_rates: expected depth"):
+        F.drop_path_rates(0.2, 0)
+    with pytest.raises(ValueError, match="drop_path_rates: expected p"):
+        F.drop_path_rates(1.2, 4)
+
+
+# ---------------------------------------------------------------- alpha dropout
+
+
+@pytest.mark.parametrize("fn", [F.alpha_dropout, F.feature_alpha_dropout])
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_alpha_dropout_keeps_zero_mean_unit_variance(fn, p) -> None:
+    x = torch.randn(400, 500, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    y = fn(x, p, seed=2)
+    assert abs(y.mean().item()) < 0.02
+    assert abs(y.var().item() - 1.0) < 0.03
+
+
+def test_alpha_dropout_dropped_value_and_mask() -> None:
+    x = torch.randn(50, 60, dtype=torch.float64)
+    p = 0.3
+    a, b, fill = alpha_constants(p)
+    keep = F.dropout_mask(x.shape, p, seed=3)
+    y = F.alpha_dropout(x, p, seed=3)
+    torch.testing.assert_close(y, torch.where(keep, a * x + b, torch.tensor(fill).double()))
+    result = binomtest(int(keep.sum()), keep.numel(), 1 - p)
+    assert result.pvalue > 0.001
+
+
+def test_alpha_dropout_edges_and_gradients() -> None:
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    assert F.alpha_dropout(x, 0.0) is x
+    assert F.alpha_dropout(x, 0.5, training=False) is x
+    assert torch.equal(F.alpha_dropout(x, 1.0), torch.zeros_like(x))
+    assert torch.autograd.gradcheck(lambda t: F.alpha_dropout(t, 0.3, seed=1), (x,))
+    assert torch.autograd.gradcheck(lambda t: F.feature_alpha_dropout(t, 0.3, seed=1), (x,))
+
+
+def test_alpha_dropout_defaults_to_training_unlike_torch() -> None:
+    x = torch.randn(100)
+    assert not torch.equal(F.alpha_dropout(x), x)
+    assert not torch.equal(F.feature_alpha_dropout(x.view(10, 10)), x.view(10, 10))
+
+
+def test_feature_alpha_dropout_is_per_channel() -> None:
+    y = F.feature_alpha_dropout(torch.randn(30, 20, 5), 0.5, seed=0)
+    _, _, fill = alpha_constants(0.5)
+    dropped = (y == fill).all(-1)
+    assert torch.equal(dropped, (y == fill).any(-1))
+    assert binomtest(int(dropped.sum()), dropped.numel(), 0.5).pvalue > 0.001
+
+
+# ---------------------------------------------------------------- gaussian dropout
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_gaussian_dropout_moments(p) -> None:
+    y = F.gaussian_dropout(torch.ones(200_000, dtype=torch.float64), p, seed=7)
+    variance = p / (1 - p)
+    std_err = math.sqrt(variance / y.numel())
+    assert abs(y.mean().item() - 1.0) < 5 * std_err
+    # The sample variance of n normals has std variance * sqrt(2 / (n - 1)).
+    assert abs(y.var().item() - variance) < 5 * variance * math.sqrt(2 / (y.numel() - 1))
+
+
+def test_gaussian_dropout_edges() -> None:
+    x = torch.randn(4, 5, dtype=torch.float64, requires_grad=True)
+    assert F.gaussian_dropout(x, 0.0) is x
+    assert F.gaussian_dropout(x, 0.4, training=False) is x
+    assert torch.equal(F.gaussian_dropout(x, 0.4, seed=1), F.gaussian_dropout(x, 0.4, seed=1))
+    assert torch.autograd.gradcheck(lambda t: F.gaussian_dropout(t, 0.4, seed=1), (x,))
+    with pytest.raises(ValueError, match=r"gaussian_dropout: expected p in \[0, 1\), got 1.0"):
+        F.gaussian_dropout(x, 1.0)
+
+
+# ---------------------------------------------------------------- DropBlock
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape", "block_size", "p"),
+    [
+        (F.drop_block2d, (8, 4, 16, 16), 5, 0.1),
+        (F.drop_block2d, (8, 4, 15, 11), 4, 0.3),  # even block, odd maps
+        (F.drop_block2d, (8, 4, 6, 6), 9, 0.3),  # block clipped to the map
+        (F.drop_block3d, (4, 4, 6, 7, 5), 3, 0.2),
+    ],
+)
+def test_drop_block_expected_dropped_fraction_is_p(fn, shape, block_size, p) -> None:
+    fractions = torch.tensor(
+        [
+            (fn(torch.ones(shape), p, block_size=block_size, seed=s) == 0).double().mean().item()
+            for s in range(60)
+        ]
+    )
+    std_err = fractions.std().item() / math.sqrt(len(fractions))
+    assert abs(fractions.mean().item() - p) < max(5 * std_err, 1e-3), fractions.mean()
+
+
+def test_drop_block_drops_square_blocks() -> None:
+    # At a tiny rate most maps get at most one block: then the dropped set is one full square.
+    y = F.drop_block2d(torch.ones(400, 1, 12, 12), 0.02, block_size=3, seed=0)
+    singles = 0
+    for plane in y[:, 0] == 0:
+        if plane.sum() == 9:
+            rows, cols = plane.nonzero(as_tuple=True)
+            assert rows.max() - rows.min() == 2
+            assert cols.max() - cols.min() == 2
+            singles += 1
+    assert singles > 10
+
+
+def test_drop_block_scales_kept_values_and_is_per_channel() -> None:
+    x = torch.ones(16, 32, 8, 8)
+    y = F.drop_block2d(x, 0.4, block_size=3, seed=1)
+    assert set(y.unique().tolist()) == {0.0, torch.tensor(1 / 0.6).item()}
+    # Different channels get different blocks.
+    assert not torch.equal(y[:, 0], y[:, 1])
+
+
+def test_drop_block_edges() -> None:
+    x = torch.randn(2, 3, 5, 5, dtype=torch.float64, requires_grad=True)
+    assert F.drop_block2d(x, 0.0) is x
+    assert F.drop_block2d(x, 0.5, training=False) is x
+    assert torch.equal(F.drop_block2d(x, 1.0, seed=0), torch.zeros_like(x))
+    assert torch.autograd.gradcheck(lambda t: F.drop_block2d(t, 0.3, block_size=2, seed=3), (x,))
+    with pytest.raises(ValueError, match="drop_block2d: expected block_size >= 1, got 0"):
+        F.drop_block2d(x, 0.5, block_size=0)
+    with pytest.raises(TypeError, match="drop_block2d: expected block_size to be an int"):
+        F.drop_block2d(x, 0.5, block_size=2.5)  # type: ignore[arg-type]
+    assert F.drop_block2d(torch.ones(2, 3, 0, 4), 0.5).shape == (2, 3, 0, 4)
+
+
+def test_drop_block_backward_saves_no_mask() -> None:
+    saved: list[int] = []
+    x = torch.randn(4, 8, 32, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        F.drop_block2d(x, 0.2, block_size=5, seed=1).sum().backward()
+    assert sum(saved) < 1024
+
+
+# ---------------------------------------------------------------- saved memory at scale
+
+
+@pytest.mark.parametrize(
+    "fn",
+    [F.dropout, F.alpha_dropout, F.gaussian_dropout, F.locked_dropout, F.drop_path],
+)
+def test_backward_of_a_million_elements_saves_under_a_kibibyte(fn) -> None:
+    saved: list[int] = []
+    x = torch.randn(1000, 1000, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        y = fn(x, 0.5, seed=1)
+    y.sum().backward()
+    assert sum(saved) < 1024
+    assert x.grad is not None
