@@ -1,0 +1,34 @@
+"""Dropout layers: a drop-in for ``torch.nn``'s dropouts, and every variant, over the functions."""
+
+from dropkit.functional._structured import drop_path_rates
+from dropkit.nn._dropout import (
+    AlphaDropout,
+    DropBlock2d,
+    DropBlock3d,
+    Dropout,
+    Dropout1d,
+    Dropout2d,
+    Dropout3d,
+    DropPath,
+    FeatureAlphaDropout,
+    GaussianDropout,
+    LockedDropout,
+)
+from dropkit.nn._weight import EmbeddingDropout, WeightDrop
+
+__all__ = [
+    "AlphaDropout",
+    "DropBlock2d",
+    "DropBlock3d",
+    "DropPath",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "EmbeddingDropout",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "LockedDropout",
+    "WeightDrop",
+    "drop_path_rates",
+]

@@ -1,0 +1,295 @@
+"""Dropout layers over :mod:`dropkit.functional`: each ``forward`` calls its function."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import torch
+from torch import nn
+
+from dropkit import functional as F
+from dropkit.functional._validation import check_p
+
+__all__ = [
+    "AlphaDropout",
+    "DropBlock2d",
+    "DropBlock3d",
+    "DropPath",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "FeatureAlphaDropout",
+    "GaussianDropout",
+    "LockedDropout",
+]
+
+
+class _DropoutBase(nn.Module):
+    """Base of the dropout layers: ``p`` checked at construction, shown by ``extra_repr``.
+
+    Like torch's dropout layers these hold no parameters or buffers, so their ``state_dict`` is
+    the same as torch's, and ``eval()`` turns them into the identity.
+    """
+
+    __constants__: ClassVar[list[str]] = ["inplace", "p"]
+    p: float
+    inplace: bool
+    _allow_one = True
+
+    def __init__(self, p: float = 0.5, inplace: bool = False) -> None:
+        super().__init__()
+        self.p = check_p(type(self).__name__, p, allow_one=self._allow_one)
+        self.inplace = bool(inplace)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, inplace={self.inplace}"
+
+
+class Dropout(_DropoutBase):
+    """Inverted dropout, a drop-in for :class:`torch.nn.Dropout`.
+
+    See :func:`dropkit.functional.dropout`.
+
+    Args:
+        p: probability of zeroing an element. Default: 0.5.
+        inplace: do the operation in place. Default: False.
+        noise_shape: mask shape broadcast to the input (1 where shared). Default: element-wise.
+
+    Shape:
+        - Input: any shape. Output: the same shape.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> m = nn.Dropout(0.2)
+        >>> m
+        Dropout(p=0.2, inplace=False)
+        >>> x = torch.ones(3, 4)
+        >>> m.eval()(x) is x
+        True
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        noise_shape: Sequence[int | None] | None = None,
+    ) -> None:
+        super().__init__(p, inplace)
+        self.noise_shape = None if noise_shape is None else tuple(noise_shape)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.dropout(input, self.p, self.training, self.inplace, noise_shape=self.noise_shape)
+
+    def extra_repr(self) -> str:
+        extra = "" if self.noise_shape is None else f", noise_shape={self.noise_shape}"
+        return super().extra_repr() + extra
+
+
+class _ChannelDropout(_DropoutBase):
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, channels_last: bool = False):
+        super().__init__(p, inplace)
+        self.channels_last = bool(channels_last)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + (", channels_last=True" if self.channels_last else "")
+
+
+class Dropout1d(_ChannelDropout):
+    """Whole-channel dropout for ``(N, C, L)``; see :func:`dropkit.functional.dropout1d`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.Dropout1d(0.1, channels_last=True)
+        Dropout1d(p=0.1, inplace=False, channels_last=True)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.dropout1d(
+            input, self.p, self.training, self.inplace, channels_last=self.channels_last
+        )
+
+
+class Dropout2d(_ChannelDropout):
+    """Whole-channel dropout for ``(N, C, H, W)``; see :func:`dropkit.functional.dropout2d`.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> nn.Dropout2d(0.25)(torch.ones(2, 3, 4, 4)).shape
+        torch.Size([2, 3, 4, 4])
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.dropout2d(
+            input, self.p, self.training, self.inplace, channels_last=self.channels_last
+        )
+
+
+class Dropout3d(_ChannelDropout):
+    """Whole-channel dropout for ``(N, C, D, H, W)``; see :func:`dropkit.functional.dropout3d`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.Dropout3d()
+        Dropout3d(p=0.5, inplace=False)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.dropout3d(
+            input, self.p, self.training, self.inplace, channels_last=self.channels_last
+        )
+
+
+class AlphaDropout(_DropoutBase):
+    """Alpha dropout for SELU networks; see :func:`dropkit.functional.alpha_dropout`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.AlphaDropout(0.1)
+        AlphaDropout(p=0.1, inplace=False)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.alpha_dropout(input, self.p, self.training, self.inplace)
+
+
+class FeatureAlphaDropout(_DropoutBase):
+    """Channel-wise alpha dropout; see :func:`dropkit.functional.feature_alpha_dropout`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.FeatureAlphaDropout(0.1)
+        FeatureAlphaDropout(p=0.1, inplace=False)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)
+
+
+class GaussianDropout(_DropoutBase):
+    """Multiplicative N(1, p/(1-p)) noise; see :func:`dropkit.functional.gaussian_dropout`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.GaussianDropout(0.3)
+        GaussianDropout(p=0.3, inplace=False)
+    """
+
+    _allow_one = False
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.gaussian_dropout(input, self.p, self.training, self.inplace)
+
+
+class DropPath(_DropoutBase):
+    """Stochastic depth for a residual branch; see :func:`dropkit.functional.drop_path`.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> branch = torch.nn.Linear(4, 4)
+        >>> drop = nn.DropPath(0.1)
+        >>> x = torch.randn(8, 4)
+        >>> (x + drop(branch(x))).shape
+        torch.Size([8, 4])
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        mode: Literal["row", "batch"] = "row",
+        scale_by_keep: bool = True,
+    ) -> None:
+        super().__init__(p, inplace)
+        if mode not in ("row", "batch"):
+            raise ValueError(f"DropPath: expected mode 'row' or 'batch', got {mode!r}")
+        self.mode: Literal["row", "batch"] = mode
+        self.scale_by_keep = bool(scale_by_keep)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.drop_path(
+            input,
+            self.p,
+            self.training,
+            self.inplace,
+            mode=self.mode,
+            scale_by_keep=self.scale_by_keep,
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", mode={self.mode!r}, scale_by_keep={self.scale_by_keep}"
+
+
+class _DropBlock(_DropoutBase):
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, block_size: int = 7) -> None:
+        super().__init__(p, inplace)
+        if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(
+                f"{type(self).__name__}: expected block_size to be an int >= 1, got {block_size!r}"
+            )
+        self.block_size = block_size
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", block_size={self.block_size}"
+
+
+class DropBlock2d(_DropBlock):
+    """DropBlock on ``(N, C, H, W)``; see :func:`dropkit.functional.drop_block2d`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.DropBlock2d(0.1, block_size=5)
+        DropBlock2d(p=0.1, inplace=False, block_size=5)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.drop_block2d(
+            input, self.p, self.training, self.inplace, block_size=self.block_size
+        )
+
+
+class DropBlock3d(_DropBlock):
+    """DropBlock on ``(N, C, D, H, W)``; see :func:`dropkit.functional.drop_block3d`.
+
+    Example:
+        >>> from dropkit import nn
+        >>> nn.DropBlock3d(0.1, block_size=3)
+        DropBlock3d(p=0.1, inplace=False, block_size=3)
+    """
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.drop_block3d(
+            input, self.p, self.training, self.inplace, block_size=self.block_size
+        )
+
+
+class LockedDropout(_DropoutBase):
+    """One mask per sequence, shared across time; see :func:`dropkit.functional.locked_dropout`.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> m = nn.LockedDropout(0.3, batch_first=True)
+        >>> m
+        LockedDropout(p=0.3, inplace=False, batch_first=True)
+        >>> m(torch.ones(2, 5, 8)).shape
+        torch.Size([2, 5, 8])
+    """
+
+    def __init__(self, p: float = 0.5, inplace: bool = False, *, batch_first: bool = False):
+        super().__init__(p, inplace)
+        self.batch_first = bool(batch_first)
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:
+        return F.locked_dropout(
+            input, self.p, self.training, self.inplace, batch_first=self.batch_first
+        )
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", batch_first={self.batch_first}"
