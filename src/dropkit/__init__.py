@@ -1,0 +1,15 @@
+"""dropkit: every dropout variant for PyTorch, correct and fast.
+
+- :mod:`dropkit.functional` (alias ``dropkit.F``): dropout as functions, a drop-in for
+  ``torch.nn.functional``'s, with reproducible, device-independent masks.
+- :mod:`dropkit.nn`: the same as layers, a drop-in for ``torch.nn``'s.
+- :func:`convert`: swap torch's dropout layers in an existing model for dropkit's.
+"""
+
+from dropkit import functional, nn
+from dropkit import functional as F
+from dropkit._convert import convert
+from dropkit._version import __version__
+from dropkit.functional import dropout_mask
+
+__all__ = ["F", "__version__", "convert", "dropout_mask", "functional", "nn"]

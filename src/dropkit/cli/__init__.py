@@ -1,0 +1,11 @@
+"""Command-line interface: ``dropkit`` (or ``python -m dropkit``)."""
+
+from dropkit.cli import _info  # noqa: F401  (registers the command)
+from dropkit.cli._app import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Run the ``dropkit`` command."""
+    app()
