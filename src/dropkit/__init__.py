@@ -4,6 +4,7 @@
   ``torch.nn.functional``'s, with reproducible, device-independent masks.
 - :mod:`dropkit.nn`: the same as layers, a drop-in for ``torch.nn``'s.
 - :func:`convert`: swap torch's dropout layers in an existing model for dropkit's.
+- :func:`backend`: force the reference or a fast kernel backend inside a ``with`` block.
 """
 
 from dropkit import functional, nn
@@ -11,5 +12,15 @@ from dropkit import functional as F
 from dropkit._convert import convert
 from dropkit._version import __version__
 from dropkit.functional import dropout_mask
+from dropkit.kernels import available_backends, backend
 
-__all__ = ["F", "__version__", "convert", "dropout_mask", "functional", "nn"]
+__all__ = [
+    "F",
+    "__version__",
+    "available_backends",
+    "backend",
+    "convert",
+    "dropout_mask",
+    "functional",
+    "nn",
+]

@@ -9,6 +9,7 @@ import sys
 import torch
 
 from dropkit._version import __version__
+from dropkit.kernels import available_backends
 
 __all__ = ["environment"]
 
@@ -41,5 +42,6 @@ def environment() -> dict[str, str]:
     for package in ("numba", "triton"):
         version = _package_version(package)
         info[package] = version if version else "not installed"
-    info["backends"] = "reference (pure PyTorch Philox4x32-10, every device)"
+    for name, status in available_backends().items():
+        info[f"backend {name}"] = status
     return info

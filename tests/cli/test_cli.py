@@ -24,7 +24,7 @@ def test_info_lists_versions_and_backends() -> None:
 
     result = runner.invoke(app, ["info"])
     assert result.exit_code == 0
-    for needle in (dropkit.__version__, torch.__version__, "python", "backends", "reference"):
+    for needle in (dropkit.__version__, torch.__version__, "python", "backend numba", "reference"):
         assert needle in result.output
 
 

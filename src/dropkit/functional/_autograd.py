@@ -1,19 +1,21 @@
 """The one autograd op behind every stochastic function, with a mask-free backward.
 
 Each op describes its noise as a small frozen object holding only Python numbers (shape, p,
-seed, constants). Forward samples the noise from it; backward samples it again from the same
+seed, constants). Forward applies the noise; backward regenerates it from the same
 seed instead of reading a saved mask, so nothing input-sized is kept for backward.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 import torch
 
-from dropkit.kernels._philox import stream_keep_mask, stream_normal
+from dropkit.kernels._dispatch import masked_affine
+from dropkit.kernels._philox import stream_normal
+from dropkit.kernels._reference import affine
 
 __all__ = [
     "ElementMask",
@@ -24,20 +26,21 @@ __all__ = [
     "inverted_scale",
 ]
 
-_LOW_PRECISION = (torch.float16, torch.bfloat16)
-
 
 class Noise(Protocol):
-    """``out = where(keep, input * scale + shift, fill)``, with ``keep`` and ``scale`` sampled."""
+    """Seeded noise that can be applied, and applied again identically in backward.
 
-    @property
-    def shift(self) -> float: ...
+    Forward computes ``where(keep, input * scale + shift, fill)``; backward, the gradient map
+    ``where(keep, grad * scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
+    """
 
-    @property
-    def fill(self) -> float: ...
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """The noise applied to ``x``, as a new tensor."""
+        ...
 
-    def sample(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | float]:
-        """``(keep, scale)``: a bool mask broadcastable to the input (None: keep all), a factor."""
+    def linear_part(self) -> Noise:
+        """The same noise without shift and fill: applied to a gradient, it is the backward map
+        (the map is diagonal, so it is its own adjoint)."""
         ...
 
 
@@ -52,8 +55,13 @@ class ElementMask:
     shift: float = 0.0
     fill: float = 0.0
 
-    def sample(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | float]:
-        return stream_keep_mask(self.noise_shape, self.p, self.seed, device), self.scale
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return masked_affine(
+            x, self.noise_shape, self.p, self.seed, self.scale, self.shift, self.fill
+        )
+
+    def linear_part(self) -> Noise:
+        return replace(self, shift=0.0, fill=0.0)
 
 
 @dataclass(frozen=True)
@@ -63,42 +71,19 @@ class GaussianNoise:
     noise_shape: tuple[int, ...]
     sigma: float
     seed: int
-    shift: float = 0.0
-    fill: float = 0.0
 
-    def sample(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | float]:
-        return None, 1.0 + self.sigma * stream_normal(self.noise_shape, self.seed, device)
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        noise = 1.0 + self.sigma * stream_normal(self.noise_shape, self.seed, x.device)
+        return affine(x, None, noise, 0.0, 0.0)
 
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half-precision inputs are computed in float32 and rounded once, as the kernels do.
-    return torch.float32 if dtype in _LOW_PRECISION else dtype
-
-
-def _affine(
-    x: torch.Tensor,
-    keep: torch.Tensor | None,
-    scale: torch.Tensor | float,
-    shift: float,
-    fill: float,
-) -> torch.Tensor:
-    dtype = _compute_dtype(x.dtype)
-    if isinstance(scale, torch.Tensor):
-        scale = scale.to(dtype)
-    y = x.to(dtype) * scale
-    if shift:
-        y = y + shift
-    if keep is not None:
-        # where, not a multiply by the mask: a dropped inf or NaN must become `fill`, not NaN.
-        y = torch.where(keep, y, torch.tensor(fill, dtype=y.dtype, device=y.device))
-    return y.to(x.dtype)
+    def linear_part(self) -> Noise:
+        return self
 
 
 class _NoiseFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
-        keep, scale = noise.sample(input.device)
-        out = _affine(input, keep, scale, noise.shift, noise.fill)
+        out = noise.apply(input)
         ctx.noise = noise
         if inplace:
             ctx.mark_dirty(input)
@@ -107,8 +92,8 @@ class _NoiseFunction(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
-        keep, scale = ctx.noise.sample(grad_output.device)
-        return _affine(grad_output, keep, scale, 0.0, 0.0), None, None
+        # Through the op again, not a bare kernel call, so that double backward works too.
+        return apply_noise(grad_output, ctx.noise.linear_part(), False), None, None
 
 
 def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:

@@ -14,6 +14,7 @@ from dropkit.functional._autograd import apply_noise, inverted_scale
 from dropkit.functional._elementwise import masked_dropout
 from dropkit.functional._validation import check_input, check_p, check_rank, resolve_seed
 from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels._reference import affine
 
 __all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates"]
 
@@ -131,10 +132,14 @@ class BlockMask:
     gamma: float
     seed: int
     scale: float
-    shift: float = 0.0
-    fill: float = 0.0
 
-    def sample(self, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | float]:
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return affine(x, self._keep(x.device), self.scale, 0.0, 0.0)
+
+    def linear_part(self) -> BlockMask:
+        return self
+
+    def _keep(self, device: torch.device) -> torch.Tensor:
         spatial = self.shape[2:]
         origins = self.shape[:2] + tuple(
             s - b + 1 for s, b in zip(spatial, self.blocks, strict=True)
@@ -147,7 +152,7 @@ class BlockMask:
         on = torch_F.pad(on, padding)
         pool = torch_F.max_pool2d if len(self.blocks) == 2 else torch_F.max_pool3d
         dropped = pool(on, kernel_size=self.blocks, stride=1)
-        return dropped == 0, self.scale
+        return dropped == 0
 
 
 def _drop_block(

@@ -1,0 +1,167 @@
+"""The one place that decides which backend runs a dropout op.
+
+Backends:
+
+- ``"reference"``: plain PyTorch (:mod:`dropkit.kernels._philox`), every device and dtype; the
+  ground truth.
+- ``"numba"``: fused CPU kernels (:mod:`dropkit.kernels._cpu`), for CPU tensors of float16,
+  bfloat16, float32 and float64.
+
+``"auto"`` (the default) picks the fastest backend that can run the tensor at hand. Force one
+with the context manager :func:`backend` or the ``DROPKIT_BACKEND`` environment variable;
+forcing a backend that cannot run here is an error, while ``"auto"`` falls back to the
+reference with a one-time warning when an optional backend is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import functools
+import importlib.util
+import math
+import os
+import warnings
+from collections.abc import Iterator
+from typing import Literal
+
+import torch
+
+from dropkit.kernels._philox import keep_threshold, stream_keep_mask
+from dropkit.kernels._reference import affine
+
+__all__ = ["BACKENDS", "available_backends", "backend", "masked_affine", "select"]
+
+BackendName = Literal["auto", "reference", "numba"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "numba")
+_CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dropkit_backend", default=None
+)
+
+
+def _check_name(name: str, source: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{source}: unknown backend {name!r}; expected one of {list(BACKENDS)}")
+    return name
+
+
+@contextlib.contextmanager
+def backend(name: BackendName) -> Iterator[None]:
+    """Run the dropout ops inside the ``with`` block on backend ``name``.
+
+    Example:
+        >>> import torch, dropkit
+        >>> with dropkit.backend("reference"):
+        ...     y = dropkit.F.dropout(torch.ones(4), 0.5, seed=0)
+    """
+    token = _forced.set(_check_name(name, "dropkit.backend"))
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+@functools.cache
+def _numba_installed() -> bool:
+    return importlib.util.find_spec("numba") is not None
+
+
+@functools.cache
+def _warn_missing(name: str, hint: str) -> None:
+    warnings.warn(
+        f"dropkit: {name} is not installed, so dropout runs on the slower pure-PyTorch "
+        f"reference; {hint}",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def available_backends() -> dict[str, str]:
+    """Each backend and whether it can run here (``"available"`` or why not)."""
+    return {
+        "reference": "available (pure PyTorch, every device)",
+        "numba": "available (CPU)" if _numba_installed() else "missing: pip install numba",
+    }
+
+
+def _requested() -> str:
+    forced = _forced.get()
+    if forced is not None:
+        return forced
+    return _check_name(os.environ.get("DROPKIT_BACKEND", "auto"), "DROPKIT_BACKEND")
+
+
+def select(x: torch.Tensor) -> str:
+    """The backend that runs an op on ``x`` now: ``"reference"`` or ``"numba"``."""
+    requested = _requested()
+    cpu_ok = x.device.type == "cpu" and x.dtype in _CPU_DTYPES
+    if requested == "reference":
+        return "reference"
+    if requested == "numba":
+        if not _numba_installed():
+            raise RuntimeError("dropkit backend 'numba' was forced but numba is not installed")
+        if not cpu_ok:
+            raise RuntimeError(
+                f"dropkit backend 'numba' runs float CPU tensors only, got {x.dtype} on "
+                f"{x.device}; use backend 'auto' or 'reference'"
+            )
+        return "numba"
+    if cpu_ok:
+        if _numba_installed():
+            return "numba"
+        _warn_missing("numba", "pip install numba for the fast CPU kernels")
+    return "reference"
+
+
+def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``(A, B, C)`` such that the input is ``(A, B, C)`` and the mask ``(A, 1, C)``, if any."""
+    runs: list[tuple[bool, int]] = []  # (shared, size) runs of dims, size-1 dims ignored
+    for size, n in zip(shape, noise, strict=True):
+        if size == 1:
+            continue
+        shared = n == 1
+        if runs and runs[-1][0] == shared:
+            runs[-1] = (shared, runs[-1][1] * size)
+        else:
+            runs.append((shared, size))
+    shared_runs = [i for i, (shared, _) in enumerate(runs) if shared]
+    if len(shared_runs) != 1:
+        return None
+    i = shared_runs[0]
+    before = runs[i - 1][1] if i > 0 else 1
+    after = runs[i + 1][1] if i + 1 < len(runs) else 1
+    return before, runs[i][1], after
+
+
+def masked_affine(
+    x: torch.Tensor,
+    noise_shape: tuple[int, ...],
+    p: float,
+    seed: int,
+    scale: float,
+    shift: float = 0.0,
+    fill: float = 0.0,
+) -> torch.Tensor:
+    """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
+    (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
+    if select(x) == "reference" or x.numel() == 0:
+        keep = stream_keep_mask(noise_shape, p, seed, x.device)
+        return affine(x, keep, scale, shift, fill)
+    from dropkit.kernels import _cpu
+
+    if keep_threshold(p) >= 2**32:  # everything dropped
+        return torch.full_like(x, fill)
+    xc = x.contiguous()
+    out = torch.empty_like(xc)
+    if noise_shape == tuple(x.shape):
+        _cpu.affine_stream(xc, out, p, seed, scale, shift, fill)
+        return out
+    keep = _cpu.keep_mask(math.prod(noise_shape), p, seed).view(noise_shape)
+    abc = _collapse(tuple(x.shape), noise_shape)
+    if abc is None or x.dtype not in (torch.float32, torch.float64):
+        return affine(x, keep, scale, shift, fill)
+    a, b, c = abc
+    _cpu.affine_broadcast(xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill)
+    return out

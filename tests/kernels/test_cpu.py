@@ -1,0 +1,182 @@
+"""The numba CPU kernels against the reference, bit for bit, and the backend dispatch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import dropkit
+import dropkit.functional as F
+from dropkit.kernels import CHUNK, masked_affine, random_uint32
+
+pytest.importorskip("numba")
+
+from dropkit.kernels import _cpu
+
+DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
+_INT_VIEW = {
+    torch.float16: torch.int16,
+    torch.bfloat16: torch.int16,
+    torch.float32: torch.int32,
+    torch.float64: torch.int64,
+}
+
+
+def _bits(t: torch.Tensor) -> torch.Tensor:
+    """Bit patterns, so that -0.0 vs 0.0 and NaN payloads count as differences."""
+    return t.contiguous().view(_INT_VIEW[t.dtype])
+
+
+def _both(x, noise_shape, p, seed, scale, shift=0.0, fill=0.0):
+    with dropkit.backend("numba"):
+        fast = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+    with dropkit.backend("reference"):
+        ref = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+    return fast, ref
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("numel", [1, 7, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 5, 70_001])
+def test_element_kernel_equals_reference(dtype, numel) -> None:
+    x = torch.randn(numel, generator=torch.Generator().manual_seed(numel)).to(dtype)
+    for p in (0.1, 0.5, 0.9):
+        fast, ref = _both(x, (numel,), p, seed=numel + 3, scale=1 / (1 - p))
+        assert torch.equal(_bits(fast), _bits(ref)), (dtype, numel, p)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shift_and_fill_equal_reference(dtype) -> None:
+    x = torch.randn(5000).to(dtype)
+    fast, ref = _both(x, (5000,), 0.3, 9, scale=1.2, shift=0.4, fill=-0.7)
+    # x*scale+shift is two roundings in both; no fused multiply-add on either side.
+    assert torch.equal(_bits(fast), _bits(ref))
+
+
+@pytest.mark.parametrize(
+    ("shape", "noise_shape"),
+    [
+        ((8, 16, 5, 5), (8, 16, 1, 1)),  # channel dropout
+        ((8, 5, 5, 16), (8, 1, 1, 16)),  # channels last
+        ((7, 8, 16), (1, 8, 16)),  # time-locked
+        ((8, 3, 4), (8, 1, 1)),  # drop path
+        ((1, 3, 4), (1, 1, 1)),  # batch mode
+        ((8, 4, 5, 3), (8, 1, 5, 1)),  # two shared runs: mask from the kernel, apply in torch
+    ],
+)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_shared_masks_equal_reference(shape, noise_shape, dtype) -> None:
+    x = torch.randn(shape).to(dtype)
+    fast, ref = _both(x, noise_shape, 0.4, 21, scale=1 / 0.6)
+    assert torch.equal(_bits(fast), _bits(ref))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_every_half_precision_bit_pattern(dtype) -> None:
+    # All 65,536 patterns, widened, scaled in float32 and rounded once to nearest even.
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    for scale in (1.0, 1 / 0.7, 3.0, 1e-3):
+        fast, ref = _both(x, tuple(x.shape), 1e-9, 5, scale=scale)
+        nan = torch.isnan(ref)
+        assert torch.equal(torch.isnan(fast), nan)
+        assert torch.equal(_bits(fast)[~nan], _bits(ref)[~nan]), scale
+
+
+def test_non_contiguous_and_channels_last_inputs() -> None:
+    x = torch.randn(6, 8, 5, 7).to(memory_format=torch.channels_last)
+    for fn in (F.dropout, F.dropout2d):
+        with dropkit.backend("numba"):
+            fast = fn(x, 0.5, seed=2)
+        with dropkit.backend("reference"):
+            ref = fn(x, 0.5, seed=2)
+        assert torch.equal(fast, ref)
+    x = torch.randn(40, 30).t()
+    with dropkit.backend("numba"):
+        fast = F.dropout(x, 0.5, seed=2)
+    with dropkit.backend("reference"):
+        assert torch.equal(fast, F.dropout(x, 0.5, seed=2))
+
+
+def test_p_one_fills_and_empty_inputs() -> None:
+    x = torch.full((10,), float("nan"))
+    fast, ref = _both(x, (10,), 1.0, 0, scale=0.0, fill=0.5)
+    assert torch.equal(fast, ref)
+    assert torch.equal(fast, torch.full((10,), 0.5))
+    fast, ref = _both(torch.empty(0, 3), (0, 3), 0.5, 0, scale=2.0)
+    assert fast.shape == ref.shape == (0, 3)
+
+
+def test_keep_mask_kernel_equals_reference() -> None:
+    for numel in (1, CHUNK + 3, 50_000):
+        expected = random_uint32(numel, 77) >= 2**31
+        assert torch.equal(_cpu.keep_mask(numel, 0.5, 77), expected)
+
+
+def test_block_counters_are_64_bit() -> None:
+    # Chunk 2**31 holds stream elements past 2**43: no 32-bit wrap-around of the block counter.
+    chunk = 2**31
+    bits = np.empty(CHUNK, np.uint32)
+    _cpu._philox_chunk(bits, np.int64(chunk), np.uint32(123), np.uint32(0))
+    expected = random_uint32(CHUNK, 123, start=chunk * CHUNK)
+    assert torch.equal(torch.from_numpy(bits.astype(np.int64)), expected)
+
+
+def test_thread_count_does_not_change_the_result() -> None:
+    x = torch.randn(200_000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = F.dropout(x, 0.5, seed=4)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, F.dropout(x, 0.5, seed=4))
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def test_auto_picks_numba_on_cpu_and_reference_for_other_dtypes() -> None:
+    from dropkit.kernels._dispatch import select
+
+    assert select(torch.ones(2)) == "numba"
+    assert select(torch.ones(2, dtype=torch.complex64)) == "reference"
+    with dropkit.backend("reference"):
+        assert select(torch.ones(2)) == "reference"
+
+
+def test_environment_variable_and_errors(monkeypatch) -> None:
+    from dropkit.kernels._dispatch import select
+
+    monkeypatch.setenv("DROPKIT_BACKEND", "reference")
+    assert select(torch.ones(2)) == "reference"
+    monkeypatch.setenv("DROPKIT_BACKEND", "fastest")
+    with pytest.raises(ValueError, match=r"DROPKIT_BACKEND: unknown backend 'fastest'"):
+        select(torch.ones(2))
+    monkeypatch.delenv("DROPKIT_BACKEND")
+    with (
+        pytest.raises(ValueError, match=r"dropkit.backend: unknown backend"),
+        dropkit.backend(
+            "gpu"  # type: ignore[arg-type]
+        ),
+    ):
+        pass
+    with dropkit.backend("numba"), pytest.raises(RuntimeError, match="float CPU tensors only"):
+        select(torch.ones(2, dtype=torch.complex64))
+
+
+def test_available_backends_lists_numba() -> None:
+    assert dropkit.available_backends()["numba"].startswith("available")
+
+
+def test_missing_numba_falls_back_with_one_warning(monkeypatch) -> None:
+    from dropkit.kernels import _dispatch
+
+    monkeypatch.setattr(_dispatch, "_numba_installed", lambda: False)
+    _dispatch._warn_missing.cache_clear()
+    with pytest.warns(RuntimeWarning, match="numba is not installed"):
+        y = F.dropout(torch.ones(100), 0.5, seed=1)
+    with dropkit.backend("reference"):
+        assert torch.equal(y, F.dropout(torch.ones(100), 0.5, seed=1))
+    with dropkit.backend("numba"), pytest.raises(RuntimeError, match="numba is not installed"):
+        F.dropout(torch.ones(100), 0.5, seed=1)
+    _dispatch._warn_missing.cache_clear()
