@@ -38,3 +38,40 @@ def test_python_dash_m() -> None:
         [sys.executable, "-m", "dropkit", "--version"], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == f"dropkit {dropkit.__version__}"
+
+
+def test_bench_runs_and_writes_json(tmp_path) -> None:
+    import json
+
+    out = tmp_path / "bench.json"
+    result = runner.invoke(
+        app,
+        [
+            "bench",
+            "--sizes",
+            "4096,5000",
+            "--dtypes",
+            "float32",
+            "--rounds",
+            "1",
+            "--no-compile",
+            "--mlp-epochs",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "dropkit" in result.output
+    assert "MLP" in result.output
+    data = json.loads(out.read_text())
+    assert {r["numel"] for r in data["kernels"]} == {4096, 5000}
+    assert {r["pass"] for r in data["kernels"]} == {"forward", "forward+backward"}
+    assert all(v > 0 for r in data["kernels"] for v in r["times_ms"].values())
+    assert [m["variant"] for m in data["mlp"]] == ["no dropout", "torch dropout", "dropkit dropout"]
+
+
+def test_bench_rejects_bad_sizes() -> None:
+    result = runner.invoke(app, ["bench", "--sizes", "abc", "--no-mlp"])
+    assert result.exit_code == 2
+    assert "sizes" in result.output

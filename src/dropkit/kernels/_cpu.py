@@ -15,6 +15,8 @@ is about to run.
 
 from __future__ import annotations
 
+import functools
+
 import numba
 import numpy as np
 import torch
@@ -244,20 +246,31 @@ def _broadcast_row(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped
 # ------------------------------------------------------------------ torch-facing wrappers
 
 
+_thread_count = [0]
+
+
 def _threads() -> None:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    """Follow ``torch.get_num_threads()``; numba's setter is only called when it changes."""
+    wanted = torch.get_num_threads()
+    if wanted != _thread_count[0]:
+        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        _thread_count[0] = wanted
 
 
 def _key(seed: int) -> tuple[np.uint32, np.uint32]:
     return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)
 
 
+@functools.lru_cache(maxsize=256)
 def _threshold(p: float) -> np.uint32:
     threshold = keep_threshold(p)
     if threshold >= 2**32:
         raise ValueError("dropkit kernels: p = 1 drops everything; the caller fills instead")
     value: np.uint32 = np.uint32(threshold)
     return value
+
+
+_NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def affine_stream(
@@ -277,14 +290,13 @@ def affine_stream(
     _threads()
     k0, k1 = _key(seed)
     thr = _threshold(p)
-    if x.dtype in (torch.float32, torch.float64):
-        dt = np.float32 if x.dtype == torch.float32 else np.float64
-        args = (x.numpy().reshape(-1), out.numpy().reshape(-1), k0, k1, thr)
+    dt = _NUMPY_FLOATS.get(x.dtype)
+    if dt is not None:
         run = _stream_float_serial if x.numel() < _SERIAL_BELOW else _stream_float_parallel
-        run(*args, dt(scale), dt(shift), dt(fill))
+        run(x.view(-1).numpy(), out.view(-1).numpy(), k0, k1, thr, dt(scale), dt(shift), dt(fill))
     else:
-        xs = x.view(torch.int16).numpy().reshape(-1).view(np.uint16)
-        os = out.view(torch.int16).numpy().reshape(-1).view(np.uint16)
+        xs = x.view(-1).view(torch.int16).numpy().view(np.uint16)
+        os = out.view(-1).view(torch.int16).numpy().view(np.uint16)
         f32 = np.float32
         _stream_half(
             xs, os, k0, k1, thr, f32(scale), f32(shift), f32(fill), x.dtype == torch.bfloat16
@@ -311,5 +323,5 @@ def affine_broadcast(
     """``out = where(keep, x * scale + shift, fill)`` for float32/64 ``x`` of shape (A, B, C)
     and a bool ``keep`` of shape (A, C)."""
     _threads()
-    dt = np.float32 if x.dtype == torch.float32 else np.float64
+    dt = _NUMPY_FLOATS[x.dtype]
     _broadcast_float(x.numpy(), out.numpy(), keep.numpy(), dt(scale), dt(shift), dt(fill))

@@ -23,11 +23,13 @@ import math
 import os
 import warnings
 from collections.abc import Iterator
+from types import ModuleType
 from typing import Literal
 
 import torch
 
-from dropkit.kernels._philox import keep_threshold, stream_keep_mask
+from dropkit.kernels._memory import empty_like
+from dropkit.kernels._philox import stream_keep_mask
 from dropkit.kernels._reference import affine
 
 __all__ = ["BACKENDS", "available_backends", "backend", "masked_affine", "select"]
@@ -96,7 +98,7 @@ def _requested() -> str:
 def select(x: torch.Tensor) -> str:
     """The backend that runs an op on ``x`` now: ``"reference"`` or ``"numba"``."""
     requested = _requested()
-    cpu_ok = x.device.type == "cpu" and x.dtype in _CPU_DTYPES
+    cpu_ok = x.dtype in _CPU_DTYPES and not x.is_cuda and x.device.type == "cpu"
     if requested == "reference":
         return "reference"
     if requested == "numba":
@@ -146,22 +148,28 @@ def masked_affine(
 ) -> torch.Tensor:
     """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
     (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
-    if select(x) == "reference" or x.numel() == 0:
+    if x.numel() == 0 or select(x) == "reference":
         keep = stream_keep_mask(noise_shape, p, seed, x.device)
         return affine(x, keep, scale, shift, fill)
-    from dropkit.kernels import _cpu
-
-    if keep_threshold(p) >= 2**32:  # everything dropped
+    if p >= 1.0:  # everything dropped
         return torch.full_like(x, fill)
+    cpu = _cpu_kernels()
     xc = x.contiguous()
-    out = torch.empty_like(xc)
-    if noise_shape == tuple(x.shape):
-        _cpu.affine_stream(xc, out, p, seed, scale, shift, fill)
+    out = empty_like(xc)
+    if noise_shape == x.shape:
+        cpu.affine_stream(xc, out, p, seed, scale, shift, fill)
         return out
-    keep = _cpu.keep_mask(math.prod(noise_shape), p, seed).view(noise_shape)
+    keep = cpu.keep_mask(math.prod(noise_shape), p, seed).view(noise_shape)
     abc = _collapse(tuple(x.shape), noise_shape)
     if abc is None or x.dtype not in (torch.float32, torch.float64):
         return affine(x, keep, scale, shift, fill)
     a, b, c = abc
-    _cpu.affine_broadcast(xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill)
+    cpu.affine_broadcast(xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill)
     return out
+
+
+@functools.cache
+def _cpu_kernels() -> ModuleType:
+    from dropkit.kernels import _cpu  # imports numba: only once a CPU kernel is about to run
+
+    return _cpu

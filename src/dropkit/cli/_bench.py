@@ -1,0 +1,91 @@
+"""``dropkit bench``: dropkit vs torch dropout on this machine, side by side."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from dropkit._env import environment
+from dropkit.cli._app import app
+
+_QUICK_SIZES = [1 << 16, 1 << 20, 1 << 24]
+_FULL_SIZES = [1 << k for k in range(16, 26)]
+
+
+def _size_label(numel: int) -> str:
+    return f"2^{numel.bit_length() - 1}" if numel & (numel - 1) == 0 else str(numel)
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="3 sizes and fewer rounds (under a minute)."),
+    sizes: str = typer.Option(
+        "", help="Comma-separated element counts, e.g. 65536,16777216 (default: 2^16..2^25)."
+    ),
+    dtypes: str = typer.Option("float32,bfloat16", help="Comma-separated dtypes."),
+    rounds: int = typer.Option(0, min=0, help="Timed rounds per contender (default 7, quick 5)."),
+    compiled: bool = typer.Option(True, "--compile/--no-compile", help="Include torch.compile."),
+    mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the end-to-end MLP epoch."),
+    mlp_epochs: int = typer.Option(0, min=0, help="Timed MLP epochs per variant (default 15)."),
+    output: Path | None = typer.Option(None, help="Write the results as JSON here."),
+) -> None:
+    """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
+    import torch
+
+    from dropkit._bench import bench_kernels, bench_mlp
+
+    try:
+        size_list = [int(s) for s in sizes.split(",") if s] or (
+            _QUICK_SIZES if quick else _FULL_SIZES
+        )
+        dtype_list = [getattr(torch, name.strip()) for name in dtypes.split(",") if name.strip()]
+    except (ValueError, AttributeError) as error:
+        raise typer.BadParameter(f"bad --sizes or --dtypes: {error}") from error
+    if any(n < 1 for n in size_list) or not all(isinstance(d, torch.dtype) for d in dtype_list):
+        raise typer.BadParameter("--sizes must be positive integers and --dtypes torch dtypes")
+    console = Console()
+    rows = bench_kernels(
+        size_list, dtype_list, rounds=rounds or (5 if quick else 7), compiled=compiled
+    )
+    table = Table(title="dropout, CPU, median ms per call (ratios: x times dropkit's time)")
+    for column in ("size", "dtype", "pass", "dropkit", "torch", "torch.compile", "copy", "clone"):
+        table.add_column(column, justify="right")
+    for row in rows:
+        t = row.times_ms
+        ours = t["dropkit"]
+
+        def cell(name: str, t: dict[str, float] = t, ours: float = ours) -> str:
+            return f"{t[name]:.3f} ({t[name] / ours:.1f}x)" if name in t else "-"
+
+        table.add_row(
+            _size_label(row.numel),
+            row.dtype.removeprefix("torch."),
+            row.pass_,
+            f"{ours:.3f}",
+            cell("torch"),
+            cell("torch.compile"),
+            cell("copy"),
+            cell("clone"),
+        )
+    console.print(table)
+    mlp_rows = bench_mlp(epochs=mlp_epochs or (7 if quick else 15)) if mlp else []
+    if mlp_rows:
+        mlp_table = Table(title="MLP 64-256-128-10, dropout 0.5, Adam, batch 64: ms per epoch")
+        for column in ("dropout", "ms per epoch", "added by dropout"):
+            mlp_table.add_column(column, justify="right")
+        for m in mlp_rows:
+            mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
+        console.print(mlp_table)
+    if output is not None:
+        payload = {
+            "environment": environment(),
+            "kernels": [r.to_json() for r in rows],
+            "mlp": [m.to_json() for m in mlp_rows],
+        }
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(json.dumps(payload, indent=2) + "\n")
+        console.print(f"wrote {output}")
