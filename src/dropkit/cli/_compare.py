@@ -1,0 +1,134 @@
+"""``dropkit compare``: the paired experiment with and without dropout, with a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from dropkit.cli._app import app
+from dropkit.cli._summary import print_summary, require_experiments_extra, summary_console
+
+
+def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: ignore[type-arg]
+    try:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        raise typer.BadParameter(
+            f"expected comma-separated numbers, got {text!r}", param_hint=option
+        ) from None
+
+
+@app.command()
+def compare(
+    dataset: str = typer.Option(
+        "mnist1d",
+        "--dataset",
+        "-d",
+        help="mnist1d, digits, synthetic, mnist, fashion-mnist or cifar10.",
+    ),
+    model: str = typer.Option("mlp", "--model", "-m", help="mlp, cnn or rescnn."),
+    rates: str = typer.Option("0,0.2,0.5", help="Comma-separated dropout rates in [0, 1)."),
+    seeds: int = typer.Option(3, help="Seeds per rate (runs are paired by seed)."),
+    epochs: int = typer.Option(60, help="Training epochs per run."),
+    batch_size: int = typer.Option(64, help="Batch size."),
+    lr: float = typer.Option(1e-3, help="Learning rate."),
+    optimizer: str = typer.Option("adam", help="adam, adamw or sgd."),
+    weight_decay: float = typer.Option(0.0, help="Weight decay."),
+    hidden: str = typer.Option("256,128", help="Hidden sizes (mlp) or head width (cnn, rescnn)."),
+    layer_scale: str = typer.Option("", help="Per-dropout-layer rate multipliers, e.g. 0.5,1."),
+    schedule: str = typer.Option("constant", help="constant, early or late dropout."),
+    schedule_epochs: int = typer.Option(0, help="Epochs with (early) or without (late) dropout."),
+    early_stopping: int = typer.Option(0, help="Patience in epochs on validation loss; 0: off."),
+    label_noise: float = typer.Option(0.0, help="Fraction of training labels made random."),
+    split_seed: int = typer.Option(0, help="Seed of the train/validation split and label noise."),
+    output: Path | None = typer.Option(
+        None, "--output", "-o", help="Output directory (default: dropkit-runs/DATASET-MODEL)."
+    ),
+    fresh: bool = typer.Option(False, "--fresh", help="Forget this configuration's earlier runs."),
+) -> None:
+    """Train with and without dropout at several rates; print a table, write plots and a report."""
+    require_experiments_extra()
+    from dropkit._env import environment
+    from dropkit.experiments import (
+        CompareConfig,
+        ConfigError,
+        DatasetError,
+        TrainConfig,
+        load_dataset,
+        run_compare,
+    )
+    from dropkit.experiments import Progress as Callbacks
+    from dropkit.experiments.report import write_report
+
+    train = TrainConfig(
+        model=model,
+        hidden=_numbers("--hidden", hidden, int),
+        layer_scale=_numbers("--layer-scale", layer_scale) or None,
+        optimizer=optimizer,
+        lr=lr,
+        weight_decay=weight_decay,
+        epochs=epochs,
+        batch_size=batch_size,
+        early_stopping=early_stopping,
+        schedule=schedule,
+        schedule_epochs=schedule_epochs,
+    )
+    config = CompareConfig(
+        dataset=dataset,
+        label_noise=label_noise,
+        split_seed=split_seed,
+        train=train,
+        rates=_numbers("--rates", rates),
+        seeds=seeds,
+    )
+    try:
+        config.check()
+    except ConfigError as error:
+        message = str(error).split(": ", 1)[1]
+        hint = "--" + error.field.replace("_", "-")
+        raise typer.BadParameter(message, param_hint=hint) from None
+    output = output or Path("dropkit-runs") / f"{dataset}-{model}"
+    console = summary_console()
+    try:
+        data = load_dataset(dataset, split_seed=split_seed, label_noise=label_noise)
+    except DatasetError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
+    total = len(config.rates) * config.seeds
+    finished = [0]
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        runs = bar.add_task("runs", total=total)
+        epoch_task = bar.add_task("epochs", total=config.train.epochs)
+
+        def start(rate: float, seed: int, n_epochs: int) -> None:
+            bar.update(runs, description=f"rate {rate:g}, seed {seed}")
+            bar.reset(epoch_task, total=n_epochs)
+
+        def epoch(metrics: object) -> None:
+            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")  # type: ignore[attr-defined]
+
+        def done(result: object, skipped: bool) -> None:
+            finished[0] += 1
+            bar.update(runs, completed=finished[0])
+
+        try:
+            results = run_compare(
+                config, output, fresh=fresh, data=data, progress=Callbacks(start, epoch, done)
+            )
+        except KeyboardInterrupt:
+            console.print(
+                f"Interrupted: {finished[0]} of {total} runs are saved in {output}; run the same "
+                "command again to resume."
+            )
+            raise typer.Exit(130) from None
+    paths = write_report(output, results, config.flat(), environment())
+    print_summary(console, results, paths)

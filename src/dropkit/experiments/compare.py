@@ -1,0 +1,126 @@
+"""The paired experiment: the same model, data, seeds and budget at several dropout rates."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
+from dropkit.experiments.models import MODELS
+from dropkit.experiments.store import Store
+from dropkit.experiments.train import ConfigError, EpochMetrics, RunResult, TrainConfig, train
+
+__all__ = ["CompareConfig", "run_compare"]
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """A comparison: data, training, the rates to compare and the number of seeds.
+
+    Saved as JSON next to the results (never executed). Runs are identified by everything but
+    ``rates`` and ``seeds``, so adding a rate or a seed later reuses the finished runs.
+    """
+
+    dataset: str = "mnist1d"
+    label_noise: float = 0.0
+    split_seed: int = 0
+    train: TrainConfig = field(default_factory=TrainConfig)
+    rates: tuple[float, ...] = (0.0, 0.2, 0.5)
+    seeds: int = 3
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` naming the first bad option; called before any work."""
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                "dataset", f"unknown {self.dataset!r}; expected one of {list(DATASETS)}"
+            )
+        if self.train.model not in MODELS:
+            raise ConfigError(
+                "model", f"unknown {self.train.model!r}; expected one of {list(MODELS)}"
+            )
+        if not self.rates:
+            raise ConfigError("rates", "give at least one dropout rate")
+        for rate in self.rates:
+            if not (0.0 <= rate < 1.0) or math.isnan(rate):
+                raise ConfigError("rates", f"every rate must be in [0, 1), got {rate}")
+        if len(set(self.rates)) != len(self.rates):
+            raise ConfigError("rates", f"give each rate once, got {list(self.rates)}")
+        if self.seeds < 1:
+            raise ConfigError("seeds", f"must be at least 1, got {self.seeds}")
+        if not 0.0 <= self.label_noise < 1.0:
+            raise ConfigError("label_noise", f"must be in [0, 1), got {self.label_noise}")
+        self.train.check()
+
+    def to_json(self) -> dict[str, object]:
+        data = dataclasses.asdict(self)
+        data["rates"] = list(self.rates)
+        return data
+
+    def key(self) -> str:
+        """Identity of the runs: a hash of everything except the rates and the seed count."""
+        identity = self.to_json()
+        del identity["rates"], identity["seeds"]
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        return digest[:16]
+
+    def flat(self) -> dict[str, object]:
+        """One level of keys, for the report's configuration table."""
+        flat = {k: v for k, v in self.to_json().items() if k != "train"}
+        flat.update(dataclasses.asdict(self.train))
+        return flat
+
+
+@dataclass
+class Progress:
+    """Callbacks for a progress display; the library itself prints nothing."""
+
+    on_run_start: Callable[[float, int, int], None] = lambda rate, seed, epochs: None
+    on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None
+    on_run_done: Callable[[RunResult, bool], None] = lambda result, skipped: None
+
+
+def run_compare(
+    config: CompareConfig,
+    output: Path,
+    *,
+    fresh: bool = False,
+    data: Dataset | None = None,
+    progress: Progress | None = None,
+) -> list[RunResult]:
+    """Train every (rate, seed) not yet in ``output``'s database; return all of this config's runs.
+
+    Each run is stored as soon as it finishes, so an interruption (Ctrl-C) keeps the finished
+    ones and a second call resumes; ``fresh`` forgets this configuration's earlier runs first.
+    """
+    config.check()
+    progress = progress or Progress()
+    if data is None:
+        data = load_dataset(
+            config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+        )
+    store = Store(output)
+    key = config.key()
+    store.register(key, config.to_json())
+    if fresh:
+        store.forget(key)
+    done = store.done(key)
+    for rate in config.rates:
+        for seed in range(config.seeds):
+            if (rate, seed) in done:
+                progress.on_run_done(_stored(store, key, rate, seed), True)
+                continue
+            progress.on_run_start(rate, seed, config.train.epochs)
+            result = train(config.train, data, rate, seed, on_epoch=progress.on_epoch)
+            store.save(key, result)
+            progress.on_run_done(result, False)
+    wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
+    return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+
+
+def _stored(store: Store, key: str, rate: float, seed: int) -> RunResult:
+    return next(r for r in store.results(key) if (r.rate, r.seed) == (rate, seed))

@@ -1,0 +1,149 @@
+"""Models by name, with dropout in the usual places; one rate knob, per-layer multipliers.
+
+- ``mlp``: Linear-ReLU-Dropout blocks (default hidden sizes 256-128), then the classifier.
+- ``cnn``: two conv blocks (conv, ReLU, max-pool, channel dropout), then a dropout-regularized
+  classifier; 1-D or 2-D by the input's shape.
+- ``rescnn``: a stem, three residual blocks whose branches are dropped by DropPath at the usual
+  linearly increasing rates (the last block at the full rate), global pooling, a classifier.
+
+Every model's dropout layers are, in forward order, the "dropout sites"; ``layer_scale`` scales
+the compared rate per site (``rate_i = rate * layer_scale[i]``), so early layers can drop less.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from dropkit import nn as dk_nn
+
+__all__ = ["MODELS", "build_model", "dropout_sites", "set_rate"]
+
+MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
+_SITES = (dk_nn.Dropout, dk_nn.Dropout1d, dk_nn.Dropout2d, dk_nn.DropPath)
+
+
+def dropout_sites(model: nn.Module) -> list[nn.Module]:
+    """The model's dropout layers in registration (forward) order."""
+    return [m for m in model.modules() if isinstance(m, _SITES)]
+
+
+def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None = None) -> None:
+    """Set every dropout site's ``p`` to ``rate`` times its scale (DropPath: its schedule)."""
+    sites = dropout_sites(model)
+    scales = list(layer_scale) if layer_scale else [1.0] * len(sites)
+    if len(scales) != len(sites):
+        raise ValueError(
+            f"layer_scale has {len(scales)} entries but the model has {len(sites)} dropout "
+            "layers; give one multiplier per layer"
+        )
+    paths = [s for s in sites if isinstance(s, dk_nn.DropPath)]
+    schedule = dk_nn.drop_path_rates(1.0, len(paths)) if paths else []
+    path_rates = dict(zip(map(id, paths), schedule, strict=True))
+    for site, scale in zip(sites, scales, strict=True):
+        p = rate * scale * path_rates.get(id(site), 1.0)
+        setattr(site, "p", min(max(p, 0.0), 0.99))  # noqa: B010  (p is an attribute of every site)
+
+
+def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
+    layers: list[nn.Module] = [nn.Flatten()]
+    width = math.prod(input_shape)
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU(), dk_nn.Dropout(0.0)]
+        width = size
+    layers.append(nn.Linear(width, num_classes))
+    return nn.Sequential(*layers)
+
+
+def _spatial(input_shape: tuple[int, ...]) -> tuple[type[nn.Module], ...]:
+    if len(input_shape) == 2:
+        return nn.Conv1d, nn.MaxPool1d, dk_nn.Dropout1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
+    if len(input_shape) == 3:
+        return nn.Conv2d, nn.MaxPool2d, dk_nn.Dropout2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
+    raise ValueError(
+        f"convolutional models need inputs (C, L) or (C, H, W), got {input_shape}; use --model mlp"
+    )
+
+
+def _cnn(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
+    conv, pool, channel_dropout, _, _ = _spatial(input_shape)
+    channels = input_shape[0]
+    widths = (32, 64)
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [conv(channels, width, 3, padding=1), nn.ReLU(), pool(2), channel_dropout(0.0)]
+        channels = width
+    body = nn.Sequential(*layers)
+    with torch.no_grad():
+        flat = body(torch.zeros(1, *input_shape)).numel()
+    head_width = hidden[0] if hidden else 128
+    head = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(flat, head_width),
+        nn.ReLU(),
+        dk_nn.Dropout(0.0),
+        nn.Linear(head_width, num_classes),
+    )
+    return nn.Sequential(body, head)
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int, spatial: tuple[type[nn.Module], ...]) -> None:
+        super().__init__()
+        conv, _, _, norm, _ = spatial
+        self.branch = nn.Sequential(
+            conv(channels, channels, 3, padding=1),
+            norm(channels),
+            nn.ReLU(),
+            conv(channels, channels, 3, padding=1),
+            norm(channels),
+        )
+        self.drop_path = dk_nn.DropPath(0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.drop_path(self.branch(x)))
+
+
+def _rescnn(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
+    spatial = _spatial(input_shape)
+    conv, _, _, norm, global_pool = spatial
+    width = hidden[0] if hidden else 32
+    return nn.Sequential(
+        conv(input_shape[0], width, 3, padding=1),
+        norm(width),
+        nn.ReLU(),
+        *(_ResidualBlock(width, spatial) for _ in range(3)),
+        global_pool(1),
+        nn.Flatten(),
+        nn.Linear(width, num_classes),
+    )
+
+
+_BUILDERS = {"mlp": _mlp, "cnn": _cnn, "rescnn": _rescnn}
+
+
+def build_model(
+    name: str,
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    *,
+    hidden: Sequence[int] = (256, 128),
+    rate: float = 0.0,
+    layer_scale: Sequence[float] | None = None,
+) -> nn.Module:
+    """Build model ``name`` for inputs of ``input_shape`` with its dropout at ``rate``.
+
+    Example:
+        >>> from dropkit.experiments.models import build_model, dropout_sites
+        >>> model = build_model("mlp", (40,), 10, rate=0.2)
+        >>> [site.p for site in dropout_sites(model)]
+        [0.2, 0.2]
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; expected one of {list(MODELS)}")
+    model = _BUILDERS[name](input_shape, num_classes, hidden)
+    set_rate(model, rate, layer_scale)
+    return model

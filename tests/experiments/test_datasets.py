@@ -1,0 +1,161 @@
+"""Data set loading, splits and label noise, on small files the tests make themselves."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import pickle
+import random
+import tarfile
+import urllib.error
+
+import numpy as np
+import pytest
+import torch
+
+from dropkit.experiments import datasets
+from dropkit.experiments.datasets import DatasetError, load_dataset
+
+
+def test_synthetic_splits_are_fixed_by_the_split_seed() -> None:
+    a = load_dataset("synthetic", split_seed=0)
+    b = load_dataset("synthetic", split_seed=0)
+    c = load_dataset("synthetic", split_seed=1)
+    assert torch.equal(a.x_train, b.x_train)
+    assert torch.equal(a.y_val, b.y_val)
+    assert not torch.equal(a.y_val, c.y_val)
+    assert torch.equal(a.y_test, c.y_test)  # the test split never moves
+    assert a.sizes() == {"train": 800, "val": 200, "test": 2000}
+    # Standardized by the training inputs.
+    assert a.x_train.mean().abs() < 1e-5
+    assert (a.x_train.std(0) - 1).abs().max() < 1e-3
+
+
+def test_label_noise_touches_training_labels_only() -> None:
+    clean = load_dataset("synthetic", split_seed=3)
+    noisy = load_dataset("synthetic", split_seed=3, label_noise=0.5)
+    assert torch.equal(clean.y_val, noisy.y_val)
+    assert torch.equal(clean.y_test, noisy.y_test)
+    assert torch.equal(clean.x_train, noisy.x_train)
+    changed = (clean.y_train != noisy.y_train).float().mean().item()
+    # Half the labels are redrawn uniformly from 4 classes: 3/4 of those change.
+    assert abs(changed - 0.5 * 0.75) < 0.06
+    with pytest.raises(DatasetError, match="label noise"):
+        load_dataset("synthetic", label_noise=1.0)
+
+
+def test_digits_shape() -> None:
+    data = load_dataset("digits")
+    assert data.input_shape == (1, 8, 8)
+    assert data.num_classes == 10
+    assert sum(data.sizes().values()) == 1797
+
+
+def test_unknown_dataset() -> None:
+    with pytest.raises(DatasetError, match="unknown data set 'imagenet'"):
+        load_dataset("imagenet")
+
+
+def test_mnist1d_is_generated_once_and_leaves_global_rngs_alone(tmp_path) -> None:
+    pytest.importorskip("mnist1d")
+    np.random.seed(123)  # noqa: NPY002  (the global state is what is checked)
+    random.seed(123)
+    np_before, py_before = np.random.get_state()[1].copy(), random.getstate()  # noqa: NPY002
+    data = load_dataset("mnist1d", root=tmp_path)
+    assert np.array_equal(np.random.get_state()[1], np_before)  # noqa: NPY002
+    assert random.getstate() == py_before
+    assert data.input_shape == (1, 40)
+    assert data.sizes() == {"train": 3600, "val": 400, "test": 1000}
+    cached = list((tmp_path / "mnist1d").glob("*.npz"))
+    assert len(cached) == 1
+    again = load_dataset("mnist1d", root=tmp_path)
+    assert torch.equal(again.x_train, data.x_train)
+
+
+# ---------------------------------------------------------------- downloaded formats
+
+
+def _idx(array: np.ndarray) -> bytes:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    return gzip.compress(header + array.astype(np.uint8).tobytes())
+
+
+def _md5(data: bytes) -> str:
+    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+
+
+@pytest.fixture
+def fake_mnist(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    files = {
+        "train-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (60, 28, 28))),
+        "train-labels-idx1-ubyte.gz": _idx(np.arange(60) % 10),
+        "t10k-images-idx3-ubyte.gz": _idx(rng.integers(0, 256, (20, 28, 28))),
+        "t10k-labels-idx1-ubyte.gz": _idx(np.arange(20) % 10),
+    }
+    (tmp_path / "mnist").mkdir()
+    for name, data in files.items():
+        (tmp_path / "mnist" / name).write_bytes(data)
+    base = datasets._IDX_SOURCES["mnist"][0]
+    monkeypatch.setitem(
+        datasets._IDX_SOURCES, "mnist", (base, [(n, _md5(d)) for n, d in files.items()])
+    )
+    return tmp_path
+
+
+def test_mnist_from_cached_idx_files(fake_mnist) -> None:
+    data = load_dataset("mnist", root=fake_mnist)
+    assert data.input_shape == (1, 28, 28)
+    assert data.sizes() == {"train": 55, "val": 5, "test": 20}
+    assert torch.equal(data.y_test, torch.arange(20) % 10)
+
+
+def test_corrupt_cached_file_is_named(fake_mnist) -> None:
+    path = fake_mnist / "mnist" / "t10k-labels-idx1-ubyte.gz"
+    path.write_bytes(b"garbage")
+    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte.gz is corrupt"):
+        load_dataset("mnist", root=fake_mnist)
+
+
+def test_offline_and_not_cached_is_a_clear_error(tmp_path, monkeypatch) -> None:
+    def offline(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", offline)
+    with pytest.raises(DatasetError, match=r"fashion-mnist: cannot download .* not cached at"):
+        load_dataset("fashion-mnist", root=tmp_path)
+    # Nothing half-written is left behind.
+    assert not list(tmp_path.rglob("*.gz*"))
+
+
+def test_download_is_checked_and_atomic(tmp_path, monkeypatch) -> None:
+    payload = b"not what was expected"
+
+    monkeypatch.setattr(datasets.urllib.request, "urlopen", lambda *a, **k: io.BytesIO(payload))
+    with pytest.raises(DatasetError, match="wrong MD5"):
+        load_dataset("cifar10", root=tmp_path)
+    assert not list((tmp_path / "cifar10").glob("*"))
+
+
+def test_cifar10_from_a_cached_archive(tmp_path, monkeypatch) -> None:
+    rng = np.random.default_rng(1)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for name, n in [(f"data_batch_{i}", 4) for i in range(1, 6)] + [("test_batch", 6)]:
+            blob = pickle.dumps(
+                {b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"labels": [1] * n}
+            )
+            info = tarfile.TarInfo(f"cifar-10-batches-py/{name}")
+            info.size = len(blob)
+            tar.addfile(info, io.BytesIO(blob))
+    archive = buffer.getvalue()
+    (tmp_path / "cifar10").mkdir()
+    (tmp_path / "cifar10" / "cifar-10-python.tar.gz").write_bytes(archive)
+    base, file, _ = datasets._CIFAR10
+    monkeypatch.setattr(datasets, "_CIFAR10", (base, file, _md5(archive)))
+    data = load_dataset("cifar10", root=tmp_path)
+    assert data.input_shape == (3, 32, 32)
+    assert data.sizes() == {"train": 18, "val": 2, "test": 6}
