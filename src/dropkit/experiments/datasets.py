@@ -237,7 +237,8 @@ def _read_idx(path: Path) -> np.ndarray:
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(dims)):
         raise DatasetError(f"{path}: truncated IDX file ({body.size} of {np.prod(dims)} bytes)")
-    return body.reshape(tuple(int(d) for d in dims)).copy()  # frombuffer is read-only
+    array: np.ndarray = body.reshape(tuple(int(d) for d in dims)).copy()  # frombuffer: read-only
+    return array
 
 
 def _raw_idx(name: str, root: Path) -> Raw:
