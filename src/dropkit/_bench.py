@@ -191,3 +191,92 @@ def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> 
     times = _interleaved({k: epoch_runner(v) for k, v in variants.items()}, epochs)
     base = times["no dropout"]
     return [MlpRow(k, v, (v / base - 1.0) * 100.0) for k, v in times.items()]
+
+
+@dataclass(frozen=True)
+class LoopRow:
+    """Median seconds per epoch of one way of feeding batches."""
+
+    loop: str
+    epoch_s: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def bench_training_loop(*, epochs: int = 7, dataset: str = "digits") -> list[LoopRow]:
+    """One epoch of the runner's MLP (256-128, dropout 0.2) on ``dataset``, fed two ways.
+
+    ``in-memory indexing`` is what ``dropkit compare`` does (a permutation, then slicing tensors
+    held in memory); ``DataLoader`` is the textbook loop over
+    ``DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)``. Same model, optimizer and
+    data; epochs of the two are interleaved.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dropkit.experiments.datasets import load_dataset
+    from dropkit.experiments.models import build_model
+
+    data = load_dataset(dataset)
+    x, y = data.x_train, data.y_train
+
+    def runner(feed: str) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = build_model("mlp", data.input_shape, data.num_classes, rate=0.2)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
+        generator = torch.Generator().manual_seed(0)
+
+        def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+        def in_memory() -> None:
+            order = torch.randperm(len(y), generator=generator)
+            for i in range(0, len(y), 64):
+                index = order[i : i + 64]
+                step(x[index], y[index])
+
+        def data_loader() -> None:
+            for xb, yb in loader:
+                step(xb, yb)
+
+        return in_memory if feed == "in-memory indexing" else data_loader
+
+    def batched_runs(runs: int = 3) -> Callable[[], None]:
+        # What dropkit compare does: the seeds of a rate trained together (timed per epoch of
+        # all of them; divided by the run count below).
+        from dropkit.experiments.batched import StackedMLP
+
+        mlps = []
+        for seed in range(runs):
+            torch.manual_seed(seed)
+            mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=0.2))
+        generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
+        model = StackedMLP(mlps, generators)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def epoch() -> None:
+            orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
+            for i in range(0, len(y), 64):
+                index = orders[:, i : i + 64]
+                logits = model(x[index])
+                loss = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), y[index], reduction="none"
+                ).mean(1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+
+        return epoch
+
+    feeds = ("in-memory indexing", "DataLoader")
+    contenders: dict[str, Callable[[], object]] = {feed: runner(feed) for feed in feeds}
+    contenders["3 runs stacked"] = batched_runs(3)
+    times = _interleaved(contenders, epochs)
+    rows = [LoopRow(feed, times[feed]) for feed in feeds]
+    rows.append(LoopRow("in-memory, 3 runs stacked (per run)", times["3 runs stacked"] / 3))
+    return rows

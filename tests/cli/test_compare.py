@@ -21,8 +21,9 @@ def _runs(directory: Path) -> list[tuple[float, int]]:
         return db.execute("SELECT rate, seed FROM runs ORDER BY rate, seed").fetchall()
 
 
-def test_compare_end_to_end(tmp_path) -> None:
-    result = runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)])
+@pytest.mark.parametrize("mode", ["--batched", "--one-at-a-time"])
+def test_compare_end_to_end(tmp_path, mode) -> None:
+    result = runner.invoke(app, ["compare", *TINY, mode, "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
     for needle in ("rate", "test acc", "gap", "NLL", "ECE"):
         assert needle in result.output
@@ -37,43 +38,44 @@ def test_compare_end_to_end(tmp_path) -> None:
     assert "torch" in html  # the versions are in the report
 
 
+def _spy(monkeypatch, fail_at: int | None = None) -> list[tuple[float, tuple[int, ...]]]:
+    """Record (rate, seeds) of every training call; raise KeyboardInterrupt at call ``fail_at``."""
+    calls: list[tuple[float, tuple[int, ...]]] = []
+    real = compare_module._train_runs
+
+    def spy(config, data, rate, seeds, progress):
+        calls.append((rate, tuple(seeds)))
+        if fail_at is not None and len(calls) == fail_at:
+            raise KeyboardInterrupt
+        return real(config, data, rate, seeds, progress)
+
+    monkeypatch.setattr(compare_module, "_train_runs", spy)
+    return calls
+
+
 def test_rerun_resumes_and_fresh_starts_over(tmp_path, monkeypatch) -> None:
     assert runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)]).exit_code == 0
-    calls = []
-    real_train = compare_module.train
-
-    def counting(*args, **kwargs):
-        calls.append(args[2:4])
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(compare_module, "train", counting)
+    calls = _spy(monkeypatch)
     assert runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)]).exit_code == 0
     assert calls == []  # everything was done
     more = ["compare", *TINY[:-4], "--rates", "0,0.5,0.2", "--hidden", "32", "-o", str(tmp_path)]
     assert runner.invoke(app, more).exit_code == 0
-    assert sorted(calls) == [(0.2, 0), (0.2, 1)]  # only the new rate
+    assert calls == [(0.2, (0, 1))]  # only the new rate
     calls.clear()
     assert runner.invoke(app, ["compare", *TINY, "--fresh", "-o", str(tmp_path)]).exit_code == 0
-    assert len(calls) == 4
+    assert calls == [(0.0, (0, 1)), (0.5, (0, 1))]
 
 
-def test_interrupt_keeps_finished_runs_and_resume_completes(tmp_path, monkeypatch) -> None:
-    real_train = compare_module.train
-    calls = []
-
-    def interrupted(*args, **kwargs):
-        calls.append(args[2:4])
-        if len(calls) == 3:
-            raise KeyboardInterrupt
-        return real_train(*args, **kwargs)
-
-    monkeypatch.setattr(compare_module, "train", interrupted)
-    result = runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)])
+@pytest.mark.parametrize("mode", ["--batched", "--one-at-a-time"])
+def test_interrupt_keeps_finished_runs_and_resume_completes(tmp_path, monkeypatch, mode) -> None:
+    calls = _spy(monkeypatch, fail_at=2)
+    result = runner.invoke(app, ["compare", *TINY, mode, "-o", str(tmp_path)])
     assert result.exit_code == 130
     assert "2 of 4 runs are saved" in result.output
     assert _runs(tmp_path) == [(0.0, 0), (0.0, 1)]
-    monkeypatch.setattr(compare_module, "train", real_train)
-    assert runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)]).exit_code == 0
+    calls = _spy(monkeypatch)
+    assert runner.invoke(app, ["compare", *TINY, mode, "-o", str(tmp_path)]).exit_code == 0
+    assert calls == [(0.5, (0, 1))]
     assert len(_runs(tmp_path)) == 4
 
 

@@ -47,6 +47,11 @@ def compare(
         None, "--output", "-o", help="Output directory (default: dropkit-runs/DATASET-MODEL)."
     ),
     fresh: bool = typer.Option(False, "--fresh", help="Forget this configuration's earlier runs."),
+    batched: bool = typer.Option(
+        True,
+        "--batched/--one-at-a-time",
+        help="Train the seeds of a rate together as one stacked model (mlp, no early stopping).",
+    ),
 ) -> None:
     """Train with and without dropout at several rates; print a table, write plots and a report."""
     require_experiments_extra()
@@ -82,6 +87,7 @@ def compare(
         train=train,
         rates=_numbers("--rates", rates),
         seeds=seeds,
+        batched=batched,
     )
     try:
         config.check()

@@ -6,10 +6,11 @@ import dataclasses
 import hashlib
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dropkit.experiments.batched import can_batch, train_batched
 from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
 from dropkit.experiments.models import MODELS
 from dropkit.experiments.store import Store
@@ -24,6 +25,8 @@ class CompareConfig:
 
     Saved as JSON next to the results (never executed). Runs are identified by everything but
     ``rates`` and ``seeds``, so adding a rate or a seed later reuses the finished runs.
+    ``batched`` trains the seeds of a rate together as one stacked model where the model allows
+    (see :mod:`dropkit.experiments.batched`); it is part of the runs' identity.
     """
 
     dataset: str = "mnist1d"
@@ -32,6 +35,7 @@ class CompareConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     rates: tuple[float, ...] = (0.0, 0.2, 0.5)
     seeds: int = 3
+    batched: bool = True
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
@@ -110,16 +114,31 @@ def run_compare(
         store.forget(key)
     done = store.done(key)
     for rate in config.rates:
+        todo = [seed for seed in range(config.seeds) if (rate, seed) not in done]
         for seed in range(config.seeds):
             if (rate, seed) in done:
                 progress.on_run_done(_stored(store, key, rate, seed), True)
-                continue
-            progress.on_run_start(rate, seed, config.train.epochs)
-            result = train(config.train, data, rate, seed, on_epoch=progress.on_epoch)
+        if not todo:
+            continue
+        progress.on_run_start(rate, todo[0], config.train.epochs)
+        for result in _train_runs(config, data, rate, todo, progress):
             store.save(key, result)
             progress.on_run_done(result, False)
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
     return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+
+
+def _train_runs(
+    config: CompareConfig, data: Dataset, rate: float, seeds: list[int], progress: Progress
+) -> Iterator[RunResult]:
+    """The runs of one rate: together when batching is on and possible, else one by one."""
+    if config.batched and can_batch(config.train):
+        yield from train_batched(config.train, data, rate, seeds, on_epoch=progress.on_epoch)
+        return
+    for seed in seeds:
+        if seed != seeds[0]:
+            progress.on_run_start(rate, seed, config.train.epochs)
+        yield train(config.train, data, rate, seed, on_epoch=progress.on_epoch)
 
 
 def _stored(store: Store, key: str, rate: float, seed: int) -> RunResult:

@@ -14,16 +14,57 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from dropkit import nn as dk_nn
+from dropkit.functional._autograd import apply_noise
+from dropkit.kernels._dispatch import masked_affine
 
-__all__ = ["MODELS", "build_model", "dropout_sites", "set_rate"]
+__all__ = ["MODELS", "SlicedDropout", "build_model", "dropout_sites", "set_rate"]
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
-_SITES = (dk_nn.Dropout, dk_nn.Dropout1d, dk_nn.Dropout2d, dk_nn.DropPath)
+
+
+@dataclass(frozen=True)
+class _SlicedMask:
+    """Inverted dropout whose slice ``s`` along dim 0 uses its own seed ``seeds[s]``."""
+
+    p: float
+    seeds: tuple[int, ...]
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        scale = 0.0 if self.p >= 1.0 else 1.0 / (1.0 - self.p)
+        shape = tuple(x.shape[1:])
+        return torch.stack(
+            [masked_affine(x[s], shape, self.p, seed, scale) for s, seed in enumerate(self.seeds)]
+        )
+
+    def linear_part(self) -> _SlicedMask:
+        return self
+
+
+class SlicedDropout(nn.Module):
+    """Dropout on ``(S, ...)`` with one mask stream per run; seeds from the runs' generators."""
+
+    def __init__(self, generators: Sequence[torch.Generator], p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+        self._generators = list(generators)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        seeds = tuple(int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators)
+        return apply_noise(x, _SlicedMask(self.p, seeds), False)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, runs={len(self._generators)}"
+
+
+_SITES = (dk_nn.Dropout, dk_nn.Dropout1d, dk_nn.Dropout2d, dk_nn.DropPath, SlicedDropout)
 
 
 def dropout_sites(model: nn.Module) -> list[nn.Module]:

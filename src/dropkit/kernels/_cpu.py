@@ -20,7 +20,8 @@ import functools
 import numba
 import numpy as np
 import torch
-from numba import njit, prange, uint16, uint32, uint64
+from numba import carray, float32, float64, njit, prange, types, uint16, uint32, uint64
+from numba.extending import intrinsic
 
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 
@@ -243,6 +244,59 @@ def _broadcast_row(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped
             out[c] = x[c] * scale + shift if keep[c] else fill
 
 
+# ------------------------------------------------------------------ pointer entry points
+# The wrappers pass data pointers and plain Python numbers: turning tensors into NumPy arrays
+# and numbers into NumPy scalars for numba's dispatcher cost more than the kernel on small
+# tensors (~8 us of ~20 us for 16K elements).
+
+
+@intrinsic
+def _void_pointer(typingctx, address):  # type: ignore[no-untyped-def]
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.inttoptr(args[0], context.get_value_type(types.voidptr))
+
+    return types.voidptr(types.int64), codegen
+
+
+@njit(cache=True)
+def _entry_f32(xp, op, n, k0, k1, thr, scale, shift, fill, serial):  # type: ignore[no-untyped-def]
+    x = carray(_void_pointer(xp), (n,), np.float32)
+    out = carray(_void_pointer(op), (n,), np.float32)
+    args = (uint32(k0), uint32(k1), uint32(thr), float32(scale), float32(shift), float32(fill))
+    if serial:
+        _stream_float_serial(x, out, *args)
+    else:
+        _stream_float_parallel(x, out, *args)
+
+
+@njit(cache=True)
+def _entry_f64(xp, op, n, k0, k1, thr, scale, shift, fill, serial):  # type: ignore[no-untyped-def]
+    x = carray(_void_pointer(xp), (n,), np.float64)
+    out = carray(_void_pointer(op), (n,), np.float64)
+    args = (uint32(k0), uint32(k1), uint32(thr), float64(scale), float64(shift), float64(fill))
+    if serial:
+        _stream_float_serial(x, out, *args)
+    else:
+        _stream_float_parallel(x, out, *args)
+
+
+@njit(cache=True)
+def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ignore[no-untyped-def]
+    x = carray(_void_pointer(xp), (n,), np.uint16)
+    out = carray(_void_pointer(op), (n,), np.uint16)
+    _stream_half(
+        x,
+        out,
+        uint32(k0),
+        uint32(k1),
+        uint32(thr),
+        float32(scale),
+        float32(shift),
+        float32(fill),
+        is_bf16,
+    )
+
+
 # ------------------------------------------------------------------ torch-facing wrappers
 
 
@@ -285,22 +339,20 @@ def affine_stream(
     """``out = where(stream_keep(p, seed), x * scale + shift, fill)`` element-wise.
 
     ``x`` and ``out`` are contiguous CPU tensors of one dtype (``out`` may be ``x``); element
-    ``i`` uses stream element ``i``.
+    ``i`` uses stream element ``i``. Scalars are rounded to the compute dtype inside the kernel,
+    as torch does for ``tensor * python_float``.
     """
     _threads()
-    k0, k1 = _key(seed)
-    thr = _threshold(p)
-    dt = _NUMPY_FLOATS.get(x.dtype)
-    if dt is not None:
-        run = _stream_float_serial if x.numel() < _SERIAL_BELOW else _stream_float_parallel
-        run(x.view(-1).numpy(), out.view(-1).numpy(), k0, k1, thr, dt(scale), dt(shift), dt(fill))
+    n = x.numel()
+    thr = int(_threshold(p))
+    k0, k1 = seed & 0xFFFFFFFF, seed >> 32
+    dtype = x.dtype
+    if dtype == torch.float32 or dtype == torch.float64:
+        entry = _entry_f32 if dtype == torch.float32 else _entry_f64
+        entry(x.data_ptr(), out.data_ptr(), n, k0, k1, thr, scale, shift, fill, n < _SERIAL_BELOW)
     else:
-        xs = x.view(-1).view(torch.int16).numpy().view(np.uint16)
-        os = out.view(-1).view(torch.int16).numpy().view(np.uint16)
-        f32 = np.float32
-        _stream_half(
-            xs, os, k0, k1, thr, f32(scale), f32(shift), f32(fill), x.dtype == torch.bfloat16
-        )
+        bf16 = dtype == torch.bfloat16
+        _entry_half(x.data_ptr(), out.data_ptr(), n, k0, k1, thr, scale, shift, fill, bf16)
 
 
 def keep_mask(numel: int, p: float, seed: int) -> torch.Tensor:

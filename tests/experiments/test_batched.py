@@ -1,0 +1,78 @@
+"""Runs trained together as one stacked model behave as separate runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dropkit.experiments import TrainConfig, build_model, load_dataset
+from dropkit.experiments.batched import StackedMLP, can_batch, train_batched
+from dropkit.experiments.models import SlicedDropout, dropout_sites
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic")
+
+
+CONFIG = TrainConfig(epochs=3, hidden=(32, 16))
+
+
+def _curve(result):
+    return [(e.train_loss, e.val_loss, e.val_acc) for e in result.history]
+
+
+def test_stacked_model_starts_from_each_runs_own_weights(data) -> None:
+    mlps = []
+    for seed in (3, 4):
+        torch.manual_seed(seed)
+        mlps.append(build_model("mlp", data.input_shape, 4, hidden=(32, 16)))
+    stacked = StackedMLP(mlps, [torch.Generator(), torch.Generator()]).eval()
+    x = data.x_val[:10]
+    out = stacked(x.expand(2, *x.shape))
+    for run, mlp in enumerate(mlps):
+        torch.testing.assert_close(out[run], mlp.eval()(x))
+    assert all(isinstance(site, SlicedDropout) for site in dropout_sites(stacked))
+
+
+def test_batched_runs_are_deterministic_and_independent_of_grouping(data) -> None:
+    together = train_batched(CONFIG, data, 0.3, [0, 1, 2])
+    again = train_batched(CONFIG, data, 0.3, [0, 1, 2])
+    alone = train_batched(CONFIG, data, 0.3, [1])
+    assert [_curve(r) for r in together] == [_curve(r) for r in again]
+    for a, b in zip(_curve(together[1]), _curve(alone[0]), strict=True):
+        assert a == pytest.approx(b, rel=1e-5, abs=1e-6)
+    assert together[1].test_acc == pytest.approx(alone[0].test_acc, abs=1e-3)
+    assert _curve(together[0]) != _curve(together[1])
+    assert [r.seed for r in together] == [0, 1, 2]
+
+
+def test_without_dropout_batched_equals_one_at_a_time(data) -> None:
+    # With no dropout the only difference between the modes (where dropout seeds come from)
+    # vanishes, so the stacked runs must match single runs.
+    from dropkit.experiments.train import train
+
+    stacked = train_batched(CONFIG, data, 0.0, [0, 1])
+    for seed, result in zip((0, 1), stacked, strict=True):
+        single = train(CONFIG, data, 0.0, seed)
+        for a, b in zip(_curve(result), _curve(single), strict=True):
+            assert a == pytest.approx(b, rel=1e-4, abs=1e-5)
+
+
+def test_batched_dropout_is_on_and_rates_follow_schedules(data) -> None:
+    config = TrainConfig(epochs=4, hidden=(32,), schedule="late", schedule_epochs=2)
+    result = train_batched(config, data, 0.5, [0])[0]
+    assert [e.rate for e in result.history] == [0.0, 0.0, 0.5, 0.5]
+    # Dropout makes fitting the training set harder: higher training loss, same seed.
+    long = TrainConfig(epochs=8, hidden=(64,))
+    with_dropout = train_batched(long, data, 0.5, [0])[0]
+    without = train_batched(long, data, 0.0, [0])[0]
+    assert with_dropout.history[-1].train_loss > without.history[-1].train_loss + 0.02
+
+
+def test_only_mlps_without_early_stopping_batch(data) -> None:
+    assert can_batch(TrainConfig())
+    assert not can_batch(TrainConfig(model="cnn"))
+    assert not can_batch(TrainConfig(early_stopping=5))
+    with pytest.raises(ValueError, match="only the mlp model"):
+        train_batched(TrainConfig(model="cnn"), data, 0.1, [0])
