@@ -77,3 +77,11 @@ def test_convert_a_bare_dropout_and_nothing_to_swap() -> None:
         dropkit.convert(torch.nn.Linear(2, 2))
     with pytest.raises(TypeError, match=r"convert: expected an nn\.Module"):
         dropkit.convert("model")  # type: ignore[type-var]
+
+
+def test_bench_convert_measures_both_models() -> None:
+    from dropkit._bench import bench_convert
+
+    rows = bench_convert(rounds=1, batch=8, width=32)
+    assert [r.model for r in rows] == ["torch model", "dropkit.convert(torch model)"]
+    assert all(r.step_ms > 0 for r in rows)

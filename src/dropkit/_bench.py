@@ -280,3 +280,55 @@ def bench_training_loop(*, epochs: int = 7, dataset: str = "digits") -> list[Loo
     rows = [LoopRow(feed, times[feed]) for feed in feeds]
     rows.append(LoopRow("in-memory, 3 runs stacked (per run)", times["3 runs stacked"] / 3))
     return rows
+
+
+@dataclass(frozen=True)
+class ConvertRow:
+    """Median milliseconds per training step of a stock torch model, as is and converted."""
+
+    model: str
+    step_ms: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def bench_convert(*, rounds: int = 9, batch: int = 256, width: int = 4096) -> list[ConvertRow]:
+    """A torch MLP (1024-W-W-10, ``nn.Dropout(0.5)`` after both hidden layers, Adam), trained
+    one step at a time, before and after ``dropkit.convert``. Steps of the two alternate."""
+    from dropkit import convert
+
+    def make() -> nn.Module:
+        torch.manual_seed(0)
+        return nn.Sequential(
+            nn.Linear(1024, width),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Dropout(0.5),
+            nn.Linear(width, 10),
+        )
+
+    x = torch.randn(batch, 1024)
+    y = torch.randint(0, 10, (batch,))
+
+    def stepper(model: nn.Module) -> Callable[[], None]:
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(x), y).backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+        return step
+
+    times = _interleaved(
+        {
+            "torch model": stepper(make()),
+            "dropkit.convert(torch model)": stepper(convert(make())),
+        },
+        rounds,
+    )
+    return [ConvertRow(name, t * 1e3) for name, t in times.items()]

@@ -57,6 +57,7 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
             "--no-compile",
             "--mlp-epochs",
             "1",
+            "--no-convert",
             "--output",
             str(out),
         ],
@@ -72,6 +73,6 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
 
 
 def test_bench_rejects_bad_sizes() -> None:
-    result = runner.invoke(app, ["bench", "--sizes", "abc", "--no-mlp"])
+    result = runner.invoke(app, ["bench", "--sizes", "abc", "--no-mlp", "--no-convert"])
     assert result.exit_code == 2
     assert "sizes" in result.output

@@ -31,12 +31,15 @@ def bench(
     compiled: bool = typer.Option(True, "--compile/--no-compile", help="Include torch.compile."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the end-to-end MLP epoch."),
     mlp_epochs: int = typer.Option(0, min=0, help="Timed MLP epochs per variant (default 15)."),
+    convert: bool = typer.Option(
+        True, "--convert/--no-convert", help="Include a stock torch model before/after convert."
+    ),
     output: Path | None = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch
 
-    from dropkit._bench import bench_kernels, bench_mlp
+    from dropkit._bench import bench_convert, bench_kernels, bench_mlp
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s] or (
@@ -80,11 +83,21 @@ def bench(
         for m in mlp_rows:
             mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
         console.print(mlp_table)
+    convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
+    if convert_rows:
+        convert_table = Table(title="training step of a torch MLP 1024-4096-4096-10, batch 256")
+        for column in ("model", "ms per step", "speed-up"):
+            convert_table.add_column(column, justify="right")
+        base = convert_rows[0].step_ms
+        for c in convert_rows:
+            convert_table.add_row(c.model, f"{c.step_ms:.1f}", f"{base / c.step_ms:.2f}x")
+        console.print(convert_table)
     if output is not None:
         payload = {
             "environment": environment(),
             "kernels": [r.to_json() for r in rows],
             "mlp": [m.to_json() for m in mlp_rows],
+            "convert": [c.to_json() for c in convert_rows],
         }
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(payload, indent=2) + "\n")
