@@ -36,7 +36,9 @@ def compare(
     lr: float = typer.Option(1e-3, help="Learning rate."),
     optimizer: str = typer.Option("adam", help="adam, adamw or sgd."),
     weight_decay: float = typer.Option(0.0, help="Weight decay."),
-    hidden: str = typer.Option("256,128", help="Hidden sizes (mlp) or head width (cnn, rescnn)."),
+    hidden: str = typer.Option(
+        "256,128", help="Hidden sizes (mlp) or the head width (cnn; first entry)."
+    ),
     layer_scale: str = typer.Option("", help="Per-dropout-layer rate multipliers, e.g. 0.5,1."),
     schedule: str = typer.Option("constant", help="constant, early or late dropout."),
     schedule_epochs: int = typer.Option(0, help="Epochs with (early) or without (late) dropout."),

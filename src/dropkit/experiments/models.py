@@ -3,8 +3,9 @@
 - ``mlp``: Linear-ReLU-Dropout blocks (default hidden sizes 256-128), then the classifier.
 - ``cnn``: two conv blocks (conv, ReLU, max-pool, channel dropout), then a dropout-regularized
   classifier; 1-D or 2-D by the input's shape.
-- ``rescnn``: a stem, three residual blocks whose branches are dropped by DropPath at the usual
-  linearly increasing rates (the last block at the full rate), global pooling, a classifier.
+- ``rescnn``: a 32-channel stem, three residual blocks whose branches are dropped by DropPath at
+  the usual linearly increasing rates (the last block at the full rate), global pooling, a
+  classifier.
 
 Every model's dropout layers are, in forward order, the "dropout sites"; ``layer_scale`` scales
 the compared rate per site (``rate_i = rate * layer_scale[i]``), so early layers can drop less.
@@ -151,7 +152,7 @@ class _ResidualBlock(nn.Module):
 def _rescnn(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
     spatial = _spatial(input_shape)
     conv, _, _, norm, global_pool = spatial
-    width = hidden[0] if hidden else 32
+    width = 32  # fixed: ``hidden`` sizes the MLP and the CNN's head, not these convolutions
     return nn.Sequential(
         conv(input_shape[0], width, 3, padding=1),
         norm(width),
