@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import sqlite3
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -135,24 +136,29 @@ def test_store_roundtrip_resume_and_forget(tmp_path) -> None:
     assert store.done("k") == set()
 
 
-def _writer(directory, rates) -> None:
-    store = Store(directory)
-    for rate in rates:
-        store.save("k", _result(rate, 0))
+_WRITER = """
+import sys
+from pathlib import Path
+from dropkit.experiments.store import Store
+from dropkit.experiments.train import EpochMetrics, RunResult
+
+store = Store(Path(sys.argv[1]))
+offset = float(sys.argv[2])
+for i in range(40):
+    rate = i / 100 + offset
+    history = [EpochMetrics(1, rate, 1.0, 0.5, 1.1, 0.4, 0.01)]
+    store.save("k", RunResult(rate, 0, 0.9, 0.8, 0.5, 0.05, 0.81, 1, 0.1, history))
+"""
 
 
 def test_two_processes_writing_one_database(tmp_path) -> None:
     Store(tmp_path).register("k", {})
-    context = multiprocessing.get_context("spawn")
     procs = [
-        context.Process(target=_writer, args=(tmp_path, [i / 100 + j / 1000 for i in range(40)]))
+        subprocess.Popen([sys.executable, "-c", _WRITER, str(tmp_path), str(j / 1000)])
         for j in range(2)
     ]
     for proc in procs:
-        proc.start()
-    for proc in procs:
-        proc.join(60)
-        assert proc.exitcode == 0
+        assert proc.wait(timeout=120) == 0
     assert len(Store(tmp_path).done("k")) == 80
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
