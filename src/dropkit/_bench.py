@@ -332,3 +332,44 @@ def bench_convert(*, rounds: int = 9, batch: int = 256, width: int = 4096) -> li
         rounds,
     )
     return [ConvertRow(name, t * 1e3) for name, t in times.items()]
+
+
+def bench_fused(
+    *, shape: tuple[int, ...] = (16, 512, 1024), p: float = 0.1, rounds: int = 7
+) -> dict[str, dict[str, float]]:
+    """``residual + dropout(x + bias)``: dropkit's fused op vs the eager torch expression.
+
+    Returns median milliseconds per pass ("forward", "forward+backward") per contender.
+    """
+    x = torch.randn(shape)
+    bias = torch.randn(shape[-1])
+    residual = torch.randn(shape)
+
+    def eager(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return r + torch.nn.functional.dropout(x + b, p)
+
+    def fused(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return DF.bias_dropout_add(x, b, r, p)
+
+    results: dict[str, dict[str, float]] = {}
+    forward = _interleaved(
+        {
+            "torch eager": functools.partial(eager, x, bias, residual),
+            "dropkit fused": functools.partial(fused, x, bias, residual),
+        },
+        rounds,
+    )
+    results["forward"] = {k: v * 1e3 for k, v in forward.items()}
+    xs, bs, rs = (t.clone().requires_grad_() for t in (x, bias, residual))
+    grad = torch.ones(shape)
+
+    def step(op: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            xs.grad = bs.grad = rs.grad = None
+            op(xs, bs, rs).backward(grad)  # type: ignore[no-untyped-call]
+
+        return run
+
+    both = _interleaved({"torch eager": step(eager), "dropkit fused": step(fused)}, rounds)
+    results["forward+backward"] = {k: v * 1e3 for k, v in both.items()}
+    return results

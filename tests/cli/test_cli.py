@@ -58,6 +58,7 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
             "--mlp-epochs",
             "1",
             "--no-convert",
+            "--no-fused",
             "--output",
             str(out),
         ],
@@ -73,6 +74,8 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
 
 
 def test_bench_rejects_bad_sizes() -> None:
-    result = runner.invoke(app, ["bench", "--sizes", "abc", "--no-mlp", "--no-convert"])
+    result = runner.invoke(
+        app, ["bench", "--sizes", "abc", "--no-mlp", "--no-convert", "--no-fused"]
+    )
     assert result.exit_code == 2
     assert "sizes" in result.output

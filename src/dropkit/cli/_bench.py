@@ -31,6 +31,9 @@ def bench(
     compiled: bool = typer.Option(True, "--compile/--no-compile", help="Include torch.compile."),
     mlp: bool = typer.Option(True, "--mlp/--no-mlp", help="Include the end-to-end MLP epoch."),
     mlp_epochs: int = typer.Option(0, min=0, help="Timed MLP epochs per variant (default 15)."),
+    fused: bool = typer.Option(
+        True, "--fused/--no-fused", help="Include bias_dropout_add vs the eager expression."
+    ),
     convert: bool = typer.Option(
         True, "--convert/--no-convert", help="Include a stock torch model before/after convert."
     ),
@@ -39,7 +42,7 @@ def bench(
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch
 
-    from dropkit._bench import bench_convert, bench_kernels, bench_mlp
+    from dropkit._bench import bench_convert, bench_fused, bench_kernels, bench_mlp
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s] or (
@@ -83,6 +86,19 @@ def bench(
         for m in mlp_rows:
             mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
         console.print(mlp_table)
+    fused_rows = bench_fused(rounds=5 if quick else 7) if fused else {}
+    if fused_rows:
+        fused_table = Table(
+            title="residual + dropout(x + bias), (16, 512, 1024) float32, p=0.1, ms"
+        )
+        for column in ("pass", "torch eager", "dropkit fused", "speed-up"):
+            fused_table.add_column(column, justify="right")
+        for pass_, t in fused_rows.items():
+            ratio = t["torch eager"] / t["dropkit fused"]
+            fused_table.add_row(
+                pass_, f"{t['torch eager']:.1f}", f"{t['dropkit fused']:.1f}", f"{ratio:.1f}x"
+            )
+        console.print(fused_table)
     convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
     if convert_rows:
         convert_table = Table(title="training step of a torch MLP 1024-4096-4096-10, batch 256")
@@ -97,6 +113,7 @@ def bench(
             "environment": environment(),
             "kernels": [r.to_json() for r in rows],
             "mlp": [m.to_json() for m in mlp_rows],
+            "fused": fused_rows,
             "convert": [c.to_json() for c in convert_rows],
         }
         output.parent.mkdir(parents=True, exist_ok=True)

@@ -15,11 +15,14 @@ from dropkit.functional._channel import (
     locked_dropout,
 )
 from dropkit.functional._elementwise import alpha_dropout, dropout, dropout_mask, gaussian_dropout
+from dropkit.functional._fused import bias_dropout, bias_dropout_add
 from dropkit.functional._structured import drop_block2d, drop_block3d, drop_path, drop_path_rates
 from dropkit.functional._weight import dropconnect, embedding_dropout
 
 __all__ = [
     "alpha_dropout",
+    "bias_dropout",
+    "bias_dropout_add",
     "drop_block2d",
     "drop_block3d",
     "drop_path",

@@ -16,6 +16,7 @@ is about to run.
 from __future__ import annotations
 
 import functools
+import math
 
 import numba
 import numpy as np
@@ -25,7 +26,7 @@ from numba.extending import intrinsic
 
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 
-__all__ = ["affine_broadcast", "affine_stream", "keep_mask"]
+__all__ = ["affine_broadcast", "affine_stream", "bias_dropout_stream", "keep_mask"]
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -244,6 +245,77 @@ def _broadcast_row(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped
             out[c] = x[c] * scale + shift if keep[c] else fill
 
 
+# ------------------------------------------------------------------ fused bias epilogue
+
+_ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
+
+
+# One chunk function per activation: numba unifies a variable's type across branches, and
+# GELU's float64 constants would otherwise turn float32 arithmetic into float64 on every path.
+# Each walks the chunk's rows in segments so that the bias index advances without a modulo.
+
+
+@njit(cache=True, inline="never")
+def _chunk_bias_plain(x, out, bits, bias, residual, has_residual, col, thr, scale):  # type: ignore[no-untyped-def]
+    j = 0
+    while j < x.size:
+        seg = min(x.size - j, bias.size - col)
+        for t in range(seg):
+            y = x[j + t] + bias[col + t]
+            # scale * 0: a +0.0 of the array's dtype (no promotion to float64).
+            d = y * scale if bits[j + t] >= thr else scale * 0
+            out[j + t] = d + residual[j + t] if has_residual else d
+        j += seg
+        col = 0
+
+
+@njit(cache=True, inline="never")
+def _chunk_bias_relu(x, out, bits, bias, residual, has_residual, col, thr, scale):  # type: ignore[no-untyped-def]
+    j = 0
+    while j < x.size:
+        seg = min(x.size - j, bias.size - col)
+        for t in range(seg):
+            y = x[j + t] + bias[col + t]
+            if y < 0:  # NaN stays NaN, and the result is +0.0, as with torch.relu
+                y = scale * 0
+            d = y * scale if bits[j + t] >= thr else scale * 0
+            out[j + t] = d + residual[j + t] if has_residual else d
+        j += seg
+        col = 0
+
+
+@njit(cache=True, inline="never")
+def _chunk_bias_gelu(x, out, bits, bias, residual, has_residual, col, thr, scale):  # type: ignore[no-untyped-def]
+    j = 0
+    while j < x.size:
+        seg = min(x.size - j, bias.size - col)
+        for t in range(seg):
+            y = x[j + t] + bias[col + t]
+            g = y * 0.5 * (1.0 + math.erf(y * 0.7071067811865476))  # exact GELU, in float64
+            d = g * scale if bits[j + t] >= thr else 0.0
+            out[j + t] = d + residual[j + t] if has_residual else d
+        j += seg
+        col = 0
+
+
+@njit(cache=True, parallel=True)
+def _bias_stream(x, out, bias, residual, has_residual, k0, k1, thr, scale, act):  # type: ignore[no-untyped-def]
+    n = x.size
+    width = bias.size
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        bits = np.empty(CHUNK, np.uint32)
+        _philox_chunk(bits, c, k0, k1)
+        lo = c * CHUNK
+        hi = min(n, lo + CHUNK)
+        args = (x[lo:hi], out[lo:hi], bits, bias, residual[lo:hi], has_residual, lo % width)
+        if act == 0:
+            _chunk_bias_plain(*args, thr, scale)
+        elif act == 1:
+            _chunk_bias_relu(*args, thr, scale)
+        else:
+            _chunk_bias_gelu(*args, thr, scale)
+
+
 # ------------------------------------------------------------------ pointer entry points
 # The wrappers pass data pointers and plain Python numbers: turning tensors into NumPy arrays
 # and numbers into NumPy scalars for numba's dispatcher cost more than the kernel on small
@@ -377,3 +449,34 @@ def affine_broadcast(
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]
     _broadcast_float(x.numpy(), out.numpy(), keep.numpy(), dt(scale), dt(shift), dt(fill))
+
+
+def bias_dropout_stream(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor | None,
+    out: torch.Tensor,
+    p: float,
+    seed: int,
+    scale: float,
+    activation: str | None,
+) -> None:
+    """Fused ``where(keep, activation(x + bias) * scale, 0) (+ residual)`` for contiguous
+    float32/float64 CPU tensors; element ``i`` uses stream element ``i``."""
+    _threads()
+    dt = _NUMPY_FLOATS[x.dtype]
+    flat = x.view(-1).numpy()
+    res = residual.view(-1).numpy() if residual is not None else flat
+    k0, k1 = _key(seed)
+    _bias_stream(
+        flat,
+        out.view(-1).numpy(),
+        bias.numpy(),
+        res,
+        residual is not None,
+        k0,
+        k1,
+        _threshold(p),
+        dt(scale),
+        _ACTIVATION_CODES[activation],
+    )

@@ -31,8 +31,16 @@ import torch
 from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import stream_keep_mask
 from dropkit.kernels._reference import affine
+from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
 
-__all__ = ["BACKENDS", "available_backends", "backend", "masked_affine", "select"]
+__all__ = [
+    "BACKENDS",
+    "available_backends",
+    "backend",
+    "fused_bias_dropout",
+    "masked_affine",
+    "select",
+]
 
 BackendName = Literal["auto", "reference", "numba"]
 BACKENDS: tuple[str, ...] = ("auto", "reference", "numba")
@@ -173,3 +181,27 @@ def _cpu_kernels() -> ModuleType:
     from dropkit.kernels import _cpu  # imports numba: only once a CPU kernel is about to run
 
     return _cpu
+
+
+def fused_bias_dropout(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor | None,
+    p: float,
+    seed: int,
+    scale: float,
+    activation: str | None,
+) -> torch.Tensor:
+    """``where(keep, activation(x + bias) * scale, 0) (+ residual)`` with the stream mask of
+    ``x``'s shape, on the backend :func:`select` picks. Returns a new tensor."""
+    fast = x.dtype in (torch.float32, torch.float64) and x.numel() > 0 and p < 1.0
+    if fast and select(x) == "numba":
+        xc = x.contiguous()
+        out = empty_like(xc)
+        res = residual.contiguous() if residual is not None else None
+        _cpu_kernels().bias_dropout_stream(
+            xc, bias.contiguous(), res, out, p, seed, scale, activation
+        )
+        return out
+    keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
+    return reference_bias_dropout(x, bias, residual, keep, scale, activation)

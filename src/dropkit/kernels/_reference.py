@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["affine", "compute_dtype"]
+__all__ = ["affine", "bias_dropout", "compute_dtype"]
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
@@ -31,4 +31,25 @@ def affine(
     if keep is not None:
         # where, not a multiply by the mask: a dropped inf or NaN must become `fill`, not NaN.
         y = torch.where(keep, y, torch.tensor(fill, dtype=y.dtype, device=y.device))
+    return y.to(x.dtype)
+
+
+def bias_dropout(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor | None,
+    keep: torch.Tensor,
+    scale: float,
+    activation: str | None,
+) -> torch.Tensor:
+    """``where(keep, activation(x + bias) * scale, 0) (+ residual)``, rounded once."""
+    dtype = compute_dtype(x.dtype)
+    y = x.to(dtype) + bias.to(dtype)
+    if activation == "relu":
+        y = torch.relu(y)
+    elif activation == "gelu":
+        y = torch.nn.functional.gelu(y)
+    y = torch.where(keep, y * scale, torch.zeros((), dtype=dtype, device=y.device))
+    if residual is not None:
+        y = y + residual.to(dtype)
     return y.to(x.dtype)

@@ -14,10 +14,12 @@ from dropkit.nn._dropout import (
     GaussianDropout,
     LockedDropout,
 )
+from dropkit.nn._fused import BiasDropoutAdd
 from dropkit.nn._weight import EmbeddingDropout, WeightDrop
 
 __all__ = [
     "AlphaDropout",
+    "BiasDropoutAdd",
     "DropBlock2d",
     "DropBlock3d",
     "DropPath",

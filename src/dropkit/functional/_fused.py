@@ -1,0 +1,186 @@
+"""Fused epilogues: ``residual + dropout(x + bias)`` and ``dropout(activation(x + bias))``.
+
+The transformer block ends with a bias add, dropout and a residual add: three passes over the
+activations in eager PyTorch, one here. The mask is the dropkit stream mask of ``x``'s shape,
+so ``bias_dropout_add(x, b, r, p, seed=s)`` equals ``r + dropout(x + b, p, seed=s)``; backward
+regenerates it from the seed (without an activation nothing input-sized is saved; with one,
+``x`` is kept for the activation's derivative, as any activation layer does).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as torch_F
+
+from dropkit.functional._autograd import inverted_scale
+from dropkit.functional._validation import check_input, check_p, resolve_seed
+from dropkit.kernels._dispatch import fused_bias_dropout, masked_affine
+
+__all__ = ["bias_dropout", "bias_dropout_add"]
+
+Activation = Literal["relu", "gelu"] | None
+_ACTIVATIONS = (None, "relu", "gelu")
+
+
+def _check(name: str, x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None) -> None:
+    check_input(name, x)
+    if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or x.dim() < 1:
+        raise ValueError(
+            f"{name}: expected a 1D bias of size {x.shape[-1] if x.dim() else '?'} (the last dim "
+            f"of x), got {tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias)}"
+        )
+    if bias.shape[0] != x.shape[-1]:
+        raise ValueError(
+            f"{name}: bias has {bias.shape[0]} entries but x's last dim is {x.shape[-1]}"
+        )
+    if residual is not None and residual.shape != x.shape:
+        raise ValueError(
+            f"{name}: residual shape {tuple(residual.shape)} differs from x's {tuple(x.shape)}"
+        )
+    others = (bias,) if residual is None else (bias, residual)
+    for t in others:
+        if t.dtype != x.dtype or t.device != x.device:
+            raise TypeError(
+                f"{name}: x, bias and residual must share dtype and device; got x {x.dtype} on "
+                f"{x.device} and {t.dtype} on {t.device}"
+            )
+
+
+def _act(y: torch.Tensor, activation: Activation) -> torch.Tensor:
+    if activation == "relu":
+        return torch.relu(y)
+    if activation == "gelu":
+        return torch_F.gelu(y)
+    return y
+
+
+def _act_grad(y: torch.Tensor, activation: Activation) -> torch.Tensor | None:
+    """d activation / d y, or None for the identity."""
+    if activation == "relu":
+        return (y > 0).to(y.dtype)
+    if activation == "gelu":
+        cdf = 0.5 * (1.0 + torch.erf(y * (1.0 / math.sqrt(2.0))))
+        pdf = torch.exp(-0.5 * y * y) * (1.0 / math.sqrt(2.0 * math.pi))
+        return cdf + y * pdf
+    return None
+
+
+class _BiasDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        residual: torch.Tensor | None,
+        p: float,
+        seed: int,
+        activation: Activation,
+    ) -> torch.Tensor:
+        ctx.p, ctx.seed, ctx.activation = p, seed, activation
+        ctx.has_residual = residual is not None
+        ctx.bias_dtype = bias.dtype
+        if activation is not None:
+            ctx.save_for_backward(x, bias)
+        return fused_bias_dropout(x, bias, residual, p, seed, inverted_scale(p), activation)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        scale = inverted_scale(ctx.p)
+        grad_x = masked_affine(grad.contiguous(), tuple(grad.shape), ctx.p, ctx.seed, scale)
+        if ctx.activation is not None:
+            x, bias = ctx.saved_tensors
+            derivative = _act_grad(x + bias, ctx.activation)
+            assert derivative is not None
+            grad_x = grad_x * derivative
+        grad_bias = grad_x.reshape(-1, grad_x.shape[-1]).sum(0, dtype=torch.float32)
+        grad_residual = grad if ctx.has_residual else None
+        return grad_x, grad_bias.to(ctx.bias_dtype), grad_residual, None, None, None
+
+
+def bias_dropout_add(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """``residual + dropout(x + bias, p)`` in one pass: the transformer block's epilogue.
+
+    Args:
+        x: ``(*, H)``, e.g. the output of a linear layer without its bias.
+        bias: ``(H,)``.
+        residual: the same shape as ``x``.
+        p: probability of zeroing an element of ``x + bias``, in [0, 1]. Default: 0.5.
+        training: apply dropout if True; otherwise return ``residual + x + bias``.
+        seed: the mask's seed; the mask equals ``dropout_mask(x.shape, p, seed=seed)``.
+
+    Shape:
+        - x, residual: ``(*, H)``; bias: ``(H,)``. Output: ``(*, H)``.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.functional import bias_dropout_add, dropout
+        >>> x, b, r = torch.randn(4, 8), torch.randn(8), torch.randn(4, 8)
+        >>> fused = bias_dropout_add(x, b, r, 0.1, seed=3)
+        >>> torch.allclose(fused, r + dropout(x + b, 0.1, seed=3))
+        True
+    """
+    _check("bias_dropout_add", x, bias, residual)
+    p = check_p("bias_dropout_add", p)
+    if not training or p == 0.0:
+        return residual + (x + bias)
+    out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
+        x, bias, residual, p, resolve_seed("bias_dropout_add", seed), None
+    )
+    return out
+
+
+def bias_dropout(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    p: float = 0.5,
+    training: bool = True,
+    *,
+    activation: Activation = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """``dropout(activation(x + bias), p)`` in one pass; activation None, ``"relu"`` or ``"gelu"``.
+
+    GELU is the exact (erf) form, as :func:`torch.nn.functional.gelu` by default.
+
+    Args:
+        x: ``(*, H)``.
+        bias: ``(H,)``.
+        p: probability of zeroing an element, in [0, 1]. Default: 0.5.
+        training: apply dropout if True; otherwise return ``activation(x + bias)``.
+        activation: None, ``"relu"`` or ``"gelu"``.
+        seed: the mask's seed; the mask equals ``dropout_mask(x.shape, p, seed=seed)``.
+
+    Shape:
+        - x: ``(*, H)``; bias: ``(H,)``. Output: ``(*, H)``.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.functional import bias_dropout, dropout
+        >>> x, b = torch.randn(4, 8), torch.randn(8)
+        >>> y = bias_dropout(x, b, 0.2, activation="relu", seed=1)
+        >>> torch.allclose(y, dropout(torch.relu(x + b), 0.2, seed=1))
+        True
+    """
+    _check("bias_dropout", x, bias, None)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(
+            f"bias_dropout: expected activation None, 'relu' or 'gelu', got {activation!r}"
+        )
+    p = check_p("bias_dropout", p)
+    if not training or p == 0.0:
+        return _act(x + bias, activation)
+    out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
+        x, bias, None, p, resolve_seed("bias_dropout", seed), activation
+    )
+    return out
