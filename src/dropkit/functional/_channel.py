@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from dropkit.functional._autograd import ElementMask, alpha_constants, apply_noise
-from dropkit.functional._elementwise import masked_dropout
-from dropkit.functional._validation import check_input, check_p, check_rank, resolve_seed
+from dropkit.functional._autograd import alpha_constants
+from dropkit.functional._elementwise import apply_element_mask, masked_dropout
+from dropkit.functional._validation import check_input, check_p, check_rank
 
 __all__ = ["dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout", "locked_dropout"]
 
@@ -195,15 +195,10 @@ def feature_alpha_dropout(
     if not training or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
-    noise = ElementMask(
-        _channel_noise_shape(input, False),
-        p,
-        resolve_seed("feature_alpha_dropout", seed),
-        scale,
-        shift,
-        fill,
+    shape = _channel_noise_shape(input, False)
+    return apply_element_mask(
+        "feature_alpha_dropout", input, shape, p, seed, scale, shift, fill, inplace
     )
-    return apply_noise(input, noise, inplace)
 
 
 def locked_dropout(

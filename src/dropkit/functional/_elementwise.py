@@ -14,6 +14,7 @@ from dropkit.functional._autograd import (
     apply_noise,
     inverted_scale,
 )
+from dropkit.functional._compile import compiled_masked_affine
 from dropkit.functional._validation import (
     check_input,
     check_p,
@@ -22,7 +23,14 @@ from dropkit.functional._validation import (
 )
 from dropkit.kernels._philox import stream_keep_mask
 
-__all__ = ["alpha_dropout", "dropout", "dropout_mask", "gaussian_dropout", "masked_dropout"]
+__all__ = [
+    "alpha_dropout",
+    "apply_element_mask",
+    "dropout",
+    "dropout_mask",
+    "gaussian_dropout",
+    "masked_dropout",
+]
 
 
 def masked_dropout(
@@ -43,7 +51,29 @@ def masked_dropout(
     if not training or p == 0.0:
         return input
     scale = inverted_scale(p) if scale_by_keep else 1.0
-    noise = ElementMask(shape, p, resolve_seed(name, seed), scale)
+    return apply_element_mask(name, input, shape, p, seed, scale, 0.0, 0.0, inplace)
+
+
+def apply_element_mask(
+    name: str,
+    input: torch.Tensor,
+    shape: tuple[int, ...],
+    p: float,
+    seed: int | None,
+    scale: float,
+    shift: float,
+    fill: float,
+    inplace: bool,
+) -> torch.Tensor:
+    """``where(keep, input * scale + shift, fill)`` with the stream mask of ``shape``.
+
+    While ``torch.compile`` traces, this goes through the ``dropkit::masked_affine`` custom op
+    with an in-graph seed, so the graph is not broken; otherwise through the eager op.
+    """
+    if torch.compiler.is_compiling():
+        fixed = None if seed is None else resolve_seed(name, seed)
+        return compiled_masked_affine(input, shape, p, fixed, scale, shift, fill, inplace)
+    noise = ElementMask(shape, p, resolve_seed(name, seed), scale, shift, fill)
     return apply_noise(input, noise, inplace)
 
 
@@ -177,10 +207,8 @@ def alpha_dropout(
     if not training or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
-    noise = ElementMask(
-        tuple(input.shape), p, resolve_seed("alpha_dropout", seed), scale, shift, fill
-    )
-    return apply_noise(input, noise, inplace)
+    shape = tuple(input.shape)
+    return apply_element_mask("alpha_dropout", input, shape, p, seed, scale, shift, fill, inplace)
 
 
 def gaussian_dropout(
