@@ -6,6 +6,9 @@ Backends:
   ground truth.
 - ``"numba"``: fused CPU kernels (:mod:`dropkit.kernels._cpu`), for CPU tensors of float16,
   bfloat16, float32 and float64.
+- ``"triton"``: fused GPU kernels (:mod:`dropkit.kernels._triton`), for CUDA tensors of
+  float16, bfloat16 and float32 (float64 stays on the reference). Forced, it also runs CPU
+  tensors in Triton's interpreter (``TRITON_INTERPRET=1``), which is how it is tested.
 
 ``"auto"`` (the default) picks the fastest backend that can run the tensor at hand. Force one
 with the context manager :func:`backend` or the ``DROPKIT_BACKEND`` environment variable;
@@ -42,8 +45,9 @@ __all__ = [
     "select",
 ]
 
-BackendName = Literal["auto", "reference", "numba"]
-BACKENDS: tuple[str, ...] = ("auto", "reference", "numba")
+BackendName = Literal["auto", "reference", "numba", "triton"]
+BACKENDS: tuple[str, ...] = ("auto", "reference", "numba", "triton")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 _CPU_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -79,6 +83,15 @@ def _numba_installed() -> bool:
 
 
 @functools.cache
+def _triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def _interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET") == "1"
+
+
+@functools.cache
 def _warn_missing(name: str, hint: str) -> None:
     warnings.warn(
         f"dropkit: {name} is not installed, so dropout runs on the slower pure-PyTorch "
@@ -90,9 +103,16 @@ def _warn_missing(name: str, hint: str) -> None:
 
 def available_backends() -> dict[str, str]:
     """Each backend and whether it can run here (``"available"`` or why not)."""
+    if not _triton_installed():
+        triton = "missing: pip install triton (for CUDA tensors)"
+    elif torch.cuda.is_available():
+        triton = "available (CUDA)"
+    else:
+        triton = "installed; no CUDA device (runs only in the interpreter, TRITON_INTERPRET=1)"
     return {
         "reference": "available (pure PyTorch, every device)",
         "numba": "available (CPU)" if _numba_installed() else "missing: pip install numba",
+        "triton": triton,
     }
 
 
@@ -104,11 +124,20 @@ def _requested() -> str:
 
 
 def select(x: torch.Tensor) -> str:
-    """The backend that runs an op on ``x`` now: ``"reference"`` or ``"numba"``."""
+    """The backend that runs an op on ``x`` now: ``"reference"``, ``"numba"`` or ``"triton"``."""
     requested = _requested()
-    cpu_ok = x.dtype in _CPU_DTYPES and not x.is_cuda and x.device.type == "cpu"
     if requested == "reference":
         return "reference"
+    if requested == "triton":
+        if not _triton_installed():
+            raise RuntimeError("dropkit backend 'triton' was forced but triton is not installed")
+        if x.dtype not in _TRITON_DTYPES or not (x.is_cuda or _interpreting()):
+            raise RuntimeError(
+                f"dropkit backend 'triton' runs float16/bfloat16/float32 CUDA tensors (CPU "
+                f"tensors only with TRITON_INTERPRET=1), got {x.dtype} on {x.device}"
+            )
+        return "triton"
+    cpu_ok = x.dtype in _CPU_DTYPES and not x.is_cuda and x.device.type == "cpu"
     if requested == "numba":
         if not _numba_installed():
             raise RuntimeError("dropkit backend 'numba' was forced but numba is not installed")
@@ -122,6 +151,10 @@ def select(x: torch.Tensor) -> str:
         if _numba_installed():
             return "numba"
         _warn_missing("numba", "pip install numba for the fast CPU kernels")
+    elif x.is_cuda and x.dtype in _TRITON_DTYPES:
+        if _triton_installed():
+            return "triton"
+        _warn_missing("triton", "pip install triton for the fast GPU kernels")
     return "reference"
 
 
@@ -156,14 +189,22 @@ def masked_affine(
 ) -> torch.Tensor:
     """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
     (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
-    if x.numel() == 0 or select(x) == "reference":
+    backend = "reference" if x.numel() == 0 else select(x)
+    if backend == "reference":
         keep = stream_keep_mask(noise_shape, p, seed, x.device)
         return affine(x, keep, scale, shift, fill)
     if p >= 1.0:  # everything dropped
         return torch.full_like(x, fill)
-    cpu = _cpu_kernels()
     xc = x.contiguous()
     out = empty_like(xc)
+    if backend == "triton":
+        triton_kernels = _triton_kernels()
+        if noise_shape == x.shape:
+            triton_kernels.affine_stream(xc, out, p, seed, scale, shift, fill)
+            return out
+        keep = triton_kernels.keep_mask(math.prod(noise_shape), p, seed, x.device)
+        return affine(x, keep.view(noise_shape), scale, shift, fill)
+    cpu = _cpu_kernels()
     if noise_shape == x.shape:
         cpu.affine_stream(xc, out, p, seed, scale, shift, fill)
         return out
@@ -174,6 +215,13 @@ def masked_affine(
     a, b, c = abc
     cpu.affine_broadcast(xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill)
     return out
+
+
+@functools.cache
+def _triton_kernels() -> ModuleType:
+    from dropkit.kernels import _triton  # imports triton: only once a GPU kernel is about to run
+
+    return _triton
 
 
 @functools.cache
@@ -194,14 +242,18 @@ def fused_bias_dropout(
 ) -> torch.Tensor:
     """``where(keep, activation(x + bias) * scale, 0) (+ residual)`` with the stream mask of
     ``x``'s shape, on the backend :func:`select` picks. Returns a new tensor."""
-    fast = x.dtype in (torch.float32, torch.float64) and x.numel() > 0 and p < 1.0
-    if fast and select(x) == "numba":
+    backend = "reference" if x.numel() == 0 or p >= 1.0 else select(x)
+    if backend == "numba" and x.dtype in (torch.float32, torch.float64):
+        kernels: ModuleType | None = _cpu_kernels()
+    elif backend == "triton":
+        kernels = _triton_kernels()
+    else:
+        kernels = None
+    if kernels is not None:
         xc = x.contiguous()
         out = empty_like(xc)
         res = residual.contiguous() if residual is not None else None
-        _cpu_kernels().bias_dropout_stream(
-            xc, bias.contiguous(), res, out, p, seed, scale, activation
-        )
+        kernels.bias_dropout_stream(xc, bias.contiguous(), res, out, p, seed, scale, activation)
         return out
     keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
     return reference_bias_dropout(x, bias, residual, keep, scale, activation)

@@ -1,0 +1,188 @@
+"""GPU kernels in Triton: the dropkit stream from ``tl.randint4x``, fused with the op.
+
+One program handles one chunk of ``4 * LANES`` elements: ``tl.randint4x(seed, block)`` gives the
+four words of each block, and word ``w`` of lane ``l`` feeds element ``w * LANES + l`` of the
+chunk, which is the stream of :mod:`dropkit.kernels._philox` bit for bit (Triton's Philox is
+Philox4x32-10 with the same key and counter layout). Half precision is computed in float32 and
+rounded once. ``enable_fp_fusion=False`` keeps ``x * scale + shift`` two roundings, as in the
+reference. Float64 stays on the reference: Triton passes Python floats as float32.
+
+The kernels run on CUDA tensors, or on CPU tensors in Triton's interpreter
+(``TRITON_INTERPRET=1``, set before Triton is imported), which is how the tests run them.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
+
+__all__ = ["DTYPES", "affine_stream", "bias_dropout_stream", "keep_mask"]
+
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+@triton.jit
+def _store(out_ptr, index, y, inside):
+    """Store float32 ``y`` in the output's dtype, rounding to nearest even.
+
+    bfloat16 is rounded with integer operations: Triton's interpreter converts by truncation,
+    and the result must be the same there as on a GPU.
+    """
+    if out_ptr.dtype.element_ty == tl.bfloat16:
+        bits = y.to(tl.uint32, bitcast=True)
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) >> 16
+        quiet_nan = (bits >> 16) | 0x40
+        is_nan = (bits & 0x7FFFFFFF) > 0x7F800000
+        half = tl.where(is_nan, quiet_nan, rounded).to(tl.uint16)
+        tl.store(out_ptr + index, half.to(tl.bfloat16, bitcast=True), mask=inside)
+    else:
+        tl.store(out_ptr + index, y.to(out_ptr.dtype.element_ty), mask=inside)
+
+
+@triton.jit
+def _affine_kernel(
+    x_ptr,
+    out_ptr,
+    n,
+    seed,
+    threshold,
+    scale,
+    shift,
+    fill,
+    LANES: tl.constexpr,
+    HAS_SHIFT: tl.constexpr,
+):
+    chunk = tl.program_id(0).to(tl.int64)
+    lane = tl.arange(0, LANES)
+    words = tl.randint4x(seed, chunk * LANES + lane)
+    base = chunk * 4 * LANES + lane
+    for w in tl.static_range(4):
+        index = base + w * LANES
+        inside = index < n
+        x = tl.load(x_ptr + index, mask=inside, other=0.0).to(tl.float32)
+        y = x * scale
+        if HAS_SHIFT:
+            y = y + shift
+        keep = words[w] >= threshold
+        y = tl.where(keep, y, fill)
+        _store(out_ptr, index, y, inside)
+
+
+@triton.jit
+def _keep_kernel(out_ptr, n, seed, threshold, LANES: tl.constexpr):
+    chunk = tl.program_id(0).to(tl.int64)
+    lane = tl.arange(0, LANES)
+    words = tl.randint4x(seed, chunk * LANES + lane)
+    base = chunk * 4 * LANES + lane
+    for w in tl.static_range(4):
+        index = base + w * LANES
+        keep = words[w] >= threshold
+        tl.store(out_ptr + index, keep.to(tl.int8), mask=index < n)
+
+
+@triton.jit
+def _bias_kernel(
+    x_ptr,
+    bias_ptr,
+    residual_ptr,
+    out_ptr,
+    n,
+    width,
+    seed,
+    threshold,
+    scale,
+    LANES: tl.constexpr,
+    HAS_RESIDUAL: tl.constexpr,
+    ACTIVATION: tl.constexpr,
+):
+    chunk = tl.program_id(0).to(tl.int64)
+    lane = tl.arange(0, LANES)
+    words = tl.randint4x(seed, chunk * LANES + lane)
+    base = chunk * 4 * LANES + lane
+    for w in tl.static_range(4):
+        index = base + w * LANES
+        inside = index < n
+        x = tl.load(x_ptr + index, mask=inside, other=0.0).to(tl.float32)
+        b = tl.load(bias_ptr + index % width, mask=inside, other=0.0).to(tl.float32)
+        y = x + b
+        if ACTIVATION == 1:
+            y = tl.where(y < 0, 0.0, y)
+        elif ACTIVATION == 2:
+            y = y * 0.5 * (1.0 + tl.math.erf(y * 0.7071067811865476))
+        y = tl.where(words[w] >= threshold, y * scale, 0.0)
+        if HAS_RESIDUAL:
+            y = y + tl.load(residual_ptr + index, mask=inside, other=0.0).to(tl.float32)
+        _store(out_ptr, index, y, inside)
+
+
+def _grid(n: int) -> tuple[int]:
+    return (triton.cdiv(n, CHUNK),)
+
+
+def _threshold(p: float) -> int:
+    threshold = keep_threshold(p)
+    if threshold >= 2**32:
+        raise ValueError("dropkit triton kernels: p = 1 drops everything; the caller fills instead")
+    return threshold
+
+
+def affine_stream(
+    x: torch.Tensor, out: torch.Tensor, p: float, seed: int, scale: float, shift: float, fill: float
+) -> None:
+    """``out = where(stream_keep(p, seed), x * scale + shift, fill)`` for contiguous tensors."""
+    n = x.numel()
+    _affine_kernel[_grid(n)](
+        x,
+        out,
+        n,
+        seed,
+        _threshold(p),
+        scale,
+        shift,
+        fill,
+        LANES=LANES,
+        HAS_SHIFT=shift != 0.0,
+        enable_fp_fusion=False,
+    )
+
+
+def keep_mask(numel: int, p: float, seed: int, device: torch.device) -> torch.Tensor:
+    """The stream keep mask of ``numel`` elements as a bool tensor on ``device``."""
+    out = torch.empty(numel, dtype=torch.int8, device=device)
+    _keep_kernel[_grid(numel)](out, numel, seed, _threshold(p), LANES=LANES)
+    return out.view(torch.bool)
+
+
+_ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
+
+
+def bias_dropout_stream(
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor | None,
+    out: torch.Tensor,
+    p: float,
+    seed: int,
+    scale: float,
+    activation: str | None,
+) -> None:
+    """Fused ``where(keep, activation(x + bias) * scale, 0) (+ residual)``, contiguous tensors."""
+    n = x.numel()
+    _bias_kernel[_grid(n)](
+        x,
+        bias,
+        residual if residual is not None else x,
+        out,
+        n,
+        bias.numel(),
+        seed,
+        _threshold(p),
+        scale,
+        LANES=LANES,
+        HAS_RESIDUAL=residual is not None,
+        ACTIVATION=_ACTIVATION_CODES[activation],
+        enable_fp_fusion=False,
+    )
