@@ -66,11 +66,11 @@ def test_custom_op_passes_opcheck() -> None:
     x = torch.randn(4, 6, requires_grad=True)
     seed = torch.tensor(3)
     torch.library.opcheck(
-        _masked_affine_op, (x, [4, 6], 0.3, seed, 1 / 0.7, 0.0, 0.0), test_utils="test_schema"
+        _masked_affine_op, (x, [4, 6], 0.3, seed, 0, 1 / 0.7, 0.0, 0.0), test_utils="test_schema"
     )
     torch.library.opcheck(
         _masked_affine_op,
-        (x, [4, 1], 0.3, seed, 1 / 0.7, 0.0, 0.0),
+        (x, [4, 1], 0.3, seed, 1, 1 / 0.7, 0.0, 0.0),
         test_utils=["test_faketensor", "test_autograd_registration"],
     )
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from dropkit.functional._validation import _GOLDEN, _rank
 from dropkit.kernels._dispatch import masked_affine
 
 __all__ = ["compiled_masked_affine", "draw_seed"]
@@ -26,12 +27,15 @@ def _masked_affine_op(
     noise_shape: Sequence[int],
     p: float,
     seed: torch.Tensor,
+    rank: int,
     scale: float,
     shift: float,
     fill: float,
 ) -> torch.Tensor:
-    # Seeds of 2**63 and above travel as negative int64: fold them back.
-    return masked_affine(x, tuple(noise_shape), p, int(seed) % 2**64, scale, shift, fill)
+    # Seeds of 2**63 and above travel as negative int64; a drawn seed gets the rank folded in
+    # (rank 0 for explicit seeds), as resolve_seed does in eager mode.
+    value = (int(seed) + rank * _GOLDEN) % 2**64
+    return masked_affine(x, tuple(noise_shape), p, value, scale, shift, fill)
 
 
 @_masked_affine_op.register_fake
@@ -40,6 +44,7 @@ def _(
     noise_shape: Sequence[int],
     p: float,
     seed: torch.Tensor,
+    rank: int,
     scale: float,
     shift: float,
     fill: float,
@@ -48,15 +53,17 @@ def _(
 
 
 def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-    _, noise_shape, p, seed, scale, _, _ = inputs
-    ctx.noise_shape, ctx.p, ctx.scale = noise_shape, p, scale
+    _, noise_shape, p, seed, rank, scale, _, _ = inputs
+    ctx.noise_shape, ctx.p, ctx.rank, ctx.scale = noise_shape, p, rank, scale
     ctx.save_for_backward(seed)  # a 0-dim int64 tensor: 8 bytes
 
 
 def _backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
     (seed,) = ctx.saved_tensors
-    grad_input = _masked_affine_op(grad, ctx.noise_shape, ctx.p, seed, ctx.scale, 0.0, 0.0)
-    return grad_input, None, None, None, None, None, None
+    grad_input = _masked_affine_op(
+        grad, ctx.noise_shape, ctx.p, seed, ctx.rank, ctx.scale, 0.0, 0.0
+    )
+    return grad_input, None, None, None, None, None, None, None
 
 
 _masked_affine_op.register_autograd(_backward, setup_context=_setup_context)
@@ -80,5 +87,6 @@ def compiled_masked_affine(
     inplace: bool,
 ) -> torch.Tensor:
     """The element-mask op through the custom op (used while ``torch.compile`` traces)."""
-    out = _masked_affine_op(input, list(noise_shape), p, draw_seed(seed), scale, shift, fill)
+    rank = _rank() if seed is None else 0
+    out = _masked_affine_op(input, list(noise_shape), p, draw_seed(seed), rank, scale, shift, fill)
     return input.copy_(out) if inplace else out

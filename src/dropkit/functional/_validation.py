@@ -44,14 +44,28 @@ def check_rank(name: str, input: torch.Tensor, ranks: Sequence[int], layout: str
         raise ValueError(f"{name}: expected a {expected} input {layout}, got {input.dim()}D")
 
 
+_GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads ranks far apart in seed space
+
+
+def _rank() -> int:
+    """This process's rank in the default process group, 0 without one."""
+    dist = torch.distributed
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def resolve_seed(name: str, seed: object) -> int:
     """The seed to use: the given one, or a fresh one from torch's default CPU generator.
 
     Drawing from the default generator makes ``torch.manual_seed`` reproduce every mask, and makes
-    activation checkpointing (which restores that generator) recompute the same mask.
+    activation checkpointing (which restores that generator) recompute the same mask. Under
+    ``torch.distributed`` the rank is folded into drawn seeds, so data-parallel ranks that share a
+    ``torch.manual_seed`` still draw different masks, reproducibly for a given (seed, world size).
+    An explicit ``seed`` is used as given on every rank.
     """
     if seed is None:
-        return int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        drawn = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+        rank = _rank()
+        return drawn if rank == 0 else (drawn + rank * _GOLDEN) % 2**64
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
     value = int(seed)
