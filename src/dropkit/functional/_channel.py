@@ -6,7 +6,13 @@ import torch
 
 from dropkit.functional._autograd import alpha_constants
 from dropkit.functional._elementwise import apply_element_mask, masked_dropout
-from dropkit.functional._validation import check_input, check_p, check_rank
+from dropkit.functional._validation import (
+    check_input,
+    check_p,
+    check_rank,
+    enter_stochastic,
+    stochastic,
+)
 
 __all__ = ["dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout", "locked_dropout"]
 
@@ -69,6 +75,7 @@ def dropout1d(
         >>> bool(((y == 0).all(-1) | (y == 2).all(-1)).all())
         True
     """
+    input = enter_stochastic(input)
     check_input("dropout1d", input)
     check_rank("dropout1d", input, (2, 3), "(N, C, L) or unbatched (C, L)")
     shape = _channel_noise_shape(input, channels_last, batched=input.dim() == 3)
@@ -108,6 +115,7 @@ def dropout2d(
         >>> y.flatten(2).amax(-1).eq(y.flatten(2).amin(-1)).all().item()
         True
     """
+    input = enter_stochastic(input)
     check_input("dropout2d", input)
     if input.dim() == 3:
         raise ValueError(
@@ -146,6 +154,7 @@ def dropout3d(
         >>> dropout3d(torch.ones(1, 2, 2, 2, 2), 0.0).shape
         torch.Size([1, 2, 2, 2, 2])
     """
+    input = enter_stochastic(input)
     check_input("dropout3d", input)
     if input.dim() == 4:
         raise ValueError(
@@ -185,6 +194,7 @@ def feature_alpha_dropout(
         >>> bool((y.amax(-1) == y.amin(-1)).all())
         True
     """
+    input = enter_stochastic(input)
     check_input("feature_alpha_dropout", input)
     if input.dim() < 2:
         raise ValueError(
@@ -192,7 +202,7 @@ def feature_alpha_dropout(
             f"{input.dim()}D; use alpha_dropout for element-wise masks"
         )
     p = check_p("feature_alpha_dropout", p)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = _channel_noise_shape(input, False)
@@ -233,6 +243,7 @@ def locked_dropout(
         >>> bool((y == y[0]).all())
         True
     """
+    input = enter_stochastic(input)
     check_input("locked_dropout", input)
     layout = "(N, T, *)" if batch_first else "(T, N, *)"
     if input.dim() < 2:

@@ -18,8 +18,10 @@ from dropkit.functional._compile import compiled_masked_affine
 from dropkit.functional._validation import (
     check_input,
     check_p,
+    enter_stochastic,
     resolve_noise_shape,
     resolve_seed,
+    stochastic,
 )
 from dropkit.kernels._philox import stream_keep_mask
 
@@ -48,7 +50,7 @@ def masked_dropout(
     check_input(name, input)
     p = check_p(name, p)
     shape = resolve_noise_shape(name, input, noise_shape)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return input
     scale = inverted_scale(p) if scale_by_keep else 1.0
     return apply_element_mask(name, input, shape, p, seed, scale, 0.0, 0.0, inplace)
@@ -126,6 +128,7 @@ def dropout(
         >>> dropout(x, 0.5, training=False) is x
         True
     """
+    input = enter_stochastic(input)
     return masked_dropout("dropout", input, p, training, inplace, noise_shape, seed)
 
 
@@ -202,9 +205,10 @@ def alpha_dropout(
         >>> abs(y.mean().item()) < 0.01, abs(y.std().item() - 1) < 0.01
         (True, True)
     """
+    input = enter_stochastic(input)
     check_input("alpha_dropout", input)
     p = check_p("alpha_dropout", p)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = tuple(input.shape)
@@ -242,9 +246,10 @@ def gaussian_dropout(
         >>> round(y.mean().item(), 1), round(y.var().item(), 1)
         (1.0, 1.0)
     """
+    input = enter_stochastic(input)
     check_input("gaussian_dropout", input)
     p = check_p("gaussian_dropout", p, allow_one=False)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return input
     noise = GaussianNoise(
         tuple(input.shape), math.sqrt(p / (1.0 - p)), resolve_seed("gaussian_dropout", seed)

@@ -16,7 +16,13 @@ import torch
 import torch.nn.functional as torch_F
 
 from dropkit.functional._autograd import inverted_scale
-from dropkit.functional._validation import check_input, check_p, resolve_seed
+from dropkit.functional._validation import (
+    check_input,
+    check_p,
+    enter_stochastic,
+    resolve_seed,
+    stochastic,
+)
 from dropkit.kernels._dispatch import fused_bias_dropout, masked_affine
 
 __all__ = ["bias_dropout", "bias_dropout_add"]
@@ -130,9 +136,11 @@ def bias_dropout_add(
         >>> torch.allclose(fused, r + dropout(x + b, 0.1, seed=3))
         True
     """
+    x = enter_stochastic(x)
+    residual = enter_stochastic(residual)
     _check("bias_dropout_add", x, bias, residual)
     p = check_p("bias_dropout_add", p)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return residual + (x + bias)
     out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
         x, bias, residual, p, resolve_seed("bias_dropout_add", seed), None
@@ -172,13 +180,14 @@ def bias_dropout(
         >>> torch.allclose(y, dropout(torch.relu(x + b), 0.2, seed=1))
         True
     """
+    x = enter_stochastic(x)
     _check("bias_dropout", x, bias, None)
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"bias_dropout: expected activation None, 'relu' or 'gelu', got {activation!r}"
         )
     p = check_p("bias_dropout", p)
-    if not training or p == 0.0:
+    if not stochastic(training) or p == 0.0:
         return _act(x + bias, activation)
     out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
         x, bias, None, p, resolve_seed("bias_dropout", seed), activation

@@ -12,7 +12,14 @@ import torch.nn.functional as torch_F
 
 from dropkit.functional._autograd import apply_noise, inverted_scale
 from dropkit.functional._elementwise import masked_dropout
-from dropkit.functional._validation import check_input, check_p, check_rank, resolve_seed
+from dropkit.functional._validation import (
+    check_input,
+    check_p,
+    check_rank,
+    enter_stochastic,
+    resolve_seed,
+    stochastic,
+)
 from dropkit.kernels._philox import stream_keep_mask
 from dropkit.kernels._reference import affine
 
@@ -55,6 +62,7 @@ def drop_path(
         >>> bool(((y == 0).flatten(1).all(1) | (y == 2).flatten(1).all(1)).all())
         True
     """
+    input = enter_stochastic(input)
     check_input("drop_path", input)
     if mode not in ("row", "batch"):
         raise ValueError(f"drop_path: expected mode 'row' or 'batch', got {mode!r}")
@@ -173,7 +181,7 @@ def _drop_block(
         raise TypeError(f"{name}: expected block_size to be an int, got {block_size!r}")
     if block_size < 1:
         raise ValueError(f"{name}: expected block_size >= 1, got {block_size}")
-    if not training or p == 0.0 or input.numel() == 0:
+    if not stochastic(training) or p == 0.0 or input.numel() == 0:
         return input
     spatial = tuple(input.shape[2:])
     blocks = tuple(min(int(block_size), s) for s in spatial)
@@ -220,6 +228,7 @@ def drop_block2d(
         >>> abs((y == 0).float().mean().item() - 0.3) < 0.02
         True
     """
+    input = enter_stochastic(input)
     return _drop_block("drop_block2d", input, p, training, inplace, block_size, seed, 2)
 
 
@@ -253,4 +262,5 @@ def drop_block3d(
         >>> drop_block3d(torch.ones(2, 2, 4, 4, 4), 0.2, block_size=2, seed=0).shape
         torch.Size([2, 2, 4, 4, 4])
     """
+    input = enter_stochastic(input)
     return _drop_block("drop_block3d", input, p, training, inplace, block_size, seed, 3)

@@ -2,13 +2,48 @@
 
 from __future__ import annotations
 
+import contextvars
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import torch
 
-__all__ = ["check_input", "check_p", "check_rank", "resolve_noise_shape", "resolve_seed"]
+__all__ = [
+    "check_input",
+    "check_p",
+    "check_rank",
+    "enter_stochastic",
+    "mc_depth",
+    "prefix_hook",
+    "resolve_noise_shape",
+    "resolve_seed",
+    "stochastic",
+]
+
+_T = TypeVar("_T")
+
+#: How many :func:`dropkit.mc.mc_mode` blocks are active; inside one, dropout is always on.
+mc_depth: contextvars.ContextVar[int] = contextvars.ContextVar("dropkit_mc_depth", default=0)
+#: Set by :func:`dropkit.mc.predict`: sees the input of every stochastic op (prefix sharing).
+prefix_hook: contextvars.ContextVar[Callable[[torch.Tensor], torch.Tensor] | None] = (
+    contextvars.ContextVar("dropkit_prefix_hook", default=None)
+)
+
+
+def stochastic(training: bool) -> bool:
+    """Whether a dropout op is on: its ``training`` flag, or any active ``mc_mode``."""
+    return training or mc_depth.get() > 0
+
+
+def enter_stochastic(input: _T) -> _T:
+    """The first thing every batch-wise stochastic op does: hand its input to the prefix hook
+    of :func:`dropkit.mc.predict` (which may replicate it along the batch), if one is set."""
+    hook = prefix_hook.get()
+    if hook is None or not isinstance(input, torch.Tensor):
+        return input
+    return cast(_T, hook(input))
 
 
 def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
