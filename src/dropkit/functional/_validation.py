@@ -33,13 +33,21 @@ prefix_hook: contextvars.ContextVar[Callable[[torch.Tensor], torch.Tensor] | Non
 
 
 def stochastic(training: bool) -> bool:
-    """Whether a dropout op is on: its ``training`` flag, or any active ``mc_mode``."""
+    """Whether a dropout op is on: its ``training`` flag, or any active ``mc_mode``.
+
+    ``mc_mode`` is an eager-mode feature; while ``torch.compile`` traces, context variables are
+    not read (dynamo would break the graph on them).
+    """
+    if torch.compiler.is_compiling():
+        return training
     return training or mc_depth.get() > 0
 
 
 def enter_stochastic(input: _T) -> _T:
     """The first thing every batch-wise stochastic op does: hand its input to the prefix hook
     of :func:`dropkit.mc.predict` (which may replicate it along the batch), if one is set."""
+    if torch.compiler.is_compiling():
+        return input
     hook = prefix_hook.get()
     if hook is None or not isinstance(input, torch.Tensor):
         return input

@@ -133,7 +133,7 @@ def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
                 if _rate(child) < 0:
                     child.eval()
     state.mode = _DropoutOn()
-    state.mode.__enter__()
+    state.mode.__enter__()  # type: ignore[no-untyped-call]
     state.token = mc_depth.set(mc_depth.get() + 1)
     return state
 
@@ -144,7 +144,7 @@ def disable_mc(state: MCState) -> None:
         if state.token is not None:
             mc_depth.reset(state.token)
         if state.mode is not None:
-            state.mode.__exit__(None, None, None)
+            state.mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
     finally:
         for module, training in state.training.items():
             module.training = training

@@ -142,7 +142,8 @@ class _SharedPrefix(TorchFunctionMode):
                 )
             self.started = True
             return self._replicate(t)
-        return self._map(t)
+        mapped: torch.Tensor = self._map(t)
+        return mapped
 
     def _map(self, t: Any) -> Any:
         if (
@@ -184,7 +185,7 @@ def _shared_prefix(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Ten
     token = prefix_hook.set(tracker.hook)
     try:
         with tracker:
-            out = model(x)
+            out: object = model(x)
     finally:
         prefix_hook.reset(token)
     if not isinstance(out, torch.Tensor):
