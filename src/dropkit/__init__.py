@@ -5,6 +5,8 @@
 - :mod:`dropkit.nn`: the same as layers, a drop-in for ``torch.nn``'s.
 - :func:`convert`: swap torch's dropout layers in an existing model for dropkit's.
 - :func:`backend`: force the reference or a fast kernel backend inside a ``with`` block.
+- :mod:`dropkit.mc`: Monte Carlo dropout (``mc_mode``, ``predict``); :mod:`dropkit.metrics`:
+  calibration and uncertainty scores. Both are imported on first use.
 """
 
 from dropkit import functional, nn

@@ -10,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-_EXTRA = ("matplotlib", "sklearn", "torchmetrics", "mnist1d")
+_EXTRA = ("matplotlib", "sklearn", "mnist1d")
 
 
 def require_experiments_extra() -> None:
