@@ -17,7 +17,7 @@ def report(
     """Regenerate the table, plots and report.html of a comparison from its database."""
     require_experiments_extra()
     from dropkit._env import environment
-    from dropkit.experiments import CompareConfig, Store, TrainConfig
+    from dropkit.experiments import CompareConfig, Store
     from dropkit.experiments.report import write_report
     from dropkit.experiments.store import DB_NAME
 
@@ -30,16 +30,7 @@ def report(
         typer.echo(f"Error: {store.path} holds no finished runs", err=True)
         raise typer.Exit(1)
     key = keys[-1]
-    stored = store.config(key)
-    train = stored.pop("train")
-    config = CompareConfig(
-        **{**stored, "rates": tuple(stored["rates"]), "train": TrainConfig(**_tuples(train))}  # type: ignore[arg-type]
-    )
+    config = CompareConfig.from_json(store.config(key))
     results = store.results(key)
     paths = write_report(directory, results, config.flat(), environment())
     print_summary(summary_console(), results, paths)
-
-
-def _tuples(fields: object) -> dict[str, object]:
-    """JSON turned the config's tuples into lists; turn them back."""
-    return {k: tuple(v) if isinstance(v, list) else v for k, v in dict(fields).items()}  # type: ignore[call-overload]

@@ -25,10 +25,10 @@ def require_experiments_extra() -> None:
         raise typer.Exit(2)
 
 
-def summary_console() -> Console:
-    """A console that does not wrap the summary table when the output is a file or a pipe."""
+def summary_console(width: int = 120) -> Console:
+    """A console that does not wrap a wide table when the output is a file or a pipe."""
     console = Console()
-    return console if console.is_terminal else Console(width=120)
+    return console if console.is_terminal else Console(width=width)
 
 
 def print_summary(console: Console, results: Sequence[object], paths: dict[str, Path]) -> None:

@@ -147,6 +147,12 @@ def train_batched(
             )
         if on_epoch is not None:
             on_epoch(histories[0][-1])
+    with torch.no_grad():  # the trained weights back into each run's own MLP, for checkpoints
+        for r, mlp in enumerate(mlps):
+            linears = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+            for linear, weight, bias in zip(linears, model.weights, model.biases, strict=True):
+                linear.weight.copy_(weight[r])
+                linear.bias.copy_(bias[r])
     train_eval = _evaluate(model, x, y)
     val_eval = _evaluate(model, data.x_val, data.y_val)
     test_eval = _evaluate(model, data.x_test, data.y_test)
@@ -163,6 +169,7 @@ def train_batched(
             epochs_run=config.epochs,
             seconds=elapsed,
             history=histories[r],
+            model_state=mlps[r].state_dict(),
         )
         for r, seed in enumerate(seeds)
     ]

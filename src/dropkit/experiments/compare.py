@@ -6,9 +6,13 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+import torch
 
 from dropkit.experiments.batched import can_batch, train_batched
 from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
@@ -16,7 +20,13 @@ from dropkit.experiments.models import MODELS
 from dropkit.experiments.store import Store
 from dropkit.experiments.train import ConfigError, EpochMetrics, RunResult, TrainConfig, train
 
-__all__ = ["CompareConfig", "run_compare"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CompareConfig",
+    "checkpoint_path",
+    "run_compare",
+    "save_checkpoint",
+]
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,18 @@ class CompareConfig:
         data = dataclasses.asdict(self)
         data["rates"] = list(self.rates)
         return data
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> CompareConfig:
+        """The inverse of :meth:`to_json` (JSON turned the tuples into lists)."""
+        fields: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items()
+        }
+        train: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data["train"].items()
+        }
+        fields["train"] = TrainConfig(**train)
+        return cls(**fields)
 
     def key(self) -> str:
         """Identity of the runs: a hash of everything except the rates and the seed count."""
@@ -123,6 +145,7 @@ def run_compare(
         progress.on_run_start(rate, todo[0], config.train.epochs)
         for result in _train_runs(config, data, rate, todo, progress):
             store.save(key, result)
+            save_checkpoint(output, config, result)
             progress.on_run_done(result, False)
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
     return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
@@ -139,6 +162,31 @@ def _train_runs(
         if seed != seeds[0]:
             progress.on_run_start(rate, seed, config.train.epochs)
         yield train(config.train, data, rate, seed, on_epoch=progress.on_epoch)
+
+
+CHECKPOINT_FORMAT = "dropkit.compare/1"
+
+
+def checkpoint_path(output: Path, rate: float, seed: int) -> Path:
+    return output / "checkpoints" / f"rate-{rate:g}_seed-{seed}.pt"
+
+
+def save_checkpoint(output: Path, config: CompareConfig, result: RunResult) -> Path:
+    """Write a run's weights and configuration (plain data: loads with ``weights_only=True``)."""
+    path = checkpoint_path(output, result.rate, result.seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "experiment": config.key(),
+        "config": config.to_json(),
+        "rate": result.rate,
+        "seed": result.seed,
+        "state_dict": result.model_state,
+    }
+    tmp = path.with_name(path.name + ".part")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)  # never half a checkpoint
+    return path
 
 
 def _stored(store: Store, key: str, rate: float, seed: int) -> RunResult:

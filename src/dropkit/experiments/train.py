@@ -117,13 +117,17 @@ class RunResult:
     epochs_run: int
     seconds: float
     history: list[EpochMetrics] = field(default_factory=list)
+    #: The trained weights, for the checkpoint; not part of the stored results.
+    model_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
 
     @property
     def gap(self) -> float:
         return self.train_acc - self.test_acc
 
     def to_json(self) -> dict[str, object]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(dataclasses.replace(self, model_state=None))
+        del data["model_state"]
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> RunResult:
@@ -257,4 +261,5 @@ def train(
         epochs_run=len(history),
         seconds=time.perf_counter() - start,
         history=history,
+        model_state=model.state_dict(),
     )

@@ -1,0 +1,44 @@
+"""``dropkit mc DIR``: deterministic vs Monte Carlo dropout inference on trained checkpoints."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dropkit.cli._app import app
+from dropkit.cli._summary import require_experiments_extra, summary_console
+
+
+@app.command()
+def mc(
+    directory: Path = typer.Argument(..., help="An output directory of dropkit compare."),
+    samples: int = typer.Option(30, min=1, help="Monte Carlo samples per input."),
+    rates: str = typer.Option("", help="Only these rates, e.g. 0.2,0.5 (default: all > 0)."),
+    batch_size: int | None = typer.Option(None, min=1, help="Inputs per chunk (bounds memory)."),
+) -> None:
+    """Score the runs' checkpoints on the test set: deterministic vs MC dropout inference."""
+    require_experiments_extra()
+    from dropkit.experiments.mc_eval import CheckpointError, evaluate_checkpoints, summarize_rows
+
+    try:
+        wanted = tuple(float(r) for r in rates.split(",") if r.strip()) or None
+    except ValueError:
+        raise typer.BadParameter(f"expected comma-separated rates, got {rates!r}") from None
+    try:
+        rows = evaluate_checkpoints(directory, samples=samples, rates=wanted, batch_size=batch_size)
+    except CheckpointError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from None
+    table_rows = summarize_rows(rows)
+    table = Table(title=f"test set: deterministic vs Monte Carlo dropout ({directory})")
+    for column in table_rows[0]:
+        table.add_column(column, justify="right")
+    for row in table_rows:
+        table.add_row(*row.values())
+    summary_console(150).print(table)
+    typer.echo(
+        "Uncertainty for the error AUROC: 1 - max probability (deterministic), "
+        "predictive entropy (MC)."
+    )

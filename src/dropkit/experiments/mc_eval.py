@@ -1,0 +1,158 @@
+"""Deterministic vs Monte Carlo dropout inference on the checkpoints of ``dropkit compare``."""
+
+from __future__ import annotations
+
+import pickle
+import statistics
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dropkit.experiments.compare import CHECKPOINT_FORMAT, CompareConfig
+from dropkit.experiments.datasets import load_dataset
+from dropkit.experiments.models import build_model
+from dropkit.metrics import (
+    brier_score,
+    expected_calibration_error,
+    misclassification_auroc,
+    negative_log_likelihood,
+)
+
+__all__ = ["CheckpointError", "McRow", "evaluate_checkpoints", "load_checkpoint"]
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class McRow:
+    """Test-set scores of one inference method on one run."""
+
+    rate: float
+    seed: int
+    method: str  # "deterministic" or "MC (S samples)"
+    accuracy: float
+    nll: float
+    ece: float
+    brier: float
+    auroc: float  # misclassification AUROC of the method's uncertainty
+    seconds: float
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Read a ``dropkit compare`` checkpoint safely (``weights_only=True``)."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path}: not a dropkit compare checkpoint (expected format {CHECKPOINT_FORMAT!r})"
+        )
+    return payload
+
+
+def _scores(probs: torch.Tensor, y: torch.Tensor, uncertainty: torch.Tensor) -> dict[str, float]:
+    return {
+        "accuracy": (probs.argmax(1) == y).float().mean().item(),
+        "nll": negative_log_likelihood(probs, y),
+        "ece": expected_calibration_error(probs, y),
+        "brier": brier_score(probs, y),
+        "auroc": misclassification_auroc(probs, y, uncertainty),
+    }
+
+
+def evaluate_checkpoints(
+    directory: Path,
+    *,
+    samples: int = 30,
+    rates: tuple[float, ...] | None = None,
+    batch_size: int | None = None,
+) -> list[McRow]:
+    """Score every checkpoint (with dropout) in ``directory`` on the test set, both ways.
+
+    Deterministic inference uses eval mode and 1 - max probability as its uncertainty; MC
+    inference averages ``samples`` passes of :func:`dropkit.mc.predict` (seed 0) and uses the
+    predictive entropy.
+    """
+    from dropkit.mc import predict
+
+    paths = sorted((Path(directory) / "checkpoints").glob("*.pt"))
+    if not paths:
+        raise CheckpointError(f"{directory}: no checkpoints/*.pt; run dropkit compare there first")
+    rows: list[McRow] = []
+    data_cache: dict[tuple[str, int, float], Any] = {}
+    for path in paths:
+        payload = load_checkpoint(path)
+        rate, seed = float(payload["rate"]), int(payload["seed"])
+        if rate == 0.0 or (rates is not None and rate not in rates):
+            continue  # Monte Carlo dropout needs dropout
+        config = CompareConfig.from_json(payload["config"])
+        key = (config.dataset, config.split_seed, config.label_noise)
+        if key not in data_cache:
+            data_cache[key] = load_dataset(
+                config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+            )
+        data = data_cache[key]
+        model = build_model(
+            config.train.model,
+            data.input_shape,
+            data.num_classes,
+            hidden=config.train.hidden,
+            rate=rate,
+            layer_scale=config.train.layer_scale,
+        )
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except (RuntimeError, TypeError) as error:
+            raise CheckpointError(f"{path}: weights do not fit the model ({error})") from None
+        model.eval()
+        x, y = data.x_test, data.y_test
+        start = time.perf_counter()
+        with torch.no_grad():
+            probs = torch.softmax(model(x), dim=1)
+        seconds = time.perf_counter() - start
+        det = _scores(probs, y, 1.0 - probs.max(1).values)
+        rows.append(McRow(rate, seed, "deterministic", seconds=seconds, **det))
+        start = time.perf_counter()
+        result = predict(model, x, samples, batch_size=batch_size, seed=0)
+        seconds = time.perf_counter() - start
+        mc = _scores(result.probs, y, result.predictive_entropy)
+        rows.append(McRow(rate, seed, f"MC ({samples} samples)", seconds=seconds, **mc))
+    if not rows:
+        raise CheckpointError(f"{directory}: no checkpoint with dropout (rate > 0) to evaluate")
+    return rows
+
+
+def summarize_rows(rows: list[McRow]) -> list[dict[str, str]]:
+    """Mean ± std over seeds for each (rate, method), as table rows."""
+    groups: dict[tuple[float, str], list[McRow]] = {}
+    for row in rows:
+        groups.setdefault((row.rate, row.method), []).append(row)
+
+    def stat(values: list[float], scale: float = 1.0, digits: int = 3) -> str:
+        mean = statistics.fmean(values) * scale
+        std = (statistics.stdev(values) if len(values) > 1 else 0.0) * scale
+        return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+    table = []
+    for (rate, method), group in sorted(groups.items()):
+        table.append(
+            {
+                "rate": f"{rate:g}",
+                "inference": method,
+                "seeds": str(len(group)),
+                "accuracy %": stat([r.accuracy for r in group], 100, 1),
+                "NLL": stat([r.nll for r in group]),
+                "ECE": stat([r.ece for r in group]),
+                "Brier": stat([r.brier for r in group]),
+                "error AUROC": stat([r.auroc for r in group]),
+                "seconds": stat([r.seconds for r in group], 1, 2),
+            }
+        )
+    return table
