@@ -141,3 +141,11 @@ def test_batchnorm_statistics_are_untouched() -> None:
     predict(model, torch.randn(8, 3, 8, 8) * 5 + 3, samples=4, seed=0)
     assert torch.equal(model[1].running_mean, before)
     assert isinstance(MCResult(torch.zeros(1, 1, 2), "x").probs, torch.Tensor)
+
+
+def test_mc_benchmark_runs() -> None:
+    from dropkit._bench import bench_mc
+
+    times = bench_mc(samples=2, batch=2, rounds=1)
+    assert set(times) == {"train() + loop", "replicate", "predict (shared prefix)"}
+    assert all(t > 0 for t in times.values())
