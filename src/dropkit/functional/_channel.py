@@ -29,6 +29,13 @@ def _channel_noise_shape(
     return tuple(shape)
 
 
+# rank -> (layout, the op for one rank less and its layout, an unbatched input's layout)
+_SPATIAL = {
+    4: ("(N, C, H, W)", "dropout1d", "(N, C, L)", "(C, H, W) image"),
+    5: ("(N, C, D, H, W)", "dropout2d", "(N, C, H, W)", "(C, D, H, W) volume"),
+}
+
+
 def _channel_dropout(
     name: str,
     input: torch.Tensor,
@@ -37,7 +44,22 @@ def _channel_dropout(
     inplace: bool,
     channels_last: bool,
     seed: int | None,
+    rank: int,
 ) -> torch.Tensor:
+    """Channel dropout of a batched input of exactly ``rank`` dims.
+
+    One rank less is an error that names the right op, not a guess (torch treats a 3D input to
+    dropout2d as (N, C, L)).
+    """
+    input = enter_stochastic(input)
+    check_input(name, input)
+    layout, lower, lower_layout, unbatched = _SPATIAL[rank]
+    if input.dim() == rank - 1:
+        raise ValueError(
+            f"{name}: expected a {rank}D input {layout}, got {rank - 1}D; use {lower} for "
+            f"{lower_layout}, or input.unsqueeze(0) for a single unbatched {unbatched}"
+        )
+    check_rank(name, input, (rank,), layout)
     shape = _channel_noise_shape(input, channels_last)
     return masked_dropout(name, input, p, training, inplace, shape, seed)
 
@@ -115,15 +137,7 @@ def dropout2d(
         >>> y.flatten(2).amax(-1).eq(y.flatten(2).amin(-1)).all().item()
         True
     """
-    input = enter_stochastic(input)
-    check_input("dropout2d", input)
-    if input.dim() == 3:
-        raise ValueError(
-            "dropout2d: expected a 4D input (N, C, H, W), got 3D; use dropout1d for (N, C, L), "
-            "or input.unsqueeze(0) for a single unbatched (C, H, W) image"
-        )
-    check_rank("dropout2d", input, (4,), "(N, C, H, W)")
-    return _channel_dropout("dropout2d", input, p, training, inplace, channels_last, seed)
+    return _channel_dropout("dropout2d", input, p, training, inplace, channels_last, seed, 4)
 
 
 def dropout3d(
@@ -154,15 +168,7 @@ def dropout3d(
         >>> dropout3d(torch.ones(1, 2, 2, 2, 2), 0.0).shape
         torch.Size([1, 2, 2, 2, 2])
     """
-    input = enter_stochastic(input)
-    check_input("dropout3d", input)
-    if input.dim() == 4:
-        raise ValueError(
-            "dropout3d: expected a 5D input (N, C, D, H, W), got 4D; use dropout2d for "
-            "(N, C, H, W), or input.unsqueeze(0) for a single unbatched (C, D, H, W) volume"
-        )
-    check_rank("dropout3d", input, (5,), "(N, C, D, H, W)")
-    return _channel_dropout("dropout3d", input, p, training, inplace, channels_last, seed)
+    return _channel_dropout("dropout3d", input, p, training, inplace, channels_last, seed, 5)
 
 
 def feature_alpha_dropout(

@@ -43,6 +43,14 @@ def _store(out_ptr, index, y, inside):
 
 
 @triton.jit
+def _chunk_words(seed, LANES: tl.constexpr):
+    """This program's chunk: the four Philox words of its blocks and the offset of word 0."""
+    chunk = tl.program_id(0).to(tl.int64)
+    lane = tl.arange(0, LANES)
+    return tl.randint4x(seed, chunk * LANES + lane), chunk * 4 * LANES + lane
+
+
+@triton.jit
 def _affine_kernel(
     x_ptr,
     out_ptr,
@@ -55,10 +63,7 @@ def _affine_kernel(
     LANES: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
 ):
-    chunk = tl.program_id(0).to(tl.int64)
-    lane = tl.arange(0, LANES)
-    words = tl.randint4x(seed, chunk * LANES + lane)
-    base = chunk * 4 * LANES + lane
+    words, base = _chunk_words(seed, LANES)
     for w in tl.static_range(4):
         index = base + w * LANES
         inside = index < n
@@ -73,10 +78,7 @@ def _affine_kernel(
 
 @triton.jit
 def _keep_kernel(out_ptr, n, seed, threshold, LANES: tl.constexpr):
-    chunk = tl.program_id(0).to(tl.int64)
-    lane = tl.arange(0, LANES)
-    words = tl.randint4x(seed, chunk * LANES + lane)
-    base = chunk * 4 * LANES + lane
+    words, base = _chunk_words(seed, LANES)
     for w in tl.static_range(4):
         index = base + w * LANES
         keep = words[w] >= threshold
@@ -98,10 +100,7 @@ def _bias_kernel(
     HAS_RESIDUAL: tl.constexpr,
     ACTIVATION: tl.constexpr,
 ):
-    chunk = tl.program_id(0).to(tl.int64)
-    lane = tl.arange(0, LANES)
-    words = tl.randint4x(seed, chunk * LANES + lane)
-    base = chunk * 4 * LANES + lane
+    words, base = _chunk_words(seed, LANES)
     for w in tl.static_range(4):
         index = base + w * LANES
         inside = index < n
