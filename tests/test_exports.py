@@ -13,6 +13,7 @@ PUBLIC_MODULES = [
     "dropkit.mc",
     "dropkit.metrics",
     "dropkit.experiments",
+    "dropkit.doctor",
 ]
 
 

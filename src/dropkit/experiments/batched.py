@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import nn
 
+from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
 from dropkit.experiments.models import SlicedDropout, build_model, set_rate
 from dropkit.experiments.train import (
@@ -108,6 +109,24 @@ def train_batched(
     generators = [torch.Generator().manual_seed(seed) for seed in seeds]
     model = StackedMLP(mlps, generators)
     optimizer = _optimizer(config, model)
+    with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
+        return _fit_stacked(
+            config, data, model, optimizer, mlps, generators, rate, seeds, start, on_epoch
+        )
+
+
+def _fit_stacked(
+    config: TrainConfig,
+    data: Dataset,
+    model: StackedMLP,
+    optimizer: torch.optim.Optimizer,
+    mlps: list[nn.Module],
+    generators: list[torch.Generator],
+    rate: float,
+    seeds: Sequence[int],
+    start: float,
+    on_epoch: Callable[[EpochMetrics], None] | None,
+) -> list[RunResult]:
     x, y = data.x_train, data.y_train
     n, runs = len(y), len(seeds)
     histories: list[list[EpochMetrics]] = [[] for _ in seeds]

@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch import nn
 
+from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
 from dropkit.experiments.models import build_model, set_rate
 
@@ -202,6 +203,20 @@ def train(
         layer_scale=config.layer_scale,
     )
     optimizer = _optimizer(config, model)
+    with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
+        return _fit(config, data, model, optimizer, rate, seed, start, on_epoch)
+
+
+def _fit(
+    config: TrainConfig,
+    data: Dataset,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    rate: float,
+    seed: int,
+    start: float,
+    on_epoch: Callable[[EpochMetrics], None] | None,
+) -> RunResult:
     order_generator = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
     n = len(y)

@@ -1,0 +1,106 @@
+"""Run-time checks of how a model is used: DK001 and DK015.
+
+Both mistakes are only visible while the model runs: a forward pass under ``torch.no_grad()``
+(inference) with dropout still in training mode (the forgotten ``model.eval()``, DK001), and a
+no-grad forward with BatchNorm in training mode (the ``model.train()`` recipe for MC dropout,
+which normalizes with batch statistics and overwrites the running ones, DK015). :func:`guard`
+installs a forward pre-hook that warns once per model, with the dedicated category
+:class:`DropoutWarning` so that ``warnings.simplefilter("error", DropoutWarning)`` turns the
+warnings into errors.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.hooks import RemovableHandle
+
+__all__ = ["DropoutWarning", "Guard", "guard"]
+
+
+class DropoutWarning(UserWarning):
+    """A dropout mistake found while the model runs."""
+
+
+@dataclass
+class Guard:
+    """The installed check; :meth:`remove` takes it out again."""
+
+    model: nn.Module
+    dropouts: list[tuple[str, nn.Module]]
+    norms: list[tuple[str, nn.Module]]
+    warned: set[str] = field(default_factory=set)
+    handle: RemovableHandle | None = None
+
+    def remove(self) -> None:
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+
+    def __enter__(self) -> Guard:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _check(self, module: nn.Module, args: Any) -> None:
+        from dropkit.functional._validation import mc_depth
+
+        if torch.is_grad_enabled() or mc_depth.get() > 0:
+            return
+        name = type(self.model).__name__
+        if "DK001" not in self.warned:
+            active = [n or "(the model)" for n, m in self.dropouts if m.training]
+            if active:
+                self.warned.add("DK001")
+                warnings.warn(
+                    f"DK001: {name} ran under torch.no_grad with dropout in training mode "
+                    f"({', '.join(active[:3])}{', ...' if len(active) > 3 else ''}), so its "
+                    "predictions are random; call model.eval() before inference (or use "
+                    "dropkit.mc.mc_mode for Monte Carlo dropout)",
+                    DropoutWarning,
+                    stacklevel=4,
+                )
+        if "DK015" not in self.warned:
+            training_norms = [n for n, m in self.norms if m.training]
+            if training_norms:
+                self.warned.add("DK015")
+                warnings.warn(
+                    f"DK015: {name} ran under torch.no_grad with BatchNorm in training mode "
+                    f"({', '.join(training_norms[:3])}), which normalizes with batch statistics "
+                    "and overwrites the running ones; for Monte Carlo dropout use "
+                    "dropkit.mc.mc_mode instead of model.train()",
+                    DropoutWarning,
+                    stacklevel=4,
+                )
+
+
+def guard(model: nn.Module) -> Guard:
+    """Warn (once per model and code) about DK001 and DK015 while ``model`` runs.
+
+    Returns a :class:`Guard`; call ``.remove()`` or use it as a context manager to take it out.
+
+    Example:
+        >>> import torch, warnings
+        >>> from dropkit.doctor import DropoutWarning, guard
+        >>> model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Dropout(0.5))
+        >>> with guard(model), warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     with torch.no_grad():
+        ...         _ = model(torch.ones(1, 3))  # still in training mode
+        >>> [str(w.message)[:5] for w in caught if w.category is DropoutWarning]
+        ['DK001']
+    """
+    from dropkit.mc._mode import dropout_modules
+
+    norms: list[tuple[str, nn.Module]] = [
+        (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
+    dropouts = [(n, m) for n, m, p in dropout_modules(model) if p > 0]
+    installed = Guard(model, dropouts, norms)
+    installed.handle = model.register_forward_pre_hook(installed._check)
+    return installed
