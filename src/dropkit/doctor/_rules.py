@@ -1,0 +1,150 @@
+"""Findings, the rule registry, and the rules that need only the module tree.
+
+A rule is a small class with a stable code, a severity and a hint; it looks at the model and
+yields :class:`Finding` objects. Rules are registered in one place (:data:`RULES`) by the
+``@register`` decorator. Rules that need the model to run (data flow between modules and
+function calls) will join this registry with a second entry point.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import ClassVar, Literal
+
+from torch import nn
+
+__all__ = ["RULES", "Finding", "Rule", "Severity", "make_rules", "register", "rule_codes"]
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One mistake: a stable code, how bad it is, where, what is wrong, what to write instead."""
+
+    code: str
+    severity: Severity
+    where: str  # a qualified module name, as in named_modules() ("" is the model itself)
+    message: str
+    hint: str
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+class Rule:
+    """Base of the rules: subclasses set ``code``, ``severity``, ``title`` and ``hint``."""
+
+    code: ClassVar[str]
+    severity: ClassVar[Severity]
+    title: ClassVar[str]
+    hint: ClassVar[str]
+
+    def check_tree(self, model: nn.Module) -> Iterator[Finding]:
+        """Findings from the module tree alone (no example input)."""
+        return iter(())
+
+    def finding(self, where: str, message: str) -> Finding:
+        return Finding(self.code, self.severity, where, message, self.hint)
+
+
+RULES: dict[str, type[Rule]] = {}
+
+
+def register(rule: type[Rule]) -> type[Rule]:
+    """Add a rule to :data:`RULES` under its code (codes are unique and never reused)."""
+    if rule.code in RULES:
+        raise ValueError(f"doctor: rule code {rule.code} is registered twice")
+    RULES[rule.code] = rule
+    return rule
+
+
+def _element_or_channel(module: nn.Module) -> float | None:
+    """The rate of an element or channel dropout layer (torch's or dropkit's), else None."""
+    from dropkit import nn as dk_nn
+
+    kinds: tuple[type[nn.Module], ...] = (
+        nn.Dropout,
+        nn.Dropout1d,
+        nn.Dropout2d,
+        nn.Dropout3d,
+        dk_nn.Dropout,
+        dk_nn.Dropout1d,
+        dk_nn.Dropout2d,
+        dk_nn.Dropout3d,
+    )
+    return float(module.p) if isinstance(module, kinds) else None  # type: ignore[arg-type]
+
+
+@register
+class HighRate(Rule):
+    code = "DK004"
+    severity: ClassVar[Severity] = "warning"
+    title = "rate above 0.5 for element or channel dropout"
+    hint = (
+        "keep element and channel dropout at 0.5 or below (0.1-0.3 is usual for hidden "
+        "layers); compare rates with `dropkit compare`"
+    )
+
+    def check_tree(self, model: nn.Module) -> Iterator[Finding]:
+        for name, module in model.named_modules():
+            p = _element_or_channel(module)
+            if p is not None and p > 0.5:
+                yield self.finding(
+                    name,
+                    f"{type(module).__name__} drops {p:g} of its input, which risks underfitting",
+                )
+
+
+@register
+class SingleLayerRnnDropout(Rule):
+    code = "DK012"
+    severity: ClassVar[Severity] = "warning"
+    title = "RNN dropout with num_layers=1 (no effect)"
+    hint = (
+        "the dropout argument of nn.LSTM/GRU/RNN only acts between stacked layers: use "
+        "num_layers >= 2, or apply dropkit.nn.LockedDropout to the inputs or outputs"
+    )
+
+    def check_tree(self, model: nn.Module) -> Iterator[Finding]:
+        for name, module in model.named_modules():
+            if isinstance(module, nn.RNNBase) and module.num_layers == 1 and module.dropout > 0:
+                yield self.finding(
+                    name,
+                    f"{type(module).__name__}(num_layers=1, dropout={module.dropout:g}) never "
+                    "applies its dropout",
+                )
+
+
+@register
+class AllRatesZero(Rule):
+    code = "DK014"
+    severity: ClassVar[Severity] = "info"
+    title = "every dropout layer has p = 0"
+    hint = (
+        "set a rate (e.g. 0.1) or remove the layers; with every rate at 0 the model has no "
+        "dropout regularization and Monte Carlo dropout is impossible"
+    )
+
+    def check_tree(self, model: nn.Module) -> Iterator[Finding]:
+        from dropkit.mc._mode import dropout_modules
+
+        found = [(name, p) for name, _, p in dropout_modules(model)]
+        if found and all(p == 0 for _, p in found):
+            names = ", ".join(name or "(the model)" for name, _ in found[:3])
+            more = ", ..." if len(found) > 3 else ""
+            yield self.finding("", f"all {len(found)} dropout layers ({names}{more}) have p = 0")
+
+
+def rule_codes() -> list[str]:
+    return sorted(RULES)
+
+
+def make_rules(codes: Sequence[str] | None, ignore: Sequence[str]) -> list[Rule]:
+    """Instances of the selected rules; unknown codes are an error naming the known ones."""
+    unknown = sorted((set(codes or []) | set(ignore)) - set(RULES))
+    if unknown:
+        raise ValueError(f"doctor: unknown rule code(s) {unknown}; known: {rule_codes()}")
+    selected = codes if codes is not None else rule_codes()
+    return [RULES[code]() for code in selected if code not in set(ignore)]
