@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import torch
 from torch import nn
 
+from dropkit.doctor._flow import FlowRule, Traces
 from dropkit.doctor._rules import Finding, make_rules
+from dropkit.doctor._trace import trace
 
 __all__ = ["Report", "check"]
 
@@ -49,13 +52,14 @@ def check(
 ) -> Report:
     """Find dropout mistakes in ``model``.
 
-    Without ``example_input`` the rules that need only the module tree run (DK004, DK012,
-    DK014); the rules that trace a forward pass are not written yet, so passing an example
-    input is an error for now rather than a silent no-op.
+    Without ``example_input`` only the rules that need the module tree run (DK004, DK012,
+    DK014). With it, the model also runs twice under ``torch.no_grad`` (in training and in eval
+    mode) and the rules that read the recorded data flow run too; afterwards the training
+    flags, buffers (BatchNorm statistics included) and torch's RNG state are as they were.
 
     Args:
         model: the model to check; it is not modified.
-        example_input: reserved for the tracing rules.
+        example_input: an input (or a tuple of positional inputs) the model accepts.
         rules: only these rule codes (default: all).
         ignore: rule codes to skip.
 
@@ -68,15 +72,40 @@ def check(
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"check: expected an nn.Module, got {type(model).__name__}")
+    selected = make_rules(list(rules) if rules else None, ignore)
+    findings = [f for rule in selected for f in rule.check_tree(model)]
     if example_input is not None:
-        raise NotImplementedError(
-            "check: the rules that run the model (DK002, DK003, DK005-DK011, DK013, DK015) are "
-            "not implemented yet; call check(model) for the module-tree rules"
-        )
-    findings = [
-        f
-        for rule in make_rules(list(rules) if rules else None, ignore)
-        for f in rule.check_tree(model)
-    ]
-    findings.sort(key=lambda f: (_ORDER[f.severity], f.code, f.where))
-    return Report(findings)
+        inputs = example_input if isinstance(example_input, tuple) else (example_input,)
+        traces = _run_twice(model, inputs)
+        findings += [
+            f for rule in selected if isinstance(rule, FlowRule) for f in rule.check_flow(traces)
+        ]
+    unique = list(dict.fromkeys(findings))
+    unique.sort(key=lambda f: (_ORDER[f.severity], f.code, f.where))
+    return Report(unique)
+
+
+def _run_twice(model: nn.Module, inputs: tuple[object, ...]) -> Traces:
+    """Trace one forward in training and one in eval mode, then put everything back: training
+    flags, buffers (BatchNorm statistics move in training mode) and torch's RNG state."""
+    flags = {m: m.training for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    cpu_rng = torch.get_rng_state()
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+    cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
+    try:
+        with torch.no_grad():
+            model.train()
+            train_graph = trace(model, inputs)
+            model.eval()
+            eval_graph = trace(model, inputs)
+    finally:
+        with torch.no_grad():
+            for buffer, saved in buffers:
+                buffer.copy_(saved)
+        for module, training in flags.items():
+            module.training = training
+        torch.set_rng_state(cpu_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+    return Traces(train_graph, eval_graph)

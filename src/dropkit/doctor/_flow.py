@@ -1,0 +1,295 @@
+"""The rules that need the model to run: they read the graphs recorded by :mod:`._trace`.
+
+Each rule gets the graph of one forward pass in training mode and one in eval mode (both under
+``torch.no_grad``) and yields findings; they are registered with the module-tree rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from dropkit.doctor._rules import Finding, Rule, Severity, register
+from dropkit.doctor._trace import Graph, Node
+
+__all__ = ["Traces"]
+
+SHAPE = {
+    "view", "reshape", "flatten", "Flatten", "Unflatten", "permute", "transpose", "t",
+    "squeeze", "unsqueeze", "contiguous", "__getitem__", "expand", "clone", "Identity",
+    "to", "float", "unflatten", "movedim",
+}  # fmt: skip
+ACTIVATIONS = {
+    "relu", "ReLU", "relu_", "gelu", "GELU", "sigmoid", "Sigmoid", "tanh", "Tanh", "silu",
+    "SiLU", "softmax", "Softmax", "log_softmax", "LogSoftmax", "leaky_relu", "LeakyReLU",
+    "elu", "ELU", "selu", "SELU", "relu6", "ReLU6", "hardtanh", "Hardtanh", "Mish", "mish",
+}  # fmt: skip
+NON_COMMUTING = {
+    "sigmoid", "Sigmoid", "tanh", "Tanh", "gelu", "GELU", "silu", "SiLU", "softmax",
+    "Softmax", "log_softmax", "LogSoftmax", "Mish", "mish",
+}  # fmt: skip
+BATCH_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm"}
+CONVS = {"Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d"}
+POOLS = {"MaxPool2d", "AvgPool2d", "MaxPool3d", "AvgPool3d", "max_pool2d", "avg_pool2d"}
+ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
+CHANNEL_RANKS = {"channel1d": (2, 3), "channel2d": (4,), "channel3d": (5,)}
+
+
+@dataclass(frozen=True)
+class Traces:
+    train: Graph
+    eval: Graph
+
+
+class FlowRule(Rule):
+    """A rule over the recorded forward passes."""
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        return iter(())
+
+
+def _active(node: Node) -> bool:
+    return node.dropout is not None and node.dropout["p"] > 0
+
+
+def _downstream(graph: Graph, start: Node, through: set[str]) -> Iterator[Node]:
+    """Nodes reached from ``start`` through nodes named in ``through`` (those included)."""
+    stack, seen = list(start.consumers), set()
+    while stack:
+        i = stack.pop()
+        if i in seen:
+            continue
+        seen.add(i)
+        node = graph.nodes[i]
+        yield node
+        if node.name in through:
+            stack.extend(node.consumers)
+
+
+@register
+class DropoutOnOutput(FlowRule):
+    code = "DK002"
+    severity: ClassVar[Severity] = "error"
+    title = "dropout applied to the model's output"
+    hint = "remove the dropout after the last layer; put it before the output layer instead"
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        outputs = set(graph.outputs)
+        for node in graph.dropouts():
+            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+                continue
+            reached = {n.index for n in _downstream(graph, node, SHAPE) if n.name in SHAPE}
+            if node.index in outputs or reached & outputs:
+                yield self.finding(node.module, f"{node.name} is applied to the model's output")
+
+
+@register
+class ElementDropoutOnConvMaps(FlowRule):
+    code = "DK003"
+    severity: ClassVar[Severity] = "warning"
+    title = "element-wise dropout on convolutional feature maps"
+    hint = (
+        "neighbouring pixels are correlated, so dropping single ones barely regularizes: use "
+        "nn.Dropout2d/3d (whole channels) or dropkit.nn.DropBlock2d"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        between = ACTIVATIONS | BATCH_NORMS | POOLS
+        for node in graph.dropouts():
+            if not _active(node) or node.dropout["variant"] != "element" or node.rank not in (4, 5):  # type: ignore[index]
+                continue
+            source = node.inputs[0] if node.inputs else -1
+            while source >= 0 and graph.nodes[source].name in between:
+                source = graph.nodes[source].inputs[0] if graph.nodes[source].inputs else -1
+            if source >= 0 and graph.nodes[source].name in CONVS:
+                yield self.finding(
+                    node.module,
+                    f"{node.name} drops single elements of a {node.rank}D convolutional "
+                    "feature map",
+                )
+
+
+@register
+class DropoutBeforeBatchNorm(FlowRule):
+    code = "DK005"
+    severity: ClassVar[Severity] = "warning"
+    title = "dropout feeding a BatchNorm"
+    hint = (
+        "dropout before BatchNorm shifts the variance between training and inference (Li et "
+        "al. 2019, arXiv:1801.05134): move the dropout after the BatchNorm or after the block"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        for node in graph.dropouts():
+            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+                continue
+            if any(n.name in BATCH_NORMS for n in _downstream(graph, node, SHAPE | ACTIVATIONS)):
+                yield self.finding(node.module, f"{node.name}'s output reaches a BatchNorm")
+
+
+def _residual_adds(graph: Graph) -> Iterator[tuple[Node, int, int]]:
+    """Additions ``skip + branch`` where ``skip`` is an ancestor of ``branch``."""
+    for node in graph.nodes:
+        if node.name in ADDS and len(node.inputs) == 2 and min(node.inputs) >= 0:
+            a, b = node.inputs
+            if a in graph.ancestors(b):
+                yield node, a, b
+            elif b in graph.ancestors(a):
+                yield node, b, a
+
+
+@register
+class DropoutOnSkip(FlowRule):
+    code = "DK006"
+    severity: ClassVar[Severity] = "warning"
+    title = "dropout on the identity path of a residual connection"
+    hint = (
+        "drop the residual branch, not the identity: x + dropout(f(x)), or "
+        "x + dropkit.nn.DropPath(p)(f(x)) for stochastic depth"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        for add in graph.nodes:
+            if add.name not in ADDS or len(add.inputs) != 2 or min(add.inputs) < 0:
+                continue
+            for mine, other in (add.inputs, add.inputs[::-1]):
+                node = graph.nodes[mine]
+                if _active(node) and node.inputs and node.inputs[0] >= 0:
+                    source = node.inputs[0]
+                    if source == other or source in graph.ancestors(other):
+                        yield self.finding(
+                            node.module, f"{node.name} drops the identity path of a residual add"
+                        )
+
+
+@register
+class HighRateInResidualBranch(FlowRule):
+    code = "DK007"
+    severity: ClassVar[Severity] = "info"
+    title = "dropout with p > 0.2 inside a residual branch"
+    hint = (
+        "residual branches usually take light dropout (0.1) or DropPath; heavy dropout there "
+        "can slow training"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        flagged: set[int] = set()
+        for _, skip, branch in _residual_adds(graph):
+            inside = (graph.ancestors(branch) | {branch}) - graph.ancestors(skip) - {skip}
+            for i in inside:
+                node = graph.nodes[i]
+                d = node.dropout
+                if (
+                    d
+                    and d["p"] > 0.2
+                    and d["variant"] not in ("path", "attention")
+                    and i not in flagged
+                ):
+                    flagged.add(i)
+                    yield self.finding(
+                        node.module, f"{node.name} drops {d['p']:g} inside a residual branch"
+                    )
+
+
+@register
+class FunctionalOnInEval(FlowRule):
+    code = "DK008"
+    severity: ClassVar[Severity] = "error"
+    title = "a dropout function call that stays on in eval mode"
+    hint = (
+        "pass training=self.training (e.g. F.dropout(x, p, training=self.training)) or use "
+        "nn.Dropout"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        for node in traces.eval.dropouts():
+            d = node.dropout
+            if d and d["functional"] and d["variant"] != "attention" and d["p"] > 0 and d["active"]:
+                yield self.finding(
+                    node.module, f"{node.name} is active while the model is in eval mode"
+                )
+
+
+@register
+class FunctionalOffInTraining(FlowRule):
+    code = "DK009"
+    severity: ClassVar[Severity] = "error"
+    title = "a dropout function call that is off in training mode"
+    hint = (
+        "pass training=self.training; torch's alpha_dropout and feature_alpha_dropout default to "
+        "training=False (dropkit's functions default to True)"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        for node in traces.train.dropouts():
+            d = node.dropout
+            if (
+                d
+                and d["functional"]
+                and d["variant"] != "attention"
+                and d["p"] > 0
+                and not d["active"]
+            ):
+                yield self.finding(node.module, f"{node.name} is inactive while the model trains")
+
+
+@register
+class ChannelDropoutWrongRank(FlowRule):
+    code = "DK010"
+    severity: ClassVar[Severity] = "error"
+    title = "channel dropout given an input of the wrong rank"
+    hint = "use Dropout1d for (N, C, L), Dropout2d for (N, C, H, W), Dropout3d for (N, C, D, H, W)"
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        for node in traces.train.dropouts():
+            ranks = CHANNEL_RANKS.get(node.dropout["variant"]) if node.dropout else None
+            if ranks and node.rank not in ranks:
+                yield self.finding(
+                    node.module,
+                    f"{node.name} got a {node.rank}D input; torch then drops something else "
+                    "than whole channels",
+                )
+
+
+@register
+class DropoutBeforeSaturatingActivation(FlowRule):
+    code = "DK011"
+    severity: ClassVar[Severity] = "info"
+    title = "dropout directly before an activation that does not commute with it"
+    hint = (
+        "apply the activation first, then dropout (for ReLU-like activations the order does "
+        "not matter)"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        for node in graph.dropouts():
+            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+                continue
+            for nxt in _downstream(graph, node, SHAPE):
+                if nxt.name in NON_COMMUTING:
+                    yield self.finding(node.module, f"{node.name} feeds {nxt.name} directly")
+                    break
+
+
+@register
+class AttentionDropoutInEval(FlowRule):
+    code = "DK013"
+    severity: ClassVar[Severity] = "error"
+    title = "attention dropout active in eval mode"
+    hint = "pass dropout_p=self.p if self.training else 0.0 to scaled_dot_product_attention"
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        for node in traces.eval.dropouts():
+            d = node.dropout
+            if d and d["variant"] == "attention" and d["p"] > 0:
+                yield self.finding(
+                    node.module,
+                    f"{node.name} drops attention weights (dropout_p={d['p']:g}) in eval mode",
+                )
