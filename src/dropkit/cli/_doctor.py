@@ -1,0 +1,73 @@
+"""``dropkit doctor MODEL``: find dropout mistakes in a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from dropkit.cli._app import app
+from dropkit.cli._summary import summary_console
+
+
+@app.command()
+def doctor(
+    model: str = typer.Argument(..., help="path/to/file.py:make_model or package.module:attr."),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="An input shape such as 8,3,32,32 (repeat for several inputs)."
+    ),
+    input_file: Path | None = typer.Option(None, "--input", help="A .pt file of input tensor(s)."),
+    output_format: str = typer.Option("text", "--format", help="text or json."),
+    ignore: list[str] = typer.Option([], "--ignore", help="A rule code to skip (repeatable)."),
+) -> None:
+    """Check a model for dropout mistakes; exit 1 if any error or warning is found."""
+    from dropkit.doctor import check
+    from dropkit.doctor._load import LoadError, load_inputs, load_model
+
+    if output_format not in ("text", "json"):
+        raise typer.BadParameter(
+            f"expected text or json, got {output_format!r}", param_hint="--format"
+        )
+    try:
+        module = load_model(model)
+        inputs = load_inputs(input_shape, input_file)
+    except LoadError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from None
+    try:
+        report = check(module, inputs, ignore=ignore)
+    except ValueError as error:
+        if str(error).startswith("doctor: unknown rule"):
+            typer.echo(f"Error: {error}", err=True)
+            raise typer.Exit(2) from None
+        typer.echo(f"Error: the model did not run on the example input: {error}", err=True)
+        raise typer.Exit(2) from None
+    except Exception as error:  # the model's own exception, shown as such
+        typer.echo(
+            f"Error: the model did not run on the example input: {type(error).__name__}: {error}",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    if output_format == "json":
+        typer.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        console = summary_console(160)
+        if not report.findings:
+            console.print("No dropout mistakes found.")
+        for severity in ("error", "warning", "info"):
+            rows = [f for f in report.findings if f.severity == severity]
+            if not rows:
+                continue
+            table = Table(title=f"{severity}s ({len(rows)})", title_justify="left")
+            for column in ("code", "where", "message", "hint"):
+                table.add_column(column)
+            for f in rows:
+                table.add_row(f.code, f.where or "(model)", f.message, f.hint)
+            console.print(table)
+        if inputs is None:
+            console.print(
+                "Only the module-tree rules ran; give --input-shape to trace the data flow."
+            )
+    raise typer.Exit(0 if report.ok else 1)

@@ -1,0 +1,111 @@
+"""``dropkit doctor`` end to end on model files the tests write."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from dropkit.cli import app
+
+runner = CliRunner()
+
+MODELS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    def bad():
+        # element dropout on conv maps (DK003) and dropout on the output (DK002)
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout(0.3), nn.Flatten(),
+                             nn.Linear(4 * 6 * 6, 10), nn.Dropout(0.2))
+
+    def good():
+        return nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Dropout2d(0.3), nn.Flatten(),
+                             nn.Dropout(0.2), nn.Linear(4 * 6 * 6, 10))
+
+    only_info = nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0))
+    not_a_model = 42
+    """
+)
+
+
+@pytest.fixture
+def models(tmp_path):
+    path = tmp_path / "models.py"
+    path.write_text(MODELS)
+    return path
+
+
+def test_mistakes_give_exit_1_and_a_table(models) -> None:
+    result = runner.invoke(app, ["doctor", f"{models}:bad", "--input-shape", "2,3,8,8"])
+    assert result.exit_code == 1, result.output
+    for needle in ("errors (1)", "warnings (1)", "DK002", "DK003", "Dropout2d"):
+        assert needle in result.output
+
+
+def test_clean_model_exits_0(models) -> None:
+    result = runner.invoke(app, ["doctor", f"{models}:good", "--input-shape", "2,3,8,8"])
+    assert result.exit_code == 0, result.output
+    assert "No dropout mistakes found." in result.output
+
+
+def test_json_and_ignore(models) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "doctor",
+            f"{models}:bad",
+            "--input-shape",
+            "2,3,8,8",
+            "--format",
+            "json",
+            "--ignore",
+            "DK002",
+        ],
+    )
+    assert result.exit_code == 1
+    findings = json.loads(result.output)
+    assert [f["code"] for f in findings] == ["DK003"]
+    assert set(findings[0]) == {"code", "severity", "where", "message", "hint"}
+
+
+def test_info_only_is_not_a_failure_and_tree_only_without_input(models) -> None:
+    result = runner.invoke(app, ["doctor", f"{models}:only_info"])
+    assert result.exit_code == 0
+    assert "DK014" in result.output
+    assert "give --input-shape" in result.output
+
+
+def test_input_file(models, tmp_path) -> None:
+    saved = tmp_path / "x.pt"
+    torch.save(torch.randn(2, 3, 8, 8), saved)
+    result = runner.invoke(app, ["doctor", f"{models}:good", "--input", str(saved)])
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nowhere.py:f"], "nowhere.py: no such file"),
+        (["MODELS_PATH:missing"], "has no attribute 'missing'"),
+        (["MODELS_PATH:not_a_model"], "is a int, not an nn.Module"),
+        (["MODELS_PATH:bad", "--input-shape", "2,5,8,8"], "did not run on the example input"),
+        (["MODELS_PATH:bad", "--input-shape", "2,x"], "expected comma-separated sizes"),
+        (["MODELS_PATH:bad", "--ignore", "DK999"], "unknown rule code"),
+        (["no_colon"], "expected FILE.py:NAME"),
+    ],
+)
+def test_bad_usage_exits_2(models, args, message) -> None:
+    args = [a.replace("MODELS_PATH", str(models)) for a in args]
+    result = runner.invoke(app, ["doctor", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_module_attr_spec() -> None:
+    result = runner.invoke(app, ["doctor", "torch.nn:Identity"])
+    assert result.exit_code == 0, result.output
