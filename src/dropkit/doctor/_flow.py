@@ -160,8 +160,12 @@ class DropoutOnSkip(FlowRule):
             for mine, other in (add.inputs, add.inputs[::-1]):
                 node = graph.nodes[mine]
                 if _active(node) and node.inputs and node.inputs[0] >= 0:
+                    # The skip is dropped when the other operand reaches the dropout's input
+                    # without going through the dropout (x_d + f(x)), not when it only uses the
+                    # dropout's output (h = dropout(x); h + f(h): the dropout precedes both).
                     source = node.inputs[0]
-                    if source == other or source in graph.ancestors(other):
+                    around = graph.ancestors(other, blocked=frozenset({mine}))
+                    if source == other or source in around:
                         yield self.finding(
                             node.module, f"{node.name} drops the identity path of a residual add"
                         )

@@ -57,14 +57,15 @@ class Graph:
     def dropouts(self) -> Iterator[Node]:
         return (n for n in self.nodes if n.dropout is not None)
 
-    def ancestors(self, index: int) -> set[int]:
+    def ancestors(self, index: int, blocked: frozenset[int] = frozenset()) -> set[int]:
+        """Nodes ``index`` depends on; paths through ``blocked`` nodes are not followed."""
         seen: set[int] = set()
-        stack = [i for i in self.nodes[index].inputs if i >= 0]
+        stack = [i for i in self.nodes[index].inputs if i >= 0 and i not in blocked]
         while stack:
             i = stack.pop()
             if i not in seen:
                 seen.add(i)
-                stack.extend(j for j in self.nodes[i].inputs if j >= 0)
+                stack.extend(j for j in self.nodes[i].inputs if j >= 0 and j not in blocked)
         return seen
 
 
