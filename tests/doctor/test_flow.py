@@ -186,3 +186,32 @@ def test_standard_architectures_have_no_errors_or_warnings(model, x) -> None:
 def test_dropkit_layers_are_seen() -> None:
     bad = nn.Sequential(nn.Conv2d(3, 4, 3), dk_nn.Dropout(0.2), nn.Conv2d(4, 4, 3))
     assert codes(bad, torch.randn(2, 3, 8, 8)) == ["DK003"]
+
+
+class DropkitFunctional(nn.Module):
+    def __init__(self, right: bool) -> None:
+        super().__init__()
+        self.right = right
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import dropkit.functional as DF
+
+        if self.right:
+            return self.fc(DF.dropout(self.fc(x), 0.3, self.training))
+        return self.fc(DF.dropout(self.fc(x), 0.3))  # forgot training=self.training
+
+
+def test_dropkit_functional_calls_are_seen_like_torch_ones() -> None:
+    x = torch.randn(2, 8)
+    assert codes(DropkitFunctional(right=False), x) == ["DK008"]
+    assert codes(DropkitFunctional(right=True), x) == []
+    fused = nn.Sequential(nn.Linear(8, 8))
+    import dropkit.functional as DF
+
+    class Epilogue(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            b = torch.zeros(8)
+            return fused(DF.bias_dropout_add(x, b, x, 0.1, self.training))
+
+    assert codes(Epilogue(), x) == []

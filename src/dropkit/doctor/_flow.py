@@ -34,6 +34,8 @@ CONVS = {"Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d"}
 POOLS = {"MaxPool2d", "AvgPool2d", "MaxPool3d", "AvgPool3d", "max_pool2d", "avg_pool2d"}
 ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
 CHANNEL_RANKS = {"channel1d": (2, 3), "channel2d": (4,), "channel3d": (5,)}
+#: Not a bare dropout of a tensor: skipped by the structural rules (DK002, DK005, DK006, DK011).
+NOT_PLAIN = {"attention", "fused"}
 
 
 @dataclass(frozen=True)
@@ -78,7 +80,7 @@ class DropoutOnOutput(FlowRule):
         graph = traces.train
         outputs = set(graph.outputs)
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
                 continue
             reached = {n.index for n in _downstream(graph, node, SHAPE) if n.name in SHAPE}
             if node.index in outputs or reached & outputs:
@@ -125,7 +127,7 @@ class DropoutBeforeBatchNorm(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
                 continue
             if any(n.name in BATCH_NORMS for n in _downstream(graph, node, SHAPE | ACTIVATIONS)):
                 yield self.finding(node.module, f"{node.name}'s output reaches a BatchNorm")
@@ -159,7 +161,8 @@ class DropoutOnSkip(FlowRule):
                 continue
             for mine, other in (add.inputs, add.inputs[::-1]):
                 node = graph.nodes[mine]
-                if _active(node) and node.inputs and node.inputs[0] >= 0:
+                plain = node.dropout is not None and node.dropout["variant"] not in NOT_PLAIN
+                if plain and _active(node) and node.inputs and node.inputs[0] >= 0:
                     # The skip is dropped when the other operand reaches the dropout's input
                     # without going through the dropout (x_d + f(x)), not when it only uses the
                     # dropout's output (h = dropout(x); h + f(h): the dropout precedes both).
@@ -192,7 +195,7 @@ class HighRateInResidualBranch(FlowRule):
                 if (
                     d
                     and d["p"] > 0.2
-                    and d["variant"] not in ("path", "attention")
+                    and d["variant"] not in {"path"} | NOT_PLAIN
                     and i not in flagged
                 ):
                     flagged.add(i)
@@ -274,7 +277,7 @@ class DropoutBeforeSaturatingActivation(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] == "attention":  # type: ignore[index]
+            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
                 continue
             for nxt in _downstream(graph, node, SHAPE):
                 if nxt.name in NON_COMMUTING:

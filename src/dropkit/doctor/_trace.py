@@ -35,6 +35,32 @@ DROPOUT_FUNCTIONS: dict[Callable[..., Any], tuple[int, int, str]] = {
 _DEFAULT_TRAINING = {torch_F.alpha_dropout: False, torch_F.feature_alpha_dropout: False}
 
 
+def _add_dropkit_functions() -> None:
+    """dropkit's functions dispatch through ``__torch_function__`` like torch's: record them."""
+    from dropkit import functional as dk_F
+
+    DROPOUT_FUNCTIONS.update(
+        {
+            dk_F.dropout: (1, 2, "element"),
+            dk_F.dropout1d: (1, 2, "channel1d"),
+            dk_F.dropout2d: (1, 2, "channel2d"),
+            dk_F.dropout3d: (1, 2, "channel3d"),
+            dk_F.alpha_dropout: (1, 2, "alpha"),
+            dk_F.feature_alpha_dropout: (1, 2, "feature_alpha"),
+            dk_F.gaussian_dropout: (1, 2, "gaussian"),
+            dk_F.drop_path: (1, 2, "path"),
+            dk_F.drop_block2d: (1, 2, "block"),
+            dk_F.drop_block3d: (1, 2, "block"),
+            dk_F.locked_dropout: (1, 2, "locked"),
+            dk_F.bias_dropout: (2, 3, "fused"),
+            dk_F.bias_dropout_add: (3, 4, "fused"),
+        }
+    )
+
+
+_add_dropkit_functions()
+
+
 @dataclass
 class Node:
     """One call: a leaf module or a torch function."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import alpha_constants
 from dropkit.functional._elementwise import apply_element_mask, masked_dropout
@@ -97,6 +98,10 @@ def dropout1d(
         >>> bool(((y == 0).all(-1) | (y == 2).all(-1)).all())
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            dropout1d, (input,), input, p, training, inplace, channels_last=channels_last, seed=seed
+        )
     input = enter_stochastic(input)
     check_input("dropout1d", input)
     check_rank("dropout1d", input, (2, 3), "(N, C, L) or unbatched (C, L)")
@@ -137,6 +142,10 @@ def dropout2d(
         >>> y.flatten(2).amax(-1).eq(y.flatten(2).amin(-1)).all().item()
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            dropout2d, (input,), input, p, training, inplace, channels_last=channels_last, seed=seed
+        )
     return _channel_dropout("dropout2d", input, p, training, inplace, channels_last, seed, 4)
 
 
@@ -168,6 +177,10 @@ def dropout3d(
         >>> dropout3d(torch.ones(1, 2, 2, 2, 2), 0.0).shape
         torch.Size([1, 2, 2, 2, 2])
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            dropout3d, (input,), input, p, training, inplace, channels_last=channels_last, seed=seed
+        )
     return _channel_dropout("dropout3d", input, p, training, inplace, channels_last, seed, 5)
 
 
@@ -200,6 +213,10 @@ def feature_alpha_dropout(
         >>> bool((y.amax(-1) == y.amin(-1)).all())
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            feature_alpha_dropout, (input,), input, p, training, inplace, seed=seed
+        )
     input = enter_stochastic(input)
     check_input("feature_alpha_dropout", input)
     if input.dim() < 2:
@@ -249,6 +266,17 @@ def locked_dropout(
         >>> bool((y == y[0]).all())
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            locked_dropout,
+            (input,),
+            input,
+            p,
+            training,
+            inplace,
+            batch_first=batch_first,
+            seed=seed,
+        )
     input = enter_stochastic(input)
     check_input("locked_dropout", input)
     layout = "(N, T, *)" if batch_first else "(T, N, *)"

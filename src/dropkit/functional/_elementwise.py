@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import (
     ElementMask,
@@ -128,6 +129,10 @@ def dropout(
         >>> dropout(x, 0.5, training=False) is x
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
+        )
     input = enter_stochastic(input)
     return masked_dropout("dropout", input, p, training, inplace, noise_shape, seed)
 
@@ -205,6 +210,10 @@ def alpha_dropout(
         >>> abs(y.mean().item()) < 0.01, abs(y.std().item() - 1) < 0.01
         (True, True)
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            alpha_dropout, (input,), input, p, training, inplace, seed=seed
+        )
     input = enter_stochastic(input)
     check_input("alpha_dropout", input)
     p = check_p("alpha_dropout", p)
@@ -246,6 +255,10 @@ def gaussian_dropout(
         >>> round(y.mean().item(), 1), round(y.var().item(), 1)
         (1.0, 1.0)
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            gaussian_dropout, (input,), input, p, training, inplace, seed=seed
+        )
     input = enter_stochastic(input)
     check_input("gaussian_dropout", input)
     p = check_p("gaussian_dropout", p, allow_one=False)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 import torch.nn.functional as torch_F
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import inverted_scale
 from dropkit.functional._validation import (
@@ -136,6 +137,10 @@ def bias_dropout_add(
         >>> torch.allclose(fused, r + dropout(x + b, 0.1, seed=3))
         True
     """
+    if has_torch_function_unary(x):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            bias_dropout_add, (x,), x, bias, residual, p, training, seed=seed
+        )
     x = enter_stochastic(x)
     residual = enter_stochastic(residual)
     _check("bias_dropout_add", x, bias, residual)
@@ -180,6 +185,10 @@ def bias_dropout(
         >>> torch.allclose(y, dropout(torch.relu(x + b), 0.2, seed=1))
         True
     """
+    if has_torch_function_unary(x):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            bias_dropout, (x,), x, bias, p, training, activation=activation, seed=seed
+        )
     x = enter_stochastic(x)
     _check("bias_dropout", x, bias, None)
     if activation not in _ACTIVATIONS:

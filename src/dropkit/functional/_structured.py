@@ -9,6 +9,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as torch_F
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import apply_noise, inverted_scale
 from dropkit.functional._elementwise import masked_dropout
@@ -62,6 +63,18 @@ def drop_path(
         >>> bool(((y == 0).flatten(1).all(1) | (y == 2).flatten(1).all(1)).all())
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            drop_path,
+            (input,),
+            input,
+            p,
+            training,
+            inplace,
+            mode=mode,
+            scale_by_keep=scale_by_keep,
+            seed=seed,
+        )
     input = enter_stochastic(input)
     check_input("drop_path", input)
     if mode not in ("row", "batch"):
@@ -228,6 +241,10 @@ def drop_block2d(
         >>> abs((y == 0).float().mean().item() - 0.3) < 0.02
         True
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            drop_block2d, (input,), input, p, training, inplace, block_size=block_size, seed=seed
+        )
     input = enter_stochastic(input)
     return _drop_block("drop_block2d", input, p, training, inplace, block_size, seed, 2)
 
@@ -262,5 +279,9 @@ def drop_block3d(
         >>> drop_block3d(torch.ones(2, 2, 4, 4, 4), 0.2, block_size=2, seed=0).shape
         torch.Size([2, 2, 4, 4, 4])
     """
+    if has_torch_function_unary(input):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(
+            drop_block3d, (input,), input, p, training, inplace, block_size=block_size, seed=seed
+        )
     input = enter_stochastic(input)
     return _drop_block("drop_block3d", input, p, training, inplace, block_size, seed, 3)
