@@ -1,0 +1,316 @@
+"""Rate search with Optuna: one study, any number of workers, on SQLite or any database URL.
+
+Optuna's documented way to distribute a search is to point every worker at the same database;
+``dropkit sweep`` does that with the runner's training as the objective (validation accuracy,
+reported every epoch so that the median pruner stops unpromising trials; the test split is
+never used). Heartbeats are on: a trial whose worker died is marked failed and retried.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import multiprocessing
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dropkit.experiments.datasets import DATASETS, load_dataset
+from dropkit.experiments.models import MODELS, build_model, dropout_sites
+from dropkit.experiments.train import ConfigError, TrainConfig, train
+
+__all__ = ["SweepConfig", "SweepError", "SweepResult", "run_sweep"]
+
+
+class SweepError(RuntimeError):
+    """The study's storage cannot be used; the message names it and says why."""
+
+
+@dataclass(frozen=True)
+class SweepConfig:
+    """A search: data, model and budget, the study's name and storage, and how many workers."""
+
+    dataset: str = "mnist1d"
+    model: str = "mlp"
+    epochs: int = 20
+    batch_size: int = 64
+    label_noise: float = 0.0
+    split_seed: int = 0
+    n_trials: int = 20
+    timeout: float | None = None
+    study: str = "dropkit-sweep"
+    storage: str | None = None  # default: sqlite:///OUTPUT/sweep.sqlite
+    workers: int = 1
+    sampler_seed: int = 0
+
+    def check(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ConfigError(
+                "dataset", f"unknown {self.dataset!r}; expected one of {list(DATASETS)}"
+            )
+        if self.model not in MODELS:
+            raise ConfigError("model", f"unknown {self.model!r}; expected one of {list(MODELS)}")
+        if self.n_trials < 1:
+            raise ConfigError("n_trials", f"must be at least 1, got {self.n_trials}")
+        if self.workers < 1:
+            raise ConfigError("workers", f"must be at least 1, got {self.workers}")
+        if self.timeout is not None and not self.timeout > 0:
+            raise ConfigError("timeout", f"must be positive, got {self.timeout}")
+        TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size).check()
+
+    def storage_url(self, output: Path) -> str:
+        return self.storage or f"sqlite:///{(output / 'sweep.sqlite').resolve()}"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    best_value: float
+    best_params: dict[str, Any]
+    trials: list[dict[str, Any]]  # number, state, value, params, best first
+    compare_command: str
+
+
+def _masked(url: str) -> str:
+    """The URL without its password, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        credentials, host = rest.rsplit("@", 1)
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
+def _storage(url: str) -> Any:
+    import optuna
+    from optuna.storages import RDBStorage
+
+    try:  # Optuna >= 4.9 names it after heartbeats
+        from optuna.storages import RetryHeartbeatStaleTrialCallback as Retry
+    except ImportError:  # older Optuna
+        from optuna.storages import RetryFailedTrialCallback as Retry
+
+    engine_kwargs = (
+        {"connect_args": {"timeout": 60}}
+        if url.startswith("sqlite")
+        else {
+            "pool_pre_ping": True,
+            "connect_args": {"connect_timeout": 10},
+        }
+    )
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return RDBStorage(
+                url,
+                engine_kwargs=engine_kwargs,
+                heartbeat_interval=5,
+                grace_period=20,
+                heartbeat_stale_trial_callback=Retry(max_retry=2),
+            )
+    except ImportError as error:
+        raise SweepError(
+            f"{_masked(url)}: the database driver is missing ({error}); for PostgreSQL "
+            "pip install psycopg2-binary"
+        ) from None
+    except Exception as error:  # sqlalchemy's errors for a wrong URL or an unreachable server
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise SweepError(f"{_masked(url)}: cannot open the study's storage: {first_line}") from None
+    finally:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _layer_scale(early: float, sites: int) -> tuple[float, ...] | None:
+    """Rates growing linearly from ``early`` x rate at the first layer to the full rate."""
+    if sites < 2:
+        return None
+    return tuple(round(early + (1.0 - early) * i / (sites - 1), 4) for i in range(sites))
+
+
+def _objective(config: SweepConfig) -> Any:
+    import optuna
+
+    data = load_dataset(
+        config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+    )
+    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
+
+    def objective(trial: optuna.Trial) -> float:
+        rate = trial.suggest_float("rate", 0.0, 0.7)
+        early = trial.suggest_float("early_layer_scale", 0.25, 1.0)
+        schedule = trial.suggest_categorical("schedule", ["constant", "early", "late"])
+        schedule_epochs = (
+            0 if schedule == "constant"
+            else trial.suggest_int("schedule_epochs", 1, max(1, config.epochs // 2))
+        )  # fmt: skip
+        weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        train_config = TrainConfig(
+            model=config.model,
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            weight_decay=weight_decay,
+            schedule=schedule,
+            schedule_epochs=schedule_epochs,
+            layer_scale=_layer_scale(early, sites),
+        )
+
+        def report(metrics: Any) -> None:
+            trial.report(metrics.val_acc, metrics.epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+
+        return train(train_config, data, rate, seed=0, on_epoch=report).val_acc
+
+    return objective
+
+
+def _optimize(config: SweepConfig, url: str) -> None:
+    """One worker: optimize until the study holds ``n_trials`` finished trials."""
+    import optuna
+    from optuna.study import MaxTrialsCallback
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(
+        study_name=config.study,
+        storage=_storage(url),
+        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed),
+    )
+    done = (TrialState.COMPLETE, TrialState.PRUNED)
+    if len(study.get_trials(deepcopy=False, states=done)) >= config.n_trials:
+        return
+    study.optimize(
+        _objective(config),
+        timeout=config.timeout,
+        callbacks=[MaxTrialsCallback(config.n_trials, states=done)],
+        catch=(),
+    )
+
+
+def _worker(config_json: dict[str, Any], url: str) -> None:
+    _optimize(SweepConfig(**config_json), url)
+
+
+def run_sweep(config: SweepConfig, output: Path) -> SweepResult:
+    """Run (or resume) the study until it holds ``n_trials`` finished trials; summarize it."""
+    import optuna
+
+    config.check()
+    output.mkdir(parents=True, exist_ok=True)
+    url = config.storage_url(output)
+    optuna.create_study(
+        study_name=config.study,
+        storage=_storage(url),
+        direction="maximize",
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+    )
+    if config.workers == 1:
+        _optimize(config, url)
+    else:
+        context = multiprocessing.get_context("spawn")
+        procs = [
+            context.Process(target=_worker, args=(dataclasses.asdict(config), url))
+            for _ in range(config.workers)
+        ]
+        for proc in procs:
+            proc.start()
+        for proc in procs:
+            proc.join()
+    return summarize(config, url)
+
+
+def summarize(config: SweepConfig, url: str) -> SweepResult:
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=config.study, storage=_storage(url))
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    if not finished:
+        raise SweepError(f"study {config.study!r} has no completed trial yet")
+    best = study.best_trial
+    trials = sorted(
+        (
+            {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
+            for t in study.get_trials(deepcopy=False)
+        ),
+        key=lambda t: -math.inf if t["value"] is None else -t["value"],
+    )
+    p = best.params
+    parts = [
+        "dropkit compare",
+        f"--dataset {config.dataset}",
+        f"--model {config.model}",
+        f"--rates 0,{p['rate']:.3f}",
+        "--seeds 5",
+        f"--epochs {config.epochs}",
+        f"--weight-decay {p['weight_decay']:.2e}",
+        f"--schedule {p['schedule']}",
+    ]
+    if p["schedule"] != "constant":
+        parts.append(f"--schedule-epochs {p['schedule_epochs']}")
+    data = load_dataset(config.dataset, split_seed=config.split_seed)
+    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
+    scale = _layer_scale(p["early_layer_scale"], sites)
+    if scale is not None:
+        parts.append(f"--layer-scale {','.join(f'{v:g}' for v in scale)}")
+    if config.label_noise:
+        parts.append(f"--label-noise {config.label_noise}")
+    return SweepResult(float(best.value), dict(best.params), trials, " ".join(parts))
+
+
+def write_sweep_report(
+    output: Path, config: SweepConfig, result: SweepResult, environment: dict[str, str]
+) -> Path:
+    """``sweep.html`` (table of the top trials, the compare command, history and importance
+    plots) in the same style as the compare report."""
+    import optuna
+    from optuna.visualization import matplotlib as optuna_plots
+
+    from dropkit.experiments.report import _html, _png
+
+    study = optuna.load_study(study_name=config.study, storage=_storage(config.storage_url(output)))
+    images: dict[str, bytes] = {}
+    for name, plot in (
+        ("history.png", optuna_plots.plot_optimization_history),
+        ("importances.png", optuna_plots.plot_param_importances),
+    ):
+        try:
+            with warnings.catch_warnings():  # Optuna's "experimental" and few-trials notices
+                warnings.simplefilter("ignore")
+                axes = plot(study)
+        except (ValueError, RuntimeError):  # importances need a few completed trials
+            continue
+        figure = axes.figure
+        images[name] = _png(figure)
+        (output / name).write_bytes(images[name])
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+    rows = [
+        {
+            "trial": str(t["number"]),
+            "state": t["state"],
+            "val acc": "-" if t["value"] is None else f"{100 * t['value']:.1f}",
+            **{k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in t["params"].items()},
+        }
+        for t in result.trials[:10]
+    ]
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
+    rows = [{c: row.get(c, "-") for c in columns} for row in rows]
+    line = (
+        f"Best validation accuracy {100 * result.best_value:.1f}%. A search's best trial is "
+        f"optimistic; re-run it against no dropout with several seeds: {result.compare_command}"
+    )
+    page = _html(
+        f"dropkit sweep: {config.dataset} / {config.model}",
+        rows,
+        line,
+        images,
+        dataclasses.asdict(config) | {"storage": _masked(config.storage_url(output))},
+        environment,
+    )
+    path = output / "sweep.html"
+    path.write_text(page, encoding="utf-8")
+    return path
