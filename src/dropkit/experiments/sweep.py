@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import multiprocessing
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,28 +99,33 @@ def _storage(url: str) -> Any:
             "connect_args": {"connect_timeout": 10},
         }
     )
-    try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return RDBStorage(
-                url,
-                engine_kwargs=engine_kwargs,
-                heartbeat_interval=5,
-                grace_period=20,
-                heartbeat_stale_trial_callback=Retry(max_retry=2),
-            )
-    except ImportError as error:
-        raise SweepError(
-            f"{_masked(url)}: the database driver is missing ({error}); for PostgreSQL "
-            "pip install psycopg2-binary"
-        ) from None
-    except Exception as error:  # sqlalchemy's errors for a wrong URL or an unreachable server
-        first_line = (
-            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        )
-        raise SweepError(f"{_masked(url)}: cannot open the study's storage: {first_line}") from None
-    finally:
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for attempt in range(5):
+        try:
+            with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(
+                    url,
+                    engine_kwargs=engine_kwargs,
+                    heartbeat_interval=5,
+                    grace_period=20,
+                    heartbeat_stale_trial_callback=Retry(max_retry=2),
+                )
+        except ImportError as error:
+            raise SweepError(
+                f"{_masked(url)}: the database driver is missing ({error}); for PostgreSQL "
+                "pip install 'psycopg[binary]'"
+            ) from None
+        except Exception as error:  # sqlalchemy's errors for a bad URL or an unreachable server
+            text = str(error).strip()
+            # Workers started together race to create Optuna's tables: the loser retries.
+            if attempt < 4 and ("duplicate key" in text or "already exists" in text):
+                time.sleep(0.5 + attempt)
+                continue
+            first_line = text.splitlines()[0] if text else type(error).__name__
+            raise SweepError(
+                f"{_masked(url)}: cannot open the study's storage: {first_line}"
+            ) from None
+    raise AssertionError("unreachable")
 
 
 def _layer_scale(early: float, sites: int) -> tuple[float, ...] | None:
@@ -171,6 +177,8 @@ def _optimize(config: SweepConfig, url: str) -> None:
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # dropkit prints its own summary
 
     study = optuna.load_study(
         study_name=config.study,
