@@ -85,3 +85,35 @@ def test_bad_options(tmp_path, options, named) -> None:
     result = runner.invoke(app, ["sweep", *SMALL, *options, "-o", str(tmp_path)])
     assert result.exit_code == 2
     assert named in result.output
+
+
+def test_resume_after_the_process_is_killed_mid_trial(tmp_path) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "dropkit", "sweep", "-d", "synthetic", "-o", str(tmp_path)]
+    slow = subprocess.Popen(
+        [*cmd, "--epochs", "400", "--n-trials", "3"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if (tmp_path / "sweep.sqlite").exists():
+            try:
+                if any(state == "RUNNING" for _, state in _trials(tmp_path)):
+                    break
+            except sqlite3.OperationalError:  # tables not created yet
+                pass
+        time.sleep(0.3)
+    slow.send_signal(signal.SIGKILL)
+    slow.wait(timeout=30)
+    assert [state for _, state in _trials(tmp_path)] == ["RUNNING"]  # killed mid-trial
+    result = subprocess.run(
+        [*cmd, "--epochs", "2", "--n-trials", "2"], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    finished = [n for n, s in _trials(tmp_path) if s in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 2
