@@ -154,3 +154,30 @@ def test_report_renders_in_a_headless_browser(tmp_path) -> None:
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_variant_option(tmp_path) -> None:
+    ok = runner.invoke(
+        app,
+        [
+            "compare",
+            "-d",
+            "digits",
+            "-m",
+            "cnn",
+            "--variant",
+            "block",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "--rates",
+            "0,0.2",
+            "-o",
+            str(tmp_path),
+        ],
+    )
+    assert ok.exit_code == 0, ok.output
+    bad = runner.invoke(app, ["compare", "--variant", "gaussian", "-o", str(tmp_path / "x")])
+    assert bad.exit_code == 2
+    assert "--variant" in bad.output

@@ -117,3 +117,25 @@ def test_resume_after_the_process_is_killed_mid_trial(tmp_path) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     finished = [n for n, s in _trials(tmp_path) if s in ("COMPLETE", "PRUNED")]
     assert len(finished) >= 2
+
+
+def test_cnn_sweep_searches_the_variant(tmp_path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "sweep",
+            "-d",
+            "digits",
+            "-m",
+            "cnn",
+            "--epochs",
+            "1",
+            "--n-trials",
+            "3",
+            "-o",
+            str(tmp_path),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "variant=" in result.output
+    assert "--variant " in result.output

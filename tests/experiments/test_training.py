@@ -162,3 +162,23 @@ def test_two_processes_writing_one_database(tmp_path) -> None:
     assert len(Store(tmp_path).done("k")) == 80
     with sqlite3.connect(tmp_path / "results.sqlite") as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+@pytest.mark.parametrize(
+    ("variant", "layer"),
+    [("channel", dk_nn.Dropout2d), ("element", dk_nn.Dropout), ("block", dk_nn.DropBlock2d)],
+)
+def test_cnn_conv_dropout_variants(variant, layer) -> None:
+    model = build_model("cnn", (1, 8, 8), 10, rate=0.2, variant=variant)
+    conv_sites = dropout_sites(model)[:2]
+    assert all(type(site) is layer for site in conv_sites)
+    assert all(site.p == pytest.approx(0.2) for site in conv_sites)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_block_variant_needs_images() -> None:
+    with pytest.raises(ValueError, match="needs 2-D inputs"):
+        build_model("cnn", (1, 40), 10, variant="block")
+    with pytest.raises(ConfigError) as info:
+        TrainConfig(variant="gaussian").check()
+    assert info.value.field == "variant"

@@ -29,6 +29,9 @@ def compare(
         help="mnist1d, digits, synthetic, mnist, fashion-mnist or cifar10.",
     ),
     model: str = typer.Option("mlp", "--model", "-m", help="mlp, cnn or rescnn."),
+    variant: str = typer.Option(
+        "channel", help="The cnn's conv-block dropout: channel, element or block (DropBlock)."
+    ),
     rates: str = typer.Option("0,0.2,0.5", help="Comma-separated dropout rates in [0, 1)."),
     seeds: int = typer.Option(3, help="Seeds per rate (runs are paired by seed)."),
     epochs: int = typer.Option(60, help="Training epochs per run."),
@@ -71,6 +74,7 @@ def compare(
 
     train = TrainConfig(
         model=model,
+        variant=variant,
         hidden=_numbers("--hidden", hidden, int),
         layer_scale=_numbers("--layer-scale", layer_scale) or None,
         optimizer=optimizer,

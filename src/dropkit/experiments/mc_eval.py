@@ -106,6 +106,7 @@ def evaluate_checkpoints(
             hidden=config.train.hidden,
             rate=rate,
             layer_scale=config.train.layer_scale,
+            variant=config.train.variant,
         )
         try:
             model.load_state_dict(payload["state_dict"])

@@ -24,7 +24,7 @@ from dropkit import nn as dk_nn
 from dropkit.functional._autograd import apply_noise
 from dropkit.kernels._dispatch import masked_affine
 
-__all__ = ["MODELS", "SlicedDropout", "build_model", "dropout_sites", "set_rate"]
+__all__ = ["CONV_VARIANTS", "MODELS", "SlicedDropout", "build_model", "dropout_sites", "set_rate"]
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
 
@@ -65,7 +65,17 @@ class SlicedDropout(nn.Module):
         return f"p={self.p}, runs={len(self._generators)}"
 
 
-_SITES = (dk_nn.Dropout, dk_nn.Dropout1d, dk_nn.Dropout2d, dk_nn.DropPath, SlicedDropout)
+_SITES = (
+    dk_nn.Dropout,
+    dk_nn.Dropout1d,
+    dk_nn.Dropout2d,
+    dk_nn.DropBlock2d,
+    dk_nn.DropPath,
+    SlicedDropout,
+)
+#: The dropout in the cnn's conv blocks: whole channels (the default), single elements (weak on
+#: conv maps; the doctor's DK003), or DropBlock (2-D inputs).
+CONV_VARIANTS = ("channel", "element", "block")
 
 
 def dropout_sites(model: nn.Module) -> list[nn.Module]:
@@ -110,13 +120,26 @@ def _spatial(input_shape: tuple[int, ...]) -> tuple[type[nn.Module], ...]:
     )
 
 
-def _cnn(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
+def _cnn(
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    hidden: Sequence[int],
+    variant: str = "channel",
+) -> nn.Module:
     conv, pool, channel_dropout, _, _ = _spatial(input_shape)
+    if variant == "block" and len(input_shape) != 3:
+        raise ValueError("variant 'block' (DropBlock) needs 2-D inputs (C, H, W)")
+    drop: type[nn.Module] = {
+        "channel": channel_dropout,
+        "element": dk_nn.Dropout,
+        "block": dk_nn.DropBlock2d,
+    }[variant]
+    kwargs = {"block_size": 3} if variant == "block" else {}
     channels = input_shape[0]
     widths = (32, 64)
     layers: list[nn.Module] = []
     for width in widths:
-        layers += [conv(channels, width, 3, padding=1), nn.ReLU(), pool(2), channel_dropout(0.0)]
+        layers += [conv(channels, width, 3, padding=1), nn.ReLU(), pool(2), drop(0.0, **kwargs)]
         channels = width
     body = nn.Sequential(*layers)
     with torch.no_grad():
@@ -175,6 +198,7 @@ def build_model(
     hidden: Sequence[int] = (256, 128),
     rate: float = 0.0,
     layer_scale: Sequence[float] | None = None,
+    variant: str = "channel",
 ) -> nn.Module:
     """Build model ``name`` for inputs of ``input_shape`` with its dropout at ``rate``.
 
@@ -186,6 +210,11 @@ def build_model(
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; expected one of {list(MODELS)}")
-    model = _BUILDERS[name](input_shape, num_classes, hidden)
+    if variant not in CONV_VARIANTS:
+        raise ValueError(f"unknown dropout variant {variant!r}; expected one of {CONV_VARIANTS}")
+    if name == "cnn":
+        model = _cnn(input_shape, num_classes, hidden, variant)
+    else:
+        model = _BUILDERS[name](input_shape, num_classes, hidden)
     set_rate(model, rate, layer_scale)
     return model

@@ -152,8 +152,16 @@ def _objective(config: SweepConfig) -> Any:
             else trial.suggest_int("schedule_epochs", 1, max(1, config.epochs // 2))
         )  # fmt: skip
         weight_decay = trial.suggest_float("weight_decay", 1e-6, 1e-2, log=True)
+        # The variant where the model offers a choice (the cnn's conv blocks; DropBlock on 2-D
+        # inputs); rescnn's DropPath and the mlp's element dropout are fixed.
+        variant = "channel"
+        if config.model == "cnn":
+            choices = ["channel", "element", "block"] if len(data.input_shape) == 3 else [
+                "channel", "element"]  # fmt: skip
+            variant = trial.suggest_categorical("variant", choices)
         train_config = TrainConfig(
             model=config.model,
+            variant=variant,
             epochs=config.epochs,
             batch_size=config.batch_size,
             weight_decay=weight_decay,
@@ -258,6 +266,8 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
     ]
     if p["schedule"] != "constant":
         parts.append(f"--schedule-epochs {p['schedule_epochs']}")
+    if "variant" in p:
+        parts.append(f"--variant {p['variant']}")
     data = load_dataset(config.dataset, split_seed=config.split_seed)
     sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
     scale = _layer_scale(p["early_layer_scale"], sites)

@@ -21,7 +21,7 @@ from torch import nn
 
 from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
-from dropkit.experiments.models import build_model, set_rate
+from dropkit.experiments.models import CONV_VARIANTS, build_model, set_rate
 
 __all__ = [
     "OPTIMIZERS",
@@ -56,6 +56,7 @@ class TrainConfig:
     """
 
     model: str = "mlp"
+    variant: str = "channel"  # the cnn's conv-block dropout: channel, element or block
     hidden: tuple[int, ...] = (256, 128)
     layer_scale: tuple[float, ...] | None = None
     optimizer: str = "adam"
@@ -71,6 +72,10 @@ class TrainConfig:
         """Raise :class:`ConfigError` naming the first bad field."""
         if self.epochs < 1:
             raise ConfigError("epochs", f"must be at least 1, got {self.epochs}")
+        if self.variant not in CONV_VARIANTS:
+            raise ConfigError(
+                "variant", f"unknown {self.variant!r}; expected one of {CONV_VARIANTS}"
+            )
         if self.batch_size < 1:
             raise ConfigError("batch_size", f"must be at least 1, got {self.batch_size}")
         if self.optimizer not in OPTIMIZERS:
@@ -201,6 +206,7 @@ def train(
         hidden=config.hidden,
         rate=rate,
         layer_scale=config.layer_scale,
+        variant=config.variant,
     )
     optimizer = _optimizer(config, model)
     with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
