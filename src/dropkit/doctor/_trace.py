@@ -21,18 +21,16 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
+from dropkit._torch_dropouts import TORCH_DROPOUTS
+
 __all__ = ["Graph", "Node", "trace"]
 
-# torch.nn.functional's dropouts -> (position of p, position of training, the variant)
+# Dropout functions -> (position of p, position of training, the variant); torch's from the
+# shared table, dropkit's added below.
 DROPOUT_FUNCTIONS: dict[Callable[..., Any], tuple[int, int, str]] = {
-    torch_F.dropout: (1, 2, "element"),
-    torch_F.dropout1d: (1, 2, "channel1d"),
-    torch_F.dropout2d: (1, 2, "channel2d"),
-    torch_F.dropout3d: (1, 2, "channel3d"),
-    torch_F.alpha_dropout: (1, 2, "alpha"),
-    torch_F.feature_alpha_dropout: (1, 2, "feature_alpha"),
+    func: (sig.p_at, sig.training_at, sig.variant) for func, sig in TORCH_DROPOUTS.items()
 }
-_DEFAULT_TRAINING = {torch_F.alpha_dropout: False, torch_F.feature_alpha_dropout: False}
+_DEFAULT_TRAINING = {f: sig.default_training for f, sig in TORCH_DROPOUTS.items()}
 
 
 def _add_dropkit_functions() -> None:
@@ -205,7 +203,7 @@ class _Recorder(TorchFunctionMode):
             if func in DROPOUT_FUNCTIONS:
                 p_at, training_at, variant = DROPOUT_FUNCTIONS[func]
                 p = args[p_at] if len(args) > p_at else kwargs.get("p", 0.5)
-                default = _DEFAULT_TRAINING.get(func, True)
+                default = _DEFAULT_TRAINING.get(func, True)  # dropkit's: True
                 training = (
                     args[training_at]
                     if len(args) > training_at

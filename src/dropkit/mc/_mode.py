@@ -18,23 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as torch_F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from dropkit._torch_dropouts import TORCH_DROPOUTS
 from dropkit.functional._validation import mc_depth
 
 __all__ = ["MCState", "disable_mc", "dropout_modules", "enable_mc", "mc_active", "mc_mode"]
 
-# torch.nn.functional's dropouts and the position of their ``training`` argument.
-_TORCH_FUNCTIONS: dict[Callable[..., Any], int] = {
-    torch_F.dropout: 2,
-    torch_F.dropout1d: 2,
-    torch_F.dropout2d: 2,
-    torch_F.dropout3d: 2,
-    torch_F.alpha_dropout: 2,
-    torch_F.feature_alpha_dropout: 2,
-}
+_TORCH_FUNCTIONS = TORCH_DROPOUTS
 
 
 def mc_active() -> bool:
@@ -71,7 +63,7 @@ def dropout_modules(model: nn.Module) -> list[tuple[str, nn.Module, float]]:
 def _force_training(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    index = _TORCH_FUNCTIONS[func]
+    index = _TORCH_FUNCTIONS[func].training_at
     if len(args) > index:
         args = (*args[:index], True, *args[index + 1 :])
     else:
