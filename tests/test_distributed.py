@@ -17,7 +17,7 @@ from dropkit import nn
 
 WORKER = textwrap.dedent(
     """
-    import hashlib, torch, torch.distributed as dist
+    import gc, hashlib, torch, torch.distributed as dist
     import dropkit.functional as F
     from dropkit import nn
 
@@ -44,7 +44,12 @@ WORKER = textwrap.dedent(
         print("ranks differ", not torch.equal(masks[0], masks[1]))
         print("explicit seed same", torch.equal(explicit_masks[0], explicit_masks[1]))
         print("replicas in sync", torch.equal(weights[0], weights[1]))
-        print("digest", hashlib.sha256(torch.cat(masks).numpy().tobytes()).hexdigest())
+        print("digest", hashlib.sha256(torch.cat(masks).numpy().tobytes()).hexdigest(), flush=True)
+    # Release DDP (its reducer holds the process group) and let both ranks finish before
+    # either tears gloo down; otherwise a rank can abort at exit ("terminate called...").
+    del model, opt
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
     """
 )
