@@ -13,13 +13,13 @@ from rich.table import Table
 _EXTRA = ("matplotlib", "sklearn", "mnist1d")
 
 
-def require_experiments_extra() -> None:
-    """Exit with a one-line hint when the experiments extra is not installed."""
-    missing = [m for m in _EXTRA if importlib.util.find_spec(m) is None]
+def require_experiments_extra(extra: str = "experiments", modules: tuple[str, ...] = ()) -> None:
+    """Exit with a one-line hint when an optional extra is not installed."""
+    missing = [m for m in (*_EXTRA, *modules) if importlib.util.find_spec(m) is None]
     if missing:
         typer.echo(
             f"Error: this command needs {', '.join(missing)}; "
-            "install them with: pip install 'dropkit[experiments]'",
+            f"install them with: pip install 'dropkit[{extra}]'",
             err=True,
         )
         raise typer.Exit(2)

@@ -33,10 +33,7 @@ def sweep(
     ),
 ) -> None:
     """Search dropout rate, per-layer rates, schedule and weight decay on validation accuracy."""
-    require_experiments_extra()
-    if __import__("importlib").util.find_spec("optuna") is None:
-        typer.echo("Error: dropkit sweep needs optuna: pip install 'dropkit[sweep]'", err=True)
-        raise typer.Exit(2)
+    require_experiments_extra("sweep", ("optuna",))
     from dropkit._env import environment
     from dropkit.experiments.sweep import SweepConfig, SweepError, run_sweep, write_sweep_report
     from dropkit.experiments.train import ConfigError

@@ -62,18 +62,10 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 def _element_or_channel(module: nn.Module) -> float | None:
     """The rate of an element or channel dropout layer (torch's or dropkit's), else None."""
-    from dropkit import nn as dk_nn
+    from dropkit.doctor._trace import dropout_layers
 
-    kinds: tuple[type[nn.Module], ...] = (
-        nn.Dropout,
-        nn.Dropout1d,
-        nn.Dropout2d,
-        nn.Dropout3d,
-        dk_nn.Dropout,
-        dk_nn.Dropout1d,
-        dk_nn.Dropout2d,
-        dk_nn.Dropout3d,
-    )
+    kinds = tuple(cls for cls, variant in dropout_layers() if variant == "element" or
+                  variant.startswith("channel"))  # fmt: skip
     return float(module.p) if isinstance(module, kinds) else None  # type: ignore[arg-type]
 
 

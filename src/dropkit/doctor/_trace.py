@@ -93,11 +93,11 @@ class Graph:
         return seen
 
 
-def _module_dropout(module: nn.Module) -> dict[str, Any] | None:
+def dropout_layers() -> list[tuple[type[nn.Module], str]]:
+    """torch's and dropkit's dropout layers with their variant, most specific first."""
     from dropkit import nn as dk_nn
-    from dropkit.nn._dropout import _DropoutBase
 
-    variants: list[tuple[type[nn.Module], str]] = [
+    return [
         (nn.Dropout1d, "channel1d"),
         (nn.Dropout2d, "channel2d"),
         (nn.Dropout3d, "channel3d"),
@@ -112,7 +112,12 @@ def _module_dropout(module: nn.Module) -> dict[str, Any] | None:
         (dk_nn.DropBlock3d, "block"),
         (dk_nn.Dropout, "element"),
     ]
-    for cls, variant in variants:
+
+
+def _module_dropout(module: nn.Module) -> dict[str, Any] | None:
+    from dropkit.nn._dropout import _DropoutBase
+
+    for cls, variant in dropout_layers():
         if type(module) is cls or (isinstance(module, cls) and cls is not nn.Dropout):
             if variant == "element" and getattr(module, "noise_shape", None) is not None:
                 variant = "shaped"

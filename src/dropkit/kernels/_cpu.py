@@ -25,6 +25,7 @@ from numba import carray, float32, float64, njit, prange, types, uint16, uint32,
 from numba.extending import intrinsic
 
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
+from dropkit.kernels._reference import ACTIVATION_CODES
 
 __all__ = ["affine_broadcast", "affine_stream", "bias_dropout_stream", "keep_mask"]
 
@@ -246,8 +247,6 @@ def _broadcast_row(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped
 
 
 # ------------------------------------------------------------------ fused bias epilogue
-
-_ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
 
 
 # One chunk function per activation: numba unifies a variable's type across branches, and
@@ -478,5 +477,5 @@ def bias_dropout_stream(
         k1,
         _threshold(p),
         dt(scale),
-        _ACTIVATION_CODES[activation],
+        ACTIVATION_CODES[activation],
     )

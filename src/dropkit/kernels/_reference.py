@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["affine", "bias_dropout", "compute_dtype"]
+__all__ = ["ACTIVATION_CODES", "affine", "bias_dropout", "compute_dtype"]
+
+#: The fused ops' activations, as the integer codes the CPU and GPU kernels branch on.
+ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
 
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 

@@ -18,6 +18,7 @@ import triton
 import triton.language as tl
 
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
+from dropkit.kernels._reference import ACTIVATION_CODES
 
 __all__ = ["DTYPES", "affine_stream", "bias_dropout_stream", "keep_mask"]
 
@@ -155,9 +156,6 @@ def keep_mask(numel: int, p: float, seed: int, device: torch.device) -> torch.Te
     return out.view(torch.bool)
 
 
-_ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
-
-
 def bias_dropout_stream(
     x: torch.Tensor,
     bias: torch.Tensor,
@@ -182,6 +180,6 @@ def bias_dropout_stream(
         scale,
         LANES=LANES,
         HAS_RESIDUAL=residual is not None,
-        ACTIVATION=_ACTIVATION_CODES[activation],
+        ACTIVATION=ACTIVATION_CODES[activation],
         enable_fp_fusion=False,
     )

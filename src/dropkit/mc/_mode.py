@@ -26,8 +26,6 @@ from dropkit.functional._validation import mc_depth
 
 __all__ = ["MCState", "disable_mc", "dropout_modules", "enable_mc", "mc_active", "mc_mode"]
 
-_TORCH_FUNCTIONS = TORCH_DROPOUTS
-
 
 def mc_active() -> bool:
     """True inside :func:`mc_mode`: dropkit's dropout functions then ignore ``training=False``."""
@@ -63,7 +61,7 @@ def dropout_modules(model: nn.Module) -> list[tuple[str, nn.Module, float]]:
 def _force_training(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    index = _TORCH_FUNCTIONS[func].training_at
+    index = TORCH_DROPOUTS[func].training_at
     if len(args) > index:
         args = (*args[:index], True, *args[index + 1 :])
     else:
@@ -82,7 +80,7 @@ class _DropoutOn(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in _TORCH_FUNCTIONS:
+        if func in TORCH_DROPOUTS:
             args, kwargs = _force_training(func, args, kwargs)
         return func(*args, **kwargs)
 

@@ -25,8 +25,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
+from dropkit._torch_dropouts import TORCH_DROPOUTS
 from dropkit.functional._validation import prefix_hook
-from dropkit.mc._mode import _TORCH_FUNCTIONS, _force_training, mc_mode
+from dropkit.mc._mode import _force_training, mc_mode
 
 __all__ = ["MCResult", "predict"]
 
@@ -165,7 +166,7 @@ class _SharedPrefix(TorchFunctionMode):
         kwargs = kwargs or {}
         if self._busy:
             return func(*args, **kwargs)
-        if func in _TORCH_FUNCTIONS:
+        if func in TORCH_DROPOUTS:
             args, kwargs = _force_training(func, args, kwargs)
             p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
             if p > 0:
