@@ -238,3 +238,35 @@ def test_non_tensor_input_raises_type_error(op: Op) -> None:
 def test_bad_seed(op: Op, seed) -> None:
     with pytest.raises((ValueError, TypeError), match=op.name):
         op(torch.ones(op.shape), 0.5, seed=seed)
+
+
+def test_drawn_seed_is_torch_randint_of_the_default_generator() -> None:
+    # The eager path draws as the compiled path does in-graph (``torch.randint(0, 2**62)``),
+    # so a compiled model and its eager twin draw the same masks after one manual_seed.
+    from dropkit.functional._validation import resolve_seed
+
+    torch.manual_seed(21)
+    drawn = [resolve_seed("dropout", None) for _ in range(3)]
+    torch.manual_seed(21)
+    assert drawn == [int(torch.randint(0, 2**62, (), dtype=torch.int64)) for _ in range(3)]
+
+
+def test_threads_draw_their_own_seeds() -> None:
+    import threading
+
+    from dropkit.functional._validation import resolve_seed
+
+    seeds: list[int] = []
+    lock = threading.Lock()
+
+    def draw() -> None:
+        values = [resolve_seed("dropout", None) for _ in range(200)]
+        with lock:
+            seeds.extend(values)
+
+    threads = [threading.Thread(target=draw) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(seeds)) == 800  # no two calls shared a draw

@@ -145,14 +145,21 @@ def test_auto_picks_numba_on_cpu_and_reference_for_other_dtypes() -> None:
 
 
 def test_environment_variable_and_errors(monkeypatch) -> None:
-    from dropkit.kernels._dispatch import select
+    from dropkit.kernels import _dispatch
+    from dropkit.kernels._dispatch import read_environment, select
 
+    monkeypatch.setattr(_dispatch, "_environment", _dispatch._environment)  # restored after
     monkeypatch.setenv("DROPKIT_BACKEND", "reference")
+    assert select(torch.ones(2)) == "numba", "the variable is read at import, not on every op"
+    read_environment()  # what `import dropkit` does
     assert select(torch.ones(2)) == "reference"
     monkeypatch.setenv("DROPKIT_BACKEND", "fastest")
+    read_environment()
     with pytest.raises(ValueError, match=r"DROPKIT_BACKEND: unknown backend 'fastest'"):
         select(torch.ones(2))
     monkeypatch.delenv("DROPKIT_BACKEND")
+    read_environment()
+    assert select(torch.ones(2)) == "numba"
     with (
         pytest.raises(ValueError, match=r"dropkit.backend: unknown backend"),
         dropkit.backend(

@@ -39,9 +39,9 @@ def _madvise() -> Callable[[int, int, int], int] | None:
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
     """A contiguous uninitialized tensor like ``x``, with the huge-page hint when it is large."""
-    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out = torch.empty_like(x, memory_format=torch.contiguous_format)
     nbytes = out.nbytes
-    if nbytes < _HINT_FROM_BYTES or out.device.type != "cpu":
+    if nbytes < _HINT_FROM_BYTES or not out.is_cpu:
         return out
     madvise = _madvise()
     if madvise is not None:
