@@ -101,12 +101,13 @@ def bench(
         console.print(fused_table)
     convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
     if convert_rows:
-        convert_table = Table(title="training step of a torch MLP 1024-4096-4096-10, batch 256")
-        for column in ("model", "ms per step", "speed-up"):
+        convert_table = Table(title="training step of stock torch models, before/after convert")
+        for column in ("model", "torch ms", "converted ms", "speed-up"):
             convert_table.add_column(column, justify="right")
-        base = convert_rows[0].step_ms
         for c in convert_rows:
-            convert_table.add_row(c.model, f"{c.step_ms:.1f}", f"{base / c.step_ms:.2f}x")
+            convert_table.add_row(
+                c.model, f"{c.torch_ms:.1f}", f"{c.converted_ms:.1f}", f"{c.speedup:.2f}x"
+            )
         console.print(convert_table)
     if output is not None:
         payload = {

@@ -24,10 +24,17 @@ import torch
 from numba import carray, float32, float64, njit, prange, types, uint16, uint32, uint64
 from numba.extending import intrinsic
 
+from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES
 
-__all__ = ["affine_broadcast", "affine_stream", "bias_dropout_stream", "keep_mask"]
+__all__ = [
+    "affine_broadcast",
+    "affine_stream",
+    "bias_dropout_stream",
+    "keep_mask",
+    "stream_affine",
+]
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -396,6 +403,12 @@ def _threshold(p: float) -> np.uint32:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _thr(p: float) -> int:
+    """:func:`_threshold` as a Python int (what the pointer entry points take)."""
+    return int(_threshold(p))
+
+
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
@@ -414,16 +427,27 @@ def affine_stream(
     ``i`` uses stream element ``i``. Scalars are rounded to the compute dtype inside the kernel,
     as torch does for ``tensor * python_float``.
     """
-    _threads()
     n = x.numel()
-    thr = int(_threshold(p))
-    k0, k1 = seed & 0xFFFFFFFF, seed >> 32
-    if x.dtype in _NUMPY_FLOATS:
-        is64, serial = x.dtype == torch.float64, n < _SERIAL_BELOW
-        _entry_float(x.data_ptr(), out.data_ptr(), n, k0, k1, thr, scale, shift, fill, is64, serial)
+    dtype = x.dtype
+    half = dtype is torch.float16 or dtype is torch.bfloat16
+    serial = n < _SERIAL_BELOW and not half  # the half-precision driver is always parallel
+    if not serial:
+        _threads()
+    xp, op, k0, k1, thr = x.data_ptr(), out.data_ptr(), seed & 0xFFFFFFFF, seed >> 32, _thr(p)
+    if half:
+        _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, dtype is torch.bfloat16)
     else:
-        bf16 = x.dtype == torch.bfloat16
-        _entry_half(x.data_ptr(), out.data_ptr(), n, k0, k1, thr, scale, shift, fill, bf16)
+        _entry_float(xp, op, n, k0, k1, thr, scale, shift, fill, dtype is torch.float64, serial)
+
+
+def stream_affine(
+    x: torch.Tensor, p: float, seed: int, scale: float, shift: float, fill: float
+) -> torch.Tensor:
+    """:func:`affine_stream` into a new contiguous tensor, for any layout of ``x``."""
+    x = x.contiguous()
+    out = empty_like(x)
+    affine_stream(x, out, p, seed, scale, shift, fill)
+    return out
 
 
 def keep_mask(numel: int, p: float, seed: int) -> torch.Tensor:

@@ -47,6 +47,7 @@ __all__ = [
     "backend",
     "fused_bias_dropout",
     "masked_affine",
+    "read_environment",
     "select",
 ]
 
@@ -200,6 +201,22 @@ def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int,
     return before, runs[i][1], after
 
 
+def _numba_fast_path(x: torch.Tensor, noise_shape: tuple[int, ...], p: float) -> bool:
+    """Whether ``masked_affine(x, noise_shape, p, ...)`` is the common case that
+    :func:`dropkit.kernels._cpu.stream_affine` runs directly: backend "auto" with numba, a
+    non-empty CPU float tensor, an element-wise mask, ``p < 1``. Ordered cheapest first."""
+    return bool(
+        x.is_cpu
+        and p < 1.0
+        and noise_shape == x.shape
+        and _forced.get() is None
+        and _environment == "auto"
+        and x.dtype in _CPU_DTYPES
+        and _numba_installed()
+        and x.numel()
+    )
+
+
 def masked_affine(
     x: torch.Tensor,
     noise_shape: tuple[int, ...],
@@ -211,6 +228,9 @@ def masked_affine(
 ) -> torch.Tensor:
     """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
     (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
+    if _numba_fast_path(x, noise_shape, p):
+        fast: torch.Tensor = _cpu_kernels().stream_affine(x, p, seed, scale, shift, fill)
+        return fast
     backend = select(x) if x.numel() else "reference"
     if backend == "reference":
         keep = stream_keep_mask(noise_shape, p, seed, x.device)
