@@ -54,6 +54,39 @@ def bench(
     if any(n < 1 for n in size_list) or not all(isinstance(d, torch.dtype) for d in dtype_list):
         raise typer.BadParameter("--sizes must be positive integers and --dtypes torch dtypes")
     console = Console()
+    # The small-model sections run first: after the large kernels (and torch.compile) the
+    # process runs small models measurably slower (idle worker threads, a fragmented heap).
+    mlp_rows = bench_mlp(epochs=mlp_epochs or (7 if quick else 15)) if mlp else []
+    if mlp_rows:
+        mlp_table = Table(title="MLP 64-256-128-10, dropout 0.5, Adam, batch 64: ms per epoch")
+        for column in ("dropout", "ms per epoch", "added by dropout"):
+            mlp_table.add_column(column, justify="right")
+        for m in mlp_rows:
+            mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
+        console.print(mlp_table)
+    convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
+    if convert_rows:
+        convert_table = Table(title="training step of stock torch models, before/after convert")
+        for column in ("model", "torch ms", "converted ms", "speed-up"):
+            convert_table.add_column(column, justify="right")
+        for c in convert_rows:
+            convert_table.add_row(
+                c.model, f"{c.torch_ms:.1f}", f"{c.converted_ms:.1f}", f"{c.speedup:.2f}x"
+            )
+        console.print(convert_table)
+    fused_rows = bench_fused(rounds=5 if quick else 7) if fused else {}
+    if fused_rows:
+        fused_table = Table(
+            title="residual + dropout(x + bias), (16, 512, 1024) float32, p=0.1, ms"
+        )
+        for column in ("pass", "torch eager", "dropkit fused", "speed-up"):
+            fused_table.add_column(column, justify="right")
+        for pass_, t in fused_rows.items():
+            ratio = t["torch eager"] / t["dropkit fused"]
+            fused_table.add_row(
+                pass_, f"{t['torch eager']:.1f}", f"{t['dropkit fused']:.1f}", f"{ratio:.1f}x"
+            )
+        console.print(fused_table)
     rows = bench_kernels(
         size_list, dtype_list, rounds=rounds or (5 if quick else 7), compiled=compiled
     )
@@ -78,37 +111,6 @@ def bench(
             cell("clone"),
         )
     console.print(table)
-    mlp_rows = bench_mlp(epochs=mlp_epochs or (7 if quick else 15)) if mlp else []
-    if mlp_rows:
-        mlp_table = Table(title="MLP 64-256-128-10, dropout 0.5, Adam, batch 64: ms per epoch")
-        for column in ("dropout", "ms per epoch", "added by dropout"):
-            mlp_table.add_column(column, justify="right")
-        for m in mlp_rows:
-            mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
-        console.print(mlp_table)
-    fused_rows = bench_fused(rounds=5 if quick else 7) if fused else {}
-    if fused_rows:
-        fused_table = Table(
-            title="residual + dropout(x + bias), (16, 512, 1024) float32, p=0.1, ms"
-        )
-        for column in ("pass", "torch eager", "dropkit fused", "speed-up"):
-            fused_table.add_column(column, justify="right")
-        for pass_, t in fused_rows.items():
-            ratio = t["torch eager"] / t["dropkit fused"]
-            fused_table.add_row(
-                pass_, f"{t['torch eager']:.1f}", f"{t['dropkit fused']:.1f}", f"{ratio:.1f}x"
-            )
-        console.print(fused_table)
-    convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
-    if convert_rows:
-        convert_table = Table(title="training step of stock torch models, before/after convert")
-        for column in ("model", "torch ms", "converted ms", "speed-up"):
-            convert_table.add_column(column, justify="right")
-        for c in convert_rows:
-            convert_table.add_row(
-                c.model, f"{c.torch_ms:.1f}", f"{c.converted_ms:.1f}", f"{c.speedup:.2f}x"
-            )
-        console.print(convert_table)
     if output is not None:
         payload = {
             "environment": environment(),
