@@ -29,10 +29,14 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def _both(x, noise_shape, p, seed, scale, shift=0.0, fill=0.0):
+    """The forced numba backend and the reference; the default ("auto", which takes a shorter
+    road to the same kernel for CPU tensors) is checked against the forced one on the way."""
     with dropkit.backend("numba"):
         fast = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
     with dropkit.backend("reference"):
         ref = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+    auto = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+    assert torch.equal(_bits(auto), _bits(fast))
     return fast, ref
 
 
@@ -90,11 +94,31 @@ def test_non_contiguous_and_channels_last_inputs() -> None:
         with dropkit.backend("reference"):
             ref = fn(x, 0.5, seed=2)
         assert torch.equal(fast, ref)
+        assert torch.equal(fn(x, 0.5, seed=2), ref)  # auto
     x = torch.randn(40, 30).t()
     with dropkit.backend("numba"):
         fast = F.dropout(x, 0.5, seed=2)
     with dropkit.backend("reference"):
         assert torch.equal(fast, F.dropout(x, 0.5, seed=2))
+    assert torch.equal(fast, F.dropout(x, 0.5, seed=2))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_auto_backward_equals_reference_backward(dtype) -> None:
+    # The default path's backward (the kernel again, from the seed) against the reference's,
+    # on a non-contiguous input and a non-contiguous incoming gradient.
+    x = torch.randn(33, 70).to(dtype).t()
+    grad = torch.randn(33, 70).to(dtype).t()
+    grads = []
+    for name in (None, "reference"):
+        leaf = x.detach().requires_grad_()
+        if name is None:
+            F.dropout(leaf, 0.3, seed=77).backward(grad)
+        else:
+            with dropkit.backend(name):
+                F.dropout(leaf, 0.3, seed=77).backward(grad)
+        grads.append(leaf.grad)
+    assert torch.equal(_bits(grads[0]), _bits(grads[1]))
 
 
 def test_p_one_fills_and_empty_inputs() -> None:
@@ -142,6 +166,21 @@ def test_auto_picks_numba_on_cpu_and_reference_for_other_dtypes() -> None:
     assert select(torch.ones(2, dtype=torch.complex64)) == "reference"
     with dropkit.backend("reference"):
         assert select(torch.ones(2)) == "reference"
+
+
+def test_the_short_road_is_taken_only_for_the_common_case() -> None:
+    from dropkit.kernels._dispatch import _numba_fast_path
+
+    x = torch.ones(4, 3)
+    assert _numba_fast_path(x, (4, 3), 0.5)
+    assert _numba_fast_path(x.t(), (3, 4), 0.5)  # any layout: made contiguous on the way
+    assert not _numba_fast_path(x, (4, 1), 0.5)  # shared mask: the general road
+    assert not _numba_fast_path(x, (4, 3), 1.0)  # everything dropped: a fill
+    assert not _numba_fast_path(torch.ones(0, 3), (0, 3), 0.5)
+    assert not _numba_fast_path(x.to(torch.complex64), (4, 3), 0.5)
+    for name in ("numba", "reference", "auto"):  # a forced backend goes through select()
+        with dropkit.backend(name):  # type: ignore[arg-type]
+            assert not _numba_fast_path(x, (4, 3), 0.5)
 
 
 def test_environment_variable_and_errors(monkeypatch) -> None:
