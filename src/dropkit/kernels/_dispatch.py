@@ -147,8 +147,6 @@ def _requested() -> str:
 def select(x: torch.Tensor) -> str:
     """The backend that runs an op on ``x`` now: ``"reference"``, ``"numba"`` or ``"triton"``."""
     requested = _requested()
-    if requested == "auto" and x.is_cpu and x.dtype in _CPU_DTYPES and _numba_installed():
-        return "numba"  # the common case, first
     if requested == "reference":
         return "reference"
     if requested == "triton":
@@ -237,25 +235,27 @@ def masked_affine(
         return affine(x, keep, scale, shift, fill)
     if p >= 1.0:  # everything dropped
         return torch.full_like(x, fill)
-    xc = x.contiguous()
-    out = empty_like(xc)
-    full = noise_shape == xc.shape
+    full = noise_shape == x.shape
     if backend == "numba":
         cpu = _cpu_kernels()
         if full:
-            cpu.affine_stream(xc, out, p, seed, scale, shift, fill)
-            return out
+            stream: torch.Tensor = cpu.stream_affine(x, p, seed, scale, shift, fill)
+            return stream
         keep = cpu.keep_mask(math.prod(noise_shape), p, seed).view(noise_shape)
         abc = _collapse(tuple(x.shape), noise_shape)
         if abc is None or x.dtype not in (torch.float32, torch.float64):
             return affine(x, keep, scale, shift, fill)
         a, b, c = abc
+        xc = x.contiguous()
+        out = empty_like(xc)
         cpu.affine_broadcast(
             xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill
         )
         return out
     triton_kernels = _triton_kernels()
     if full:
+        xc = x.contiguous()
+        out = empty_like(xc)
         triton_kernels.affine_stream(xc, out, p, seed, scale, shift, fill)
         return out
     keep = triton_kernels.keep_mask(math.prod(noise_shape), p, seed, x.device)
