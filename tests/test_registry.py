@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import types
+from typing import Any
 
 import pytest
 import torch
@@ -29,7 +30,7 @@ def _aten_names(name: str) -> list[list[str]]:
 
 
 @pytest.mark.parametrize("func", list(SPECS), ids=lambda f: SPECS[f].name)
-def test_positions_and_defaults_match_the_signature(func: object) -> None:
+def test_positions_and_defaults_match_the_signature(func: Any) -> None:
     spec = SPECS[func]
     signature = _python_signature(func)
     if signature is None:  # a C function: read its aten schema (the RNNs' packed one shifts by 1)
