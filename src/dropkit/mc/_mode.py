@@ -17,11 +17,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from dropkit._torch_dropouts import TORCH_DROPOUTS
+from dropkit._registry import dropout_layers, function_spec, layer_rate
 from dropkit.functional._validation import mc_depth
 
 __all__ = ["MCState", "disable_mc", "dropout_modules", "enable_mc", "mc_active", "mc_mode"]
@@ -32,41 +31,18 @@ def mc_active() -> bool:
     return mc_depth.get() > 0
 
 
-def _rate(module: nn.Module) -> float:
-    """A module's dropout rate if it is dropout-like, else -1."""
-    from dropkit.nn._dropout import _DropoutBase
-    from dropkit.nn._weight import EmbeddingDropout, WeightDrop
-
-    if isinstance(
-        module, torch.nn.modules.dropout._DropoutNd | _DropoutBase | EmbeddingDropout | WeightDrop
-    ):
-        return float(module.p)
-    if isinstance(module, nn.RNNBase) and module.dropout > 0:
-        return float(module.dropout)
-    if isinstance(module, nn.MultiheadAttention) and module.dropout > 0:
-        return float(module.dropout)
-    return -1.0
-
-
 def dropout_modules(model: nn.Module) -> list[tuple[str, nn.Module, float]]:
-    """``(name, module, p)`` of every dropout-like module of ``model``."""
-    found = []
-    for name, module in model.named_modules():
-        p = _rate(module)
-        if p >= 0:
-            found.append((name, module, p))
-    return found
+    """``(name, module, p)`` of every dropout-like module of ``model`` (see the registry)."""
+    return list(dropout_layers(model))
 
 
 def _force_training(
     func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    index = TORCH_DROPOUTS[func].training_at
-    if len(args) > index:
-        args = (*args[:index], True, *args[index + 1 :])
-    else:
-        kwargs = {**kwargs, "training": True}
-    return args, kwargs
+    spec = function_spec(func)
+    if spec is None:
+        return args, kwargs
+    return spec.with_training(args, kwargs, True)
 
 
 class _DropoutOn(TorchFunctionMode):
@@ -80,8 +56,7 @@ class _DropoutOn(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if func in TORCH_DROPOUTS:
-            args, kwargs = _force_training(func, args, kwargs)
+        args, kwargs = _force_training(func, args, kwargs)
         return func(*args, **kwargs)
 
 
@@ -120,7 +95,7 @@ def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
             module.train(True)
             # Wrapped modules (EmbeddingDropout, WeightDrop) hold an inner module: eval it.
             for child in module.children():
-                if _rate(child) < 0:
+                if layer_rate(child) is None:
                     child.eval()
     state.mode = _DropoutOn()
     state.mode.__enter__()  # type: ignore[no-untyped-call]

@@ -25,9 +25,9 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dropkit._torch_dropouts import TORCH_DROPOUTS
+from dropkit._registry import function_spec
 from dropkit.functional._validation import prefix_hook
-from dropkit.mc._mode import _force_training, mc_mode
+from dropkit.mc._mode import mc_mode
 
 __all__ = ["MCResult", "predict"]
 
@@ -166,11 +166,13 @@ class _SharedPrefix(TorchFunctionMode):
         kwargs = kwargs or {}
         if self._busy:
             return func(*args, **kwargs)
-        if func in TORCH_DROPOUTS:
-            args, kwargs = _force_training(func, args, kwargs)
-            p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-            if p > 0:
+        spec = function_spec(func)
+        if spec is not None:
+            args, kwargs = spec.with_training(args, kwargs, True)
+            if spec.active(args, kwargs):
                 args = (self.hook(args[0]), *args[1:])
+            if self.started:
+                args, kwargs = tree_map(self._map, (args, kwargs))
         elif self.started:
             args, kwargs = tree_map(self._map, (args, kwargs))
         out = func(*args, **kwargs)
