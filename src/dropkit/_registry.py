@@ -35,6 +35,7 @@ __all__ = [
     "dropout_layers",
     "function_spec",
     "function_specs",
+    "is_random",
     "layer_rate",
     "layer_shares_batch",
     "layer_spec",
@@ -222,6 +223,28 @@ def call_shares_batch(spec: FunctionSpec, args: tuple[Any, ...], kwargs: Mapping
         return shape is not None and len(shape) > 0 and shape[0] == 1
     mode = args[4] if len(args) > 4 else kwargs.get("mode", "row")
     return spec.variant == "path" and mode == "batch"
+
+
+@functools.cache
+def _random_functions() -> frozenset[Callable[..., Any]]:
+    t = torch.Tensor
+    return frozenset(
+        {
+            torch.bernoulli, t.bernoulli, t.bernoulli_, torch.rand, torch.rand_like, torch.randn,
+            torch.randn_like, torch.randint, torch.randint_like, torch.randperm, torch.normal,
+            torch.poisson, torch.multinomial, t.multinomial, t.normal_, t.uniform_, t.random_,
+            t.exponential_, t.geometric_, t.cauchy_, t.log_normal_,
+        }
+    )  # fmt: skip
+
+
+def is_random(func: object) -> bool:
+    """Whether ``func`` draws random numbers outside any registered dropout function
+    (``bernoulli_``, ``rand``...: how third-party stochastic depth and LayerDrop are written)."""
+    try:
+        return func in _random_functions()
+    except TypeError:  # unhashable
+        return False
 
 
 # ------------------------------------------------------------------------------------ layers
