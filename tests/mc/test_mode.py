@@ -95,7 +95,7 @@ def test_hooks_and_modules_are_untouched() -> None:
 def test_nothing_stochastic_is_an_error_naming_the_model(model: nn.Module) -> None:
     name = type(model).__name__
     with (
-        pytest.raises(ValueError, match=f"nothing stochastic ran .* of {name}") as error,
+        pytest.raises(ValueError, match=rf"nothing stochastic ran .* of {name}") as error,
         mc_mode(model),
     ):
         model(torch.randn(3, 2))

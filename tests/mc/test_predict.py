@@ -132,7 +132,7 @@ def test_bad_arguments() -> None:
         predict(_cnn(), torch.randn(2, 3, 8, 8), samples=0)
     with pytest.raises(ValueError, match="batch_size"):
         predict(_cnn(), torch.randn(2, 3, 8, 8), batch_size=0)
-    with pytest.raises(ValueError, match="nothing stochastic ran .* of Linear") as error:
+    with pytest.raises(ValueError, match=r"nothing stochastic ran .* of Linear") as error:
         predict(nn.Linear(3, 3), torch.randn(2, 3))
     assert "require_dropout" not in str(error.value)
     with pytest.raises(TypeError, match="expected inputs to be a tensor"):
