@@ -130,6 +130,24 @@ _SEQUENCE_OPS = ("torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu")
 _MODULE_LEVEL = (*_SEQUENCE_OPS, "torch.nn.functional.multi_head_attention_forward")
 
 
+def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
+    """``t`` repeated ``samples`` times along dim 0, in ``t``'s memory order.
+
+    Random masks are drawn in memory order, so the copy must be laid out as the tensor that
+    the replicated input would have produced (a permuted activation stays permuted).
+    """
+
+    def memory_rank(d: int) -> tuple[int, int, int]:
+        if d == 0 and t.shape[0] == 1:
+            return (-1, 0, 0)  # a batch of one: outermost
+        return (int(t.shape[d] == 1), -t.stride(d), d)  # other size-1 dims: innermost
+
+    order = sorted(range(t.dim()), key=memory_rank)
+    reps = [samples if d == 0 else 1 for d in order]
+    tiled = t.permute(order).repeat(reps)
+    return tiled.permute([order.index(d) for d in range(t.dim())])
+
+
 class _Sampler(TorchFunctionMode):
     """Runs one forward for S samples: replicates the batch at the first stochastic op (or from
     the start with ``replicate``), and runs batch-shared dropout once per sample block."""
@@ -155,7 +173,7 @@ class _Sampler(TorchFunctionMode):
         if copy is None:
             self._busy = True
             try:
-                copy = t.repeat(self.samples, *([1] * (t.dim() - 1)))
+                copy = _repeat(t, self.samples)
             finally:
                 self._busy = False
             self._copies[id(t)] = copy
