@@ -18,7 +18,6 @@ none with the same semantics). Subclasses match through their MRO; pass ``exact=
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -128,8 +127,19 @@ def _rnn(name: str) -> FunctionSpec:
     return FunctionSpec(name, "rnn", 5, "dropout", None, 6, "train", None, packed_shift=True)
 
 
-@functools.cache
+# Filled on first use (dropkit.functional imports late); plain dicts rather than functools.cache,
+# which torch.compile warns about when it traces a TorchFunctionMode that reads them.
+_FUNCTIONS: dict[Callable[..., Any], FunctionSpec] = {}
+_RANDOM: set[Callable[..., Any]] = set()
+
+
 def _function_specs() -> dict[Callable[..., Any], FunctionSpec]:
+    if not _FUNCTIONS:
+        _FUNCTIONS.update(_build_function_specs())
+    return _FUNCTIONS
+
+
+def _build_function_specs() -> dict[Callable[..., Any], FunctionSpec]:
     from dropkit import functional as dk_F
 
     tf = "torch.nn.functional."
@@ -225,10 +235,11 @@ def call_shares_batch(spec: FunctionSpec, args: tuple[Any, ...], kwargs: Mapping
     return spec.variant == "path" and mode == "batch"
 
 
-@functools.cache
-def _random_functions() -> frozenset[Callable[..., Any]]:
+def _random_functions() -> set[Callable[..., Any]]:
+    if _RANDOM:
+        return _RANDOM
     t = torch.Tensor
-    return frozenset(
+    _RANDOM.update(
         {
             torch.bernoulli, t.bernoulli, t.bernoulli_, torch.rand, torch.rand_like, torch.randn,
             torch.randn_like, torch.randint, torch.randint_like, torch.randperm, torch.normal,
@@ -236,6 +247,7 @@ def _random_functions() -> frozenset[Callable[..., Any]]:
             t.exponential_, t.geometric_, t.cauchy_, t.log_normal_,
         }
     )  # fmt: skip
+    return _RANDOM
 
 
 def is_random(func: object) -> bool:

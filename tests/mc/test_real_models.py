@@ -387,3 +387,12 @@ def test_mapping_without_logits_asks_for_output() -> None:
         mc.predict(NoLogits(), torch.randn(2, 3), samples=2)
     with pytest.raises(ValueError, match="output='nope' is not in the model's output"):
         mc.predict(NoLogits(), torch.randn(2, 3), samples=2, output="nope")
+
+
+def test_predict_on_a_compiled_model_equals_eager() -> None:
+    model, x = _seeded(Functional), torch.randn(5, 6, generator=_gen())
+    compiled = torch.compile(model, backend="eager")
+    eager = mc.predict(model, x, samples=4, seed=0)
+    result = mc.predict(compiled, x, samples=4, seed=0)
+    assert result.strategy == eager.strategy
+    torch.testing.assert_close(result.samples, eager.samples)

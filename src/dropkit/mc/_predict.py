@@ -126,8 +126,12 @@ class _NeedLoop(RuntimeError):
     """A mask shared over the batch where the batch cannot be split: one pass per sample."""
 
 
-_SEQUENCE_OPS = ("torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu")
-_MODULE_LEVEL = (*_SEQUENCE_OPS, "torch.nn.functional.multi_head_attention_forward")
+#: Stochastic calls whose batch is not dim 0 of their first argument: the prefix ends at the
+#: start of the module that makes them (``nn.LSTM``, ``nn.MultiheadAttention``) instead.
+_MODULE_LEVEL = (
+    "torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu",
+    "torch.nn.functional.multi_head_attention_forward",
+)  # fmt: skip
 
 
 def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
@@ -228,6 +232,8 @@ class _Sampler(TorchFunctionMode):
             return func(*args, **kwargs)
         spec = function_spec(func)
         if spec is not None and spec.active(args, kwargs):
+            if spec.sharing == "batch":  # a mask on weights: no batch to split
+                raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
             if not self.started:
                 if spec.name in _MODULE_LEVEL:
                     raise _CannotShare(f"{spec.name} was called outside its module")
