@@ -3,7 +3,9 @@ stochastic, the shared prefix gives the samples replication gives, and nothing e
 
 from __future__ import annotations
 
+import re
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -58,3 +60,15 @@ def test_mc_on_a_stock_model(zoo_case: Any) -> None:
     for name, value in model.named_buffers():
         assert torch.equal(value, buffers[name]), name
     assert {name: m.training for name, m in model.named_modules()} == flags
+
+
+def test_the_readme_hugging_face_example_runs_as_written(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    zoo_models.import_transformers()  # placeholders for torchvision's operators, if needed
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("## Monte Carlo dropout") :]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    example = next(b for b in blocks if "transformers" in b)
+    exec(compile(example, "README.md", "exec"), {})
+    assert capsys.readouterr().out.strip() == "shared-prefix torch.Size([20, 4, 3])"
