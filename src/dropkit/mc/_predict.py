@@ -167,10 +167,18 @@ class _Sampler(TorchFunctionMode):
 
     # ------------------------------------------------------------------ the prefix's tensors
 
-    def remember(self, tree: object) -> None:
-        for leaf in tree_flatten(tree)[0]:
-            if isinstance(leaf, torch.Tensor):
-                self._before[id(leaf)] = weakref.ref(leaf)
+    def remember(self, out: object) -> None:
+        """Note the tensors of a call's output (and of tuples/lists in it) as computed before
+        the first stochastic op; an entry goes when its tensor is freed."""
+        if isinstance(out, torch.Tensor):
+            key = id(out)
+            self._before[key] = weakref.ref(out, lambda _, key=key: self._before.pop(key, None))  # type: ignore[misc]
+        elif isinstance(out, list | tuple):
+            for item in out:
+                self.remember(item)
+        elif isinstance(out, Mapping):
+            for item in out.values():
+                self.remember(item)
 
     def _replicate(self, t: torch.Tensor) -> torch.Tensor:
         copy = self._copies.get(id(t))
@@ -184,11 +192,27 @@ class _Sampler(TorchFunctionMode):
         return copy
 
     def _map(self, t: Any) -> Any:
-        if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == self.batch:
+        """A tensor computed before the first stochastic op, replicated; anything else as is."""
+        if isinstance(t, torch.Tensor):
             ref = self._before.get(id(t))
-            if ref is not None and ref() is t:
+            if ref is not None and ref() is t and t.dim() > 0 and t.shape[0] == self.batch:
                 return self._replicate(t)
+        elif isinstance(t, list | tuple) and t:
+            mapped = [self._map(item) for item in t]
+            if any(a is not b for a, b in zip(mapped, t, strict=True)):
+                return type(t)(mapped) if isinstance(t, list) else tuple(mapped)
         return t
+
+    def map_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments with pre-prefix tensors replicated (cheap when none is alive)."""
+        if not self._before:
+            return args, kwargs
+        args = tuple(self._map(a) for a in args)
+        if kwargs:
+            kwargs = {k: self._map(v) for k, v in kwargs.items()}
+        return args, kwargs
 
     def _start(self, first: object, where: str) -> None:
         if not isinstance(first, torch.Tensor) or first.dim() == 0:
@@ -215,8 +239,7 @@ class _Sampler(TorchFunctionMode):
             if isinstance(module, nn.RNNBase) and (len(args) > 1 or kwargs):
                 raise _CannotShare(f"{where} is given an initial state, batched in dim 1")
             self._start(args[0] if args else next(iter(kwargs.values()), None), where)
-        mapped: tuple[tuple[Any, ...], dict[str, Any]] = tree_map(self._map, (args, kwargs))
-        return mapped
+        return self.map_call(args, kwargs)
 
     # ------------------------------------------------------------------ torch calls
 
@@ -239,7 +262,7 @@ class _Sampler(TorchFunctionMode):
                     raise _CannotShare(f"{spec.name} was called outside its module")
                 self._start(args[0], spec.name)
             if not self.replicate:
-                args, kwargs = tree_map(self._map, (args, kwargs))
+                args, kwargs = self.map_call(args, kwargs)
             if call_shares_batch(spec, args, kwargs):
                 return self._per_sample(func, spec.name, args, kwargs)
             return func(*args, **kwargs)
@@ -250,7 +273,7 @@ class _Sampler(TorchFunctionMode):
             self.remember(out)
             return out
         if not self.replicate:
-            args, kwargs = tree_map(self._map, (args, kwargs))
+            args, kwargs = self.map_call(args, kwargs)
         return func(*args, **kwargs)
 
     def _per_sample(
@@ -380,7 +403,8 @@ def _run(
     if replicate:
         args, kwargs = _batch_map(args, kwargs, n, sampler._replicate)
     else:
-        sampler.remember((args, kwargs))
+        sampler.remember(list(args))
+        sampler.remember(kwargs)
         handles = [
             m.register_forward_pre_hook(sampler.module_start, with_kwargs=True)
             for m in _module_starts(found, level)
