@@ -315,7 +315,7 @@ class AttentionDropoutInEval(FlowRule):
 class DropoutTwiceInARow(FlowRule):
     code = "DK016"
     severity: ClassVar[Severity] = "warning"
-    title = "dropout applied twice in a row"
+    title = "the same dropout applied twice in a row"
     hint = (
         "keep one of the two: two dropouts of rates p and q in a row drop 1-(1-p)(1-q) of the "
         "values, more than either rate says"
@@ -331,10 +331,12 @@ class DropoutTwiceInARow(FlowRule):
                 inputs = graph.nodes[source].inputs
                 source = inputs[0] if inputs else -1
             before = graph.nodes[source] if source >= 0 else None
+            # The same kind twice; channel dropout of a feature map, then element dropout of
+            # the flattened features before a classifier, is a deliberate pair.
             if (
                 before is not None
                 and _active(before)
-                and before.dropout["variant"] in ELEMENT_OR_CHANNEL  # type: ignore[index]
+                and before.dropout["variant"] == node.dropout["variant"]  # type: ignore[index]
             ):
                 p, q = before.dropout["p"], node.dropout["p"]  # type: ignore[index]
                 yield self.finding(

@@ -2,8 +2,8 @@
 
 A rule is a small class with a stable code, a severity and a hint; it looks at the model and
 yields :class:`Finding` objects. Rules are registered in one place (:data:`RULES`) by the
-``@register`` decorator. Rules that need the model to run (data flow between modules and
-function calls) will join this registry with a second entry point.
+``@register`` decorator. Module-tree rules implement :meth:`Rule.check_tree` (here); the rules
+that read a recorded forward pass implement ``check_flow`` (:mod:`dropkit.doctor._flow`).
 """
 
 from __future__ import annotations
