@@ -1,8 +1,8 @@
 """The zoo's fixtures: ``zoo_case`` runs a test once per stock model of ``models.py``.
 
-``models.py`` is loaded here as the module ``zoo_models`` so that the zoo's test files can
-``import zoo_models`` (the suite runs with ``--import-mode=importlib``, which puts no test folder
-on ``sys.path``).
+``models.py`` is loaded as the module ``zoo_models`` (by the suite's conftest, or here) so that
+the zoo's test files can ``import zoo_models``: the suite runs with ``--import-mode=importlib``,
+which puts no test folder on ``sys.path``.
 """
 
 from __future__ import annotations

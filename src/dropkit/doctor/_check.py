@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -80,9 +80,34 @@ def check(
         findings += [
             f for rule in selected if isinstance(rule, FlowRule) for f in rule.check_flow(traces)
         ]
-    unique = list(dict.fromkeys(findings))
+    unique = _group(list(dict.fromkeys(findings)), model)
     unique.sort(key=lambda f: (_ORDER[f.severity], f.code, f.where))
     return Report(unique)
+
+
+def _group(findings: list[Finding], model: nn.Module) -> list[Finding]:
+    """One finding per rule and class of module: a mistake repeated in every block of a model
+    (DenseNet's dropout in each dense layer) is one finding that names how many places have it."""
+    modules = dict(model.named_modules())
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        owner = modules.get(f.where)
+        kind = type(owner).__qualname__ if owner is not None else f"?{f.where}"
+        groups.setdefault((f.code, kind), []).append(f)
+    out = []
+    for same in groups.values():
+        first = same[0]
+        if len(same) > 1:
+            others = [f.where or "(the model)" for f in same[1:]]
+            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            owner = modules.get(first.where)
+            message = (
+                f"{first.message}; the same in {len(others)} more {type(owner).__name__} module"
+                f"{'s' if len(others) > 1 else ''} ({listed})"
+            )
+            first = replace(first, message=message)
+        out.append(first)
+    return out
 
 
 def split_inputs(example_input: object) -> tuple[tuple[object, ...], dict[str, object]]:
