@@ -81,7 +81,8 @@ def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
     """Put ``model`` in eval mode with every stochastic op of train mode on; return the state.
 
     Registered dropout layers with ``p > 0`` are switched on at once; the modules whose own
-    forward issues dropout are found and switched on at the model's first call.
+    forward issues dropout are found and switched on at the first call of ``model`` itself
+    (calling only a submodule inside the block leaves functional dropout off).
 
     Args:
         model: the model (a ``torch.compile``'d one too).
