@@ -1,0 +1,135 @@
+"""Moments of functions of independent Gaussian inputs: the arithmetic of moment propagation.
+
+Each function takes the mean ``m`` and variance ``v`` of a Gaussian input (element-wise tensors)
+and returns the mean and variance of the output. The closed forms are written so that no
+variance is computed as a difference of two large second moments: with ``v`` small next to
+``m**2`` that difference is all rounding error in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "dropout_moments",
+    "leaky_relu_moments",
+    "max_moments",
+    "quadrature_moments",
+    "relu_moments",
+]
+
+Moments = tuple[torch.Tensor, torch.Tensor]
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Beyond |z| = 40 the normal density and tail are 0 in float64: clamping keeps z * z finite
+# when the standard deviation is 0, where z = m / sd would be inf or nan.
+_Z_LIMIT = 40.0
+
+
+def _pdf(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+
+
+def _standardized(d: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    z = d / sd.clamp_min(torch.finfo(sd.dtype).tiny)
+    return torch.nan_to_num(z, nan=0.0).clamp(-_Z_LIMIT, _Z_LIMIT)
+
+
+def dropout_moments(
+    m: torch.Tensor, v: torch.Tensor, p: float, scale: float, shift: float, fill: float
+) -> Moments:
+    """``y = where(keep, scale * x + shift, fill)`` with ``keep ~ Bernoulli(1 - p)``.
+
+    Inverted dropout is ``(1/(1-p), 0, 0)``, which gives Wang & Manning's
+    ``Var[y] = (Var[x] + E[x]^2) / (1 - p) - E[x]^2``; alpha dropout is its own constants; Gaussian
+    dropout (multiplicative noise of mean 1 and variance ``p/(1-p)``) has the same two moments
+    as inverted dropout. By the law of total variance,
+    ``Var[y] = q * scale^2 * Var[x] + q * p * (scale * E[x] + shift - fill)^2`` with ``q = 1 - p``.
+    """
+    q = 1.0 - p
+    kept = m * scale + shift
+    mean = kept * q + p * fill
+    var = v * (q * scale * scale) + (kept - fill).square() * (q * p)
+    return mean, var
+
+
+def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
+    """Mean and variance of ``max(x, 0)`` for ``x ~ N(m, v)``: the rectified Gaussian (exact).
+
+    With ``z = m / sd``: ``E = m Phi(z) + sd phi(z)`` and
+    ``Var = v (Phi(z) - phi(z)^2) + m^2 Phi(z) Phi(-z) + m sd phi(z) (1 - 2 Phi(z))``, the
+    expansion of ``E[y^2] - E[y]^2`` without the cancelling terms (Frey & Hinton 1999,
+    "Variational learning in nonlinear Gaussian belief networks").
+    """
+    sd = v.sqrt()
+    z = _standardized(m, sd)
+    cdf, tail, pdf = torch.special.ndtr(z), torch.special.ndtr(-z), _pdf(z)
+    mean = m * cdf + sd * pdf
+    var = v * (cdf - pdf * pdf) + m * m * cdf * tail + m * sd * pdf * (tail - cdf)
+    return mean, var.clamp_min(0.0)
+
+
+def leaky_relu_moments(m: torch.Tensor, v: torch.Tensor, slope: float) -> Moments:
+    """``y = (1 - a) relu(x) + a x`` (exact): the ReLU moments plus ``Cov(relu(x), x) = v Phi(z)``
+    (Stein's lemma)."""
+    rm, rv = relu_moments(m, v)
+    cdf = torch.special.ndtr(_standardized(m, v.sqrt()))
+    a = slope
+    mean = rm * (1.0 - a) + m * a
+    var = rv * (1.0 - a) ** 2 + v * (a * a) + v * cdf * (2.0 * a * (1.0 - a))
+    return mean, var.clamp_min(0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _hermite(nodes: int) -> tuple[tuple[float, float], ...]:
+    t, w = np.polynomial.hermite.hermgauss(nodes)
+    return tuple(
+        (float(ti) * math.sqrt(2.0), float(wi) / math.sqrt(math.pi))
+        for ti, wi in zip(t, w, strict=True)
+    )
+
+
+def quadrature_moments(
+    f: Callable[[torch.Tensor], torch.Tensor], m: torch.Tensor, v: torch.Tensor, nodes: int = 32
+) -> Moments:
+    """Mean and variance of ``f(x)``, ``x ~ N(m, v)``, by Gauss-Hermite quadrature.
+
+    Exact for polynomials of degree < 2 * nodes, and accurate for the smooth activations
+    (GELU, SiLU, tanh, sigmoid, ...). Deviations from ``f(m)`` are accumulated, so the
+    variance does not cancel catastrophically (Golub & Welsch, "Calculation of Gauss quadrature
+    rules", Math. Comp. 1969).
+    """
+    center = f(m)
+    sd = v.sqrt()
+    first = torch.zeros_like(center)
+    second = torch.zeros_like(center)
+    for t, w in _hermite(nodes):
+        d = f(m + sd * t) - center
+        first += w * d
+        second += w * d * d
+    return center + first, (second - first * first).clamp_min(0.0)
+
+
+def max_moments(m1: torch.Tensor, v1: torch.Tensor, m2: torch.Tensor, v2: torch.Tensor) -> Moments:
+    """Mean and variance of ``max(x1, x2)`` for independent Gaussians (Clark, "The greatest of a
+    finite set of random variables", Operations Research 1961); ``-inf`` means absent.
+
+    The result is not Gaussian; chained over a pooling window it is treated as one, the
+    approximation of Clark's paper.
+    """
+    d = m1 - m2
+    theta = (v1 + v2).sqrt()
+    z = _standardized(d, theta)
+    cdf, tail, pdf = torch.special.ndtr(z), torch.special.ndtr(-z), _pdf(z)
+    mean = m2 + d * cdf + theta * pdf
+    var = v1 * cdf + v2 * tail + (v1 + v2) * (z * z * cdf * tail - z * pdf * (cdf - tail) - pdf * pdf)
+    var = var.clamp_min(0.0)
+    first_absent, second_absent = torch.isneginf(m1), torch.isneginf(m2)
+    mean = torch.where(second_absent, m1, torch.where(first_absent, m2, mean))
+    var = torch.where(second_absent, v1, torch.where(first_absent, v2, var))
+    return mean, var
