@@ -213,6 +213,7 @@ def predict(
     batch_size: int | None = None,
     share_prefix: bool = True,
     seed: int | None = None,
+    method: str = "sampling",
 ) -> MCResult:
     """Monte Carlo dropout predictions of ``model`` on ``x``: ``samples`` stochastic passes.
 
@@ -228,6 +229,14 @@ def predict(
         share_prefix: compute the part before the first dropout once (see the module notes);
             otherwise replicate the input S times.
         seed: makes the result reproducible (torch's global RNG is left as it was).
+        method: ``"sampling"`` (S stochastic passes) or ``"moments"``: one pass that carries
+            each activation's mean and variance through the network (Wang & Manning, "Fast
+            dropout training", ICML 2013; Brach, Sick & Duerr, "Single Shot MC Dropout
+            Approximation", https://arxiv.org/abs/2007.03293), then ``samples`` draws from the
+            resulting Gaussian over the outputs, from which the scores are computed; the result
+            is a :class:`MomentResult` whose ``mean`` and ``variance`` are the propagated ones.
+            Units are treated as independent (diagonal covariance); ops without a rule raise
+            ``NotImplementedError``. See :mod:`dropkit.mc._moments`.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]``.
@@ -241,6 +250,12 @@ def predict(
         >>> result.samples.shape, result.probs.shape, result.strategy
         (torch.Size([8, 5, 3]), torch.Size([5, 3]), 'shared-prefix')
     """
+    if method == "moments":
+        from dropkit.mc._moments import predict_moments
+
+        return predict_moments(model, x, samples, batch_size=batch_size, seed=seed)
+    if method != "sampling":
+        raise ValueError(f"predict: expected method 'sampling' or 'moments', got {method!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
