@@ -353,3 +353,44 @@ def test_dropout_module_the_propagation_does_not_see_raises() -> None:
 def test_model_without_dropout_raises() -> None:
     with pytest.raises(ValueError, match="no dropout ran"):
         _moments(nn.Linear(3, 2), torch.randn(2, 3))
+
+
+# ------------------------------------------------------------------ CLI and benchmark
+
+
+def test_mc_command_scores_both_methods_side_by_side(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    pytest.importorskip("sklearn")
+    from typer.testing import CliRunner
+
+    from dropkit.cli import app
+
+    runner = CliRunner()
+    tiny = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0.5", "--hidden", "16"]
+    assert runner.invoke(app, ["compare", *tiny, "-o", str(tmp_path)]).exit_code == 0
+    result = runner.invoke(app, ["mc", str(tmp_path), "--samples", "4", "--method", "both"])
+    assert result.exit_code == 0, result.output
+    for needle in ("deterministic", "MC (4", "moments"):
+        assert needle in result.output
+    bad = runner.invoke(app, ["mc", str(tmp_path), "--method", "moment"])
+    assert bad.exit_code == 2
+
+
+def test_benchmark_scores_every_method() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_uncertainty.py"
+    spec = importlib.util.spec_from_file_location("bench_uncertainty", path)
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    torch.manual_seed(10)
+    model = _mlp()
+    x, y = torch.randn(40, 10), torch.randint(0, 4, (40,))
+    rows = bench.evaluate(model, x, y, rounds=1)
+    assert set(rows) == set(bench.METHODS)
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 1 and row["seconds"] > 0
+        assert 0 <= row["ood_noise_auroc"] <= 1
+    checks = bench.within_targets(rows["MC S=30"], rows["moments"])
+    assert set(checks) >= {"accuracy", "nll", "ece", "error_auroc", "speed"}
