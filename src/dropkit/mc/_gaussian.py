@@ -52,6 +52,8 @@ def dropout_moments(
     ``Var[y] = q * scale^2 * Var[x] + q * p * (scale * E[x] + shift - fill)^2`` with ``q = 1 - p``.
     """
     q = 1.0 - p
+    if shift == 0.0 and fill == 0.0:  # the common case, in two passes
+        return m * (q * scale), torch.addcmul(v * (q * scale * scale), m, m, value=q * p * scale**2)
     kept = m * scale + shift
     mean = kept * q + p * fill
     var = v * (q * scale * scale) + (kept - fill).square() * (q * p)
@@ -61,17 +63,23 @@ def dropout_moments(
 def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
     """Mean and variance of ``max(x, 0)`` for ``x ~ N(m, v)``: the rectified Gaussian (exact).
 
-    With ``z = m / sd``: ``E = m Phi(z) + sd phi(z)`` and
-    ``Var = v (Phi(z) - phi(z)^2) + m^2 Phi(z) Phi(-z) + m sd phi(z) (1 - 2 Phi(z))``, the
-    expansion of ``E[y^2] - E[y]^2`` without the cancelling terms (Frey & Hinton 1999,
-    "Variational learning in nonlinear Gaussian belief networks").
+    With ``z = m / sd``, ``a = m Phi(z)`` and ``b = sd phi(z)``: ``E = a + b`` and
+    ``Var = v Phi(z) + m (a (1 - Phi(z)) + b (1 - 2 Phi(z))) - b^2``, the expansion of
+    ``E[y^2] - E[y]^2`` without its cancelling terms (Frey & Hinton, "Variational learning in
+    nonlinear Gaussian belief networks", Neural Computation 1999).
     """
     sd = v.sqrt()
-    z = _standardized(m, sd)
-    cdf, tail, pdf = torch.special.ndtr(z), torch.special.ndtr(-z), _pdf(z)
-    mean = m * cdf + sd * pdf
-    var = v * (cdf - pdf * pdf) + m * m * cdf * tail + m * sd * pdf * (tail - cdf)
-    return mean, var.clamp_min(0.0)
+    # sd = 0 gives |z| huge (not inf or nan): Phi is 0 or 1 and phi underflows to 0.
+    z = m * torch.rsqrt(v + torch.finfo(v.dtype).tiny * 1e8)
+    cdf = torch.special.ndtr(z)
+    pdf = z.square_().mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)
+    a = m * cdf
+    b = pdf.mul_(sd)
+    mean = a + b
+    upper = 1.0 - cdf
+    inner = torch.addcmul(a * upper, b, upper - cdf)
+    var = torch.addcmul(v * cdf, m, inner).sub_(b.square())
+    return mean, var.clamp_min_(0.0)
 
 
 def leaky_relu_moments(m: torch.Tensor, v: torch.Tensor, slope: float) -> Moments:
