@@ -146,8 +146,12 @@ def test_linear_ops_carry_the_variance_exactly(name: str, make, shape) -> None: 
     result = _moments(nn.Sequential(nn.Dropout(0.4), op), x)
     with torch.no_grad():
         torch.testing.assert_close(result.mean, op(x))
-    expected = torch.stack([_jacobian_variance(op, x[i : i + 1], x[i : i + 1] ** 2) for i in range(shape[0])])
-    torch.testing.assert_close(result.variance, expected.reshape(result.variance.shape) * (0.4 / 0.6))
+    expected = torch.stack(
+        [_jacobian_variance(op, x[i : i + 1], x[i : i + 1] ** 2) for i in range(shape[0])]
+    )
+    torch.testing.assert_close(
+        result.variance, expected.reshape(result.variance.shape) * (0.4 / 0.6)
+    )
 
 
 # ------------------------------------------------------------------ nonlinearities vs Monte Carlo
@@ -169,7 +173,9 @@ _ACTIVATIONS = [
 
 
 @pytest.mark.parametrize(("name", "activation"), _ACTIVATIONS)
-def test_activation_moments_match_monte_carlo_of_a_gaussian(name: str, activation: nn.Module) -> None:
+def test_activation_moments_match_monte_carlo_of_a_gaussian(
+    name: str, activation: nn.Module
+) -> None:
     # Gaussian dropout on a constant c gives exactly N(c, c^2 p/(1-p)): a Gaussian input.
     p = 0.5
     c = torch.linspace(-3.0, 3.0, 24, dtype=DOUBLE).reshape(1, 1, 24)
@@ -214,7 +220,9 @@ class Residual(nn.Module):
         super().__init__()
         self.inp = nn.Linear(10, 32)
         self.norm = nn.LayerNorm(32)
-        self.branch = nn.Sequential(nn.Linear(32, 32), nn.GELU(), nn.Dropout(0.2), nn.Linear(32, 32))
+        self.branch = nn.Sequential(
+            nn.Linear(32, 32), nn.GELU(), nn.Dropout(0.2), nn.Linear(32, 32)
+        )
         self.drop_path = dk_nn.DropPath(0.1)
         self.out = nn.Linear(32, 4)
 
@@ -278,7 +286,8 @@ def test_result_has_every_score_and_is_seeded() -> None:
     torch.testing.assert_close(result.samples.mean(0), result.mean, atol=0.5, rtol=0)
     torch.testing.assert_close(result.probs.sum(-1), torch.ones(5))
     for score in (result.predictive_entropy, result.expected_entropy, result.mutual_information):
-        assert score.shape == (5,) and (score >= 0).all()
+        assert score.shape == (5,)
+        assert (score >= 0).all()
     assert result.variation_ratio.shape == (5,)
     again = predict(model, x, samples=50, method="moments", seed=3)
     torch.testing.assert_close(again.samples, result.samples, rtol=0, atol=0)
@@ -321,7 +330,7 @@ def test_unsupported_op_raises_naming_it(model: nn.Module, op: str) -> None:
 
 def test_batch_norm_with_batch_statistics_raises() -> None:
     model = nn.Sequential(nn.Dropout(0.2), nn.BatchNorm1d(3, track_running_stats=False))
-    with pytest.raises(NotImplementedError, match="batch_norm.*batch statistics"):
+    with pytest.raises(NotImplementedError, match=r"batch_norm.*batch statistics"):
         _moments(model, torch.randn(4, 3))
 
 
@@ -346,7 +355,7 @@ def test_dropout_module_the_propagation_does_not_see_raises() -> None:
             return x * (torch.empty_like(x).bernoulli_(0.7) / 0.7)
 
     # The mask is drawn from a tensor with no noise yet; the module check still catches it.
-    with pytest.raises(NotImplementedError, match="HiddenDropout|bernoulli"):
+    with pytest.raises(NotImplementedError, match=r"HiddenDropout|bernoulli"):
         _moments(nn.Sequential(nn.Linear(3, 3), HiddenDropout()), torch.randn(2, 3))
 
 
@@ -381,7 +390,8 @@ def test_benchmark_scores_every_method() -> None:
 
     path = Path(__file__).parents[2] / "benchmarks" / "bench_uncertainty.py"
     spec = importlib.util.spec_from_file_location("bench_uncertainty", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     torch.manual_seed(10)
@@ -390,7 +400,8 @@ def test_benchmark_scores_every_method() -> None:
     rows = bench.evaluate(model, x, y, rounds=1)
     assert set(rows) == set(bench.METHODS)
     for row in rows.values():
-        assert 0 <= row["accuracy"] <= 1 and row["seconds"] > 0
+        assert 0 <= row["accuracy"] <= 1
+        assert row["seconds"] > 0
         assert 0 <= row["ood_noise_auroc"] <= 1
     checks = bench.within_targets(rows["MC S=30"], rows["moments"])
     assert set(checks) >= {"accuracy", "nll", "ece", "error_auroc", "speed"}

@@ -135,7 +135,9 @@ def max_moments(m1: torch.Tensor, v1: torch.Tensor, m2: torch.Tensor, v2: torch.
     z = _standardized(d, theta)
     cdf, tail, pdf = torch.special.ndtr(z), torch.special.ndtr(-z), _pdf(z)
     mean = m2 + d * cdf + theta * pdf
-    var = v1 * cdf + v2 * tail + (v1 + v2) * (z * z * cdf * tail - z * pdf * (cdf - tail) - pdf * pdf)
+    var = (
+        v1 * cdf + v2 * tail + (v1 + v2) * (z * z * cdf * tail - z * pdf * (cdf - tail) - pdf * pdf)
+    )
     var = var.clamp_min(0.0)
     first_absent, second_absent = torch.isneginf(m1), torch.isneginf(m2)
     mean = torch.where(second_absent, m1, torch.where(first_absent, m2, mean))

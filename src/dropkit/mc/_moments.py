@@ -459,7 +459,7 @@ def _reduction(
 
 # ------------------------------------------------------------------ element-wise arithmetic
 
-_IN_PLACE = {
+_IN_PLACE: dict[Callable[..., Any], Callable[..., Any]] = {
     torch.Tensor.add_: torch.add,
     torch.Tensor.__iadd__: torch.add,
     torch.Tensor.sub_: torch.sub,
@@ -846,9 +846,7 @@ _RULES: dict[Callable[..., Any], _Handler] = {
         (torch.sigmoid, _T.sigmoid, torch_F.sigmoid),
         _activation(_quadrature(torch.sigmoid), inplace_at=None),
     ),
-    **dict.fromkeys(
-        (torch_F.avg_pool1d, torch_F.avg_pool2d, torch_F.avg_pool3d), _avg_pool
-    ),
+    **dict.fromkeys((torch_F.avg_pool1d, torch_F.avg_pool2d, torch_F.avg_pool3d), _avg_pool),
     **dict.fromkeys(
         (torch_F.adaptive_avg_pool1d, torch_F.adaptive_avg_pool2d, torch_F.adaptive_avg_pool3d),
         _adaptive_avg_pool,
