@@ -67,6 +67,17 @@ class MomentResult(MCResult):
     ``N(output_mean, output_variance)``, independent per output, from which the classification
     scores (:attr:`probs`, entropies, mutual information, variation ratio) are computed exactly
     as for Monte Carlo samples.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import mc
+        >>> model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(),
+        ...                             torch.nn.Dropout(0.5), torch.nn.Linear(16, 3))
+        >>> result = mc.predict(model, torch.randn(5, 4), method="moments", seed=0)
+        >>> result.mean.shape, result.variance.shape, result.samples.shape
+        (torch.Size([5, 3]), torch.Size([5, 3]), torch.Size([30, 5, 3]))
+        >>> result.strategy, result.probs.shape
+        ('moments', torch.Size([5, 3]))
     """
 
     output_mean: torch.Tensor

@@ -236,7 +236,7 @@ def predict(
             resulting Gaussian over the outputs, from which the scores are computed; the result
             is a :class:`MomentResult` whose ``mean`` and ``variance`` are the propagated ones.
             Units are treated as independent (diagonal covariance); ops without a rule raise
-            ``NotImplementedError``. See :mod:`dropkit.mc._moments`.
+            ``NotImplementedError``. See docs/uncertainty.md.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]``.
