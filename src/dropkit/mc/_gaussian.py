@@ -41,7 +41,7 @@ def _standardized(d: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
 
 
 def dropout_moments(
-    m: torch.Tensor, v: torch.Tensor, p: float, scale: float, shift: float, fill: float
+    m: torch.Tensor, v: torch.Tensor | None, p: float, scale: float, shift: float, fill: float
 ) -> Moments:
     """``y = where(keep, scale * x + shift, fill)`` with ``keep ~ Bernoulli(1 - p)``.
 
@@ -50,10 +50,16 @@ def dropout_moments(
     dropout (multiplicative noise of mean 1 and variance ``p/(1-p)``) has the same two moments
     as inverted dropout. By the law of total variance,
     ``Var[y] = q * scale^2 * Var[x] + q * p * (scale * E[x] + shift - fill)^2`` with ``q = 1 - p``.
+    ``v=None`` is a fixed input (variance 0).
     """
     q = 1.0 - p
-    if shift == 0.0 and fill == 0.0:  # the common case, in two passes
-        return m * (q * scale), torch.addcmul(v * (q * scale * scale), m, m, value=q * p * scale**2)
+    if shift == 0.0 and fill == 0.0:  # the common case, in two or three passes
+        mean = m.clone() if abs(q * scale - 1.0) < 1e-12 else m * (q * scale)
+        if v is None:
+            return mean, m.square().mul_(q * p * scale**2)
+        return mean, torch.addcmul(v * (q * scale * scale), m, m, value=q * p * scale**2)
+    if v is None:
+        v = torch.zeros_like(m)
     kept = m * scale + shift
     mean = kept * q + p * fill
     var = v * (q * scale * scale) + (kept - fill).square() * (q * p)

@@ -256,7 +256,7 @@ def _dropout_rule(
         if p == 0.0:
             return x
         scale, shift, fill = constants(p, kwargs)
-        mean, var = dropout_moments(x, prop.zvar(x), p, scale, shift, fill)
+        mean, var = dropout_moments(x, prop.var(x), p, scale, shift, fill)
         inplace = inplace_name is not None and bool(_arg(args, kwargs, 3, inplace_name, False))
         if inplace or getattr(func, "__name__", "").endswith("_"):
             return _inplace_result(prop, x, mean, var)
