@@ -129,23 +129,38 @@ def quadrature_moments(
     return center + first, (second - first * first).clamp_min(0.0)
 
 
-def max_moments(m1: torch.Tensor, v1: torch.Tensor, m2: torch.Tensor, v2: torch.Tensor) -> Moments:
+def max_moments(
+    m1: torch.Tensor,
+    v1: torch.Tensor,
+    m2: torch.Tensor,
+    v2: torch.Tensor,
+    *,
+    absent: bool = False,
+) -> Moments:
     """Mean and variance of ``max(x1, x2)`` for independent Gaussians (Clark, "The greatest of a
-    finite set of random variables", Operations Research 1961); ``-inf`` means absent.
+    finite set of random variables", Operations Research 1961).
 
+    With ``d = m1 - m2``, ``theta = sqrt(v1 + v2)``, ``z = d / theta`` and ``b = theta phi(z)``:
+    ``E = m2 + d Phi(z) + b`` and
+    ``Var = v1 Phi(z) + v2 Phi(-z) + d (d Phi(z) Phi(-z) - b (Phi(z) - Phi(-z))) - b^2``.
     The result is not Gaussian; chained over a pooling window it is treated as one, the
-    approximation of Clark's paper.
+    approximation of Clark's paper. ``absent=True``: ``-inf`` means
+    "no element" (padding), and the other operand is returned as it is.
     """
     d = m1 - m2
-    theta = (v1 + v2).sqrt()
-    z = _standardized(d, theta)
-    cdf, tail, pdf = torch.special.ndtr(z), torch.special.ndtr(-z), _pdf(z)
-    mean = m2 + d * cdf + theta * pdf
-    var = (
-        v1 * cdf + v2 * tail + (v1 + v2) * (z * z * cdf * tail - z * pdf * (cdf - tail) - pdf * pdf)
-    )
-    var = var.clamp_min(0.0)
-    first_absent, second_absent = torch.isneginf(m1), torch.isneginf(m2)
-    mean = torch.where(second_absent, m1, torch.where(first_absent, m2, mean))
-    var = torch.where(second_absent, v1, torch.where(first_absent, v2, var))
+    theta = (v1 + v2).sqrt_()
+    z = d / theta.clamp_min(torch.finfo(theta.dtype).tiny)
+    z = z.clamp_(-_Z_LIMIT, _Z_LIMIT).nan_to_num_(0.0)
+    cdf = torch.special.ndtr(z)
+    tail = 1.0 - cdf
+    b = z.square_().mul_(-0.5).add_(math.log(_INV_SQRT_2PI)).exp_().mul_(theta)
+    dc = d * cdf
+    mean = (m2 + dc).add_(b)
+    inner = torch.addcmul(dc * tail, b, cdf - tail, value=-1.0)
+    var = torch.addcmul(v1 * cdf, v2, tail).addcmul_(d, inner).addcmul_(b, b, value=-1.0)
+    var = var.clamp_min_(0.0)
+    if absent:
+        first_absent, second_absent = torch.isneginf(m1), torch.isneginf(m2)
+        mean = torch.where(second_absent, m1, torch.where(first_absent, m2, mean))
+        var = torch.where(second_absent, v1, torch.where(first_absent, v2, var))
     return mean, var

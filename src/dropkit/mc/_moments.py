@@ -29,6 +29,7 @@ recurrent and attention dropout): never a silent answer with part of the noise m
 
 from __future__ import annotations
 
+import itertools
 import math
 import weakref
 from collections.abc import Callable, Iterator
@@ -636,33 +637,36 @@ def _max_pool(
     padding = _ntuple(_arg(args, kwargs, 3, "padding", 0), nd)
     dilation = _ntuple(_arg(args, kwargs, 4, "dilation", 1), nd)
     ceil_mode = bool(_arg(args, kwargs, 5, "ceil_mode", False))
-    func(*args, **kwargs)  # torch checks the arguments
     m, v = x, prop.zvar(x)
     pads: list[int] = []
-    spans: list[int] = []
     outs: list[int] = []
     for d in range(nd):
         size = x.shape[x.dim() - nd + d]
         span = dilation[d] * (kernel[d] - 1) + 1
         room = size + 2 * padding[d] - span
+        if room < 0:
+            raise ValueError(f"{_op_name(func)}: the window {kernel} does not fit the input")
         out = (-(-room // stride[d]) if ceil_mode else room // stride[d]) + 1
         if ceil_mode and (out - 1) * stride[d] >= size + padding[d]:
             out -= 1
         right = max((out - 1) * stride[d] + span - size - padding[d], 0)
         pads = [padding[d], right, *pads]
-        spans.append(span)
         outs.append(out)
-    m = torch_F.pad(m, pads, value=-math.inf)
-    v = torch_F.pad(v, pads, value=0.0)
-    for d in range(nd):
-        dim = x.dim() - nd + d
-        m = m.unfold(dim, spans[d], stride[d]).narrow(dim, 0, outs[d])[..., :: dilation[d]]
-        v = v.unfold(dim, spans[d], stride[d]).narrow(dim, 0, outs[d])[..., :: dilation[d]]
-    m = m.flatten(-nd)
-    v = v.flatten(-nd)
-    mean, var = m[..., 0], v[..., 0]
-    for j in range(1, m.shape[-1]):
-        mean, var = max_moments(mean, var, m[..., j], v[..., j])
+    absent = any(pads)
+    if absent:
+        m = torch_F.pad(m, pads, value=-math.inf)
+        v = torch_F.pad(v, pads, value=0.0)
+    # Each offset inside the window is a strided view of the (padded) input: no copies.
+    views: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for offset in itertools.product(*(range(k) for k in kernel)):
+        index: list[slice] = [slice(None)] * (x.dim() - nd)
+        for d, o in enumerate(offset):
+            first = o * dilation[d]
+            index.append(slice(first, first + (outs[d] - 1) * stride[d] + 1, stride[d]))
+        views.append((m[tuple(index)], v[tuple(index)]))
+    mean, var = views[0]
+    for m_j, v_j in views[1:]:
+        mean, var = max_moments(mean, var, m_j, v_j, absent=absent)
     return prop.bind(mean.contiguous(), var.contiguous())
 
 
