@@ -486,6 +486,7 @@ def predict(
     share_prefix: bool = True,
     seed: int | None = None,
     output: OutputSelector = None,
+    method: str = "sampling",
 ) -> MCResult:
     """Monte Carlo dropout predictions of ``model`` on ``inputs``: ``samples`` stochastic passes.
 
@@ -507,6 +508,14 @@ def predict(
         output: what to sample when the model returns more than a tensor: a key (mapping or
             ``ModelOutput``), an index (tuple), or a function of the output. Default: the
             tensor itself, ``"logits"`` of a mapping, the first element of a tuple.
+        method: ``"sampling"`` (S stochastic passes) or ``"moments"``: one pass that carries
+            each activation's mean and variance through the network (Wang & Manning, "Fast
+            dropout training", ICML 2013; Brach, Sick & Duerr, "Single Shot MC Dropout
+            Approximation", https://arxiv.org/abs/2007.03293), then ``samples`` draws from the
+            resulting Gaussian over the outputs, from which the scores are computed; the result
+            is a :class:`MomentResult` whose ``mean`` and ``variance`` are the propagated ones.
+            Units are treated as independent (diagonal covariance); ops without a rule raise
+            ``NotImplementedError``. See docs/uncertainty.md.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]`` and the strategy used.
@@ -524,6 +533,17 @@ def predict(
         >>> result.samples.shape, result.probs.shape, result.strategy
         (torch.Size([8, 5, 3]), torch.Size([5, 3]), 'shared-prefix')
     """
+    if method == "moments":
+        from dropkit.mc._moments import predict_moments
+
+        if not isinstance(inputs, torch.Tensor) or output is not None:
+            raise ValueError(
+                "predict: method='moments' takes a single tensor input and the model's tensor "
+                "output; use method='sampling' for tuple or keyword inputs and output="
+            )
+        return predict_moments(model, inputs, samples, batch_size=batch_size, seed=seed)
+    if method != "sampling":
+        raise ValueError(f"predict: expected method 'sampling' or 'moments', got {method!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
