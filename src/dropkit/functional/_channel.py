@@ -11,6 +11,7 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_rank,
+    check_training,
     enter_stochastic,
     stochastic,
 )
@@ -61,8 +62,20 @@ def _channel_dropout(
             f"{lower_layout}, or input.unsqueeze(0) for a single unbatched {unbatched}"
         )
     check_rank(name, input, (rank,), layout)
-    shape = _channel_noise_shape(input, channels_last)
-    return masked_dropout(name, input, p, training, inplace, shape, seed)
+    memory_format = torch.channels_last if rank == 4 else torch.channels_last_3d
+    if (
+        channels_last
+        or input.is_contiguous()
+        or not input.is_contiguous(memory_format=memory_format)
+    ):
+        shape = _channel_noise_shape(input, channels_last)
+        return masked_dropout(name, input, p, training, inplace, shape, seed)
+    # torch's channels_last memory format: run on the (N, *spatial, C) view, which is
+    # contiguous, so the output keeps the input's layout. The mask is the same (one entry per
+    # (sample, channel), in that order), so the values equal those of a contiguous input.
+    last = input.movedim(1, -1)
+    out = masked_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
+    return input if out is last else out.movedim(-1, 1)
 
 
 def dropout1d(
@@ -225,7 +238,7 @@ def feature_alpha_dropout(
             f"{input.dim()}D; use alpha_dropout for element-wise masks"
         )
     p = check_p("feature_alpha_dropout", p)
-    if not stochastic(training) or p == 0.0:
+    if not stochastic(check_training("feature_alpha_dropout", training)) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = _channel_noise_shape(input, False)

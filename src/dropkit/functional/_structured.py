@@ -17,11 +17,12 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_rank,
+    check_training,
     enter_stochastic,
     resolve_seed,
     stochastic,
 )
-from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels._philox import Seed, stream_keep_mask
 from dropkit.kernels._reference import affine
 
 __all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates"]
@@ -151,10 +152,13 @@ class BlockMask:
     shape: tuple[int, ...]
     blocks: tuple[int, ...]
     gamma: float
-    seed: int
+    seed: Seed
     scale: float
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
         return affine(x, self._keep(x.device), self.scale, 0.0, 0.0)
 
     def linear_part(self) -> BlockMask:
@@ -194,7 +198,7 @@ def _drop_block(
         raise TypeError(f"{name}: expected block_size to be an int, got {block_size!r}")
     if block_size < 1:
         raise ValueError(f"{name}: expected block_size >= 1, got {block_size}")
-    if not stochastic(training) or p == 0.0 or input.numel() == 0:
+    if not stochastic(check_training(name, training)) or p == 0.0 or input.numel() == 0:
         return input
     spatial = tuple(input.shape[2:])
     blocks = tuple(min(int(block_size), s) for s in spatial)
