@@ -12,8 +12,6 @@ from dropkit.functional._validation import (
     check_p,
     check_rank,
     check_training,
-    enter_stochastic,
-    stochastic,
 )
 
 __all__ = ["dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout", "locked_dropout"]
@@ -53,7 +51,6 @@ def _channel_dropout(
     One rank less is an error that names the right op, not a guess (torch treats a 3D input to
     dropout2d as (N, C, L)).
     """
-    input = enter_stochastic(input)
     check_input(name, input)
     layout, lower, lower_layout, unbatched = _SPATIAL[rank]
     if input.dim() == rank - 1:
@@ -115,7 +112,6 @@ def dropout1d(
         return handle_torch_function(
             dropout1d, (input,), input, p, training, inplace, channels_last=channels_last, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("dropout1d", input)
     check_rank("dropout1d", input, (2, 3), "(N, C, L) or unbatched (C, L)")
     shape = _channel_noise_shape(input, channels_last, batched=input.dim() == 3)
@@ -230,7 +226,6 @@ def feature_alpha_dropout(
         return handle_torch_function(
             feature_alpha_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("feature_alpha_dropout", input)
     if input.dim() < 2:
         raise ValueError(
@@ -238,7 +233,7 @@ def feature_alpha_dropout(
             f"{input.dim()}D; use alpha_dropout for element-wise masks"
         )
     p = check_p("feature_alpha_dropout", p)
-    if not stochastic(check_training("feature_alpha_dropout", training)) or p == 0.0:
+    if not check_training("feature_alpha_dropout", training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = _channel_noise_shape(input, False)
@@ -290,7 +285,6 @@ def locked_dropout(
             batch_first=batch_first,
             seed=seed,
         )
-    input = enter_stochastic(input)
     check_input("locked_dropout", input)
     layout = "(N, T, *)" if batch_first else "(T, N, *)"
     if input.dim() < 2:

@@ -19,10 +19,8 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_training,
-    enter_stochastic,
     resolve_noise_shape,
     resolve_seed,
-    stochastic,
 )
 from dropkit.kernels._philox import stream_keep_mask
 
@@ -51,7 +49,7 @@ def masked_dropout(
     check_input(name, input)
     p = check_p(name, p)
     shape = resolve_noise_shape(name, input, noise_shape)
-    if not stochastic(check_training(name, training)) or p == 0.0:
+    if not check_training(name, training) or p == 0.0:
         return input
     scale = inverted_scale(p) if scale_by_keep else 1.0
     return apply_element_mask(name, input, shape, p, seed, scale, 0.0, 0.0, inplace)
@@ -126,7 +124,6 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    input = enter_stochastic(input)
     return masked_dropout("dropout", input, p, training, inplace, noise_shape, seed)
 
 
@@ -207,10 +204,9 @@ def alpha_dropout(
         return handle_torch_function(
             alpha_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("alpha_dropout", input)
     p = check_p("alpha_dropout", p)
-    if not stochastic(check_training("alpha_dropout", training)) or p == 0.0:
+    if not check_training("alpha_dropout", training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = tuple(input.shape)
@@ -252,10 +248,9 @@ def gaussian_dropout(
         return handle_torch_function(
             gaussian_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("gaussian_dropout", input)
     p = check_p("gaussian_dropout", p, allow_one=False)
-    if not stochastic(check_training("gaussian_dropout", training)) or p == 0.0:
+    if not check_training("gaussian_dropout", training) or p == 0.0:
         return input
     noise = GaussianNoise(
         tuple(input.shape), math.sqrt(p / (1.0 - p)), resolve_seed("gaussian_dropout", seed)

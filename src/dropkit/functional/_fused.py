@@ -21,9 +21,7 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_training,
-    enter_stochastic,
     resolve_seed,
-    stochastic,
 )
 from dropkit.kernels._dispatch import fused_bias_dropout
 from dropkit.kernels._philox import stream_keep_mask
@@ -170,11 +168,9 @@ def bias_dropout_add(
         return handle_torch_function(
             bias_dropout_add, (x,), x, bias, residual, p, training, seed=seed
         )
-    x = enter_stochastic(x)
-    residual = enter_stochastic(residual)
     _check("bias_dropout_add", x, bias, residual)
     p = check_p("bias_dropout_add", p)
-    if not stochastic(check_training("bias_dropout_add", training)) or p == 0.0:
+    if not check_training("bias_dropout_add", training) or p == 0.0:
         return residual + (x + bias)
     return _fused("bias_dropout_add", x, bias, residual, p, seed, None)
 
@@ -215,7 +211,6 @@ def bias_dropout(
         return handle_torch_function(
             bias_dropout, (x,), x, bias, p, training, activation=activation, seed=seed
         )
-    x = enter_stochastic(x)
     _check("bias_dropout", x, bias, None)
     if activation not in _ACTIVATIONS:
         raise ValueError(
@@ -227,6 +222,6 @@ def bias_dropout(
             f"{x.dtype}); use activation=None, or apply it to the real and imaginary parts"
         )
     p = check_p("bias_dropout", p)
-    if not stochastic(check_training("bias_dropout", training)) or p == 0.0:
+    if not check_training("bias_dropout", training) or p == 0.0:
         return _act(x + bias, activation)
     return _fused("bias_dropout", x, bias, None, p, seed, activation)

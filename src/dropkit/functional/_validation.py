@@ -1,13 +1,16 @@
-"""Argument checks shared by every op: one wording for one mistake."""
+"""Argument checks and seeds shared by every op: one wording for one mistake.
+
+Nothing here knows of Monte Carlo dropout: an op is a pure function of its arguments (and of
+torch's default generator when no seed is given); :mod:`dropkit.mc` turns dropout on from the
+outside, through ``__torch_function__``, as it does for torch's own dropout functions.
+"""
 
 from __future__ import annotations
 
-import contextvars
 import math
 import numbers
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar, cast
+from collections.abc import Sequence
 
 import torch
 
@@ -18,46 +21,10 @@ __all__ = [
     "check_p",
     "check_rank",
     "check_training",
-    "enter_stochastic",
     "in_graph",
-    "mc_depth",
-    "prefix_hook",
     "resolve_noise_shape",
     "resolve_seed",
-    "stochastic",
 ]
-
-_T = TypeVar("_T")
-
-#: How many :func:`dropkit.mc.mc_mode` blocks are active; inside one, dropout is always on.
-mc_depth: contextvars.ContextVar[int] = contextvars.ContextVar("dropkit_mc_depth", default=0)
-#: Set by :func:`dropkit.mc.predict`: sees the input of every stochastic op (prefix sharing).
-prefix_hook: contextvars.ContextVar[Callable[[torch.Tensor], torch.Tensor] | None] = (
-    contextvars.ContextVar("dropkit_prefix_hook", default=None)
-)
-
-
-def stochastic(training: bool) -> bool:
-    """Whether a dropout op is on: its ``training`` flag, or any active ``mc_mode``.
-
-    ``mc_mode`` is an eager-mode feature; while ``torch.compile`` traces, context variables are
-    not read (dynamo would break the graph on them).
-    """
-    if torch.compiler.is_compiling():
-        return training
-    return training or mc_depth.get() > 0
-
-
-def enter_stochastic(input: _T) -> _T:
-    """The first thing every batch-wise stochastic op does: hand its input to the prefix hook
-    of :func:`dropkit.mc.predict` (which may replicate it along the batch), if one is set."""
-    if torch.compiler.is_compiling():
-        return input
-    hook = prefix_hook.get()
-    if hook is None or not isinstance(input, torch.Tensor):
-        return input
-    return cast(_T, hook(input))
-
 
 #: A rate this close to 1 drops everything, as torch's dropout does at exactly 1: the keep
 #: probability left is below what the 32-bit keep threshold can express.
