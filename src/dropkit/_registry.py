@@ -18,7 +18,6 @@ none with the same semantics). Subclasses match through their MRO; pass ``exact=
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -35,6 +34,7 @@ __all__ = [
     "dropout_layers",
     "function_spec",
     "function_specs",
+    "is_random",
     "layer_rate",
     "layer_shares_batch",
     "layer_spec",
@@ -127,8 +127,19 @@ def _rnn(name: str) -> FunctionSpec:
     return FunctionSpec(name, "rnn", 5, "dropout", None, 6, "train", None, packed_shift=True)
 
 
-@functools.cache
+# Filled on first use (dropkit.functional imports late); plain dicts rather than functools.cache,
+# which torch.compile warns about when it traces a TorchFunctionMode that reads them.
+_FUNCTIONS: dict[Callable[..., Any], FunctionSpec] = {}
+_RANDOM: set[Callable[..., Any]] = set()
+
+
 def _function_specs() -> dict[Callable[..., Any], FunctionSpec]:
+    if not _FUNCTIONS:
+        _FUNCTIONS.update(_build_function_specs())
+    return _FUNCTIONS
+
+
+def _build_function_specs() -> dict[Callable[..., Any], FunctionSpec]:
     from dropkit import functional as dk_F
 
     tf = "torch.nn.functional."
@@ -222,6 +233,30 @@ def call_shares_batch(spec: FunctionSpec, args: tuple[Any, ...], kwargs: Mapping
         return shape is not None and len(shape) > 0 and shape[0] == 1
     mode = args[4] if len(args) > 4 else kwargs.get("mode", "row")
     return spec.variant == "path" and mode == "batch"
+
+
+def _random_functions() -> set[Callable[..., Any]]:
+    if _RANDOM:
+        return _RANDOM
+    t = torch.Tensor
+    _RANDOM.update(
+        {
+            torch.bernoulli, t.bernoulli, t.bernoulli_, torch.rand, torch.rand_like, torch.randn,
+            torch.randn_like, torch.randint, torch.randint_like, torch.randperm, torch.normal,
+            torch.poisson, torch.multinomial, t.multinomial, t.normal_, t.uniform_, t.random_,
+            t.exponential_, t.geometric_, t.cauchy_, t.log_normal_,
+        }
+    )  # fmt: skip
+    return _RANDOM
+
+
+def is_random(func: object) -> bool:
+    """Whether ``func`` draws random numbers outside any registered dropout function
+    (``bernoulli_``, ``rand``...: how third-party stochastic depth and LayerDrop are written)."""
+    try:
+        return func in _random_functions()
+    except TypeError:  # unhashable
+        return False
 
 
 # ------------------------------------------------------------------------------------ layers

@@ -17,8 +17,14 @@ def mc(
     samples: int = typer.Option(30, min=1, help="Monte Carlo samples per input."),
     rates: str = typer.Option("", help="Only these rates, e.g. 0.2,0.5 (default: all > 0)."),
     batch_size: int | None = typer.Option(None, min=1, help="Inputs per chunk (bounds memory)."),
+    method: str = typer.Option(
+        "sampling",
+        help="sampling (S passes), moments (one pass of moment propagation) or both.",
+    ),
 ) -> None:
     """Score the runs' checkpoints on the test set: deterministic vs MC dropout inference."""
+    if method not in ("sampling", "moments", "both"):
+        raise typer.BadParameter(f"expected sampling, moments or both, got {method!r}")
     require_experiments_extra()
     from dropkit.experiments.mc_eval import CheckpointError, evaluate_checkpoints, summarize_rows
 
@@ -27,7 +33,9 @@ def mc(
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated rates, got {rates!r}") from None
     try:
-        rows = evaluate_checkpoints(directory, samples=samples, rates=wanted, batch_size=batch_size)
+        rows = evaluate_checkpoints(
+            directory, samples=samples, rates=wanted, batch_size=batch_size, method=method
+        )
     except CheckpointError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
@@ -40,5 +48,5 @@ def mc(
     summary_console(150).print(table)
     typer.echo(
         "Uncertainty for the error AUROC: 1 - max probability (deterministic), "
-        "predictive entropy (MC)."
+        "predictive entropy (MC, moments)."
     )

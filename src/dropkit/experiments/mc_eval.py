@@ -73,13 +73,17 @@ def evaluate_checkpoints(
     samples: int = 30,
     rates: tuple[float, ...] | None = None,
     batch_size: int | None = None,
+    method: str = "sampling",
 ) -> list[McRow]:
     """Score every checkpoint (with dropout) in ``directory`` on the test set, both ways.
 
     Deterministic inference uses eval mode and 1 - max probability as its uncertainty; MC
     inference averages ``samples`` passes of :func:`dropkit.mc.predict` (seed 0) and uses the
-    predictive entropy.
+    predictive entropy. ``method``: ``"sampling"``, ``"moments"`` (one pass of moment
+    propagation, ``predict(..., method="moments")``) or ``"both"``.
     """
+    if method not in ("sampling", "moments", "both"):
+        raise CheckpointError(f"expected method sampling, moments or both, got {method!r}")
     from dropkit.mc import predict
 
     paths = sorted((Path(directory) / "checkpoints").glob("*.pt"))
@@ -120,11 +124,13 @@ def evaluate_checkpoints(
         seconds = time.perf_counter() - start
         det = _scores(probs, y, 1.0 - probs.max(1).values)
         rows.append(McRow(rate, seed, "deterministic", seconds=seconds, **det))
-        start = time.perf_counter()
-        result = predict(model, x, samples, batch_size=batch_size, seed=0)
-        seconds = time.perf_counter() - start
-        mc = _scores(result.probs, y, result.predictive_entropy)
-        rows.append(McRow(rate, seed, f"MC ({samples} samples)", seconds=seconds, **mc))
+        for kind in ("sampling", "moments") if method == "both" else (method,):
+            start = time.perf_counter()
+            result = predict(model, x, samples, batch_size=batch_size, seed=0, method=kind)
+            seconds = time.perf_counter() - start
+            mc = _scores(result.probs, y, result.predictive_entropy)
+            label = f"MC ({samples} samples)" if kind == "sampling" else "moments (one pass)"
+            rows.append(McRow(rate, seed, label, seconds=seconds, **mc))
     if not rows:
         raise CheckpointError(f"{directory}: no checkpoint with dropout (rate > 0) to evaluate")
     return rows

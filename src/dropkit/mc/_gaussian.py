@@ -1,0 +1,166 @@
+"""Moments of functions of independent Gaussian inputs: the arithmetic of moment propagation.
+
+Each function takes the mean ``m`` and variance ``v`` of a Gaussian input (element-wise tensors)
+and returns the mean and variance of the output. The closed forms are written so that no
+variance is computed as a difference of two large second moments: with ``v`` small next to
+``m**2`` that difference is all rounding error in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "dropout_moments",
+    "leaky_relu_moments",
+    "max_moments",
+    "quadrature_moments",
+    "relu_moments",
+]
+
+Moments = tuple[torch.Tensor, torch.Tensor]
+
+_INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+# Beyond |z| = 40 the normal density and tail are 0 in float64: clamping keeps z * z finite
+# when the standard deviation is 0, where z = m / sd would be inf or nan.
+_Z_LIMIT = 40.0
+
+
+def _pdf(z: torch.Tensor) -> torch.Tensor:
+    return torch.exp(-0.5 * z * z) * _INV_SQRT_2PI
+
+
+def _standardized(d: torch.Tensor, sd: torch.Tensor) -> torch.Tensor:
+    z = d / sd.clamp_min(torch.finfo(sd.dtype).tiny)
+    return torch.nan_to_num(z, nan=0.0).clamp(-_Z_LIMIT, _Z_LIMIT)
+
+
+def dropout_moments(
+    m: torch.Tensor, v: torch.Tensor | None, p: float, scale: float, shift: float, fill: float
+) -> Moments:
+    """``y = where(keep, scale * x + shift, fill)`` with ``keep ~ Bernoulli(1 - p)``.
+
+    Inverted dropout is ``(1/(1-p), 0, 0)``, which gives Wang & Manning's
+    ``Var[y] = (Var[x] + E[x]^2) / (1 - p) - E[x]^2``; alpha dropout is its own constants; Gaussian
+    dropout (multiplicative noise of mean 1 and variance ``p/(1-p)``) has the same two moments
+    as inverted dropout. By the law of total variance,
+    ``Var[y] = q * scale^2 * Var[x] + q * p * (scale * E[x] + shift - fill)^2`` with ``q = 1 - p``.
+    ``v=None`` is a fixed input (variance 0).
+    """
+    q = 1.0 - p
+    if shift == 0.0 and fill == 0.0:  # the common case, in two or three passes
+        mean = m.clone() if abs(q * scale - 1.0) < 1e-12 else m * (q * scale)
+        if v is None:
+            return mean, m.square().mul_(q * p * scale**2)
+        return mean, torch.addcmul(v * (q * scale * scale), m, m, value=q * p * scale**2)
+    if v is None:
+        v = torch.zeros_like(m)
+    kept = m * scale + shift
+    mean = kept * q + p * fill
+    var = v * (q * scale * scale) + (kept - fill).square() * (q * p)
+    return mean, var
+
+
+def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
+    """Mean and variance of ``max(x, 0)`` for ``x ~ N(m, v)``: the rectified Gaussian (exact).
+
+    With ``z = m / sd``, ``a = m Phi(z)`` and ``b = sd phi(z)``: ``E = a + b`` and
+    ``Var = v Phi(z) + m (a (1 - Phi(z)) + b (1 - 2 Phi(z))) - b^2``, the expansion of
+    ``E[y^2] - E[y]^2`` without its cancelling terms (Frey & Hinton, "Variational learning in
+    nonlinear Gaussian belief networks", Neural Computation 1999).
+    """
+    sd = v.sqrt()
+    # sd = 0 gives |z| huge (not inf or nan): Phi is 0 or 1 and phi underflows to 0.
+    z = m * torch.rsqrt(v + torch.finfo(v.dtype).tiny * 1e8)
+    cdf = torch.special.ndtr(z)
+    pdf = z.square_().mul_(-0.5).exp_().mul_(_INV_SQRT_2PI)
+    a = m * cdf
+    b = pdf.mul_(sd)
+    mean = a + b
+    upper = 1.0 - cdf
+    inner = torch.addcmul(a * upper, b, upper - cdf)
+    var = torch.addcmul(v * cdf, m, inner).sub_(b.square())
+    return mean, var.clamp_min_(0.0)
+
+
+def leaky_relu_moments(m: torch.Tensor, v: torch.Tensor, slope: float) -> Moments:
+    """``y = (1 - a) relu(x) + a x`` (exact): the ReLU moments plus ``Cov(relu(x), x) = v Phi(z)``
+    (Stein's lemma)."""
+    rm, rv = relu_moments(m, v)
+    cdf = torch.special.ndtr(_standardized(m, v.sqrt()))
+    a = slope
+    mean = rm * (1.0 - a) + m * a
+    var = rv * (1.0 - a) ** 2 + v * (a * a) + v * cdf * (2.0 * a * (1.0 - a))
+    return mean, var.clamp_min(0.0)
+
+
+@functools.lru_cache(maxsize=8)
+def _hermite(nodes: int) -> tuple[tuple[float, float], ...]:
+    t, w = np.polynomial.hermite.hermgauss(nodes)
+    return tuple(
+        (float(ti) * math.sqrt(2.0), float(wi) / math.sqrt(math.pi))
+        for ti, wi in zip(t, w, strict=True)
+    )
+
+
+def quadrature_moments(
+    f: Callable[[torch.Tensor], torch.Tensor], m: torch.Tensor, v: torch.Tensor, nodes: int = 32
+) -> Moments:
+    """Mean and variance of ``f(x)``, ``x ~ N(m, v)``, by Gauss-Hermite quadrature.
+
+    Exact for polynomials of degree < 2 * nodes, and accurate for the smooth activations
+    (GELU, SiLU, tanh, sigmoid, ...). Deviations from ``f(m)`` are accumulated, so the
+    variance does not cancel catastrophically (Golub & Welsch, "Calculation of Gauss quadrature
+    rules", Math. Comp. 1969).
+    """
+    center = f(m)
+    sd = v.sqrt()
+    first = torch.zeros_like(center)
+    second = torch.zeros_like(center)
+    for t, w in _hermite(nodes):
+        d = f(m + sd * t) - center
+        first += w * d
+        second += w * d * d
+    return center + first, (second - first * first).clamp_min(0.0)
+
+
+def max_moments(
+    m1: torch.Tensor,
+    v1: torch.Tensor,
+    m2: torch.Tensor,
+    v2: torch.Tensor,
+    *,
+    absent: bool = False,
+) -> Moments:
+    """Mean and variance of ``max(x1, x2)`` for independent Gaussians (Clark, "The greatest of a
+    finite set of random variables", Operations Research 1961).
+
+    With ``d = m1 - m2``, ``theta = sqrt(v1 + v2)``, ``z = d / theta`` and ``b = theta phi(z)``:
+    ``E = m2 + d Phi(z) + b`` and
+    ``Var = v1 Phi(z) + v2 Phi(-z) + d (d Phi(z) Phi(-z) - b (Phi(z) - Phi(-z))) - b^2``.
+    The result is not Gaussian; chained over a pooling window it is treated as one, the
+    approximation of Clark's paper. ``absent=True``: ``-inf`` means
+    "no element" (padding), and the other operand is returned as it is.
+    """
+    d = m1 - m2
+    theta = (v1 + v2).sqrt_()
+    z = d / theta.clamp_min(torch.finfo(theta.dtype).tiny)
+    z = z.clamp_(-_Z_LIMIT, _Z_LIMIT).nan_to_num_(0.0)
+    cdf = torch.special.ndtr(z)
+    tail = 1.0 - cdf
+    b = z.square_().mul_(-0.5).add_(math.log(_INV_SQRT_2PI)).exp_().mul_(theta)
+    dc = d * cdf
+    mean = (m2 + dc).add_(b)
+    inner = torch.addcmul(dc * tail, b, cdf - tail, value=-1.0)
+    var = torch.addcmul(v1 * cdf, v2, tail).addcmul_(d, inner).addcmul_(b, b, value=-1.0)
+    var = var.clamp_min_(0.0)
+    if absent:
+        first_absent, second_absent = torch.isneginf(m1), torch.isneginf(m2)
+        mean = torch.where(second_absent, m1, torch.where(first_absent, m2, mean))
+        var = torch.where(second_absent, v1, torch.where(first_absent, v2, var))
+    return mean, var
