@@ -44,6 +44,7 @@ def test_dk014_all_rates_zero() -> None:
     assert report.ok  # info is not a failure
     assert _codes(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0), nn.Dropout(0.1))) == []
     assert _codes(nn.Linear(4, 4)) == []  # no dropout at all is not DK014
+    assert _codes(nn.Sequential(nn.LSTM(4, 4), nn.MultiheadAttention(4, 2))) == []  # defaults
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "rescnn"])
