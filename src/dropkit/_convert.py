@@ -1,58 +1,217 @@
-"""Swap torch's dropout layers in a model for dropkit's."""
+"""Swap the dropout layers in a model for dropkit's, and say what was left to torch and why."""
 
 from __future__ import annotations
 
 import copy
+import functools
+import inspect
 import logging
+import re
 import warnings
-from collections.abc import Callable
-from typing import TypeVar
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypeVar, overload
 
+import torch
 from torch import nn
 
-from dropkit import nn as dk_nn
+from dropkit._registry import layer_spec
 
-__all__ = ["convert"]
+__all__ = ["ConvertReport", "convert"]
 
 _logger = logging.getLogger("dropkit")
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-# Exact types only: a user's subclass of nn.Dropout may override forward, and swapping it would
-# silently drop that behaviour.
-_SWAPS: dict[type[nn.Module], Callable[[nn.Module], nn.Module]] = {
-    nn.Dropout: lambda m: dk_nn.Dropout(m.p, m.inplace),  # type: ignore[arg-type]
-    nn.Dropout1d: lambda m: dk_nn.Dropout1d(m.p, m.inplace),  # type: ignore[arg-type]
-    nn.Dropout2d: lambda m: dk_nn.Dropout2d(m.p, m.inplace),  # type: ignore[arg-type]
-    nn.Dropout3d: lambda m: dk_nn.Dropout3d(m.p, m.inplace),  # type: ignore[arg-type]
-    nn.AlphaDropout: lambda m: dk_nn.AlphaDropout(m.p, m.inplace),  # type: ignore[arg-type]
-    nn.FeatureAlphaDropout: lambda m: dk_nn.FeatureAlphaDropout(m.p, m.inplace),  # type: ignore[arg-type]
+#: Why a registered layer without a dropkit equivalent stays, by variant.
+_NO_EQUIVALENT = {
+    "block": (
+        "dropkit's DropBlock solves gamma exactly for p, draws one mask per channel and scales by "
+        "1/(1-p); this one uses the paper's approximate gamma and rescales by the kept fraction of "
+        "the batch (timm's also shares the mask over channels), so swapping would change the "
+        "regularization"
+    ),
+    "attention": "the dropout runs inside torch's fused attention (F.multi_head_attention_forward)",
+    "rnn": "the dropout between layers runs inside torch's fused RNN kernel",
 }
 
 
-def _swapped(module: nn.Module) -> nn.Module | None:
-    make = _SWAPS.get(type(module))
-    if make is None:
+@dataclass(frozen=True)
+class ConvertReport:
+    """What :func:`convert` did: the layers it swapped and what it left to torch, with why.
+
+    ``swapped`` counts the swapped layers by ``"old -> new"`` class; ``maybe_unused`` counts those
+    of them whose parent may pass their rate to a function instead of calling them (without an
+    example input; with one, ``never_ran`` counts the swapped layers that did not run on it,
+    which ``swapped`` leaves out); ``left`` holds one line per group of dropout left as it was.
+    """
+
+    swapped: Counter[str] = field(default_factory=Counter)
+    maybe_unused: Counter[str] = field(default_factory=Counter)
+    never_ran: Counter[str] = field(default_factory=Counter)
+    left: list[str] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        """The number of layers swapped (each instance once, however often it is reused)."""
+        return sum(self.swapped.values())
+
+    def __str__(self) -> str:
+        lines = [f"convert: swapped {self.count} dropout layer{'' if self.count == 1 else 's'}"]
+        lines += [f"  {n} x {what}" for what, n in sorted(self.swapped.items())]
+        for what, n in sorted(self.never_ran.items()):
+            lines.append(f"  (and {n} x {what} that did not run on the example input)")
+        for owner, n in sorted(self.maybe_unused.items()):
+            lines.append(
+                f"  {n} of them inside {owner}, whose forward may pass the rate to "
+                "scaled_dot_product_attention instead of calling the layer"
+            )
+        if self.left:
+            lines.append("left to torch:")
+            lines += [f"  {line}" for line in self.left]
+        return "\n".join(lines)
+
+
+def _library(cls: type) -> str:
+    return cls.__module__.partition(".")[0]
+
+
+def _name(cls: type) -> str:
+    return f"{_library(cls)}'s {cls.__qualname__}"
+
+
+@functools.cache
+def _source(cls: type) -> str | None:
+    """The source of the methods of a class and its non-torch bases, ``__init__`` excepted (what
+    runs when the model does), or None if any of it is unavailable."""
+    parts = []
+    for base in cls.__mro__:
+        if base is object or _library(base) == "torch":
+            continue
+        for name, member in vars(base).items():
+            if name == "__init__" or not inspect.isfunction(member):
+                continue
+            try:
+                parts.append(inspect.getsource(member))
+            except (OSError, TypeError):
+                return None
+    return "\n".join(parts)
+
+
+def _use(parent: nn.Module, name: str, rate_attr: str) -> Literal["called", "rate", "both"]:
+    """How ``parent``'s code uses its child layer ``name``: calls it, only reads its rate (Hugging
+    Face attention passes ``self.dropout.p`` to ``scaled_dot_product_attention``), or both
+    (timm's attention calls it on its eager path only). Unknown code counts as a call."""
+    cls: type = type(parent)
+    source = _source(cls) if name.isidentifier() else None
+    if source is None:
+        return "called"
+    called = re.search(rf"self\.{name}\s*\(", source) is not None
+    rate = re.search(rf"self\.{name}\.{rate_attr}\b", source) is not None
+    if rate and not called:
+        return "rate"
+    return "both" if rate else "called"
+
+
+def _rates_in_functions(model: nn.Module) -> Counter[tuple[str, str]]:
+    """``(class, attribute)`` of the float rates that modules read as they run, to pass to
+    torch's functions (``F.dropout(x, self.drop_rate, self.training)``, ``attention_dropout`` of
+    Llama's attention): dropout that convert cannot swap, since it is no layer."""
+    found: Counter[tuple[str, str]] = Counter()
+    for module in model.modules():
+        if _library(type(module)) in ("torch", "dropkit") or layer_spec(module) is not None:
+            continue
+        cls: type = type(module)
+        source = _source(cls) or ""
+        for attr, value in vars(module).items():
+            if (
+                "drop" in attr.lower()
+                and isinstance(value, float | int)
+                and not isinstance(value, bool)
+                and 0 < value < 1
+                and re.search(rf"self\.{attr}\b", source)
+            ):
+                found[type(module).__qualname__, attr] += 1
+    return found
+
+
+def _swap(module: nn.Module) -> nn.Module | None:
+    spec = layer_spec(module, exact=True)
+    if spec is None or spec.to_dropkit is None:
         return None
-    new = make(module)
+    new = spec.to_dropkit(module)
     new.train(module.training)
     return new
 
 
-def convert(model: ModuleT, *, inplace: bool = False) -> ModuleT:
-    """Replace every torch dropout layer in ``model`` by its dropkit equivalent.
+def _swap_root_inplace(root: nn.Module, new: nn.Module) -> None:
+    """Turn ``root`` itself into ``new``: the caller's object stays the one in use, hooks kept."""
+    hooks = {k: v for k, v in vars(root).items() if k.startswith("_") and "hook" in k}
+    vars(root).clear()
+    vars(root).update(vars(new))
+    vars(root).update(hooks)
+    root.__class__ = type(new)
 
-    ``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout`` and ``FeatureAlphaDropout`` become the
-    dropkit layers with the same ``p``, ``inplace`` and training flag. Subclasses of them are
-    left alone (their ``forward`` may differ). The number swapped is logged on the ``dropkit``
-    logger at INFO level; a model with nothing to swap gives a warning.
+
+@overload
+def convert(
+    model: ModuleT,
+    example_input: object = None,
+    *,
+    inplace: bool = False,
+    return_report: Literal[False] = False,
+) -> ModuleT: ...
+
+
+@overload
+def convert(
+    model: ModuleT,
+    example_input: object = None,
+    *,
+    inplace: bool = False,
+    return_report: Literal[True],
+) -> tuple[ModuleT, ConvertReport]: ...
+
+
+def convert(
+    model: ModuleT,
+    example_input: object = None,
+    *,
+    inplace: bool = False,
+    return_report: bool = False,
+) -> ModuleT | tuple[ModuleT, ConvertReport]:
+    """Replace the dropout layers in ``model`` by their dropkit equivalents.
+
+    Swapped, with the same rate, options and training flag: torch's ``nn.Dropout``,
+    ``Dropout1d/2d/3d``, ``AlphaDropout`` and ``FeatureAlphaDropout``; timm's ``DropPath``
+    (``scale_by_keep`` kept) and torchvision's ``StochasticDepth`` (``mode`` kept) become
+    :class:`dropkit.nn.DropPath`. Exact types only: a subclass may override ``forward``. An
+    instance used in several places is swapped once and the one new layer takes every place.
+
+    Left to torch, and said so in the report: dropout inside ``nn.MultiheadAttention`` and
+    between an RNN's layers (fused kernels), timm's and torchvision's DropBlock (their gamma and
+    scaling differ from dropkit's), rates a module passes to torch's functions
+    (``F.dropout``, ``scaled_dot_product_attention``: Hugging Face attention reads
+    ``self.dropout.p`` and never calls that layer, which is then left as it is), and subclasses.
+
+    The report is logged on the ``dropkit`` logger at INFO level (``return_report=True`` returns
+    it too); a model with nothing to swap gives a warning. Which layers run is only known by
+    running the model: with ``example_input`` the model runs once in training mode under
+    ``torch.no_grad`` (training flags, buffers and torch's RNG state are put back) and the
+    report counts the swapped layers that ran, apart from those that did not (a block's
+    DropPath that only acts when the block has a skip connection).
 
     Note that :class:`torch.nn.Dropout2d` treats a 3D input as ``(N, C, L)`` with a warning;
     the dropkit layer raises instead, naming :class:`dropkit.nn.Dropout1d`.
 
     Args:
         model: the model to convert.
-        inplace: modify ``model`` itself; otherwise convert a deep copy. Default: False.
+        example_input: optional, an input the model accepts: a tensor, a tuple of positional
+            inputs or a dict of keyword inputs (as a Hugging Face model takes ``input_ids=``).
+        inplace: modify ``model`` itself (a dropout layer passed as ``model`` becomes the dropkit
+            layer in place); otherwise convert a deep copy. Default: False.
+        return_report: return ``(model, report)``, a :class:`ConvertReport`. Default: False.
 
     Returns:
         The converted model (``model`` itself when ``inplace=True``).
@@ -65,28 +224,134 @@ def convert(model: ModuleT, *, inplace: bool = False) -> ModuleT:
         Dropout(p=0.2, inplace=False)
         >>> type(model[1]).__module__  # the original is untouched
         'torch.nn.modules.dropout'
+        >>> _, report = dropkit.convert(model, return_report=True)
+        >>> print(report)
+        convert: swapped 1 dropout layer
+          1 x torch's Dropout -> dropkit's Dropout
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"convert: expected an nn.Module, got {type(model).__name__}")
+    if not isinstance(return_report, bool):
+        raise TypeError(f"convert: expected return_report to be a bool, got {return_report!r}")
+    ran = None if example_input is None else _layers_that_run(model, example_input)
     if not inplace:
         model = copy.deepcopy(model)
-    root = _swapped(model)
+    report = ConvertReport()
+    root = _swap(model)
     if root is not None:
-        _logger.info("convert: swapped 1 dropout layer")
-        return root  # type: ignore[return-value]
-    count = 0
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            new = _swapped(child)
-            if new is not None:
-                setattr(parent, name, new)
-                count += 1
-    if count == 0:
+        report.swapped[f"{_name(type(model))} -> {_name(type(root))}"] += 1
+        if inplace:
+            _swap_root_inplace(model, root)
+        else:
+            model = root  # type: ignore[assignment]
+    else:
+        _convert_children(model, report, ran)
+    if report.count + sum(report.never_ran.values()) == 0:
         warnings.warn(
-            "convert: found no torch dropout layer to swap (nn.Dropout, Dropout1d/2d/3d, "
-            "AlphaDropout, FeatureAlphaDropout); the model is returned unchanged",
+            "convert: found no dropout layer to swap (torch's nn.Dropout, Dropout1d/2d/3d, "
+            "AlphaDropout, FeatureAlphaDropout, timm's DropPath, torchvision's StochasticDepth); "
+            "the model is returned unchanged"
+            + (f"; {'; '.join(report.left)}" if report.left else ""),
             stacklevel=2,
         )
     else:
-        _logger.info("convert: swapped %d dropout layer%s", count, "" if count == 1 else "s")
-    return model
+        _logger.info("%s", report)
+    return (model, report) if return_report else model
+
+
+def _layers_that_run(model: nn.Module, example_input: object) -> set[str]:
+    """Qualified names (every name of a reused instance) of the registered layers that run in a
+    training-mode forward on ``example_input``; everything is put back afterwards."""
+    args: tuple[object, ...]
+    if isinstance(example_input, Mapping):
+        args, kwargs = (), dict(example_input)
+    elif isinstance(example_input, tuple):
+        args, kwargs = example_input, {}
+    else:
+        args, kwargs = (example_input,), {}
+    names: dict[int, list[str]] = {}
+    for name, module in model.named_modules(remove_duplicate=False):
+        if layer_spec(module) is not None:
+            names.setdefault(id(module), []).append(name)
+    ran: set[str] = set()
+    modules = {id(m): m for m in model.modules()}
+    handles = [
+        modules[i].register_forward_hook(lambda m, a, o: ran.update(names[id(m)])) for i in names
+    ]
+    flags = {m: m.training for m in model.modules()}
+    buffers = [(b, b.detach().clone()) for b in model.buffers()]
+    with torch.random.fork_rng(devices=[]):
+        try:
+            with torch.no_grad():
+                model.train()
+                model(*args, **kwargs)
+        finally:
+            for handle in handles:
+                handle.remove()
+            with torch.no_grad():
+                for buffer, saved in buffers:
+                    buffer.copy_(saved)
+            for module, training in flags.items():
+                module.training = training
+    return ran
+
+
+def _convert_children(model: nn.Module, report: ConvertReport, ran: set[str] | None) -> None:
+    new_of: dict[int, nn.Module] = {}  # id of a swapped instance -> its one replacement
+    names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
+    left: Counter[str] = Counter()
+    seen: set[int] = set()
+    spec = layer_spec(model)
+    if spec is not None and float(getattr(model, spec.rate_attr, 0.0)) > 0:  # not swappable
+        why = _NO_EQUIVALENT.get(spec.variant, "a subclass of a dropout layer")
+        left[f"{_name(type(model))}: {why}"] += 1
+    for parent in list(model.modules()):
+        # ``_modules`` rather than named_children(): the same instance under two names of one
+        # parent must be swapped under both.
+        for name, child in list(parent._modules.items()):
+            if child is None:
+                continue
+            spec = layer_spec(child)
+            if spec is None:
+                continue
+            first = id(child) not in seen
+            seen.add(id(child))
+            if id(child) in new_of:
+                parent._modules[name] = new_of[id(child)]
+                continue
+            p = float(getattr(child, spec.rate_attr, 0.0))
+            if spec.to_dropkit is None:
+                if first and p > 0:
+                    why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
+                    left[f"{_name(type(child))}: {why}"] += 1
+                continue
+            if layer_spec(child, exact=True) is not spec:
+                if first:
+                    left[f"{_name(type(child))}: a subclass of a dropout layer, whose forward "
+                         "may differ"] += 1  # fmt: skip
+                continue
+            use = _use(parent, name, spec.rate_attr)
+            if use == "rate":
+                if first and p > 0:
+                    left[f"attention-dropout rate inside {type(parent).__qualname__} stays "
+                         f"torch's: it passes self.{name}.{spec.rate_attr} to torch's attention "
+                         "and never calls the layer"] += 1  # fmt: skip
+                continue
+            new = _swap(child)
+            assert new is not None
+            new_of[id(child)] = new
+            parent._modules[name] = new
+            what = f"{_name(type(child))} -> {_name(type(new))}"
+            qualified = f"{names[id(parent)]}.{name}".lstrip(".")
+            if ran is None:
+                report.swapped[what] += 1
+                if use == "both":
+                    report.maybe_unused[type(parent).__qualname__] += 1
+            elif qualified in ran:
+                report.swapped[what] += 1
+            else:
+                report.never_ran[what] += 1
+    for (owner, attr), n in sorted(_rates_in_functions(model).items()):
+        left[f"functional dropout rate ({attr}) inside {owner}: torch's functions are called "
+             "with it, and convert swaps layers, not function calls"] += n  # fmt: skip
+    report.left.extend(f"{n} x {what}" for what, n in left.items())

@@ -44,6 +44,7 @@ def test_dk014_all_rates_zero() -> None:
     assert report.ok  # info is not a failure
     assert _codes(nn.Sequential(nn.Linear(4, 4), nn.Dropout(0.0), nn.Dropout(0.1))) == []
     assert _codes(nn.Linear(4, 4)) == []  # no dropout at all is not DK014
+    assert _codes(nn.Sequential(nn.LSTM(4, 4), nn.MultiheadAttention(4, 2))) == []  # defaults
 
 
 @pytest.mark.parametrize("name", ["mlp", "cnn", "rescnn"])
@@ -74,3 +75,21 @@ def test_selection_ignore_ordering_and_errors() -> None:
     error = Finding("DK999", "error", "x", "m", "h")
     assert error.to_json()["severity"] == "error"
     assert all(code.startswith("DK") for code in RULES)
+
+
+def test_the_doctor_does_not_import_mc() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from dropkit.doctor import check, guard\n"
+        "model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.0))\n"
+        "assert check(model).codes() == ['DK014']\n"
+        "assert check(model, torch.randn(2, 4)).codes() == ['DK014']\n"
+        "with guard(model), torch.no_grad():\n"
+        "    model(torch.randn(2, 4))\n"
+        "assert not [m for m in sys.modules if m.startswith('dropkit.mc')], 'mc was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -56,10 +56,15 @@ def check(
     DK014). With it, the model also runs twice under ``torch.no_grad`` (in training and in eval
     mode) and the rules that read the recorded data flow run too; afterwards the training
     flags, buffers (BatchNorm statistics included) and torch's RNG state are as they were.
+    The rules read the output the model's users read: ``logits`` of a mapping (a Hugging Face
+    ``ModelOutput``), else its first value, or the first element of a tuple. A mistake that
+    recurs in every module of one class (each block of a DenseNet) is one finding naming the
+    other places.
 
     Args:
         model: the model to check; it is not modified.
-        example_input: an input (or a tuple of positional inputs) the model accepts.
+        example_input: an input the model accepts: a tensor, a tuple of positional inputs, or a
+            dict of keyword inputs (``{"input_ids": ids, "attention_mask": mask}``).
         rules: only these rule codes (default: all).
         ignore: rule codes to skip.
 
@@ -69,6 +74,8 @@ def check(
         >>> model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Dropout(0.7))
         >>> check(model).codes()
         ['DK004']
+        >>> check(model, torch.randn(2, 4)).codes()  # traced: the dropout is also on the output
+        ['DK002', 'DK004']
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"check: expected an nn.Module, got {type(model).__name__}")

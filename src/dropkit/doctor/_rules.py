@@ -123,7 +123,12 @@ class AllRatesZero(Rule):
     )
 
     def check_tree(self, model: nn.Module) -> Iterator[Finding]:
-        found = [(name, p) for name, _, p in dropout_layers(model)]
+        # An RNN or attention layer at its default dropout=0 is no dropout layer of the model's.
+        found = [
+            (name, p)
+            for name, module, p in dropout_layers(model)
+            if p > 0 or layer_spec(module).variant not in ("rnn", "attention")  # type: ignore[union-attr]
+        ]
         if found and all(p == 0 for _, p in found):
             names = ", ".join(name or "(the model)" for name, _ in found[:3])
             more = ", ..." if len(found) > 3 else ""
