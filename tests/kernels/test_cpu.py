@@ -29,8 +29,8 @@ def _bits(t: torch.Tensor) -> torch.Tensor:
 
 
 def _both(x, noise_shape, p, seed, scale, shift=0.0, fill=0.0):
-    """The forced numba backend and the reference; the default ("auto", which takes a shorter
-    road to the same kernel for CPU tensors) is checked against the forced one on the way."""
+    """The forced numba backend and the reference; the default ("auto", which picks numba for
+    CPU float tensors) is checked against the forced one on the way."""
     with dropkit.backend("numba"):
         fast = masked_affine(x, noise_shape, p, seed, scale, shift, fill)
     with dropkit.backend("reference"):
