@@ -129,6 +129,8 @@ def in_graph() -> bool:
 
 
 def _check_seed(name: str, seed: object) -> int:
+    if type(seed) is int and 0 <= seed < 2**64:  # the common case, without the ABC checks
+        return seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
     value = int(seed)
