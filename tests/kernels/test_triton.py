@@ -103,7 +103,7 @@ def test_forcing_triton_on_cpu_outside_the_interpreter_is_an_error(monkeypatch) 
 
 
 def test_auto_never_picks_triton_for_cpu_tensors() -> None:
-    from dropkit.kernels._dispatch import select
+    from dropkit.kernels import select
 
-    assert select(torch.ones(3)) == "numba"
+    assert select(torch.ones(3)).name == "numba"
     assert "triton" in dropkit.available_backends()

@@ -42,7 +42,7 @@ def bench(
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch
 
-    from dropkit._bench import bench_convert, bench_fused, bench_kernels, bench_mlp
+    from dropkit.experiments.bench import bench_convert, bench_fused, bench_kernels, bench_mlp
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s] or (

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import torch
 
 from dropkit.functional._compile import compiled_masked_affine
-from dropkit.kernels._dispatch import masked_affine
+from dropkit.kernels._dispatch import masked_affine, select
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
 
@@ -22,8 +22,10 @@ __all__ = [
     "ElementMask",
     "GaussianNoise",
     "Noise",
+    "TraceableNoise",
     "alpha_constants",
     "apply_noise",
+    "autograd_op",
     "inverted_scale",
 ]
 
@@ -35,23 +37,28 @@ class Noise(Protocol):
     ``where(keep, grad * scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
     """
 
-    @property
-    def seed(self) -> Seed:
-        """A Python int eagerly; a 0-dim int64 tensor inside a graph or a transform."""
-        ...
-
     def apply(self, x: torch.Tensor) -> torch.Tensor:
         """The noise applied to ``x`` by the fastest backend, as a new tensor (int seed)."""
-        ...
-
-    def reference(self, x: torch.Tensor) -> torch.Tensor:
-        """The same values from torch operations only, differentiable by torch's autograd
-        (any order, forward mode) and traceable; the seed may be a tensor."""
         ...
 
     def linear_part(self) -> Noise:
         """The same noise without shift and fill: applied to a gradient, it is the backward map
         (the map is diagonal, so it is its own adjoint)."""
+        ...
+
+
+class TraceableNoise(Noise, Protocol):
+    """Noise that can also be built from torch operations, for graphs and transforms: every
+    dropkit op's noise is one."""
+
+    @property
+    def seed(self) -> Seed:
+        """A Python int eagerly; a 0-dim int64 tensor inside a graph or a transform."""
+        ...
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The values of :meth:`apply` from torch operations only, differentiable by torch's
+        autograd (any order, forward mode) and traceable; the seed may be a tensor."""
         ...
 
 
@@ -102,7 +109,10 @@ class GaussianNoise:
 class _NoiseFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
-        out = noise.apply(input)
+        if type(noise) is ElementMask:  # the common case: straight to the backend
+            out = select(input).masked_affine(input, *noise)  # type: ignore[arg-type]
+        else:
+            out = noise.apply(input)
         ctx.noise = noise
         if inplace:
             ctx.mark_dirty(input)
@@ -114,6 +124,9 @@ class _NoiseFunction(torch.autograd.Function):
         linear = ctx.noise.linear_part()
         if torch.is_grad_enabled():  # create_graph=True: stay differentiable (double backward)
             return apply_noise(grad_output, linear, False), None, None
+        if type(linear) is ElementMask:  # the common case: straight to the backend
+            grad = select(grad_output).masked_affine(grad_output, *linear)  # type: ignore[arg-type]
+            return grad, None, None
         return linear.apply(grad_output), None, None
 
 
@@ -127,7 +140,7 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
       backend directly, since ``Function.apply`` alone costs more than a small kernel;
     - otherwise the mask-free autograd op, whose backward regenerates the mask from the seed.
     """
-    if isinstance(getattr(noise, "seed", None), torch.Tensor):
+    if isinstance(getattr(noise, "seed", None), torch.Tensor):  # a TraceableNoise
         if (
             torch.compiler.is_compiling()
             and isinstance(noise, ElementMask)
@@ -138,19 +151,23 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
                 input, shape, p, cast(torch.Tensor, seed), scale, shift, fill
             )
         else:
-            out = noise.reference(input)
+            out = cast(TraceableNoise, noise).reference(input)
         return input.copy_(out) if inplace else out
     if not (input.requires_grad and torch.is_grad_enabled()):
-        out = noise.apply(input)
+        if type(noise) is ElementMask:
+            out = select(input).masked_affine(input, *noise)  # type: ignore[arg-type]
+        else:
+            out = noise.apply(input)
         return input.copy_(out) if inplace else out
-    fast: torch.Tensor = _apply_unwrapped(input, noise, inplace)  # type: ignore[no-untyped-call]
+    fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
 
 
 # ``Function.apply`` without its Python prologue (default-argument binding for setup_context,
 # functorch unwrapping), which costs a few microseconds per call; that prologue is only needed
 # under functorch transforms, which take the tensor-seed road of ``apply_noise`` instead.
-_apply_unwrapped = super(torch.autograd.Function, _NoiseFunction).apply
+# ``dropout`` calls it directly (the autograd op) when its seed is an int and grad is recorded.
+autograd_op = super(torch.autograd.Function, _NoiseFunction).apply
 
 
 def inverted_scale(p: float) -> float:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from dropkit.functional._autograd import alpha_constants
-from dropkit.functional._elementwise import apply_element_mask, masked_dropout
+from dropkit.functional._autograd import ElementMask, alpha_constants, apply_noise
+from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import (
     check_input,
     check_p,
     check_rank,
     check_training,
+    resolve_seed,
 )
 
 __all__ = ["dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout", "locked_dropout"]
@@ -66,12 +67,12 @@ def _channel_dropout(
         or not input.is_contiguous(memory_format=memory_format)
     ):
         shape = _channel_noise_shape(input, channels_last)
-        return masked_dropout(name, input, p, training, inplace, shape, seed)
+        return inverted_dropout(name, input, p, training, inplace, shape, seed)
     # torch's channels_last memory format: run on the (N, *spatial, C) view, which is
     # contiguous, so the output keeps the input's layout. The mask is the same (one entry per
     # (sample, channel), in that order), so the values equal those of a contiguous input.
     last = input.movedim(1, -1)
-    out = masked_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
+    out = inverted_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
     return input if out is last else out.movedim(-1, 1)
 
 
@@ -115,7 +116,7 @@ def dropout1d(
     check_input("dropout1d", input)
     check_rank("dropout1d", input, (2, 3), "(N, C, L) or unbatched (C, L)")
     shape = _channel_noise_shape(input, channels_last, batched=input.dim() == 3)
-    return masked_dropout("dropout1d", input, p, training, inplace, shape, seed)
+    return inverted_dropout("dropout1d", input, p, training, inplace, shape, seed)
 
 
 def dropout2d(
@@ -237,9 +238,8 @@ def feature_alpha_dropout(
         return input
     scale, shift, fill = alpha_constants(p)
     shape = _channel_noise_shape(input, False)
-    return apply_element_mask(
-        "feature_alpha_dropout", input, shape, p, seed, scale, shift, fill, inplace
-    )
+    seed_value = resolve_seed("feature_alpha_dropout", seed)
+    return apply_noise(input, ElementMask(shape, p, seed_value, scale, shift, fill), inplace)
 
 
 def locked_dropout(
@@ -293,4 +293,4 @@ def locked_dropout(
         )
     time_dim = 1 if batch_first else 0
     shape = tuple(1 if d == time_dim else n for d, n in enumerate(input.shape))
-    return masked_dropout("locked_dropout", input, p, training, inplace, shape, seed)
+    return inverted_dropout("locked_dropout", input, p, training, inplace, shape, seed)

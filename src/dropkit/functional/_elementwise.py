@@ -13,6 +13,7 @@ from dropkit.functional._autograd import (
     GaussianNoise,
     alpha_constants,
     apply_noise,
+    autograd_op,
     inverted_scale,
 )
 from dropkit.functional._validation import (
@@ -26,15 +27,14 @@ from dropkit.kernels._philox import stream_keep_mask
 
 __all__ = [
     "alpha_dropout",
-    "apply_element_mask",
     "dropout",
     "dropout_mask",
     "gaussian_dropout",
-    "masked_dropout",
+    "inverted_dropout",
 ]
 
 
-def masked_dropout(
+def inverted_dropout(
     name: str,
     input: torch.Tensor,
     p: float,
@@ -52,23 +52,7 @@ def masked_dropout(
     if not check_training(name, training) or p == 0.0:
         return input
     scale = inverted_scale(p) if scale_by_keep else 1.0
-    return apply_element_mask(name, input, shape, p, seed, scale, 0.0, 0.0, inplace)
-
-
-def apply_element_mask(
-    name: str,
-    input: torch.Tensor,
-    shape: tuple[int, ...],
-    p: float,
-    seed: int | None,
-    scale: float,
-    shift: float,
-    fill: float,
-    inplace: bool,
-) -> torch.Tensor:
-    """``where(keep, input * scale + shift, fill)`` with the stream mask of ``shape``."""
-    noise = ElementMask(shape, p, resolve_seed(name, seed), scale, shift, fill)
-    return apply_noise(input, noise, inplace)
+    return apply_noise(input, ElementMask(shape, p, resolve_seed(name, seed), scale), inplace)
 
 
 def dropout(
@@ -124,7 +108,19 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    return masked_dropout("dropout", input, p, training, inplace, noise_shape, seed)
+    # inverted_dropout's steps written out, and apply_noise's common road taken directly: this
+    # is the most called op, and each Python frame costs every call.
+    check_input("dropout", input)
+    p = check_p("dropout", p)
+    shape = resolve_noise_shape("dropout", input, noise_shape)
+    if not check_training("dropout", training) or p == 0.0:
+        return input
+    seed_value = resolve_seed("dropout", seed)
+    noise = ElementMask(shape, p, seed_value, inverted_scale(p))
+    if type(seed_value) is int and input.requires_grad and torch.is_grad_enabled():
+        out: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
+        return out
+    return apply_noise(input, noise, inplace)
 
 
 def dropout_mask(
@@ -209,8 +205,9 @@ def alpha_dropout(
     if not check_training("alpha_dropout", training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
-    shape = tuple(input.shape)
-    return apply_element_mask("alpha_dropout", input, shape, p, seed, scale, shift, fill, inplace)
+    seed_value = resolve_seed("alpha_dropout", seed)
+    noise = ElementMask(tuple(input.shape), p, seed_value, scale, shift, fill)
+    return apply_noise(input, noise, inplace)
 
 
 def gaussian_dropout(

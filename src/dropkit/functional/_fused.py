@@ -23,7 +23,7 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import fused_bias_dropout
+from dropkit.kernels._dispatch import select
 from dropkit.kernels._philox import stream_keep_mask
 from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
 from dropkit.kernels._reference import compute_dtype
@@ -92,7 +92,8 @@ class _BiasDropout(torch.autograd.Function):
         ctx.has_residual = residual is not None
         if activation is not None:
             ctx.save_for_backward(x, bias)
-        return fused_bias_dropout(x, bias, residual, p, seed, inverted_scale(p), activation)
+        scale = inverted_scale(p)
+        return select(x).bias_dropout(x, bias, residual, p, seed, scale, activation)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:

@@ -12,7 +12,7 @@ import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import apply_noise, inverted_scale
-from dropkit.functional._elementwise import masked_dropout
+from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import (
     check_input,
     check_p,
@@ -81,7 +81,7 @@ def drop_path(
         raise ValueError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
     first = input.shape[0] if mode == "row" else 1
     shape = (first,) + (1,) * (input.dim() - 1)
-    return masked_dropout(
+    return inverted_dropout(
         "drop_path", input, p, training, inplace, shape, seed, scale_by_keep=scale_by_keep
     )
 

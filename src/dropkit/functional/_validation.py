@@ -87,10 +87,13 @@ def check_rank(name: str, input: torch.Tensor, ranks: Sequence[int], layout: str
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads ranks far apart in seed space
 
 
+_DISTRIBUTED = torch.distributed.is_available()
+
+
 def _rank() -> int:
     """This process's rank in the default process group, 0 without one."""
     dist = torch.distributed
-    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+    return dist.get_rank() if _DISTRIBUTED and dist.is_initialized() else 0
 
 
 _draws = threading.local()
@@ -126,6 +129,8 @@ def in_graph() -> bool:
 
 
 def _check_seed(name: str, seed: object) -> int:
+    if type(seed) is int and 0 <= seed < 2**64:  # the common case, without the ABC checks
+        return seed
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
     value = int(seed)
@@ -152,7 +157,9 @@ def resolve_seed(name: str, seed: object) -> Seed:
     0-dim int64 tensor with the same bits.
     """
     if in_graph():
-        exporting = torch._C._is_tracing() or torch.compiler.is_exporting()
+        # torch.jit.is_tracing, not torch._C._is_tracing: dynamo traces the former.
+        tracing = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
+        exporting = tracing or torch.compiler.is_exporting()
         if exporting and torch.onnx.is_in_onnx_export():
             raise RuntimeError(
                 f"{name}: a training-mode dropkit dropout cannot be exported to ONNX (its mask "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from dropkit.functional._elementwise import masked_dropout
+from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import check_input, check_rank
 
 __all__ = ["dropconnect", "embedding_dropout"]
@@ -41,7 +41,7 @@ def embedding_dropout(
         return handle_torch_function(embedding_dropout, (weight,), weight, p, training, seed=seed)
     check_input("embedding_dropout", weight)
     check_rank("embedding_dropout", weight, (2,), "(num_embeddings, embedding_dim)")
-    return masked_dropout(
+    return inverted_dropout(
         "embedding_dropout", weight, p, training, False, (weight.shape[0], 1), seed
     )
 
@@ -72,4 +72,4 @@ def dropconnect(
     """
     if has_torch_function_unary(weight):  # seen by TorchFunctionModes, as torch's
         return handle_torch_function(dropconnect, (weight,), weight, p, training, seed=seed)
-    return masked_dropout("dropconnect", weight, p, training, False, None, seed)
+    return inverted_dropout("dropconnect", weight, p, training, False, None, seed)

@@ -9,7 +9,7 @@ Half-precision tensors are handled through their bit patterns (numba has no floa
 values are widened to float32, computed, and rounded once to nearest-even, exactly as the
 reference computes in float32 and rounds.
 
-This module imports numba; :mod:`dropkit.kernels._dispatch` imports it only when a CPU kernel
+This module imports numba; :func:`dropkit.kernels.select` imports it only when a CPU kernel
 is about to run.
 """
 
@@ -26,15 +26,9 @@ from numba.extending import intrinsic
 
 from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
-from dropkit.kernels._reference import ACTIVATION_CODES
+from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
 
-__all__ = [
-    "affine_broadcast",
-    "affine_stream",
-    "bias_dropout_stream",
-    "keep_mask",
-    "stream_affine",
-]
+__all__ = ["NUMBA", "NumbaBackend"]
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -376,7 +370,9 @@ def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: i
     )
 
 
-# ------------------------------------------------------------------ torch-facing wrappers
+# ------------------------------------------------------------------ torch-facing writers
+# One calling convention: ``_write_<step>(inputs..., out, numbers...)`` takes contiguous CPU
+# tensors and Python numbers and fills ``out``; the backend below allocates and picks the step.
 
 
 _thread_count = [0]
@@ -390,91 +386,38 @@ def _threads() -> None:
         _thread_count[0] = wanted
 
 
-def _key(seed: int) -> tuple[np.uint32, np.uint32]:
-    return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)
-
-
-@functools.lru_cache(maxsize=256)
-def _threshold(p: float) -> np.uint32:
-    threshold = keep_threshold(p)
-    if threshold >= 2**32:
-        raise ValueError("dropkit kernels: p = 1 drops everything; the caller fills instead")
-    value: np.uint32 = np.uint32(threshold)
-    return value
+_LOW32 = 0xFFFFFFFF
 
 
 @functools.lru_cache(maxsize=256)
 def _thr(p: float) -> int:
-    """:func:`_threshold` as a Python int (what the pointer entry points take)."""
-    return int(_threshold(p))
+    """The keep threshold of ``p`` as a uint32 value (p = 1 is a fill, never a kernel)."""
+    threshold = keep_threshold(p)
+    if threshold >= 2**32:
+        raise ValueError("dropkit kernels: p = 1 drops everything; the caller fills instead")
+    return threshold
 
 
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
-def affine_stream(
-    x: torch.Tensor,
-    out: torch.Tensor,
-    p: float,
-    seed: int,
-    scale: float,
-    shift: float,
-    fill: float,
-) -> None:
-    """``out = where(stream_keep(p, seed), x * scale + shift, fill)`` element-wise.
-
-    ``x`` and ``out`` are contiguous CPU tensors of one dtype (``out`` may be ``x``); element
-    ``i`` uses stream element ``i``. Scalars are rounded to the compute dtype inside the kernel,
-    as torch does for ``tensor * python_float``.
-    """
-    n = x.numel()
-    dtype = x.dtype
-    half = dtype is torch.float16 or dtype is torch.bfloat16
-    serial = n < _SERIAL_BELOW and not half  # the half-precision driver is always parallel
-    if not serial:
-        _threads()
-    xp, op, k0, k1, thr = x.data_ptr(), out.data_ptr(), seed & 0xFFFFFFFF, seed >> 32, _thr(p)
-    if half:
-        _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, dtype is torch.bfloat16)
-    else:
-        _entry_float(xp, op, n, k0, k1, thr, scale, shift, fill, dtype is torch.float64, serial)
-
-
-def stream_affine(
-    x: torch.Tensor, p: float, seed: int, scale: float, shift: float, fill: float
-) -> torch.Tensor:
-    """:func:`affine_stream` into a new contiguous tensor, for any layout of ``x``."""
-    x = x.contiguous()
-    out = empty_like(x)
-    affine_stream(x, out, p, seed, scale, shift, fill)
-    return out
-
-
-def keep_mask(numel: int, p: float, seed: int) -> torch.Tensor:
-    """Stream keep mask of ``numel`` elements as a bool CPU tensor (the reference's values)."""
+def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
+    """``out`` (bool) = the stream keep mask of ``out.numel()`` elements."""
     _threads()
-    out = torch.empty(numel, dtype=torch.bool)
-    k0, k1 = _key(seed)
-    _keep_mask(out.numpy(), k0, k1, _threshold(p))
-    return out
+    _keep_mask(out.view(-1).numpy(), *_key(seed), np.uint32(_thr(p)))
 
 
-def affine_broadcast(
-    x: torch.Tensor,
-    out: torch.Tensor,
-    keep: torch.Tensor,
-    scale: float,
-    shift: float,
-    fill: float,
+def _write_broadcast(
+    x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor, scale: float, shift: float, fill: float
 ) -> None:
-    """``out = where(keep, x * scale + shift, fill)`` for float32/64 ``x`` of shape (A, B, C)
-    and a bool ``keep`` of shape (A, C)."""
+    """``out = where(keep, x * scale + shift, fill)`` for float32/64 ``x`` and ``out`` of shape
+    (A, B, C) and a bool ``keep`` of shape (A, C)."""
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]
     _broadcast_float(x.numpy(), out.numpy(), keep.numpy(), dt(scale), dt(shift), dt(fill))
 
 
-def bias_dropout_stream(
+def _write_bias_dropout(
     x: torch.Tensor,
     bias: torch.Tensor,
     residual: torch.Tensor | None,
@@ -484,22 +427,123 @@ def bias_dropout_stream(
     scale: float,
     activation: str | None,
 ) -> None:
-    """Fused ``where(keep, activation(x + bias) * scale, 0) (+ residual)`` for contiguous
-    float32/float64 CPU tensors; element ``i`` uses stream element ``i``."""
+    """``out = where(keep, activation(x + bias) * scale, 0) (+ residual)`` for float32/float64;
+    element ``i`` kept by stream element ``i``."""
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]
     flat = x.view(-1).numpy()
     res = residual.view(-1).numpy() if residual is not None else flat
-    k0, k1 = _key(seed)
     _bias_stream(
         flat,
         out.view(-1).numpy(),
         bias.numpy(),
         res,
         residual is not None,
-        k0,
-        k1,
-        _threshold(p),
+        *_key(seed),
+        np.uint32(_thr(p)),
         dt(scale),
         ACTIVATION_CODES[activation],
     )
+
+
+def _key(seed: int) -> tuple[np.uint32, np.uint32]:
+    return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)
+
+
+def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int, int] | None:
+    """``(A, B, C)`` such that the input is ``(A, B, C)`` and the mask ``(A, 1, C)``, if any."""
+    runs: list[tuple[bool, int]] = []  # (shared, size) runs of dims, size-1 dims ignored
+    for size, n in zip(shape, noise, strict=True):
+        if size == 1:
+            continue
+        shared = n == 1
+        if runs and runs[-1][0] == shared:
+            runs[-1] = (shared, runs[-1][1] * size)
+        else:
+            runs.append((shared, size))
+    shared_runs = [i for i, (shared, _) in enumerate(runs) if shared]
+    if len(shared_runs) != 1:
+        return None
+    i = shared_runs[0]
+    before = runs[i - 1][1] if i > 0 else 1
+    after = runs[i + 1][1] if i + 1 < len(runs) else 1
+    return before, runs[i][1], after
+
+
+class NumbaBackend:
+    """The CPU kernels: float16, bfloat16, float32 and float64 CPU tensors; the methods and
+    arguments of :class:`dropkit.kernels._reference.ReferenceBackend`, the same bits."""
+
+    name = "numba"
+
+    def masked_affine(
+        self,
+        x: torch.Tensor,
+        noise_shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        shift: float = 0.0,
+        fill: float = 0.0,
+    ) -> torch.Tensor:
+        n = x.numel()
+        if noise_shape == x.shape and p < 1.0 and n:  # the common case, straight to the kernel
+            xc = x.contiguous()
+            small = n < _SERIAL_BELOW  # no huge-page hint below this (and one call less)
+            out = (
+                torch.empty_like(xc, memory_format=torch.contiguous_format)
+                if small
+                else empty_like(xc)
+            )
+            dtype = x.dtype
+            xp, op, k0, k1, thr = xc.data_ptr(), out.data_ptr(), seed & _LOW32, seed >> 32, _thr(p)
+            if dtype is torch.float32 or dtype is torch.float64:
+                if not small:
+                    _threads()
+                is64 = dtype is torch.float64
+                _entry_float(xp, op, n, k0, k1, thr, scale, shift, fill, is64, small)
+            else:  # half precision: the driver is always parallel
+                _threads()
+                _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, dtype is torch.bfloat16)
+            return out
+        if p >= 1.0 or not x.numel():
+            return REFERENCE.masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+        keep = self.keep_mask(noise_shape, p, seed, x.device)
+        abc = _collapse(tuple(x.shape), noise_shape)
+        if abc is None or x.dtype not in _NUMPY_FLOATS:
+            return affine(x, keep, scale, shift, fill)
+        a, b, c = abc
+        xc = x.contiguous()
+        out = empty_like(xc)
+        _write_broadcast(xc.view(a, b, c), keep.view(a, c), out.view(a, b, c), scale, shift, fill)
+        return out
+
+    def keep_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, device: torch.device
+    ) -> torch.Tensor:
+        out = torch.empty(shape, dtype=torch.bool)
+        if p >= 1.0:
+            return out.fill_(False)
+        _write_keep_mask(out, p, seed)
+        return out
+
+    def bias_dropout(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        residual: torch.Tensor | None,
+        p: float,
+        seed: int,
+        scale: float,
+        activation: str | None,
+    ) -> torch.Tensor:
+        if p >= 1.0 or not x.numel() or x.dtype not in _NUMPY_FLOATS:
+            return REFERENCE.bias_dropout(x, bias, residual, p, seed, scale, activation)
+        xc = x.contiguous()
+        out = empty_like(xc)
+        res = residual.contiguous() if residual is not None else None
+        _write_bias_dropout(xc, bias.contiguous(), res, out, p, seed, scale, activation)
+        return out
+
+
+NUMBA = NumbaBackend()

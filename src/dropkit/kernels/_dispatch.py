@@ -16,9 +16,9 @@ once, when dropkit is imported, as torch reads its own; inside a running program
 :func:`backend`); forcing a backend that cannot run here is an error, while ``"auto"`` falls
 back to the reference with a one-time warning when an optional backend is missing.
 
-This runs on every dropout call, so the common case (``"auto"``, a CPU or CUDA float tensor)
-takes a few attribute reads: on a 64x256 activation the whole call is a few tens of
-microseconds, and every one of them shows in a small model's training step.
+:func:`select` returns a backend object (:class:`Backend`); every backend has the same three
+methods with the same arguments, so a new backend is one class and one branch here. This runs
+on every dropout call, so the common case (``"auto"``, a CPU float tensor) is the first branch.
 """
 
 from __future__ import annotations
@@ -27,25 +27,20 @@ import contextlib
 import contextvars
 import functools
 import importlib.util
-import math
 import os
 import warnings
 from collections.abc import Iterator
-from types import ModuleType
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 
-from dropkit.kernels._memory import empty_like
-from dropkit.kernels._philox import stream_keep_mask
-from dropkit.kernels._reference import affine
-from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
+from dropkit.kernels._reference import REFERENCE
 
 __all__ = [
     "BACKENDS",
+    "Backend",
     "available_backends",
     "backend",
-    "fused_bias_dropout",
     "masked_affine",
     "read_environment",
     "select",
@@ -144,75 +139,123 @@ def _requested() -> str:
     return _check_name(_environment, "DROPKIT_BACKEND")
 
 
-def select(x: torch.Tensor) -> str:
-    """The backend that runs an op on ``x`` now: ``"reference"``, ``"numba"`` or ``"triton"``."""
+class Backend(Protocol):
+    """What a backend provides: three apply steps, each returning a new tensor, with the
+    arguments of :class:`dropkit.kernels._reference.ReferenceBackend` and its bits."""
+
+    name: str
+
+    def masked_affine(
+        self,
+        x: torch.Tensor,
+        noise_shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        shift: float = 0.0,
+        fill: float = 0.0,
+    ) -> torch.Tensor: ...
+
+    def keep_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, device: torch.device
+    ) -> torch.Tensor: ...
+
+    def bias_dropout(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        residual: torch.Tensor | None,
+        p: float,
+        seed: int,
+        scale: float,
+        activation: str | None,
+    ) -> torch.Tensor: ...
+
+
+def select(x: torch.Tensor) -> Backend:
+    """The backend that runs an op on ``x`` now: the one selection point of dropkit.
+
+    Its ``name`` is ``"reference"``, ``"numba"`` or ``"triton"``. The common case (``"auto"``,
+    a float CPU tensor, numba installed) is the first branch.
+    """
+    if _forced.get() is None and _environment == "auto":
+        if x.is_cpu and x.dtype in _CPU_DTYPES:
+            loaded = _loaded.get("numba")  # set once numba is imported: no call on this road
+            if loaded is not None:
+                return loaded
+            return _numba() or _missing("numba", "pip install numba for the fast CPU kernels")
+        if x.is_cuda and x.dtype in _TRITON_DTYPES:
+            return _triton() or _missing("triton", "pip install triton for the fast GPU kernels")
+        return REFERENCE
     requested = _requested()
-    if requested == "reference":
-        return "reference"
+    if requested == "reference" or requested == "auto":
+        return REFERENCE if requested == "reference" else _auto_fallback(x)
     if requested == "triton":
-        if not _triton_installed():
+        triton_backend = _triton()
+        if triton_backend is None:
             raise RuntimeError("dropkit backend 'triton' was forced but triton is not installed")
         if x.dtype not in _TRITON_DTYPES or not (x.is_cuda or _interpreting()):
             raise RuntimeError(
                 f"dropkit backend 'triton' runs float16/bfloat16/float32 CUDA tensors (CPU "
                 f"tensors only with TRITON_INTERPRET=1), got {x.dtype} on {x.device}"
             )
-        return "triton"
-    cpu_ok = x.is_cpu and x.dtype in _CPU_DTYPES
-    if requested == "numba":
-        if not _numba_installed():
-            raise RuntimeError("dropkit backend 'numba' was forced but numba is not installed")
-        if not cpu_ok:
-            raise RuntimeError(
-                f"dropkit backend 'numba' runs float CPU tensors only, got {x.dtype} on "
-                f"{x.device}; use backend 'auto' or 'reference'"
-            )
-        return "numba"
-    if cpu_ok:
-        if _numba_installed():
-            return "numba"
-        _warn_missing("numba", "pip install numba for the fast CPU kernels")
-    elif x.is_cuda and x.dtype in _TRITON_DTYPES:
-        if _triton_installed():
-            return "triton"
-        _warn_missing("triton", "pip install triton for the fast GPU kernels")
-    return "reference"
+        return triton_backend
+    numba_backend = _numba()
+    if numba_backend is None:
+        raise RuntimeError("dropkit backend 'numba' was forced but numba is not installed")
+    if not (x.is_cpu and x.dtype in _CPU_DTYPES):
+        raise RuntimeError(
+            f"dropkit backend 'numba' runs float CPU tensors only, got {x.dtype} on "
+            f"{x.device}; use backend 'auto' or 'reference'"
+        )
+    return numba_backend
 
 
-def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int, int] | None:
-    """``(A, B, C)`` such that the input is ``(A, B, C)`` and the mask ``(A, 1, C)``, if any."""
-    runs: list[tuple[bool, int]] = []  # (shared, size) runs of dims, size-1 dims ignored
-    for size, n in zip(shape, noise, strict=True):
-        if size == 1:
-            continue
-        shared = n == 1
-        if runs and runs[-1][0] == shared:
-            runs[-1] = (shared, runs[-1][1] * size)
-        else:
-            runs.append((shared, size))
-    shared_runs = [i for i, (shared, _) in enumerate(runs) if shared]
-    if len(shared_runs) != 1:
-        return None
-    i = shared_runs[0]
-    before = runs[i - 1][1] if i > 0 else 1
-    after = runs[i + 1][1] if i + 1 < len(runs) else 1
-    return before, runs[i][1], after
+def _auto_fallback(x: torch.Tensor) -> Backend:
+    """``"auto"`` forced inside a ``backend(...)`` block: the same choice as by default."""
+    token = _forced.set(None)
+    try:
+        return select(x)
+    finally:
+        _forced.reset(token)
 
 
-def _numba_fast_path(x: torch.Tensor, noise_shape: tuple[int, ...], p: float) -> bool:
-    """Whether ``masked_affine(x, noise_shape, p, ...)`` is the common case that
-    :func:`dropkit.kernels._cpu.stream_affine` runs directly: backend "auto" with numba, a
-    non-empty CPU float tensor, an element-wise mask, ``p < 1``. Ordered cheapest first."""
-    return bool(
-        x.is_cpu
-        and p < 1.0
-        and noise_shape == x.shape
-        and _forced.get() is None
-        and _environment == "auto"
-        and x.dtype in _CPU_DTYPES
-        and _numba_installed()
-        and x.numel()
-    )
+def _missing(name: str, hint: str) -> Backend:
+    _warn_missing(name, hint)
+    return REFERENCE
+
+
+_loaded: dict[str, Backend | None] = {}
+
+
+def _numba() -> Backend | None:
+    """The numba backend, imported on first use; None if numba is not installed."""
+    try:
+        return _loaded["numba"]
+    except KeyError:
+        pass
+    try:
+        from dropkit.kernels._cpu import NUMBA  # imports numba
+    except ImportError:
+        _loaded["numba"] = None
+    else:
+        _loaded["numba"] = NUMBA
+    return _loaded["numba"]
+
+
+def _triton() -> Backend | None:
+    """The Triton backend, imported on first use; None if triton is not installed."""
+    try:
+        return _loaded["triton"]
+    except KeyError:
+        pass
+    try:
+        from dropkit.kernels._triton import TRITON  # imports triton
+    except ImportError:
+        _loaded["triton"] = None
+    else:
+        _loaded["triton"] = TRITON
+    return _loaded["triton"]
 
 
 def masked_affine(
@@ -226,79 +269,4 @@ def masked_affine(
 ) -> torch.Tensor:
     """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
     (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
-    if _numba_fast_path(x, noise_shape, p):
-        fast: torch.Tensor = _cpu_kernels().stream_affine(x, p, seed, scale, shift, fill)
-        return fast
-    backend = select(x) if x.numel() else "reference"
-    if backend == "reference":
-        keep = stream_keep_mask(noise_shape, p, seed, x.device)
-        return affine(x, keep, scale, shift, fill)
-    if p >= 1.0:  # everything dropped
-        return torch.full_like(x, fill)
-    full = noise_shape == x.shape
-    if backend == "numba":
-        cpu = _cpu_kernels()
-        if full:
-            stream: torch.Tensor = cpu.stream_affine(x, p, seed, scale, shift, fill)
-            return stream
-        keep = cpu.keep_mask(math.prod(noise_shape), p, seed).view(noise_shape)
-        abc = _collapse(tuple(x.shape), noise_shape)
-        if abc is None or x.dtype not in (torch.float32, torch.float64):
-            return affine(x, keep, scale, shift, fill)
-        a, b, c = abc
-        xc = x.contiguous()
-        out = empty_like(xc)
-        cpu.affine_broadcast(
-            xc.view(a, b, c), out.view(a, b, c), keep.view(a, c), scale, shift, fill
-        )
-        return out
-    triton_kernels = _triton_kernels()
-    if full:
-        xc = x.contiguous()
-        out = empty_like(xc)
-        triton_kernels.affine_stream(xc, out, p, seed, scale, shift, fill)
-        return out
-    keep = triton_kernels.keep_mask(math.prod(noise_shape), p, seed, x.device)
-    return affine(x, keep.view(noise_shape), scale, shift, fill)
-
-
-@functools.cache
-def _triton_kernels() -> ModuleType:
-    from dropkit.kernels import _triton  # imports triton: only once a GPU kernel is about to run
-
-    return _triton
-
-
-@functools.cache
-def _cpu_kernels() -> ModuleType:
-    from dropkit.kernels import _cpu  # imports numba: only once a CPU kernel is about to run
-
-    return _cpu
-
-
-def fused_bias_dropout(
-    x: torch.Tensor,
-    bias: torch.Tensor,
-    residual: torch.Tensor | None,
-    p: float,
-    seed: int,
-    scale: float,
-    activation: str | None,
-) -> torch.Tensor:
-    """``where(keep, activation(x + bias) * scale, 0) (+ residual)`` with the stream mask of
-    ``x``'s shape, on the backend :func:`select` picks. Returns a new tensor."""
-    backend = "reference" if x.numel() == 0 or p >= 1.0 else select(x)
-    if backend == "numba" and x.dtype in (torch.float32, torch.float64):
-        kernels: ModuleType | None = _cpu_kernels()
-    elif backend == "triton":
-        kernels = _triton_kernels()
-    else:
-        kernels = None
-    if kernels is not None:
-        xc = x.contiguous()
-        out = empty_like(xc)
-        res = residual.contiguous() if residual is not None else None
-        kernels.bias_dropout_stream(xc, bias.contiguous(), res, out, p, seed, scale, activation)
-        return out
-    keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
-    return reference_bias_dropout(x, bias, residual, keep, scale, activation)
+    return select(x).masked_affine(x, noise_shape, p, seed, scale, shift, fill)

@@ -1,10 +1,19 @@
-"""The reference apply step: ``where(keep, x * scale + shift, fill)`` in plain PyTorch."""
+"""The reference backend: each apply step in plain PyTorch, the ground truth of the kernels."""
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["ACTIVATION_CODES", "affine", "bias_dropout", "compute_dtype"]
+from dropkit.kernels._philox import Seed, stream_keep_mask
+
+__all__ = [
+    "ACTIVATION_CODES",
+    "REFERENCE",
+    "ReferenceBackend",
+    "affine",
+    "bias_dropout",
+    "compute_dtype",
+]
 
 #: The fused ops' activations, as the integer codes the CPU and GPU kernels branch on.
 ACTIVATION_CODES = {None: 0, "relu": 1, "gelu": 2}
@@ -56,3 +65,49 @@ def bias_dropout(
     if residual is not None:
         y = y + residual.to(dtype)
     return y.to(x.dtype)
+
+
+class ReferenceBackend:
+    """The ground truth: every op in plain PyTorch, on every device and dtype.
+
+    Every backend has these three methods with these arguments; each returns a new tensor.
+    """
+
+    name = "reference"
+
+    def masked_affine(
+        self,
+        x: torch.Tensor,
+        noise_shape: tuple[int, ...],
+        p: float,
+        seed: Seed,
+        scale: float,
+        shift: float = 0.0,
+        fill: float = 0.0,
+    ) -> torch.Tensor:
+        """``where(keep, x * scale + shift, fill)``, ``keep`` the stream mask of
+        ``noise_shape`` broadcast to ``x``."""
+        return affine(x, stream_keep_mask(noise_shape, p, seed, x.device), scale, shift, fill)
+
+    def keep_mask(
+        self, shape: tuple[int, ...], p: float, seed: Seed, device: torch.device
+    ) -> torch.Tensor:
+        """The stream keep mask of ``shape`` (bool)."""
+        return stream_keep_mask(shape, p, seed, device)
+
+    def bias_dropout(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        residual: torch.Tensor | None,
+        p: float,
+        seed: Seed,
+        scale: float,
+        activation: str | None,
+    ) -> torch.Tensor:
+        """``where(keep, activation(x + bias) * scale, 0) (+ residual)``, keep of x's shape."""
+        keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
+        return bias_dropout(x, bias, residual, keep, scale, activation)
+
+
+REFERENCE = ReferenceBackend()

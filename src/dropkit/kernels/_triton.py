@@ -17,10 +17,11 @@ import torch
 import triton
 import triton.language as tl
 
+from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
-from dropkit.kernels._reference import ACTIVATION_CODES
+from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
 
-__all__ = ["DTYPES", "affine_stream", "bias_dropout_stream", "keep_mask"]
+__all__ = ["DTYPES", "TRITON", "TritonBackend"]
 
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -129,10 +130,13 @@ def _threshold(p: float) -> int:
     return threshold
 
 
-def affine_stream(
+# One calling convention, as in the CPU module: ``_write_<step>(inputs..., out, numbers...)``
+# fills ``out`` from contiguous tensors; the backend below allocates and picks the step.
+
+
+def _write_masked_affine(
     x: torch.Tensor, out: torch.Tensor, p: float, seed: int, scale: float, shift: float, fill: float
 ) -> None:
-    """``out = where(stream_keep(p, seed), x * scale + shift, fill)`` for contiguous tensors."""
     n = x.numel()
     _affine_kernel[_grid(n)](
         x,
@@ -149,14 +153,12 @@ def affine_stream(
     )
 
 
-def keep_mask(numel: int, p: float, seed: int, device: torch.device) -> torch.Tensor:
-    """The stream keep mask of ``numel`` elements as a bool tensor on ``device``."""
-    out = torch.empty(numel, dtype=torch.int8, device=device)
-    _keep_kernel[_grid(numel)](out, numel, seed, _threshold(p), LANES=LANES)
-    return out.view(torch.bool)
+def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
+    n = out.numel()
+    _keep_kernel[_grid(n)](out.view(torch.int8), n, seed, _threshold(p), LANES=LANES)
 
 
-def bias_dropout_stream(
+def _write_bias_dropout(
     x: torch.Tensor,
     bias: torch.Tensor,
     residual: torch.Tensor | None,
@@ -166,7 +168,6 @@ def bias_dropout_stream(
     scale: float,
     activation: str | None,
 ) -> None:
-    """Fused ``where(keep, activation(x + bias) * scale, 0) (+ residual)``, contiguous tensors."""
     n = x.numel()
     _bias_kernel[_grid(n)](
         x,
@@ -183,3 +184,59 @@ def bias_dropout_stream(
         ACTIVATION=ACTIVATION_CODES[activation],
         enable_fp_fusion=False,
     )
+
+
+class TritonBackend:
+    """The GPU kernels: float16, bfloat16 and float32 CUDA tensors (CPU tensors in Triton's
+    interpreter); the methods and arguments of the reference backend, the same bits."""
+
+    name = "triton"
+
+    def masked_affine(
+        self,
+        x: torch.Tensor,
+        noise_shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        shift: float = 0.0,
+        fill: float = 0.0,
+    ) -> torch.Tensor:
+        if p >= 1.0 or not x.numel():
+            return REFERENCE.masked_affine(x, noise_shape, p, seed, scale, shift, fill)
+        if noise_shape == x.shape:
+            xc = x.contiguous()
+            out = empty_like(xc)
+            _write_masked_affine(xc, out, p, seed, scale, shift, fill)
+            return out
+        return affine(x, self.keep_mask(noise_shape, p, seed, x.device), scale, shift, fill)
+
+    def keep_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, device: torch.device
+    ) -> torch.Tensor:
+        out = torch.empty(shape, dtype=torch.bool, device=device)
+        if p >= 1.0:
+            return out.fill_(False)
+        _write_keep_mask(out, p, seed)
+        return out
+
+    def bias_dropout(
+        self,
+        x: torch.Tensor,
+        bias: torch.Tensor,
+        residual: torch.Tensor | None,
+        p: float,
+        seed: int,
+        scale: float,
+        activation: str | None,
+    ) -> torch.Tensor:
+        if p >= 1.0 or not x.numel():
+            return REFERENCE.bias_dropout(x, bias, residual, p, seed, scale, activation)
+        xc = x.contiguous()
+        out = empty_like(xc)
+        res = residual.contiguous() if residual is not None else None
+        _write_bias_dropout(xc, bias.contiguous(), res, out, p, seed, scale, activation)
+        return out
+
+
+TRITON = TritonBackend()

@@ -1,0 +1,73 @@
+"""Per-call cost of dropkit.nn.Dropout(0.5) on a 64x256 float32 input that requires grad.
+
+    python benchmarks/bench_percall.py
+
+Prints two things. The Python function calls made by one forward and by one backward (profile
+"call" events: deterministic, so comparable across machines and loads), each named. And the
+median time per call, interleaved in one process with a native ``x * 2`` (the floor of any
+element-wise op) and with the bare CPU kernel on the same tensor (what is not Python); read
+the ratios, the machine this was written on is shared and noisy. Summarized in
+docs/benchmarks.md.
+"""
+
+import statistics
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from dropkit import nn
+from dropkit.kernels import select
+
+
+def python_calls(fn: Callable[[], object]) -> list[str]:
+    names: list[str] = []
+
+    def profile(frame, event, arg):  # type: ignore[no-untyped-def]
+        if event == "call":
+            names.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        fn()
+    finally:
+        sys.setprofile(None)
+    return names
+
+
+def main() -> None:
+    torch.set_num_threads(1)
+    x = torch.randn(64, 256, requires_grad=True, generator=torch.Generator().manual_seed(0))
+    upstream = torch.ones(64, 256)
+    layer = nn.Dropout(0.5)
+    for _ in range(5):
+        layer(x).backward(upstream)
+    out: list[torch.Tensor] = []
+    forward = python_calls(lambda: out.append(layer(x)))
+    backward = python_calls(lambda: out[0].backward(upstream))
+    print(f"forward: {len(forward)} Python calls: {' > '.join(forward)}")
+    print(f"backward: {len(backward)} Python calls: {' > '.join(backward)}")
+
+    backend = select(x)
+    detached = x.detach()
+    cases: dict[str, Callable[[], object]] = {
+        "dropkit forward": lambda: layer(x),
+        "dropkit forward+backward": lambda: layer(x).backward(upstream),
+        "kernel alone": lambda: backend.masked_affine(detached, (64, 256), 0.5, 1, 2.0),
+        "x * 2 forward": lambda: x * 2.0,
+        "x * 2 forward+backward": lambda: (x * 2.0).backward(upstream),
+    }
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(25):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            for _ in range(50):
+                fn()
+            times[name].append((time.perf_counter() - start) / 50 * 1e6)
+    for name, values in times.items():
+        print(f"{name:26s} {statistics.median(values):8.1f} us")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,503 @@
+"""Speed benchmarks: dropkit vs torch, side by side in one process (``dropkit bench`` and the
+scripts in ``benchmarks/``).
+
+They live with the experiments because they train the experiments' models on its data sets;
+the CLI command only parses and prints. Times on a shared machine are noisy, so every contender
+is timed in interleaved rounds (one run of each per round) and the median is kept; what to
+read are the ratios within one run.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+import dropkit.functional as DF
+from dropkit import nn as dk_nn
+
+__all__ = [
+    "ConvertRow",
+    "KernelRow",
+    "LoopRow",
+    "MlpRow",
+    "bench_convert",
+    "bench_fused",
+    "bench_kernels",
+    "bench_mc",
+    "bench_mlp",
+    "bench_training_loop",
+    "convert_models",
+    "mc_cnn",
+]
+
+
+@dataclass(frozen=True)
+class KernelRow:
+    """Median milliseconds of each contender for one (size, dtype, pass)."""
+
+    numel: int
+    dtype: str
+    pass_: str  # "forward" or "forward+backward"
+    times_ms: dict[str, float]
+
+    def to_json(self) -> dict[str, object]:
+        row = asdict(self)
+        row["pass"] = row.pop("pass_")
+        return row
+
+
+@dataclass(frozen=True)
+class MlpRow:
+    """Median seconds per epoch of the MLP with each kind of dropout."""
+
+    variant: str
+    epoch_s: float
+    overhead_pct: float  # vs the same model without dropout
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median seconds of one call of each contender, timed round-robin after a warm-up call."""
+    for run in contenders.values():
+        run()
+    samples: dict[str, list[float]] = {name: [] for name in contenders}
+    for _ in range(rounds):
+        for name, run in contenders.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: statistics.median(times) for name, times in samples.items()}
+
+
+def _repeat(fn: Callable[[], object], times: int) -> Callable[[], object]:
+    def run() -> object:
+        for _ in range(times):
+            fn()
+        return None
+
+    return run
+
+
+def _train_step(
+    op: Callable[[torch.Tensor], torch.Tensor], *, leaf: torch.Tensor, grad: torch.Tensor
+) -> Callable[[], None]:
+    def run() -> None:
+        leaf.grad = None
+        op(leaf).backward(grad)  # type: ignore[no-untyped-call]
+
+    return run
+
+
+def bench_kernels(
+    sizes: Sequence[int],
+    dtypes: Sequence[torch.dtype] = (torch.float32, torch.bfloat16),
+    *,
+    p: float = 0.5,
+    rounds: int = 7,
+    compiled: bool = True,
+) -> list[KernelRow]:
+    """Forward and forward+backward of element-wise dropout on CPU tensors of each size.
+
+    Contenders: ``dropkit`` (the default backend), ``torch`` (``F.dropout``), ``torch.compile``
+    (``F.dropout`` compiled with dynamic shapes, once per dtype) and two copies: ``copy`` into an
+    existing tensor (the memory-bandwidth limit) and ``clone`` (a copy into a new tensor, which
+    also pays for fresh memory, as every out-of-place op does).
+    """
+    rows: list[KernelRow] = []
+    for dtype in dtypes:
+        torch_compiled = (
+            torch.compile(lambda t: torch.nn.functional.dropout(t, p, True), dynamic=True)
+            if compiled
+            else None
+        )
+        for numel in sizes:
+            x = torch.randn(numel).to(dtype)
+            reps = max(1, (1 << 20) // numel)  # keep each timed call above timer noise
+            sink = torch.empty_like(x)
+            forward: dict[str, Callable[[], object]] = {
+                "dropkit": functools.partial(DF.dropout, x, p),
+                "torch": functools.partial(torch.nn.functional.dropout, x, p),
+                "copy": functools.partial(sink.copy_, x),
+                "clone": x.clone,
+            }
+            if torch_compiled is not None:
+                forward["torch.compile"] = functools.partial(torch_compiled, x)
+            times = _interleaved({k: _repeat(v, reps) for k, v in forward.items()}, rounds)
+            rows.append(
+                KernelRow(
+                    numel, str(dtype), "forward", {k: v / reps * 1e3 for k, v in times.items()}
+                )
+            )
+
+            leaf = x.clone().requires_grad_()
+            grad = torch.ones_like(x)
+            train_step = functools.partial(_train_step, leaf=leaf, grad=grad)
+            both: dict[str, Callable[[], object]] = {
+                "dropkit": train_step(lambda t: DF.dropout(t, p)),
+                "torch": train_step(lambda t: torch.nn.functional.dropout(t, p)),
+            }
+            if torch_compiled is not None:
+                both["torch.compile"] = train_step(torch_compiled)
+            times = _interleaved({k: _repeat(v, reps) for k, v in both.items()}, rounds)
+            rows.append(
+                KernelRow(
+                    numel,
+                    str(dtype),
+                    "forward+backward",
+                    {k: v / reps * 1e3 for k, v in times.items()},
+                )
+            )
+    return rows
+
+
+def _mlp(dropout: Callable[[], nn.Module]) -> nn.Module:
+    return nn.Sequential(
+        nn.Linear(64, 256),
+        nn.ReLU(),
+        dropout(),
+        nn.Linear(256, 128),
+        nn.ReLU(),
+        dropout(),
+        nn.Linear(128, 10),
+    )
+
+
+class _NativeScale(nn.Module):
+    """``x * 2``: the cheapest element-wise op torch can run where dropout sits (a floor)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0
+
+
+class _ScaleFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x * 2.0
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad * 2.0
+
+
+class _PythonScale(nn.Module):
+    """``x * 2`` as a Python ``autograd.Function``: the floor of any op whose forward and
+    backward are Python (as a mask-free dropout's are, without a compiled extension)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = _ScaleFunction.apply(x)  # type: ignore[no-untyped-call]
+        return out
+
+
+def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> list[MlpRow]:
+    """Seconds per epoch of the MLP 64-256-128-10, dropout 0.5 after both hidden layers.
+
+    Trained with Adam (lr 1e-3), batches of 64 drawn by indexing in-memory tensors, on
+    ``samples`` inputs of 64 features (the size of the 8x8 digits; the values do not change the
+    time). Variants: no dropout, two floors in dropout's place (``x * 2`` as a native op and as
+    a Python ``autograd.Function``), ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all
+    are interleaved.
+    """
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(samples, 64, generator=generator)
+    targets = torch.randint(0, 10, (samples,), generator=generator)
+    variants: dict[str, Callable[[], nn.Module]] = {
+        "no dropout": nn.Identity,
+        "floor: x * 2, native": _NativeScale,
+        "floor: x * 2, Python autograd.Function": _PythonScale,
+        "torch dropout": lambda: nn.Dropout(0.5),
+        "dropkit dropout": lambda: dk_nn.Dropout(0.5),
+    }
+
+    def epoch_runner(make: Callable[[], nn.Module]) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = _mlp(make)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loss_fn = nn.CrossEntropyLoss()
+
+        def run() -> None:
+            order = torch.randperm(samples, generator=generator)
+            for start in range(0, samples, batch_size):
+                index = order[start : start + batch_size]
+                optimizer.zero_grad(set_to_none=True)
+                loss_fn(model(inputs[index]), targets[index]).backward()
+                optimizer.step()
+
+        return run
+
+    times = _interleaved({k: epoch_runner(v) for k, v in variants.items()}, epochs)
+    base = times["no dropout"]
+    return [MlpRow(k, v, (v / base - 1.0) * 100.0) for k, v in times.items()]
+
+
+@dataclass(frozen=True)
+class LoopRow:
+    """Median seconds per epoch of one way of feeding batches."""
+
+    loop: str
+    epoch_s: float
+
+    def to_json(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def bench_training_loop(*, epochs: int = 7, dataset: str = "digits") -> list[LoopRow]:
+    """One epoch of the runner's MLP (256-128, dropout 0.2) on ``dataset``, fed two ways.
+
+    ``in-memory indexing`` is what ``dropkit compare`` does (a permutation, then slicing tensors
+    held in memory); ``DataLoader`` is the textbook loop over
+    ``DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)``. Same model, optimizer and
+    data; epochs of the two are interleaved.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dropkit.experiments.datasets import load_dataset
+    from dropkit.experiments.models import build_model
+
+    data = load_dataset(dataset)
+    x, y = data.x_train, data.y_train
+
+    def runner(feed: str) -> Callable[[], None]:
+        torch.manual_seed(0)
+        model = build_model("mlp", data.input_shape, data.num_classes, rate=0.2)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True)
+        generator = torch.Generator().manual_seed(0)
+
+        def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
+            optimizer.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(model(xb), yb).backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+        def in_memory() -> None:
+            order = torch.randperm(len(y), generator=generator)
+            for i in range(0, len(y), 64):
+                index = order[i : i + 64]
+                step(x[index], y[index])
+
+        def data_loader() -> None:
+            for xb, yb in loader:
+                step(xb, yb)
+
+        return in_memory if feed == "in-memory indexing" else data_loader
+
+    def batched_runs(runs: int = 3) -> Callable[[], None]:
+        # What dropkit compare does: the seeds of a rate trained together (timed per epoch of
+        # all of them; divided by the run count below).
+        from dropkit.experiments.batched import StackedMLP
+
+        mlps = []
+        for seed in range(runs):
+            torch.manual_seed(seed)
+            mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=0.2))
+        generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
+        model = StackedMLP(mlps, generators)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def epoch() -> None:
+            orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
+            for i in range(0, len(y), 64):
+                index = orders[:, i : i + 64]
+                logits = model(x[index])
+                loss = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), y[index], reduction="none"
+                ).mean(1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+
+        return epoch
+
+    feeds = ("in-memory indexing", "DataLoader")
+    contenders: dict[str, Callable[[], object]] = {feed: runner(feed) for feed in feeds}
+    contenders["3 runs stacked"] = batched_runs(3)
+    times = _interleaved(contenders, epochs)
+    rows = [LoopRow(feed, times[feed]) for feed in feeds]
+    rows.append(LoopRow("in-memory, 3 runs stacked (per run)", times["3 runs stacked"] / 3))
+    return rows
+
+
+@dataclass(frozen=True)
+class ConvertRow:
+    """Median milliseconds per training step of a stock torch model, as is and converted."""
+
+    model: str
+    torch_ms: float
+    converted_ms: float
+
+    @property
+    def speedup(self) -> float:
+        return self.torch_ms / self.converted_ms
+
+    def to_json(self) -> dict[str, object]:
+        return {**asdict(self), "speedup": self.speedup}
+
+
+def _mlp_torch(widths: Sequence[int]) -> nn.Module:
+    """``Linear, ReLU, nn.Dropout(0.5)`` per hidden layer, then a last ``Linear``."""
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in itertools.pairwise(widths[:-1]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU(), nn.Dropout(0.5)]
+    return nn.Sequential(*layers, nn.Linear(widths[-2], widths[-1]))
+
+
+def _transformer(d_model: int, layers: int) -> nn.Module:
+    layer = nn.TransformerEncoderLayer(d_model, 4, 4 * d_model, dropout=0.1, batch_first=True)
+    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+
+
+def convert_models(
+    scale: float = 1.0,
+) -> dict[str, tuple[Callable[[], nn.Module], torch.Tensor]]:
+    """The stock torch models of :func:`bench_convert` with an input batch each; ``scale``
+    shrinks their batches and widths (for tests)."""
+
+    def n(size: int) -> int:
+        return max(2, int(size * scale))
+
+    return {
+        "MLP 64-256-128-10, batch 64": (
+            lambda: _mlp_torch([64, n(256), n(128), 10]),
+            torch.randn(n(64), 64),
+        ),
+        "nn.TransformerEncoder, 2 layers, d_model 256, batch 16x128": (
+            lambda: _transformer(4 * n(64), 2),
+            torch.randn(n(16), n(128), 4 * n(64)),
+        ),
+        "MLP 1024-4096-4096-10, batch 256": (
+            lambda: _mlp_torch([1024, n(4096), n(4096), 10]),
+            torch.randn(n(256), 1024),
+        ),
+    }
+
+
+def bench_convert(*, rounds: int = 9, scale: float = 1.0) -> list[ConvertRow]:
+    """Training steps (Adam, loss: mean square of the output) of stock torch models with
+    ``nn.Dropout``, before and after ``dropkit.convert``; steps of the two alternate.
+
+    The models: the engine issue's small MLP (dropout 0.5), torch's own ``TransformerEncoder``
+    (dropout 0.1; its attention-weight dropout is inside ``MultiheadAttention``, which convert
+    leaves alone) and a wide MLP whose step is dominated by matrix products.
+    """
+    from dropkit import convert
+
+    def stepper(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            model(x).square().mean().backward()
+            optimizer.step()
+
+        return step
+
+    rows = []
+    for name, (make, x) in convert_models(scale).items():
+        torch.manual_seed(0)
+        original = make()
+        times = _interleaved(
+            {"torch": stepper(original, x), "converted": stepper(convert(original), x)}, rounds
+        )
+        rows.append(ConvertRow(name, times["torch"] * 1e3, times["converted"] * 1e3))
+    return rows
+
+
+def bench_fused(
+    *, shape: tuple[int, ...] = (16, 512, 1024), p: float = 0.1, rounds: int = 7
+) -> dict[str, dict[str, float]]:
+    """``residual + dropout(x + bias)``: dropkit's fused op vs the eager torch expression.
+
+    Returns median milliseconds per pass ("forward", "forward+backward") per contender.
+    """
+    x = torch.randn(shape)
+    bias = torch.randn(shape[-1])
+    residual = torch.randn(shape)
+
+    def eager(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return r + torch.nn.functional.dropout(x + b, p)
+
+    def fused(x: torch.Tensor, b: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        return DF.bias_dropout_add(x, b, r, p)
+
+    results: dict[str, dict[str, float]] = {}
+    forward = _interleaved(
+        {
+            "torch eager": functools.partial(eager, x, bias, residual),
+            "dropkit fused": functools.partial(fused, x, bias, residual),
+        },
+        rounds,
+    )
+    results["forward"] = {k: v * 1e3 for k, v in forward.items()}
+    xs, bs, rs = (t.clone().requires_grad_() for t in (x, bias, residual))
+    grad = torch.ones(shape)
+
+    def step(op: Callable[..., torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            xs.grad = bs.grad = rs.grad = None
+            op(xs, bs, rs).backward(grad)  # type: ignore[no-untyped-call]
+
+        return run
+
+    both = _interleaved({"torch eager": step(eager), "dropkit fused": step(fused)}, rounds)
+    results["forward+backward"] = {k: v * 1e3 for k, v in both.items()}
+    return results
+
+
+def mc_cnn() -> nn.Module:
+    """The CNN of the Monte Carlo benchmark (the common small-image shape)."""
+    return nn.Sequential(
+        nn.Conv2d(3, 64, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(64, 128, 3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Dropout2d(0.25),
+        nn.Flatten(),
+        nn.Linear(8192, 512),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Linear(512, 10),
+    )
+
+
+def bench_mc(
+    *, samples: int = 20, batch: int = 64, rounds: int = 5, model: nn.Module | None = None
+) -> dict[str, float]:
+    """Median seconds for S Monte Carlo passes over ``batch`` 3x32x32 inputs, three ways.
+
+    ``train() + loop``: the common recipe (``model.train()``, then S forward passes under
+    ``no_grad``); ``replicate``: ``dropkit.mc.predict`` with the input replicated S times;
+    ``predict (shared prefix)``: ``dropkit.mc.predict`` computing the part before the first
+    dropout once.
+    """
+    from dropkit.mc import predict
+
+    torch.manual_seed(0)
+    net = model if model is not None else mc_cnn()
+    x = torch.randn(batch, 3, 32, 32)
+
+    def loop() -> None:
+        net.train()
+        with torch.no_grad():
+            torch.stack([net(x) for _ in range(samples)])
+        net.eval()
+
+    contenders: dict[str, Callable[[], object]] = {
+        "train() + loop": loop,
+        "replicate": functools.partial(predict, net, x, samples, share_prefix=False),
+        "predict (shared prefix)": functools.partial(predict, net, x, samples),
+    }
+    return _interleaved(contenders, rounds)
