@@ -8,10 +8,12 @@ misclassification AUROC and two out-of-distribution AUROCs, test inputs against
 ``noise`` (Gaussian inputs with each feature's test mean and standard deviation) and
 ``shuffled`` (each test input's features randomly permuted: the values kept, the structure
 gone). The uncertainty score is 1 - max probability for the deterministic model and the
-predictive entropy for MC and moments. Timing: each method's call on the whole test set, on one
-thread, the three interleaved ``--rounds`` (15) times; the CPU time of the thread (not wall time, which
-on a shared machine mostly measures the neighbours), minimum over rounds. Ratios matter, not
-absolute times. Writes benchmarks/results/uncertainty.json; the table is in docs/uncertainty.md.
+predictive entropy for MC and moments. ``var_ratio``: the median over test logits of the
+moments variance over the MC (S = 30) variance. Timing: each method's call on the whole test
+set, on one thread, the three interleaved ``--rounds`` (15) times; the CPU time of the thread
+(not wall time, which on a shared machine mostly measures the neighbours), minimum over rounds.
+Ratios matter, not absolute times. Writes benchmarks/results/uncertainty.json; the table is
+in docs/uncertainty.md.
 """
 
 from __future__ import annotations
@@ -43,17 +45,19 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-12).log()).sum(-1)
 
 
-def _run(method: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(probabilities, uncertainty) of one method on x."""
+def _run(
+    method: str, model: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(probabilities, uncertainty, logit variance or None) of one method on x."""
     if method == "deterministic":
         model.eval()
         with torch.no_grad():
             probs = torch.softmax(model(x), -1)
-        return probs, 1.0 - probs.max(-1).values
+        return probs, 1.0 - probs.max(-1).values, None
     kind = "sampling" if method.startswith("MC") else "moments"
     result = predict(model, x, SAMPLES, seed=0, method=kind)
     probs = result.probs
-    return probs, _entropy(probs)
+    return probs, _entropy(probs), result.variance
 
 
 def ood_sets(x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -75,8 +79,9 @@ def evaluate(
     OOD AUROCs."""
     oods = ood_sets(x)
     rows: dict[str, dict[str, float]] = {}
+    variances: dict[str, torch.Tensor | None] = {}
     for method in METHODS:
-        probs, uncertainty = _run(method, model, x)
+        probs, uncertainty, variances[method] = _run(method, model, x)
         row = {
             "accuracy": (probs.argmax(1) == y).float().mean().item(),
             "nll": negative_log_likelihood(probs, y),
@@ -86,6 +91,10 @@ def evaluate(
         for name, x_out in oods.items():
             row[f"ood_{name}_auroc"] = ood_auroc(uncertainty, _run(method, model, x_out)[1])
         rows[method] = row
+    mc_var, moments_var = variances[METHODS[1]], variances["moments"]
+    assert mc_var is not None
+    assert moments_var is not None
+    rows["moments"]["var_ratio"] = (moments_var / mc_var.clamp_min(1e-12)).median().item()
     times: dict[str, list[float]] = {m: [] for m in METHODS}
     for r in range(rounds):
         order = METHODS[r % 3 :] + METHODS[: r % 3]  # rotate: no method always runs first
@@ -159,9 +168,9 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
     torch.set_num_threads(1)
     report: dict[str, Any] = {}
     keys = ("accuracy", "nll", "ece", "error_auroc", "ood_noise_auroc", "ood_shuffled_auroc")
-    header = "| model | method | " + " | ".join(keys) + " | time | speed-up vs MC |"
+    header = "| model | method | " + " | ".join(keys) + " | CPU time | speed-up vs MC | var_ratio |"
     print_(header)
-    print_("|" + "---|" * (len(keys) + 4))
+    print_("|" + "---|" * (len(keys) + 5))
     for directory in args.directories:
         for name, model, data in _load(directory):
             rows = evaluate(model, data.x_test, data.y_test, rounds=args.rounds)
@@ -177,10 +186,9 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
                     cells.append(_fmt(row[key], key) + mark)
                 speed = mc["seconds"] / row["seconds"]
                 speed_mark = (" ✓" if checks["speed"] else " ✗") if method == "moments" else ""
-                print_(
-                    f"| {name} | {method} | " + " | ".join(cells) + f" | "
-                    f"{_fmt(row['seconds'], 'seconds')} | {speed:.1f}x{speed_mark} |"
-                )
+                ratio = f"{row['var_ratio']:.2f}" if "var_ratio" in row else ""
+                cells += [_fmt(row["seconds"], "seconds"), f"{speed:.1f}x{speed_mark}", ratio]
+                print_(f"| {name} | {method} | " + " | ".join(cells) + " |")
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "uncertainty.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
