@@ -109,3 +109,63 @@ def test_bad_usage_exits_2(models, args, message) -> None:
 def test_module_attr_spec() -> None:
     result = runner.invoke(app, ["doctor", "torch.nn:Identity"])
     assert result.exit_code == 0, result.output
+
+
+KEYWORDS = textwrap.dedent(
+    """
+    import torch
+    from torch import nn
+
+    class Tagger(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(10, 8)
+            self.drop = nn.Dropout(0.1)
+            self.head = nn.Linear(8, 2)
+
+        def forward(self, input_ids, attention_mask):
+            h = self.drop(self.embed(input_ids)) * attention_mask[..., None]
+            return {"logits": self.head(h)}
+    """
+)
+
+
+def test_input_file_of_keyword_inputs_and_of_positional_ones(tmp_path) -> None:
+    path = tmp_path / "tagger.py"
+    path.write_text(KEYWORDS)
+    ids, mask = torch.randint(0, 10, (2, 5)), torch.ones(2, 5)
+    torch.save({"input_ids": ids, "attention_mask": mask}, tmp_path / "kw.pt")
+    torch.save([ids, mask], tmp_path / "pos.pt")
+    for saved in ("kw.pt", "pos.pt"):
+        result = runner.invoke(app, ["doctor", f"{path}:Tagger", "--input", str(tmp_path / saved)])
+        assert result.exit_code == 0, result.output
+        assert "No dropout mistakes found." in result.output
+    torch.save({"input_ids": ids, "n": 3}, tmp_path / "bad.pt")
+    result = runner.invoke(app, ["doctor", f"{path}:Tagger", "--input", str(tmp_path / "bad.pt")])
+    assert result.exit_code == 2
+    assert "expected a tensor, a list of tensors" in result.output
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("import sys\nsys.exit(0)\n", "exits on import (SystemExit(0))"),
+        ("raise SystemExit(3)\n", "exits on import (SystemExit(3))"),
+        ("import sys\ndef f():\n    sys.exit(1)\n", "calling it exits (SystemExit(1))"),
+    ],
+    ids=["exit-0-on-import", "exit-3-on-import", "exit-in-factory"],
+)
+def test_a_model_file_that_exits_is_a_usage_error_not_a_pass(tmp_path, source, message) -> None:
+    path = tmp_path / "script.py"
+    path.write_text(source)
+    result = runner.invoke(app, ["doctor", f"{path}:f"])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_an_input_shape_too_large_to_run_is_refused(models) -> None:
+    result = runner.invoke(
+        app, ["doctor", f"{models}:good", "--input-shape", "100000,100000,100000"]
+    )
+    assert result.exit_code == 2
+    assert "too large for a check" in result.output

@@ -215,3 +215,165 @@ def test_dropkit_functional_calls_are_seen_like_torch_ones() -> None:
             return fused(DF.bias_dropout_add(x, b, x, 0.1, self.training))
 
     assert codes(Epilogue(), x) == []
+
+
+class EncoderDecoder(nn.Module):
+    """T5's shape: the encoder ends in a dropout whose output feeds the decoder's cross-attention
+    and is also returned beside the logits."""
+
+    def __init__(self, as_dict: bool) -> None:
+        super().__init__()
+        self.as_dict = as_dict
+        self.encoder = nn.Sequential(nn.Linear(4, 8), nn.LayerNorm(8), nn.Dropout(0.1))
+        self.cross = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor):
+        memory = self.encoder(x)
+        logits = self.head(torch.tanh(self.cross(memory) + y))
+        if self.as_dict:
+            return {"logits": logits, "encoder_last_hidden_state": memory}
+        return logits, memory
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_dk002_an_encoders_final_dropout_is_not_the_output(as_dict) -> None:
+    inputs = {"x": torch.randn(2, 4), "y": torch.randn(2, 8)}
+    assert codes(EncoderDecoder(as_dict), inputs) == []
+
+    class OnlyReturned(EncoderDecoder):  # the dropped tensor is the output users read
+        def forward(self, x: torch.Tensor, y: torch.Tensor):
+            return self.encoder(x), self.head(y)
+
+    assert codes(OnlyReturned(as_dict), inputs) == ["DK002"]
+
+
+class DenseBlock(nn.Module):
+    """DenseNet's recipe: each layer's dropped features are concatenated into the next one's
+    BatchNorm input."""
+
+    def __init__(self, channels: int, layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.Sequential(
+                nn.BatchNorm2d(channels + 2 * i), nn.ReLU(), nn.Conv2d(channels + 2 * i, 2, 3, 1, 1)
+            )
+            for i in range(layers)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = [x]
+        for layer in self.layers:
+            new = F.dropout(layer(torch.cat(features, 1)), 0.2, self.training)
+            features.append(new)
+        return torch.cat(features, 1).mean((2, 3), keepdim=True)
+
+
+def test_dk005_sees_through_cat_and_a_repeated_mistake_is_one_finding() -> None:
+    assert codes(DenseBlock(4, layers=4), torch.randn(2, 4, 6, 6)) == ["DK003", "DK005"]
+    blocks = nn.Sequential(DenseBlock(4, 3), DenseBlock(10, 3), nn.Flatten())
+    report = check(blocks, torch.randn(2, 4, 6, 6))
+    assert report.codes() == ["DK003", "DK005"]
+    assert "; the same in 1 more DenseBlock module (1)" in report.findings[0].message
+    good = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout2d(0.2), nn.Conv2d(4, 4, 3)
+    )
+    assert codes(good, torch.randn(2, 3, 8, 8)) == []
+
+
+def test_dk016_dropout_twice_in_a_row() -> None:
+    bad = nn.Sequential(
+        nn.Linear(4, 8), nn.Dropout(0.2), nn.Flatten(), nn.Dropout(0.3), nn.Linear(8, 2)
+    )
+    report = check(bad, torch.randn(2, 4))
+    assert report.codes() == ["DK016"]
+    assert report.findings[0].where == "3"
+    assert "in effect p=0.44" in report.findings[0].message
+    good = nn.Sequential(
+        nn.Linear(4, 8),
+        nn.Dropout(0.2),
+        nn.ReLU(),
+        nn.Linear(8, 8),
+        nn.Dropout(0.3),
+        nn.Linear(8, 2),
+    )
+    assert codes(good, torch.randn(2, 4)) == []
+    channel_then_element = nn.Sequential(
+        nn.Conv2d(3, 4, 3), nn.Dropout2d(0.2), nn.Flatten(), nn.Dropout(0.2), nn.Linear(144, 2)
+    )
+    assert codes(channel_then_element, torch.randn(2, 3, 8, 8)) == []
+    # Dropout then stochastic depth on a residual branch is the usual recipe, not a repeat.
+    branch = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), dk_nn.DropPath(0.1))
+
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.branch = branch
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.branch(x)
+
+    assert codes(nn.Sequential(Block(), nn.Linear(8, 2)), torch.randn(2, 8)) == []
+
+
+class FunctionalRate(nn.Module):
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.p = p
+        self.fc = nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(F.dropout(self.fc(x), self.p, self.training))
+
+
+def test_dk017_functional_rate_above_one_half() -> None:
+    report = check(FunctionalRate(0.7), torch.randn(2, 8))
+    assert report.codes() == ["DK017"]
+    assert "drops 0.7" in report.findings[0].message
+    assert codes(FunctionalRate(0.5), torch.randn(2, 8)) == []
+
+
+class ScaledLinear(nn.Module):
+    """A user's layer with parameters and no submodules: the doctor sees the calls inside it."""
+
+    def __init__(self, mistake: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(8, 8))
+        self.mistake = mistake
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x @ self.weight
+        return F.dropout(x, 0.3, training=True if self.mistake else self.training)
+
+
+def test_mistakes_inside_a_leaf_module_with_parameters() -> None:
+    model = nn.Sequential(ScaledLinear(mistake=True), nn.Linear(8, 2))
+    report = check(model, torch.randn(2, 8))
+    assert report.codes() == ["DK008"]
+    assert report.findings[0].where == "0"
+    assert (
+        codes(nn.Sequential(ScaledLinear(mistake=False), nn.Linear(8, 2)), torch.randn(2, 8)) == []
+    )
+
+
+class Keywords(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 8)
+        self.drop = nn.Dropout(0.1)
+        self.head = nn.Linear(8, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None):
+        h = self.drop(self.embed(input_ids))
+        if attention_mask is not None:
+            h = h * attention_mask[..., None]
+        return {"logits": self.head(h.mean(1))}
+
+
+def test_keyword_positional_and_tensor_inputs() -> None:
+    ids = torch.randint(0, 10, (2, 5))
+    assert check(Keywords(), {"input_ids": ids, "attention_mask": torch.ones(2, 5)}).ok
+    assert check(Keywords(), (ids, torch.ones(2, 5))).ok
+    assert check(Keywords(), ids).ok
+    with pytest.raises(TypeError, match="needs str keys"):
+        check(Keywords(), {0: ids})

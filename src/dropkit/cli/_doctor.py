@@ -18,7 +18,12 @@ def doctor(
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="An input shape such as 8,3,32,32 (repeat for several inputs)."
     ),
-    input_file: Path | None = typer.Option(None, "--input", help="A .pt file of input tensor(s)."),
+    input_file: Path | None = typer.Option(
+        None,
+        "--input",
+        help="A .pt file (torch.save) of the input: a tensor, a list of tensors, or a dict of "
+        "tensors by argument name (keyword inputs such as input_ids and attention_mask).",
+    ),
     output_format: str = typer.Option("text", "--format", help="text or json."),
     ignore: list[str] = typer.Option([], "--ignore", help="A rule code to skip (repeatable)."),
 ) -> None:
@@ -43,6 +48,13 @@ def doctor(
             typer.echo(f"Error: {error}", err=True)
             raise typer.Exit(2) from None
         typer.echo(f"Error: the model did not run on the example input: {error}", err=True)
+        raise typer.Exit(2) from None
+    except SystemExit as error:  # the model's forward exited: nothing was checked
+        typer.echo(
+            f"Error: the model exited (SystemExit({error.code!r})) while running on the example "
+            "input; nothing was checked",
+            err=True,
+        )
         raise typer.Exit(2) from None
     except Exception as error:  # the model's own exception, shown as such
         typer.echo(

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -75,17 +75,54 @@ def check(
     selected = make_rules(list(rules) if rules else None, ignore)
     findings = [f for rule in selected for f in rule.check_tree(model)]
     if example_input is not None:
-        inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-        traces = _run_twice(model, inputs)
+        args, kwargs = split_inputs(example_input)
+        traces = _run_twice(model, args, kwargs)
         findings += [
             f for rule in selected if isinstance(rule, FlowRule) for f in rule.check_flow(traces)
         ]
-    unique = list(dict.fromkeys(findings))
+    unique = _group(list(dict.fromkeys(findings)), model)
     unique.sort(key=lambda f: (_ORDER[f.severity], f.code, f.where))
     return Report(unique)
 
 
-def _run_twice(model: nn.Module, inputs: tuple[object, ...]) -> Traces:
+def _group(findings: list[Finding], model: nn.Module) -> list[Finding]:
+    """One finding per rule and class of module: a mistake repeated in every block of a model
+    (DenseNet's dropout in each dense layer) is one finding that names how many places have it."""
+    modules = dict(model.named_modules())
+    groups: dict[tuple[str, str], list[Finding]] = {}
+    for f in findings:
+        owner = modules.get(f.where)
+        kind = type(owner).__qualname__ if owner is not None else f"?{f.where}"
+        groups.setdefault((f.code, kind), []).append(f)
+    out = []
+    for same in groups.values():
+        first = same[0]
+        if len(same) > 1:
+            others = [f.where or "(the model)" for f in same[1:]]
+            listed = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            owner = modules.get(first.where)
+            message = (
+                f"{first.message}; the same in {len(others)} more {type(owner).__name__} module"
+                f"{'s' if len(others) > 1 else ''} ({listed})"
+            )
+            first = replace(first, message=message)
+        out.append(first)
+    return out
+
+
+def split_inputs(example_input: object) -> tuple[tuple[object, ...], dict[str, object]]:
+    """Positional and keyword inputs: a mapping is keywords, a tuple is positional inputs, anything
+    else is the one positional input."""
+    if isinstance(example_input, Mapping):
+        if not all(isinstance(k, str) for k in example_input):
+            raise TypeError("check: a dict of example inputs needs str keys (the keyword names)")
+        return (), dict(example_input)
+    if isinstance(example_input, tuple):
+        return example_input, {}
+    return (example_input,), {}
+
+
+def _run_twice(model: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> Traces:
     """Trace one forward in training and one in eval mode, then put everything back: training
     flags, buffers (BatchNorm statistics move in training mode) and torch's RNG state."""
     flags = {m: m.training for m in model.modules()}
@@ -96,9 +133,9 @@ def _run_twice(model: nn.Module, inputs: tuple[object, ...]) -> Traces:
     try:
         with torch.no_grad():
             model.train()
-            train_graph = trace(model, inputs)
+            train_graph = trace(model, args, kwargs)
             model.eval()
-            eval_graph = trace(model, inputs)
+            eval_graph = trace(model, args, kwargs)
     finally:
         with torch.no_grad():
             for buffer, saved in buffers:

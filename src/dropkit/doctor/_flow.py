@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from dropkit.doctor._rules import Finding, Rule, Severity, register
-from dropkit.doctor._trace import Graph, Node
+from dropkit.doctor._trace import ELEMENT_OR_CHANNEL, Graph, Node
 
 __all__ = ["Traces"]
 
@@ -33,9 +33,12 @@ BATCH_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "ba
 CONVS = {"Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d"}
 POOLS = {"MaxPool2d", "AvgPool2d", "MaxPool3d", "AvgPool3d", "max_pool2d", "avg_pool2d"}
 ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
+#: Concatenation keeps every input's values: a dropout before it still reaches what follows.
+CONCATS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"}
 CHANNEL_RANKS = {"channel1d": (2, 3), "channel2d": (4,), "channel3d": (5,)}
-#: Not a bare dropout of a tensor: skipped by the structural rules (DK002, DK005, DK006, DK011).
-NOT_PLAIN = {"attention", "fused"}
+#: Not a bare dropout of a tensor: skipped by the structural rules (DK002, DK005, DK006, DK011,
+#: DK016): dropout inside attention or between an RNN's layers, fused bias-dropout-add.
+NOT_PLAIN = {"attention", "fused", "rnn"}
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,17 @@ class DropoutOnOutput(FlowRule):
 
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
-        outputs = set(graph.outputs)
+        outputs = set(graph.outputs)  # the output its users read (the logits of a ModelOutput)
         for node in graph.dropouts():
             if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
                 continue
-            reached = {n.index for n in _downstream(graph, node, SHAPE) if n.name in SHAPE}
-            if node.index in outputs or reached & outputs:
+            chain = [node, *(n for n in _downstream(graph, node, SHAPE) if n.name in SHAPE)]
+            if not {n.index for n in chain} & outputs:
+                continue
+            # A tensor that the model also computes with (an encoder's last hidden state, which
+            # feeds the decoder's cross-attention) is not a dropout on the output.
+            used = any(graph.nodes[c].name not in SHAPE for n in chain for c in n.consumers)
+            if not used:
                 yield self.finding(node.module, f"{node.name} is applied to the model's output")
 
 
@@ -129,7 +137,8 @@ class DropoutBeforeBatchNorm(FlowRule):
         for node in graph.dropouts():
             if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
                 continue
-            if any(n.name in BATCH_NORMS for n in _downstream(graph, node, SHAPE | ACTIVATIONS)):
+            through = SHAPE | ACTIVATIONS | CONCATS
+            if any(n.name in BATCH_NORMS for n in _downstream(graph, node, through)):
                 yield self.finding(node.module, f"{node.name}'s output reaches a BatchNorm")
 
 
@@ -295,8 +304,69 @@ class AttentionDropoutInEval(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.eval.dropouts():
             d = node.dropout
-            if d and d["variant"] == "attention" and d["p"] > 0:
+            if d and d["variant"] == "attention" and d["p"] > 0 and d["active"]:
                 yield self.finding(
                     node.module,
                     f"{node.name} drops attention weights (dropout_p={d['p']:g}) in eval mode",
+                )
+
+
+@register
+class DropoutTwiceInARow(FlowRule):
+    code = "DK016"
+    severity: ClassVar[Severity] = "warning"
+    title = "the same dropout applied twice in a row"
+    hint = (
+        "keep one of the two: two dropouts of rates p and q in a row drop 1-(1-p)(1-q) of the "
+        "values, more than either rate says"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        graph = traces.train
+        for node in graph.dropouts():
+            if not _active(node) or node.dropout["variant"] not in ELEMENT_OR_CHANNEL:  # type: ignore[index]
+                continue
+            source = node.inputs[0] if node.inputs else -1
+            while source >= 0 and graph.nodes[source].name in SHAPE:
+                inputs = graph.nodes[source].inputs
+                source = inputs[0] if inputs else -1
+            before = graph.nodes[source] if source >= 0 else None
+            # The same kind twice; channel dropout of a feature map, then element dropout of
+            # the flattened features before a classifier, is a deliberate pair.
+            if (
+                before is not None
+                and _active(before)
+                and before.dropout["variant"] == node.dropout["variant"]  # type: ignore[index]
+            ):
+                p, q = before.dropout["p"], node.dropout["p"]  # type: ignore[index]
+                yield self.finding(
+                    node.module,
+                    f"{node.name} (p={q:g}) drops the output of {before.name} (p={p:g}) "
+                    f"again, in effect p={1 - (1 - p) * (1 - q):g}",
+                )
+
+
+@register
+class HighFunctionalRate(FlowRule):
+    code = "DK017"
+    severity: ClassVar[Severity] = "warning"
+    title = "a dropout function called with a rate above 0.5"
+    hint = (
+        "keep element and channel dropout at 0.5 or below (0.1-0.3 is usual for hidden "
+        "layers); compare rates with `dropkit compare`"
+    )
+
+    def check_flow(self, traces: Traces) -> Iterator[Finding]:
+        for node in traces.train.dropouts():
+            d = node.dropout
+            if (
+                d
+                and d["functional"]
+                and d["variant"] in ELEMENT_OR_CHANNEL
+                and d["p"] > 0.5
+                and d["active"]
+            ):
+                yield self.finding(
+                    node.module,
+                    f"{node.name} drops {d['p']:g} of its input, which risks underfitting",
                 )

@@ -11,6 +11,7 @@ warnings into errors.
 
 from __future__ import annotations
 
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from typing import Any
 import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
+
+from dropkit._registry import dropout_layers
 
 __all__ = ["DropoutWarning", "Guard", "guard"]
 
@@ -48,9 +51,7 @@ class Guard:
         self.remove()
 
     def _check(self, module: nn.Module, args: Any) -> None:
-        from dropkit.functional._validation import mc_depth
-
-        if torch.is_grad_enabled() or mc_depth.get() > 0:
+        if torch.is_grad_enabled() or _mc_active():
             return
         name = type(self.model).__name__
         if "DK001" not in self.warned:
@@ -79,6 +80,14 @@ class Guard:
                 )
 
 
+def _mc_active() -> bool:
+    """Whether Monte Carlo mode is on, read from dropkit.mc only if it was imported: the doctor
+    does not import mc (if nobody imported it, no model is in Monte Carlo mode)."""
+    mode = sys.modules.get("dropkit.mc._mode")
+    active = getattr(mode, "mc_active", None)
+    return bool(active()) if callable(active) else False
+
+
 def guard(model: nn.Module) -> Guard:
     """Warn (once per model and code) about DK001 and DK015 while ``model`` runs.
 
@@ -95,12 +104,10 @@ def guard(model: nn.Module) -> Guard:
         >>> [str(w.message)[:5] for w in caught if w.category is DropoutWarning]
         ['DK001']
     """
-    from dropkit.mc._mode import dropout_modules
-
     norms: list[tuple[str, nn.Module]] = [
         (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
     ]
-    dropouts = [(n, m) for n, m, p in dropout_modules(model) if p > 0]
+    dropouts = [(n, m) for n, m, p in dropout_layers(model) if p > 0]
     installed = Guard(model, dropouts, norms)
     installed.handle = model.register_forward_pre_hook(installed._check)
     return installed

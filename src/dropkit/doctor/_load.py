@@ -1,13 +1,13 @@
 """Loading what ``dropkit doctor`` checks: a model from ``file.py:attr`` or ``module:attr``, and
-example inputs from shapes or a ``.pt`` file."""
+example inputs from shapes or a ``.pt`` file (a tensor, a list of tensors or a dict of them)."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
 import sys
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -41,6 +41,11 @@ def load_model(spec: str) -> nn.Module:
             module = importlib.import_module(where)
     except LoadError:
         raise
+    except SystemExit as error:  # a script run as a module: no model was checked
+        raise LoadError(
+            f"{where}: the file exits on import (SystemExit({error.code!r})), so there is no "
+            'model to check; put the script part under `if __name__ == "__main__":`'
+        ) from None
     except Exception as error:  # the user's file may raise anything on import
         raise LoadError(f"{where}: import failed: {type(error).__name__}: {error}") from error
     if not hasattr(module, attr):
@@ -49,6 +54,11 @@ def load_model(spec: str) -> nn.Module:
     if not isinstance(obj, nn.Module) and callable(obj):
         try:
             obj = obj()
+        except SystemExit as error:
+            raise LoadError(
+                f"{spec}: calling it exits (SystemExit({error.code!r})) instead of returning "
+                "a model"
+            ) from None
         except Exception as error:
             raise LoadError(
                 f"{spec}: calling it failed: {type(error).__name__}: {error}"
@@ -58,20 +68,18 @@ def load_model(spec: str) -> nn.Module:
     return obj
 
 
-def load_inputs(shapes: list[str], input_file: Path | None) -> tuple[Any, ...] | None:
-    """Random float inputs of the given shapes (``8,3,32,32``), or the tensors saved in a file."""
+#: A doctor check runs the model twice on the input; refuse inputs above this many elements.
+MAX_ELEMENTS = 2**27
+
+
+def load_inputs(shapes: list[str], input_file: Path | None) -> object:
+    """Random float inputs of the given shapes (``8,3,32,32``) as a tuple, or what a ``.pt`` file
+    holds: a tensor, a tuple or list of tensors (positional inputs), or a dict of tensors keyed
+    by argument name (keyword inputs, as a Hugging Face model takes ``input_ids=``...)."""
     if shapes and input_file is not None:
         raise LoadError("give --input-shape or --input, not both")
     if input_file is not None:
-        try:
-            data = torch.load(input_file, map_location="cpu", weights_only=True)
-        except Exception as error:
-            raise LoadError(f"{input_file}: not a readable tensor file ({error})") from error
-        if isinstance(data, torch.Tensor):
-            return (data,)
-        if isinstance(data, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in data):
-            return tuple(data)
-        raise LoadError(f"{input_file}: expected a tensor or a list of tensors")
+        return _read_inputs(input_file)
     if not shapes:
         return None
     generator = torch.Generator().manual_seed(0)
@@ -83,5 +91,31 @@ def load_inputs(shapes: list[str], input_file: Path | None) -> tuple[Any, ...] |
             raise LoadError(f"--input-shape {shape!r}: expected comma-separated sizes") from None
         if not dims or any(d < 1 for d in dims):
             raise LoadError(f"--input-shape {shape!r}: expected positive sizes like 8,3,32,32")
+        if math.prod(dims) > MAX_ELEMENTS:
+            raise LoadError(
+                f"--input-shape {shape!r}: {math.prod(dims):,} elements is too large for a check "
+                f"(at most {MAX_ELEMENTS:,}); a batch of 2-8 small inputs is enough"
+            )
         inputs.append(torch.randn(dims, generator=generator))
     return tuple(inputs)
+
+
+def _read_inputs(path: Path) -> object:
+    if not path.is_file():
+        raise LoadError(f"--input {path}: no such file")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise LoadError(f"--input {path}: not a readable tensor file ({error})") from error
+    if isinstance(data, torch.Tensor):
+        return (data,)
+    if isinstance(data, tuple | list) and all(isinstance(t, torch.Tensor) for t in data):
+        return tuple(data)
+    if isinstance(data, dict) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()
+    ):
+        return dict(data)
+    raise LoadError(
+        f"--input {path}: expected a tensor, a list of tensors (positional inputs) or a dict "
+        f"of tensors by argument name (keyword inputs), got {type(data).__name__}"
+    )

@@ -2,8 +2,8 @@
 
 A rule is a small class with a stable code, a severity and a hint; it looks at the model and
 yields :class:`Finding` objects. Rules are registered in one place (:data:`RULES`) by the
-``@register`` decorator. Rules that need the model to run (data flow between modules and
-function calls) will join this registry with a second entry point.
+``@register`` decorator. Module-tree rules implement :meth:`Rule.check_tree` (here); the rules
+that read a recorded forward pass implement ``check_flow`` (:mod:`dropkit.doctor._flow`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import ClassVar, Literal
 
 from torch import nn
+
+from dropkit._registry import dropout_layers, layer_rate, layer_spec
 
 __all__ = ["RULES", "Finding", "Rule", "Severity", "make_rules", "register", "rule_codes"]
 
@@ -62,11 +64,12 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 def _element_or_channel(module: nn.Module) -> float | None:
     """The rate of an element or channel dropout layer (torch's or dropkit's), else None."""
-    from dropkit.doctor._trace import dropout_layers
+    from dropkit.doctor._trace import ELEMENT_OR_CHANNEL
 
-    kinds = tuple(cls for cls, variant in dropout_layers() if variant == "element" or
-                  variant.startswith("channel"))  # fmt: skip
-    return float(module.p) if isinstance(module, kinds) else None  # type: ignore[arg-type]
+    spec = layer_spec(module)
+    if spec is None or spec.variant not in ELEMENT_OR_CHANNEL:
+        return None
+    return layer_rate(module)
 
 
 @register
@@ -120,9 +123,7 @@ class AllRatesZero(Rule):
     )
 
     def check_tree(self, model: nn.Module) -> Iterator[Finding]:
-        from dropkit.mc._mode import dropout_modules
-
-        found = [(name, p) for name, _, p in dropout_modules(model)]
+        found = [(name, p) for name, _, p in dropout_layers(model)]
         if found and all(p == 0 for _, p in found):
             names = ", ".join(name or "(the model)" for name, _ in found[:3])
             more = ", ..." if len(found) > 3 else ""

@@ -11,52 +11,18 @@ is what ``torch.fx.symbolic_trace`` cannot do).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as torch_F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from dropkit._torch_dropouts import TORCH_DROPOUTS
+from dropkit._registry import function_spec, layer_spec
 
 __all__ = ["Graph", "Node", "trace"]
-
-# Dropout functions -> (position of p, position of training, the variant); torch's from the
-# shared table, dropkit's added below.
-DROPOUT_FUNCTIONS: dict[Callable[..., Any], tuple[int, int, str]] = {
-    func: (sig.p_at, sig.training_at, sig.variant) for func, sig in TORCH_DROPOUTS.items()
-}
-_DEFAULT_TRAINING = {f: sig.default_training for f, sig in TORCH_DROPOUTS.items()}
-
-
-def _add_dropkit_functions() -> None:
-    """dropkit's functions dispatch through ``__torch_function__`` like torch's: record them."""
-    from dropkit import functional as dk_F
-
-    DROPOUT_FUNCTIONS.update(
-        {
-            dk_F.dropout: (1, 2, "element"),
-            dk_F.dropout1d: (1, 2, "channel1d"),
-            dk_F.dropout2d: (1, 2, "channel2d"),
-            dk_F.dropout3d: (1, 2, "channel3d"),
-            dk_F.alpha_dropout: (1, 2, "alpha"),
-            dk_F.feature_alpha_dropout: (1, 2, "feature_alpha"),
-            dk_F.gaussian_dropout: (1, 2, "gaussian"),
-            dk_F.drop_path: (1, 2, "path"),
-            dk_F.drop_block2d: (1, 2, "block"),
-            dk_F.drop_block3d: (1, 2, "block"),
-            dk_F.locked_dropout: (1, 2, "locked"),
-            dk_F.bias_dropout: (2, 3, "fused"),
-            dk_F.bias_dropout_add: (3, 4, "fused"),
-        }
-    )
-
-
-_add_dropkit_functions()
 
 
 @dataclass
@@ -93,48 +59,46 @@ class Graph:
         return seen
 
 
-def dropout_layers() -> list[tuple[type[nn.Module], str]]:
-    """torch's and dropkit's dropout layers with their variant, most specific first."""
-    from dropkit import nn as dk_nn
-
-    return [
-        (nn.Dropout1d, "channel1d"),
-        (nn.Dropout2d, "channel2d"),
-        (nn.Dropout3d, "channel3d"),
-        (nn.FeatureAlphaDropout, "feature_alpha"),
-        (nn.AlphaDropout, "alpha"),
-        (nn.Dropout, "element"),
-        (dk_nn.Dropout1d, "channel1d"),
-        (dk_nn.Dropout2d, "channel2d"),
-        (dk_nn.Dropout3d, "channel3d"),
-        (dk_nn.DropPath, "path"),
-        (dk_nn.DropBlock2d, "block"),
-        (dk_nn.DropBlock3d, "block"),
-        (dk_nn.Dropout, "element"),
-    ]
+#: Rules skip these variants where they reason about a bare dropout of one tensor.
+ELEMENT_OR_CHANNEL = frozenset({"element", "channel", "channel1d", "channel2d", "channel3d"})
 
 
-def _module_dropout(module: nn.Module) -> dict[str, Any] | None:
-    from dropkit.nn._dropout import _DropoutBase
+def _own_forward(module: nn.Module, base: type) -> bool:
+    """Whether ``module``'s class runs ``base``'s forward (a subclass may do something else)."""
+    return getattr(type(module), "forward", None) is getattr(base, "forward", None)
 
-    for cls, variant in dropout_layers():
-        if type(module) is cls or (isinstance(module, cls) and cls is not nn.Dropout):
-            if variant == "element" and getattr(module, "noise_shape", None) is not None:
-                variant = "shaped"
-            return {
-                "p": float(module.p),  # type: ignore[arg-type]
-                "variant": variant,
-                "active": module.training,
-                "functional": False,
-            }
-    if isinstance(module, torch.nn.modules.dropout._DropoutNd | _DropoutBase):
-        return {
-            "p": float(module.p),
-            "variant": "other",
-            "active": module.training,
-            "functional": False,
-        }
-    return None
+
+def module_dropout(module: nn.Module) -> dict[str, Any] | None:
+    """What a registered dropout layer does on this call: rate, variant, whether it is on."""
+    spec = layer_spec(module)
+    if spec is None:
+        return None
+    try:
+        p = float(getattr(module, spec.rate_attr))
+    except (AttributeError, TypeError, ValueError):
+        return None
+    variant = spec.variant
+    registered = next(c for c in type(module).__mro__ if layer_spec(c, exact=True) is spec)
+    if not _own_forward(module, registered):
+        variant = "other"  # a subclass with its own forward: only its rate is known
+    elif variant == "element" and getattr(module, "noise_shape", None) is not None:
+        variant = "shaped"
+    active = module.training
+    if variant == "rnn":  # between stacked layers only
+        active = active and getattr(module, "num_layers", 1) > 1
+    return {"p": p, "variant": variant, "active": bool(active), "functional": False}
+
+
+def opaque(module: nn.Module) -> bool:
+    """Record this module as one node, not the calls inside it: a childless torch.nn layer
+    (Linear, Conv2d, BatchNorm2d, ReLU...) or a registered dropout layer. Any other module's
+    calls are recorded, so that a mistake inside a user's layer that holds parameters but no
+    submodules is seen."""
+    if layer_spec(module) is not None:
+        return True
+    if any(True for _ in module.children()):
+        return False
+    return type(module).__module__.startswith("torch.nn.")
 
 
 class _Recorder(TorchFunctionMode):
@@ -181,16 +145,24 @@ class _Recorder(TorchFunctionMode):
 
     # -------------------------------------------------------------- module hooks
 
-    def pre_hook(self, module: nn.Module, args: Any) -> None:
+    def pre_hook(self, module: nn.Module, args: Any, kwargs: Any) -> None:
         self._stack.append(self.names.get(module, "?"))
-        if not any(True for _ in module.children()):
+        if opaque(module):
             self._leaf_depth += 1
 
-    def post_hook(self, module: nn.Module, args: Any, out: Any) -> None:
+    def post_hook(self, module: nn.Module, args: Any, kwargs: Any, out: Any) -> None:
         name = self._stack.pop()
-        if not any(True for _ in module.children()):
+        if opaque(module):
             self._leaf_depth -= 1
-            self._add(type(module).__name__, name, args, "module", out, _module_dropout(module))
+            if self._leaf_depth == 0:  # a registered layer inside another records nothing
+                self._add(
+                    type(module).__name__,
+                    name,
+                    (args, kwargs),
+                    "module",
+                    out,
+                    module_dropout(module),
+                )
 
     # -------------------------------------------------------------- torch calls
 
@@ -205,27 +177,13 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self._leaf_depth == 0 and func not in _IGNORED:
             dropout = None
-            if func in DROPOUT_FUNCTIONS:
-                p_at, training_at, variant = DROPOUT_FUNCTIONS[func]
-                p = args[p_at] if len(args) > p_at else kwargs.get("p", 0.5)
-                default = _DEFAULT_TRAINING.get(func, True)  # dropkit's: True
-                training = (
-                    args[training_at]
-                    if len(args) > training_at
-                    else kwargs.get("training", default)
-                )
+            spec = function_spec(func)
+            if spec is not None:
                 dropout = {
-                    "p": float(p),
-                    "variant": variant,
-                    "active": bool(training),
-                    "functional": True,
-                }
-            elif func is torch_F.scaled_dot_product_attention:
-                p = args[4] if len(args) > 4 else kwargs.get("dropout_p", 0.0)
-                dropout = {
-                    "p": float(p),
-                    "variant": "attention",
-                    "active": float(p) > 0,
+                    "p": spec.rate(args, kwargs),
+                    "variant": spec.variant,
+                    "active": spec.active(args, kwargs),
+                    "switched_on": spec.training(args, kwargs),
                     "functional": True,
                 }
             name = getattr(func, "__name__", str(func))
@@ -236,21 +194,39 @@ class _Recorder(TorchFunctionMode):
 _IGNORED = {torch.Tensor.size, torch.Tensor.dim, torch.Tensor.__getattribute__}
 
 
-def trace(model: nn.Module, inputs: tuple[Any, ...]) -> Graph:
-    """Run ``model(*inputs)`` once and return what it did (no state is restored here)."""
+def trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Graph:
+    """Run ``model(*args, **kwargs)`` once and return what it did (no state is restored here)."""
+    kwargs = kwargs or {}
     names = {m: n for n, m in model.named_modules()}
     recorder = _Recorder(names)
     handles = []
     for module in names:
-        handles.append(module.register_forward_pre_hook(recorder.pre_hook))
-        handles.append(module.register_forward_hook(recorder.post_hook))
+        handles.append(module.register_forward_pre_hook(recorder.pre_hook, with_kwargs=True))
+        handles.append(module.register_forward_hook(recorder.post_hook, with_kwargs=True))
     # The model's inputs are nodes too, so that a skip taken straight from the input is seen.
-    recorder._add("input", "", (), "input", inputs)
+    recorder._add("input", "", (), "input", (args, kwargs))
     try:
         with recorder:
-            out = model(*inputs)
+            out = model(*args, **kwargs)
     finally:
         for handle in handles:
             handle.remove()
-    outputs = [recorder._source(t) for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor)]
+    outputs = [recorder._source(t) for t in tree_flatten(main_output(out))[0]
+               if isinstance(t, torch.Tensor)]  # fmt: skip
     return Graph(recorder.nodes, [o for o in outputs if o >= 0])
+
+
+def main_output(out: Any) -> Any:
+    """The part of a model's output that its users read: ``logits`` of a mapping (a Hugging Face
+    ``ModelOutput``), else its first value; the first element of a tuple or list (the output of
+    an RNN or of ``nn.MultiheadAttention``, a ``(logits, aux)`` pair); else the output itself.
+    Other parts (an encoder's last hidden state returned beside the logits) are not the model's
+    output in the sense of DK002."""
+    if isinstance(out, Mapping):
+        if "logits" in out:
+            return out["logits"]
+        values = [v for v in out.values() if v is not None]
+        return main_output(values[0]) if values else None
+    if isinstance(out, tuple | list) and out:
+        return main_output(out[0])
+    return out

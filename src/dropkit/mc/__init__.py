@@ -1,10 +1,12 @@
 """Monte Carlo dropout: uncertainty from dropout kept on at inference, done right and fast.
 
 - :func:`mc_mode` (and :func:`enable_mc` / :func:`disable_mc`): the model in eval mode with
-  every dropout on, module or function; everything restored afterwards.
-- :func:`predict`: S stochastic passes with the deterministic prefix computed once, and the
-  usual uncertainty scores in :class:`MCResult`; ``predict(..., method="moments")`` gets them
-  from one pass of moment propagation instead (:class:`MomentResult`).
+  every stochastic op of train mode on (dropout layers, functional dropout, attention and RNN
+  dropout), nothing else changed; every flag restored afterwards.
+- :func:`predict`: S stochastic passes with the deterministic prefix computed once, on tensor,
+  tuple or keyword inputs, and the usual uncertainty scores in :class:`MCResult`;
+  ``predict(..., method="moments")`` gets them from one pass of moment propagation instead
+  (:class:`MomentResult`).
 """
 
 from dropkit.mc._mode import MCState, disable_mc, dropout_modules, enable_mc, mc_active, mc_mode

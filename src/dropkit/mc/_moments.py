@@ -956,7 +956,7 @@ def _forward(
 
 def predict_moments(
     model: nn.Module,
-    x: torch.Tensor,
+    x: object,
     samples: int = 30,
     *,
     batch_size: int | None = None,
@@ -969,7 +969,10 @@ def predict_moments(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise ValueError("predict: expected x to be a tensor with the batch in dim 0")
+        raise ValueError(
+            "predict(method='moments'): expected a tensor input with the batch in dim 0; for "
+            "tuple or keyword inputs use method='sampling'"
+        )
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"predict: expected batch_size >= 1 or None, got {batch_size!r}")
     dropouts = _dropout_like(model)

@@ -1,0 +1,27 @@
+"""Suite-wide set-up: let torchvision import with a torch build it was not compiled for.
+
+PyPI's torchvision wheel is built against CUDA torch; with the CPU build its compiled extension
+does not load and ``import torchvision`` fails (``operator torchvision::nms does not exist``).
+torchmetrics (under ``dropkit.metrics``), timm and parts of transformers import torchvision when
+it is installed, so the whole suite needs the placeholders of ``tests/zoo/models.py`` before
+anything imports it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+
+def pytest_configure() -> None:
+    if "zoo_models" not in sys.modules:
+        spec = importlib.util.spec_from_file_location(
+            "zoo_models", Path(__file__).parent / "zoo" / "models.py"
+        )
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["zoo_models"] = module
+        spec.loader.exec_module(module)
+    sys.modules["zoo_models"].torchvision_placeholders()
