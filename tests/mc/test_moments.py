@@ -64,7 +64,7 @@ def test_two_dropouts_and_two_linears_are_exact() -> None:
 
 
 _ELEMENTWISE_DROPOUTS = [
-    ("torch dropout", lambda x: torch_F.dropout(x, 0.3, training=False), 0.3),
+    ("torch dropout", lambda x: torch_F.dropout(x, 0.3), 0.3),
     ("torch dropout2d", lambda x: torch_F.dropout2d(x, 0.3), 0.3),
     ("torch dropout module", nn.Dropout3d(0.3), 0.3),
     ("dropkit dropout", dk_nn.Dropout(0.3), 0.3),
@@ -84,6 +84,20 @@ def test_every_inverted_dropout_has_the_same_per_unit_moments(name: str, drop, p
     result = _moments(model, x.clone())
     torch.testing.assert_close(result.mean, x)
     torch.testing.assert_close(result.variance, x * x * (p / (1 - p)))
+
+
+def test_dropout_off_in_train_mode_stays_off_as_for_sampling() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch_F.dropout(self.drop(x), 0.3, training=False)  # never on
+
+    x = torch.randn(3, 4, dtype=DOUBLE)
+    result = _moments(Model(), x)
+    torch.testing.assert_close(result.variance, x * x)  # p/(1-p) = 1 for the module only
 
 
 def test_drop_path_without_rescaling() -> None:
@@ -368,7 +382,7 @@ def test_dropout_module_the_propagation_does_not_see_raises() -> None:
 
 
 def test_model_without_dropout_raises() -> None:
-    with pytest.raises(ValueError, match="no dropout ran"):
+    with pytest.raises(ValueError, match="nothing stochastic ran"):
         _moments(nn.Linear(3, 2), torch.randn(2, 3))
 
 
