@@ -1,6 +1,6 @@
 """Uncertainty quality and speed: deterministic vs MC dropout (S = 30) vs moment propagation.
 
-    python benchmarks/bench_uncertainty.py DIR [DIR ...] [--rounds 15]
+    python benchmarks/bench_uncertainty.py DIR [DIR ...] [--rounds 40]
 
 Each DIR is an output directory of ``dropkit compare`` (its ``checkpoints/*.pt``); every
 checkpoint with dropout is scored on its test set. Metrics: accuracy, NLL, ECE (15 bins),
@@ -10,15 +10,16 @@ misclassification AUROC and two out-of-distribution AUROCs, test inputs against
 gone). The uncertainty score is 1 - max probability for the deterministic model and the
 predictive entropy for MC and moments. ``var_ratio``: the median over test logits of the
 moments variance over the MC (S = 30) variance. Timing: each method's call on the whole test
-set, on one thread, the three interleaved ``--rounds`` (15) times; the CPU time of the thread
-(not wall time, which on a shared machine mostly measures the neighbours), minimum over rounds.
-Ratios matter, not absolute times. Writes benchmarks/results/uncertainty.json; the table is
-in docs/uncertainty.md.
+set, on one thread, the three interleaved ``--rounds`` (40) times with the garbage collector
+off; the CPU time of the thread (not wall time, which on a shared machine mostly measures the
+neighbours), minimum over rounds. Ratios matter, not absolute times. Writes
+benchmarks/results/uncertainty.json; the table is in docs/uncertainty.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import time
@@ -73,7 +74,7 @@ def ood_sets(x: torch.Tensor, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def evaluate(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, rounds: int = 15
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, rounds: int = 40
 ) -> dict[str, dict[str, float]]:
     """Scores and CPU seconds (min and median over rounds) of each method on (x, y), and the
     OOD AUROCs."""
@@ -96,16 +97,24 @@ def evaluate(
     assert moments_var is not None
     rows["moments"]["var_ratio"] = (moments_var / mc_var.clamp_min(1e-12)).median().item()
     times: dict[str, list[float]] = {m: [] for m in METHODS}
+    gc.disable()
+    try:
+        _time(model, x, rounds, times)
+    finally:
+        gc.enable()
+    for method in METHODS:
+        rows[method]["seconds"] = min(times[method])
+        rows[method]["seconds_median"] = statistics.median(times[method])
+    return rows
+
+
+def _time(model: nn.Module, x: torch.Tensor, rounds: int, times: dict[str, list[float]]) -> None:
     for r in range(rounds):
         order = METHODS[r % 3 :] + METHODS[: r % 3]  # rotate: no method always runs first
         for method in order:
             start = time.thread_time()
             _run(method, model, x)
             times[method].append(time.thread_time() - start)
-    for method in METHODS:
-        rows[method]["seconds"] = min(times[method])
-        rows[method]["seconds_median"] = statistics.median(times[method])
-    return rows
 
 
 def within_targets(mc: dict[str, float], moments: dict[str, float]) -> dict[str, bool]:
@@ -162,7 +171,7 @@ def _fmt(value: float, key: str) -> str:
 def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("directories", nargs="+", type=Path)
-    parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=40)
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
