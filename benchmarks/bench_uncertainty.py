@@ -11,8 +11,9 @@ gone). The uncertainty score is 1 - max probability for the deterministic model 
 predictive entropy for MC and moments. ``var_ratio``: the median over test logits of the
 moments variance over the MC (S = 30) variance. Timing: each method's call on the whole test
 set, on one thread, the three interleaved ``--rounds`` (40) times with the garbage collector
-off; the CPU time of the thread (not wall time, which on a shared machine mostly measures the
-neighbours), minimum over rounds. Ratios matter, not absolute times. Writes
+off, each timed call after an untimed one of the same method; the CPU time of the thread (not
+wall time, which on a shared machine mostly measures the neighbours), minimum over rounds.
+Ratios matter, not absolute times. Writes
 benchmarks/results/uncertainty.json; the table is in docs/uncertainty.md.
 """
 
@@ -112,6 +113,9 @@ def _time(model: nn.Module, x: torch.Tensor, rounds: int, times: dict[str, list[
     for r in range(rounds):
         order = METHODS[r % 3 :] + METHODS[: r % 3]  # rotate: no method always runs first
         for method in order:
+            # An untimed call first: the allocator's state after the other method (its free
+            # lists, trimmed heap) would otherwise be charged to this one as page faults.
+            _run(method, model, x)
             start = time.thread_time()
             _run(method, model, x)
             times[method].append(time.thread_time() - start)
