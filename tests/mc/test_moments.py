@@ -100,6 +100,20 @@ def test_dropout_off_in_train_mode_stays_off_as_for_sampling() -> None:
     torch.testing.assert_close(result.variance, x * x)  # p/(1-p) = 1 for the module only
 
 
+@pytest.mark.parametrize(
+    "drop", [dk_nn.AlphaDropout(0.2), nn.AlphaDropout(0.2), dk_nn.FeatureAlphaDropout(0.2)]
+)
+def test_alpha_dropout_moments_match_monte_carlo(drop: nn.Module) -> None:
+    x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(11), dtype=DOUBLE)
+    result = _moments(drop, x)
+    sampled = predict(drop, x, samples=20_000, seed=2)
+    n = 20_000
+    se_mean = (sampled.variance / n).sqrt()
+    assert ((result.mean - sampled.mean).abs() <= 5 * se_mean + 1e-9).all()
+    # The sample variance of S = 20000 draws is within ~2% (1 standard error); 15% is > 5.
+    assert ((result.variance - sampled.variance).abs() <= 0.15 * sampled.variance + 1e-9).all()
+
+
 def test_drop_path_without_rescaling() -> None:
     x = torch.rand(4, 3, dtype=DOUBLE) + 0.5
     result = _moments(dk_nn.DropPath(0.25, scale_by_keep=False), x)
