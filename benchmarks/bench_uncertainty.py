@@ -141,7 +141,7 @@ def _load(directory: Path) -> list[tuple[str, nn.Module, Any]]:
     from dropkit.experiments.models import build_model
 
     found = []
-    for path in sorted((directory / "checkpoints").glob("*.pt")):
+    for path in sorted(directory.rglob("checkpoints/*.pt")):  # any configuration's folder
         payload = load_checkpoint(path)
         if float(payload["rate"]) == 0.0:
             continue

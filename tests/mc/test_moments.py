@@ -359,6 +359,7 @@ def test_unknown_method_raises() -> None:
         (nn.Sequential(nn.Dropout(0.2), nn.InstanceNorm1d(3)), "instance_norm"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:.*draws random numbers")
 def test_unsupported_op_raises_naming_it(model: nn.Module, op: str) -> None:
     with pytest.raises(NotImplementedError, match=rf"{op}.*method='sampling'"):
         _moments(model, torch.randn(2, 3, 4))
@@ -383,6 +384,7 @@ def test_dropout_it_cannot_propagate_raises(model: nn.Module) -> None:
         _moments(model, x)
 
 
+@pytest.mark.filterwarnings("ignore:.*draws random numbers")
 def test_dropout_module_the_propagation_does_not_see_raises() -> None:
     class HiddenDropout(nn.Module):
         p = 0.3
