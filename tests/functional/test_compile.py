@@ -61,16 +61,13 @@ def test_compiled_training_step_equals_eager() -> None:
 
 
 def test_custom_op_passes_opcheck() -> None:
-    from dropkit.functional._compile import _masked_affine_op
-
+    op = torch.ops.dropkit.masked_affine  # registered by importing dropkit
     x = torch.randn(4, 6, requires_grad=True)
     seed = torch.tensor(3)
+    torch.library.opcheck(op, (x, [4, 6], 0.3, seed, 1 / 0.7, 0.0, 0.0), test_utils="test_schema")
     torch.library.opcheck(
-        _masked_affine_op, (x, [4, 6], 0.3, seed, 0, 1 / 0.7, 0.0, 0.0), test_utils="test_schema"
-    )
-    torch.library.opcheck(
-        _masked_affine_op,
-        (x, [4, 1], 0.3, seed, 1, 1 / 0.7, 0.0, 0.0),
+        op,
+        (x, [4, 1], 0.3, seed, 1 / 0.7, 0.0, 0.0),
         test_utils=["test_faketensor", "test_autograd_registration"],
     )
 

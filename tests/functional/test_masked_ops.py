@@ -240,33 +240,57 @@ def test_bad_seed(op: Op, seed) -> None:
         op(torch.ones(op.shape), 0.5, seed=seed)
 
 
-def test_drawn_seed_is_torch_randint_of_the_default_generator() -> None:
-    # The eager path draws as the compiled path does in-graph (``torch.randint(0, 2**62)``),
-    # so a compiled model and its eager twin draw the same masks after one manual_seed.
-    from dropkit.functional._validation import resolve_seed
-
+def test_default_seed_is_torch_randint_of_the_default_generator() -> None:
+    # Eager mode draws what a compiled graph draws in-graph (``torch.randint(0, 2**62)``), so
+    # a compiled model and its eager twin draw the same masks after one manual_seed.
+    x = torch.ones(300)
     torch.manual_seed(21)
-    drawn = [resolve_seed("dropout", None) for _ in range(3)]
+    drawn = [F.dropout(x, 0.5) for _ in range(3)]
     torch.manual_seed(21)
-    assert drawn == [int(torch.randint(0, 2**62, (), dtype=torch.int64)) for _ in range(3)]
+    seeds = [int(torch.randint(0, 2**62, (), dtype=torch.int64)) for _ in range(3)]
+    for y, seed in zip(drawn, seeds, strict=True):
+        assert torch.equal(y, F.dropout(x, 0.5, seed=seed))
 
 
-def test_threads_draw_their_own_seeds() -> None:
+def test_threads_draw_their_own_masks() -> None:
     import threading
 
-    from dropkit.functional._validation import resolve_seed
-
-    seeds: list[int] = []
+    masks: list[bytes] = []
     lock = threading.Lock()
 
     def draw() -> None:
-        values = [resolve_seed("dropout", None) for _ in range(200)]
+        values = [(F.dropout(torch.ones(64), 0.5) != 0).numpy().tobytes() for _ in range(100)]
         with lock:
-            seeds.extend(values)
+            masks.extend(values)
 
     threads = [threading.Thread(target=draw) for _ in range(4)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert len(set(seeds)) == 800  # no two calls shared a draw
+    # 400 masks of 64 fair coins: a repeat has probability about 400**2 / 2**65.
+    assert len(set(masks)) == 400
+
+
+@pytest.mark.parametrize("p", [1.0 - 1e-10, 1.0 - 1e-11, 1.0 - 1e-15])
+def test_p_within_1e_10_of_one_gives_zeros(op: Op, p: float) -> None:
+    x = torch.randn(op.shape, requires_grad=True)
+    y = op(x, p, seed=0)
+    assert torch.equal(y, torch.zeros_like(x))
+    y.sum().backward()
+    assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_p_as_a_0d_tensor_is_accepted(op: Op) -> None:
+    x = torch.randn(op.shape)
+    assert torch.equal(op(x, torch.tensor(0.3), seed=1), op(x, 0.3, seed=1))
+    with pytest.raises(ValueError, match=rf"^{op.name}: expected p"):
+        op(x, torch.tensor([0.3, 0.4]))
+
+
+@pytest.mark.parametrize("bad", ["yes", None, 1, 0.0, torch.tensor(True)])
+def test_training_must_be_a_bool_like_torch(op: Op, bad) -> None:
+    with pytest.raises(TypeError):
+        torch.nn.functional.dropout(torch.ones(3), 0.5, bad)  # torch's behaviour
+    with pytest.raises(TypeError, match=rf"^{op.name}: expected training to be a bool"):
+        op(torch.ones(op.shape), 0.5, training=bad)

@@ -9,7 +9,15 @@ import torch
 from scipy.stats import binomtest
 
 import dropkit.functional as F
-from dropkit.functional._autograd import alpha_constants
+
+
+def alpha_constants(p: float) -> tuple[float, float, float]:
+    """Alpha dropout's (a, b, fill), from Klambauer et al. 2017, section "New Dropout"."""
+    alpha_prime = -1.0507009873554805 * 1.6732632423543772
+    a = 1.0 / math.sqrt((1.0 - p) * (1.0 + p * alpha_prime**2))
+    b = -a * alpha_prime * p
+    return a, b, a * alpha_prime + b
+
 
 # ---------------------------------------------------------------- dropout, noise_shape, mask
 
@@ -81,6 +89,29 @@ def test_channels_last_uses_the_same_mask_per_sample_and_channel(fn, channels_fi
     first = fn(x, 0.5, seed=5)
     last = fn(x.movedim(1, -1).contiguous(), 0.5, channels_last=True, seed=5)
     assert torch.equal(last.movedim(-1, 1), first)
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape", "memory_format"),
+    [
+        (F.dropout2d, (4, 8, 5, 5), torch.channels_last),
+        (F.dropout3d, (4, 8, 2, 3, 5), torch.channels_last_3d),
+    ],
+)
+def test_channel_dropout_keeps_torch_channels_last_memory_format(fn, shape, memory_format) -> None:
+    x = torch.randn(shape).to(memory_format=memory_format)
+    y = fn(x, 0.5, seed=3)
+    assert y.is_contiguous(memory_format=memory_format)
+    assert torch.equal(y, fn(x.contiguous(), 0.5, seed=3))
+    assert fn(x, 0.5, training=False) is x
+    leaf = x.detach().requires_grad_()
+    fn(leaf, 0.5, seed=3).sum().backward()
+    torch.testing.assert_close(leaf.grad, (y != 0).float() * 2)
+    z = x.clone(memory_format=memory_format)
+    assert fn(z, 0.5, inplace=True, seed=3) is z
+    assert torch.equal(z, y)
+    kept = (y != 0).flatten(2)
+    assert torch.equal(kept.all(-1), kept.any(-1))
 
 
 def test_dropout2d_on_torch_channels_last_memory_format() -> None:

@@ -170,3 +170,16 @@ def test_compiled_model_runs_dropkit_functional_dropout() -> None:
         outs = torch.stack([model(x) for _ in range(4)])
     assert outs.std(0).max() > 0
     assert torch.equal(model(x), model(x))  # eval again afterwards
+
+
+def test_a_model_used_under_mc_can_be_freed() -> None:
+    import gc
+    import weakref
+
+    model = _model()
+    ref = weakref.ref(model)
+    with mc_mode(model):
+        model(torch.randn(4, 8))
+    del model
+    gc.collect()
+    assert ref() is None  # what mc remembers about a model does not keep it alive

@@ -396,3 +396,19 @@ def test_predict_on_a_compiled_model_equals_eager() -> None:
     result = mc.predict(compiled, x, samples=4, seed=0)
     assert result.strategy == eager.strategy
     torch.testing.assert_close(result.samples, eager.samples)
+
+
+def test_a_model_with_extra_outputs_in_train_mode_stays_off_with_a_warning() -> None:
+    class Aux(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.aux = nn.Linear(6, 3), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+            out = self.fc(torch_F.dropout(x, 0.3, self.training))
+            return (out, self.aux(x)) if self.training else out
+
+    model, x = _seeded(Aux), torch.randn(5, 6, generator=_gen())
+    with pytest.warns(RuntimeWarning, match="'Aux' issues dropout in train mode"):
+        result = mc.predict(model, x, samples=4, seed=0)
+    assert result.samples.shape == (4, 5, 3)  # the eval output, not the train-mode tuple

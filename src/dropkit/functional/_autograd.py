@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 
+from dropkit.functional._compile import compiled_masked_affine
 from dropkit.kernels._dispatch import masked_affine
-from dropkit.kernels._philox import stream_normal
+from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
 
 __all__ = [
@@ -34,8 +35,18 @@ class Noise(Protocol):
     ``where(keep, grad * scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
     """
 
+    @property
+    def seed(self) -> Seed:
+        """A Python int eagerly; a 0-dim int64 tensor inside a graph or a transform."""
+        ...
+
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        """The noise applied to ``x``, as a new tensor."""
+        """The noise applied to ``x`` by the fastest backend, as a new tensor (int seed)."""
+        ...
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The same values from torch operations only, differentiable by torch's autograd
+        (any order, forward mode) and traceable; the seed may be a tensor."""
         ...
 
     def linear_part(self) -> Noise:
@@ -52,15 +63,18 @@ class ElementMask(NamedTuple):
 
     noise_shape: tuple[int, ...]
     p: float
-    seed: int
+    seed: Seed
     scale: float
     shift: float = 0.0
     fill: float = 0.0
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return masked_affine(
-            x, self.noise_shape, self.p, self.seed, self.scale, self.shift, self.fill
-        )
+        seed = cast(int, self.seed)  # apply runs eagerly, where the seed is an int
+        return masked_affine(x, self.noise_shape, self.p, seed, self.scale, self.shift, self.fill)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        keep = stream_keep_mask(self.noise_shape, self.p, self.seed, x.device)
+        return affine(x, keep, self.scale, self.shift, self.fill)
 
     def linear_part(self) -> Noise:
         return self._replace(shift=0.0, fill=0.0) if self.shift or self.fill else self
@@ -72,9 +86,12 @@ class GaussianNoise:
 
     noise_shape: tuple[int, ...]
     sigma: float
-    seed: int
+    seed: Seed
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
         noise = 1.0 + self.sigma * stream_normal(self.noise_shape, self.seed, x.device)
         return affine(x, None, noise, 0.0, 0.0)
 
@@ -101,25 +118,38 @@ class _NoiseFunction(torch.autograd.Function):
 
 
 def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
-    """Apply ``noise`` to ``input`` through the mask-free autograd op.
+    """Apply ``noise`` to ``input``: the one road from every op to a backend.
 
-    When autograd is not recording (no grad mode, or an input that does not require grad) the
-    noise is applied directly: ``Function.apply`` alone costs tens of microseconds, more than
-    the kernel on a small tensor.
+    - a tensor seed (inside ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or a
+      ``torch.func`` transform): torch operations only (:meth:`Noise.reference`), or under
+      ``torch.compile`` the ``dropkit::masked_affine`` custom op for element masks;
+    - autograd not recording (no grad mode, or an input that does not require grad): the
+      backend directly, since ``Function.apply`` alone costs more than a small kernel;
+    - otherwise the mask-free autograd op, whose backward regenerates the mask from the seed.
     """
+    if isinstance(getattr(noise, "seed", None), torch.Tensor):
+        if (
+            torch.compiler.is_compiling()
+            and isinstance(noise, ElementMask)
+            and not torch._C._are_functorch_transforms_active()
+        ):
+            shape, p, seed, scale, shift, fill = noise
+            out = compiled_masked_affine(
+                input, shape, p, cast(torch.Tensor, seed), scale, shift, fill
+            )
+        else:
+            out = noise.reference(input)
+        return input.copy_(out) if inplace else out
     if not (input.requires_grad and torch.is_grad_enabled()):
         out = noise.apply(input)
         return input.copy_(out) if inplace else out
-    if torch._C._are_functorch_transforms_active():
-        result: torch.Tensor = _NoiseFunction.apply(input, noise, inplace)  # type: ignore[no-untyped-call]
-        return result
     fast: torch.Tensor = _apply_unwrapped(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
 
 
 # ``Function.apply`` without its Python prologue (default-argument binding for setup_context,
 # functorch unwrapping), which costs a few microseconds per call; that prologue is only needed
-# under functorch transforms, where ``apply_noise`` takes the full path.
+# under functorch transforms, which take the tensor-seed road of ``apply_noise`` instead.
 _apply_unwrapped = super(torch.autograd.Function, _NoiseFunction).apply
 
 

@@ -11,8 +11,7 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_rank,
-    enter_stochastic,
-    stochastic,
+    check_training,
 )
 
 __all__ = ["dropout1d", "dropout2d", "dropout3d", "feature_alpha_dropout", "locked_dropout"]
@@ -52,7 +51,6 @@ def _channel_dropout(
     One rank less is an error that names the right op, not a guess (torch treats a 3D input to
     dropout2d as (N, C, L)).
     """
-    input = enter_stochastic(input)
     check_input(name, input)
     layout, lower, lower_layout, unbatched = _SPATIAL[rank]
     if input.dim() == rank - 1:
@@ -61,8 +59,20 @@ def _channel_dropout(
             f"{lower_layout}, or input.unsqueeze(0) for a single unbatched {unbatched}"
         )
     check_rank(name, input, (rank,), layout)
-    shape = _channel_noise_shape(input, channels_last)
-    return masked_dropout(name, input, p, training, inplace, shape, seed)
+    memory_format = torch.channels_last if rank == 4 else torch.channels_last_3d
+    if (
+        channels_last
+        or input.is_contiguous()
+        or not input.is_contiguous(memory_format=memory_format)
+    ):
+        shape = _channel_noise_shape(input, channels_last)
+        return masked_dropout(name, input, p, training, inplace, shape, seed)
+    # torch's channels_last memory format: run on the (N, *spatial, C) view, which is
+    # contiguous, so the output keeps the input's layout. The mask is the same (one entry per
+    # (sample, channel), in that order), so the values equal those of a contiguous input.
+    last = input.movedim(1, -1)
+    out = masked_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
+    return input if out is last else out.movedim(-1, 1)
 
 
 def dropout1d(
@@ -102,7 +112,6 @@ def dropout1d(
         return handle_torch_function(
             dropout1d, (input,), input, p, training, inplace, channels_last=channels_last, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("dropout1d", input)
     check_rank("dropout1d", input, (2, 3), "(N, C, L) or unbatched (C, L)")
     shape = _channel_noise_shape(input, channels_last, batched=input.dim() == 3)
@@ -217,7 +226,6 @@ def feature_alpha_dropout(
         return handle_torch_function(
             feature_alpha_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("feature_alpha_dropout", input)
     if input.dim() < 2:
         raise ValueError(
@@ -225,7 +233,7 @@ def feature_alpha_dropout(
             f"{input.dim()}D; use alpha_dropout for element-wise masks"
         )
     p = check_p("feature_alpha_dropout", p)
-    if not stochastic(training) or p == 0.0:
+    if not check_training("feature_alpha_dropout", training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = _channel_noise_shape(input, False)
@@ -277,7 +285,6 @@ def locked_dropout(
             batch_first=batch_first,
             seed=seed,
         )
-    input = enter_stochastic(input)
     check_input("locked_dropout", input)
     layout = "(N, T, *)" if batch_first else "(T, N, *)"
     if input.dim() < 2:

@@ -15,14 +15,12 @@ from dropkit.functional._autograd import (
     apply_noise,
     inverted_scale,
 )
-from dropkit.functional._compile import compiled_masked_affine
 from dropkit.functional._validation import (
     check_input,
     check_p,
-    enter_stochastic,
+    check_training,
     resolve_noise_shape,
     resolve_seed,
-    stochastic,
 )
 from dropkit.kernels._philox import stream_keep_mask
 
@@ -51,7 +49,7 @@ def masked_dropout(
     check_input(name, input)
     p = check_p(name, p)
     shape = resolve_noise_shape(name, input, noise_shape)
-    if not stochastic(training) or p == 0.0:
+    if not check_training(name, training) or p == 0.0:
         return input
     scale = inverted_scale(p) if scale_by_keep else 1.0
     return apply_element_mask(name, input, shape, p, seed, scale, 0.0, 0.0, inplace)
@@ -68,14 +66,7 @@ def apply_element_mask(
     fill: float,
     inplace: bool,
 ) -> torch.Tensor:
-    """``where(keep, input * scale + shift, fill)`` with the stream mask of ``shape``.
-
-    While ``torch.compile`` traces, this goes through the ``dropkit::masked_affine`` custom op
-    with an in-graph seed, so the graph is not broken; otherwise through the eager op.
-    """
-    if torch.compiler.is_compiling():
-        fixed = None if seed is None else resolve_seed(name, seed)
-        return compiled_masked_affine(input, shape, p, fixed, scale, shift, fill, inplace)
+    """``where(keep, input * scale + shift, fill)`` with the stream mask of ``shape``."""
     noise = ElementMask(shape, p, resolve_seed(name, seed), scale, shift, fill)
     return apply_noise(input, noise, inplace)
 
@@ -133,7 +124,6 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    input = enter_stochastic(input)
     return masked_dropout("dropout", input, p, training, inplace, noise_shape, seed)
 
 
@@ -214,10 +204,9 @@ def alpha_dropout(
         return handle_torch_function(
             alpha_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("alpha_dropout", input)
     p = check_p("alpha_dropout", p)
-    if not stochastic(training) or p == 0.0:
+    if not check_training("alpha_dropout", training) or p == 0.0:
         return input
     scale, shift, fill = alpha_constants(p)
     shape = tuple(input.shape)
@@ -259,10 +248,9 @@ def gaussian_dropout(
         return handle_torch_function(
             gaussian_dropout, (input,), input, p, training, inplace, seed=seed
         )
-    input = enter_stochastic(input)
     check_input("gaussian_dropout", input)
     p = check_p("gaussian_dropout", p, allow_one=False)
-    if not stochastic(training) or p == 0.0:
+    if not check_training("gaussian_dropout", training) or p == 0.0:
         return input
     noise = GaussianNoise(
         tuple(input.shape), math.sqrt(p / (1.0 - p)), resolve_seed("gaussian_dropout", seed)

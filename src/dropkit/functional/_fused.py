@@ -16,15 +16,17 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from dropkit.functional._autograd import inverted_scale
+from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
     check_input,
     check_p,
-    enter_stochastic,
+    check_training,
     resolve_seed,
-    stochastic,
 )
-from dropkit.kernels._dispatch import fused_bias_dropout, masked_affine
+from dropkit.kernels._dispatch import fused_bias_dropout
+from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
+from dropkit.kernels._reference import compute_dtype
 
 __all__ = ["bias_dropout", "bias_dropout_add"]
 
@@ -64,15 +66,15 @@ def _act(y: torch.Tensor, activation: Activation) -> torch.Tensor:
     return y
 
 
-def _act_grad(y: torch.Tensor, activation: Activation) -> torch.Tensor | None:
-    """d activation / d y, or None for the identity."""
+def _act_grad(y: torch.Tensor, activation: Activation) -> torch.Tensor:
+    """d activation / d y (1 for the identity)."""
     if activation == "relu":
         return (y > 0).to(y.dtype)
     if activation == "gelu":
         cdf = 0.5 * (1.0 + torch.erf(y * (1.0 / math.sqrt(2.0))))
         pdf = torch.exp(-0.5 * y * y) * (1.0 / math.sqrt(2.0 * math.pi))
         return cdf + y * pdf
-    return None
+    return torch.ones_like(y)
 
 
 class _BiasDropout(torch.autograd.Function):
@@ -88,23 +90,48 @@ class _BiasDropout(torch.autograd.Function):
     ) -> torch.Tensor:
         ctx.p, ctx.seed, ctx.activation = p, seed, activation
         ctx.has_residual = residual is not None
-        ctx.bias_dtype = bias.dtype
         if activation is not None:
             ctx.save_for_backward(x, bias)
         return fused_bias_dropout(x, bias, residual, p, seed, inverted_scale(p), activation)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        scale = inverted_scale(ctx.p)
-        grad_x = masked_affine(grad.contiguous(), tuple(grad.shape), ctx.p, ctx.seed, scale)
+        mask = ElementMask(tuple(grad.shape), ctx.p, ctx.seed, inverted_scale(ctx.p))
+        # With create_graph=True (grad mode on here) every step stays differentiable, so second
+        # derivatives through the mask, the activation and the bias are kept.
+        grad_x = apply_noise(grad, mask, False) if torch.is_grad_enabled() else mask.apply(grad)
         if ctx.activation is not None:
             x, bias = ctx.saved_tensors
-            derivative = _act_grad(x + bias, ctx.activation)
-            assert derivative is not None
-            grad_x = grad_x * derivative
-        grad_bias = grad_x.reshape(-1, grad_x.shape[-1]).sum(0, dtype=torch.float32)
+            grad_x = grad_x * _act_grad(x + bias, ctx.activation)
+        grad_bias = _bias_grad(grad_x)
         grad_residual = grad if ctx.has_residual else None
-        return grad_x, grad_bias.to(ctx.bias_dtype), grad_residual, None, None, None
+        return grad_x, grad_bias, grad_residual, None, None, None
+
+
+def _bias_grad(grad_x: torch.Tensor) -> torch.Tensor:
+    """Sum over every dim but the last, accumulated in float32 for half precision and in the
+    input's own dtype otherwise (float64 stays float64, complex stays complex)."""
+    rows = grad_x.reshape(-1, grad_x.shape[-1])
+    return rows.sum(0, dtype=compute_dtype(grad_x.dtype)).to(grad_x.dtype)
+
+
+def _fused(
+    name: str,
+    x: torch.Tensor,
+    bias: torch.Tensor,
+    residual: torch.Tensor | None,
+    p: float,
+    seed: int | None,
+    activation: Activation,
+) -> torch.Tensor:
+    seed_value = resolve_seed(name, seed)
+    if isinstance(seed_value, torch.Tensor):  # in a graph or a transform: torch ops only
+        keep = stream_keep_mask(tuple(x.shape), p, seed_value, x.device)
+        return reference_bias_dropout(x, bias, residual, keep, inverted_scale(p), activation)
+    out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
+        x, bias, residual, p, seed_value, activation
+    )
+    return out
 
 
 def bias_dropout_add(
@@ -141,16 +168,11 @@ def bias_dropout_add(
         return handle_torch_function(
             bias_dropout_add, (x,), x, bias, residual, p, training, seed=seed
         )
-    x = enter_stochastic(x)
-    residual = enter_stochastic(residual)
     _check("bias_dropout_add", x, bias, residual)
     p = check_p("bias_dropout_add", p)
-    if not stochastic(training) or p == 0.0:
+    if not check_training("bias_dropout_add", training) or p == 0.0:
         return residual + (x + bias)
-    out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
-        x, bias, residual, p, resolve_seed("bias_dropout_add", seed), None
-    )
-    return out
+    return _fused("bias_dropout_add", x, bias, residual, p, seed, None)
 
 
 def bias_dropout(
@@ -189,16 +211,17 @@ def bias_dropout(
         return handle_torch_function(
             bias_dropout, (x,), x, bias, p, training, activation=activation, seed=seed
         )
-    x = enter_stochastic(x)
     _check("bias_dropout", x, bias, None)
     if activation not in _ACTIVATIONS:
         raise ValueError(
             f"bias_dropout: expected activation None, 'relu' or 'gelu', got {activation!r}"
         )
+    if activation is not None and x.is_complex():
+        raise TypeError(
+            f"bias_dropout: activation {activation!r} is not defined for complex inputs (got "
+            f"{x.dtype}); use activation=None, or apply it to the real and imaginary parts"
+        )
     p = check_p("bias_dropout", p)
-    if not stochastic(training) or p == 0.0:
+    if not check_training("bias_dropout", training) or p == 0.0:
         return _act(x + bias, activation)
-    out: torch.Tensor = _BiasDropout.apply(  # type: ignore[no-untyped-call]
-        x, bias, None, p, resolve_seed("bias_dropout", seed), activation
-    )
-    return out
+    return _fused("bias_dropout", x, bias, None, p, seed, activation)

@@ -17,11 +17,10 @@ from dropkit.functional._validation import (
     check_input,
     check_p,
     check_rank,
-    enter_stochastic,
+    check_training,
     resolve_seed,
-    stochastic,
 )
-from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels._philox import Seed, stream_keep_mask
 from dropkit.kernels._reference import affine
 
 __all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates"]
@@ -75,7 +74,6 @@ def drop_path(
             scale_by_keep=scale_by_keep,
             seed=seed,
         )
-    input = enter_stochastic(input)
     check_input("drop_path", input)
     if mode not in ("row", "batch"):
         raise ValueError(f"drop_path: expected mode 'row' or 'batch', got {mode!r}")
@@ -151,10 +149,13 @@ class BlockMask:
     shape: tuple[int, ...]
     blocks: tuple[int, ...]
     gamma: float
-    seed: int
+    seed: Seed
     scale: float
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
         return affine(x, self._keep(x.device), self.scale, 0.0, 0.0)
 
     def linear_part(self) -> BlockMask:
@@ -194,7 +195,7 @@ def _drop_block(
         raise TypeError(f"{name}: expected block_size to be an int, got {block_size!r}")
     if block_size < 1:
         raise ValueError(f"{name}: expected block_size >= 1, got {block_size}")
-    if not stochastic(training) or p == 0.0 or input.numel() == 0:
+    if not check_training(name, training) or p == 0.0 or input.numel() == 0:
         return input
     spatial = tuple(input.shape[2:])
     blocks = tuple(min(int(block_size), s) for s in spatial)
@@ -245,7 +246,6 @@ def drop_block2d(
         return handle_torch_function(
             drop_block2d, (input,), input, p, training, inplace, block_size=block_size, seed=seed
         )
-    input = enter_stochastic(input)
     return _drop_block("drop_block2d", input, p, training, inplace, block_size, seed, 2)
 
 
@@ -283,5 +283,4 @@ def drop_block3d(
         return handle_torch_function(
             drop_block3d, (input,), input, p, training, inplace, block_size=block_size, seed=seed
         )
-    input = enter_stochastic(input)
     return _drop_block("drop_block3d", input, p, training, inplace, block_size, seed, 3)

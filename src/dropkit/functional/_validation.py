@@ -1,64 +1,46 @@
-"""Argument checks shared by every op: one wording for one mistake."""
+"""Argument checks and seeds shared by every op: one wording for one mistake.
+
+Nothing here knows of Monte Carlo dropout: an op is a pure function of its arguments (and of
+torch's default generator when no seed is given); :mod:`dropkit.mc` turns dropout on from the
+outside, through ``__torch_function__``, as it does for torch's own dropout functions.
+"""
 
 from __future__ import annotations
 
-import contextvars
 import math
 import numbers
 import threading
-from collections.abc import Callable, Sequence
-from typing import TypeVar, cast
+from collections.abc import Sequence
 
 import torch
+
+from dropkit.kernels._philox import Seed
 
 __all__ = [
     "check_input",
     "check_p",
     "check_rank",
-    "enter_stochastic",
-    "mc_depth",
-    "prefix_hook",
+    "check_training",
+    "in_graph",
     "resolve_noise_shape",
     "resolve_seed",
-    "stochastic",
 ]
 
-_T = TypeVar("_T")
-
-#: How many :func:`dropkit.mc.mc_mode` blocks are active; inside one, dropout is always on.
-mc_depth: contextvars.ContextVar[int] = contextvars.ContextVar("dropkit_mc_depth", default=0)
-#: Set by :func:`dropkit.mc.predict`: sees the input of every stochastic op (prefix sharing).
-prefix_hook: contextvars.ContextVar[Callable[[torch.Tensor], torch.Tensor] | None] = (
-    contextvars.ContextVar("dropkit_prefix_hook", default=None)
-)
-
-
-def stochastic(training: bool) -> bool:
-    """Whether a dropout op is on: its ``training`` flag, or any active ``mc_mode``.
-
-    ``mc_mode`` is an eager-mode feature; while ``torch.compile`` traces, context variables are
-    not read (dynamo would break the graph on them).
-    """
-    if torch.compiler.is_compiling():
-        return training
-    return training or mc_depth.get() > 0
-
-
-def enter_stochastic(input: _T) -> _T:
-    """The first thing every batch-wise stochastic op does: hand its input to the prefix hook
-    of :func:`dropkit.mc.predict` (which may replicate it along the batch), if one is set."""
-    if torch.compiler.is_compiling():
-        return input
-    hook = prefix_hook.get()
-    if hook is None or not isinstance(input, torch.Tensor):
-        return input
-    return cast(_T, hook(input))
+#: A rate this close to 1 drops everything, as torch's dropout does at exactly 1: the keep
+#: probability left is below what the 32-bit keep threshold can express.
+_ONE_WITHIN = 1e-10
 
 
 def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
-    """Return ``p`` as a float after checking that it is a probability."""
-    if type(p) is float and 0.0 <= p < 1.0:  # the common case, without the ABC checks
+    """Return ``p`` as a float after checking that it is a probability.
+
+    A 0-dim floating-point tensor is accepted, as torch accepts it; a ``p`` within 1e-10 of 1
+    becomes 1 (everything dropped) where 1 is allowed.
+    """
+    if type(p) is float and 0.0 <= p < 1.0 - _ONE_WITHIN:  # the common case, no ABC checks
         return p
+    if isinstance(p, torch.Tensor) and p.dim() == 0 and p.is_floating_point():
+        p = float(p)
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
         raise ValueError(
             f"{name}: expected p to be a number in [0, 1], got {p!r} ({type(p).__name__})"
@@ -68,7 +50,19 @@ def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
     if math.isnan(value) or value < 0.0 or not upper_ok:
         expected = "[0, 1]" if allow_one else "[0, 1)"
         raise ValueError(f"{name}: expected p in {expected}, got {p!r}")
+    if allow_one and value >= 1.0 - _ONE_WITHIN:
+        return 1.0
     return value
+
+
+def check_training(name: str, training: object) -> bool:
+    """``training`` must be a bool, as torch requires of its dropout functions."""
+    if training is True or training is False:
+        return training
+    raise TypeError(
+        f"{name}: expected training to be a bool, got {training!r} ({type(training).__name__}); "
+        "pass True or False, e.g. training=module.training"
+    )
 
 
 def check_input(name: str, input: object) -> torch.Tensor:
@@ -115,7 +109,37 @@ def _draw() -> int:
     return int(buffer.random_(0, 2**62).item())
 
 
-def resolve_seed(name: str, seed: object) -> int:
+def in_graph() -> bool:
+    """Whether the op is being traced (``torch.compile``, ``torch.export``, ``torch.jit.trace``)
+    or runs under a ``torch.func`` transform.
+
+    There the op is built from torch operations only, with its seed a tensor drawn inside the
+    graph (``torch.randint`` on the default generator, the same value eager mode draws), so the
+    graph is whole and each transform sees ops it knows: ``vmap``'s ``randomness`` flag decides
+    whether the draw differs per sample, exactly as for torch's dropout.
+    """
+    return (
+        torch.compiler.is_compiling()
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._is_tracing()
+    )
+
+
+def _check_seed(name: str, seed: object) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
+    value = int(seed)
+    if not 0 <= value < 2**64:
+        raise ValueError(f"{name}: expected seed in [0, 2**64), got {value}")
+    return value
+
+
+def _signed(value: int) -> int:
+    """A 64-bit unsigned value as the int64 with the same bits."""
+    return value - 2**64 if value >= 2**63 else value
+
+
+def resolve_seed(name: str, seed: object) -> Seed:
     """The seed to use: the given one, or a fresh one from torch's default CPU generator.
 
     Drawing from the default generator makes ``torch.manual_seed`` reproduce every mask, and makes
@@ -123,17 +147,29 @@ def resolve_seed(name: str, seed: object) -> int:
     ``torch.distributed`` the rank is folded into drawn seeds, so data-parallel ranks that share a
     ``torch.manual_seed`` still draw different masks, reproducibly for a given (seed, world size).
     An explicit ``seed`` is used as given on every rank.
+
+    Eagerly the seed is a Python int; inside a graph or a transform (:func:`in_graph`) it is a
+    0-dim int64 tensor with the same bits.
     """
+    if in_graph():
+        exporting = torch._C._is_tracing() or torch.compiler.is_exporting()
+        if exporting and torch.onnx.is_in_onnx_export():
+            raise RuntimeError(
+                f"{name}: a training-mode dropkit dropout cannot be exported to ONNX (its mask "
+                "comes from dropkit's Philox stream, which ONNX has no operator for); export the "
+                "model in eval mode (model.eval(), where dropout is the identity), or swap in "
+                "torch.nn.Dropout for the export"
+            )
+        if seed is None:
+            in_graph_draw = torch.randint(0, 2**62, (), dtype=torch.int64)
+            rank = _rank()
+            return in_graph_draw + _signed(rank * _GOLDEN % 2**64) if rank else in_graph_draw
+        return torch.tensor(_signed(_check_seed(name, seed)), dtype=torch.int64)
     if seed is None:
         drawn = _draw()
         rank = _rank()
         return drawn if rank == 0 else (drawn + rank * _GOLDEN) % 2**64
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
-        raise TypeError(f"{name}: expected seed to be an int or None, got {type(seed).__name__}")
-    value = int(seed)
-    if not 0 <= value < 2**64:
-        raise ValueError(f"{name}: expected seed in [0, 2**64), got {value}")
-    return value
+    return _check_seed(name, seed)
 
 
 def resolve_noise_shape(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._elementwise import masked_dropout
 from dropkit.functional._validation import check_input, check_rank
@@ -36,6 +37,8 @@ def embedding_dropout(
         >>> bool(((w == 0).all(1) | (w == 2).all(1)).all())
         True
     """
+    if has_torch_function_unary(weight):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(embedding_dropout, (weight,), weight, p, training, seed=seed)
     check_input("embedding_dropout", weight)
     check_rank("embedding_dropout", weight, (2,), "(num_embeddings, embedding_dim)")
     return masked_dropout(
@@ -67,4 +70,6 @@ def dropconnect(
         >>> sorted(set(dropconnect(torch.ones(4, 4), 0.5, seed=1).flatten().tolist()))
         [0.0, 2.0]
     """
+    if has_torch_function_unary(weight):  # seen by TorchFunctionModes, as torch's
+        return handle_torch_function(dropconnect, (weight,), weight, p, training, seed=seed)
     return masked_dropout("dropconnect", weight, p, training, False, None, seed)

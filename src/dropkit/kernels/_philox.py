@@ -28,6 +28,7 @@ __all__ = [
     "CHUNK",
     "LANES",
     "MAX_STREAM_LENGTH",
+    "Seed",
     "keep_threshold",
     "philox4x32",
     "random_uint32",
@@ -63,12 +64,21 @@ def _mulhilo(a: int, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return hi, lo
 
 
+Key = tuple[int, int] | tuple[torch.Tensor, torch.Tensor]
+#: A seed as a Python int in [0, 2**64), or as a 0-dim int64 tensor (the same 64 bits, two's
+#: complement) drawn inside a traced graph or a ``torch.func`` transform.
+Seed = int | torch.Tensor
+
+
 def philox4x32(
     counter: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-    key: tuple[int, int],
+    key: Key,
     rounds: int = 10,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Philox4x32 on uint32 values stored in int64 tensors; returns the four output words."""
+    """Philox4x32 on uint32 values stored in int64 tensors; returns the four output words.
+
+    The key words are Python ints or int64 tensors that broadcast against the counter.
+    """
     c0, c1, c2, c3 = counter
     k0, k1 = key
     for _ in range(rounds):
@@ -80,21 +90,25 @@ def philox4x32(
     return c0, c1, c2, c3
 
 
-def _split_seed(seed: int) -> tuple[int, int]:
+def _split_seed(seed: Seed, device: torch.device | str | None) -> Key:
+    if isinstance(seed, torch.Tensor):
+        # A tensor seed stays in the graph (a traced or vmapped draw): no Python int is taken.
+        seed = seed.to(device=device, dtype=torch.int64)
+        return seed & _MASK32, (seed >> 32) & _MASK32
     if not 0 <= seed < 2**64:
         raise ValueError(f"philox: expected a seed in [0, 2**64), got {seed}")
     return seed & _MASK32, seed >> 32
 
 
 def random_uint32(
-    numel: int, seed: int, device: torch.device | str | None = None, *, start: int = 0
+    numel: int, seed: Seed, device: torch.device | str | None = None, *, start: int = 0
 ) -> torch.Tensor:
     """Elements ``start .. start+numel-1`` of the stream as uint32 values in an int64 tensor."""
     if numel < 0 or start < 0 or start + numel > MAX_STREAM_LENGTH:
         raise ValueError(
             f"philox: stream range [{start}, {start + numel}) is outside [0, {MAX_STREAM_LENGTH})"
         )
-    key = _split_seed(seed)
+    key = _split_seed(seed, device)
     if numel == 0:
         return torch.empty(0, dtype=torch.int64, device=device)
     first_chunk = start // CHUNK
@@ -120,7 +134,7 @@ def keep_threshold(p: float) -> int:
 
 
 def stream_keep_mask(
-    shape: torch.Size | tuple[int, ...], p: float, seed: int, device: torch.device | str | None
+    shape: torch.Size | tuple[int, ...], p: float, seed: Seed, device: torch.device | str | None
 ) -> torch.Tensor:
     """Keep mask of ``shape``: element ``i`` in row-major order uses stream value ``i``."""
     numel = math.prod(shape)
@@ -129,7 +143,7 @@ def stream_keep_mask(
 
 
 def stream_uniform(
-    numel: int, seed: int, device: torch.device | str | None, *, start: int = 0
+    numel: int, seed: Seed, device: torch.device | str | None, *, start: int = 0
 ) -> torch.Tensor:
     """Uniform float32 values in [0, 1) with 24 random bits each (exact in float32)."""
     bits = random_uint32(numel, seed, device, start=start)
@@ -137,7 +151,7 @@ def stream_uniform(
 
 
 def stream_normal(
-    shape: torch.Size | tuple[int, ...], seed: int, device: torch.device | str | None
+    shape: torch.Size | tuple[int, ...], seed: Seed, device: torch.device | str | None
 ) -> torch.Tensor:
     """Standard normal float32 values by Box-Muller: element ``i`` uses stream elements 2i, 2i+1."""
     numel = math.prod(shape)

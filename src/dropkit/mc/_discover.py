@@ -53,8 +53,9 @@ class Discovery:
     calls: dict[nn.Module, set[str]] = field(default_factory=dict)
     unsafe: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
-    #: where :func:`dropkit.mc.predict` could end the shared prefix last time, if it could
-    prefix_level: str | None = None
+    #: kept with the cached answer: where :func:`dropkit.mc.predict` could end the shared
+    #: prefix last time (``"prefix_level"``)
+    memo: dict[str, str] = field(default_factory=dict)
 
     @property
     def stochastic(self) -> bool:
@@ -160,9 +161,19 @@ class _Runner:
             self.stack.pop()
 
 
-_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[Any, ...], Discovery]] = (
-    weakref.WeakKeyDictionary()
-)
+@dataclass(frozen=True)
+class _Cached:
+    """A :class:`Discovery` by module names only, so that the cache never keeps a model alive."""
+
+    signature: tuple[Any, ...]
+    on: tuple[str, ...]
+    calls: tuple[tuple[str, frozenset[str]], ...]
+    unsafe: tuple[str, ...]
+    unchecked: tuple[str, ...]
+    memo: dict[str, str]
+
+
+_CACHE: weakref.WeakKeyDictionary[nn.Module, _Cached] = weakref.WeakKeyDictionary()
 
 
 def _signature(root: nn.Module) -> tuple[Any, ...]:
@@ -179,8 +190,19 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     root: nn.Module = getattr(model, "_orig_mod", model)  # torch.compile: probe eagerly
     signature = _signature(root)
     cached = _CACHE.get(root)
-    if cached is not None and cached[0] == signature:
-        return cached[1]
+    if cached is not None and cached.signature == signature:
+        modules = dict(root.named_modules())
+        names = {m: n for n, m in modules.items()}
+        return Discovery(
+            type(root).__name__,
+            names,
+            root,
+            on=[modules[n] for n in cached.on],
+            calls={modules[n]: set(c) for n, c in cached.calls},
+            unsafe=list(cached.unsafe),
+            unchecked=list(cached.unchecked),
+            memo=cached.memo,
+        )
     flags = {m: m.training for m in root.modules()}
     buffers = [(b, b.detach().clone()) for b in root.buffers()]
     devices = sorted({t.device.index or 0 for t in _tensors(args, kwargs) if t.is_cuda})
@@ -193,7 +215,14 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         with torch.no_grad():
             for buffer, value in buffers:
                 buffer.copy_(value)
-    _CACHE[root] = (signature, found)
+    _CACHE[root] = _Cached(
+        signature,
+        tuple(found.names[m] for m in found.on),
+        tuple((found.names[m], frozenset(c)) for m, c in found.calls.items()),
+        tuple(found.unsafe),
+        tuple(found.unchecked),
+        found.memo,
+    )
     return found
 
 

@@ -437,7 +437,8 @@ def _sample(
     failed try restores the RNG, so every strategy draws the same masks.
     """
     rng = torch.get_rng_state()
-    levels = [found.prefix_level] if found.prefix_level else ["function", "module"]
+    known = found.memo.get("prefix_level")
+    levels = [known] if known else ["function", "module"]
     reason = ""
     for level in levels if share_prefix else []:
         try:
@@ -449,7 +450,7 @@ def _sample(
             torch.set_rng_state(rng)
             reason = reason or str(error)
             continue
-        found.prefix_level = level
+        found.memo["prefix_level"] = level
         return out, "shared-prefix"
     try:
         out = _run(model, *part, samples, found, output, replicate=True)
@@ -536,10 +537,10 @@ def predict(
     if method == "moments":
         from dropkit.mc._moments import predict_moments
 
-        if output is not None:
+        if not isinstance(inputs, torch.Tensor) or output is not None:
             raise ValueError(
-                "predict: output= applies to method='sampling'; with 'moments' the "
-                "model must return the tensor to score"
+                "predict: method='moments' takes a single tensor input and the model's tensor "
+                "output; use method='sampling' for tuple or keyword inputs and output="
             )
         return predict_moments(model, inputs, samples, batch_size=batch_size, seed=seed)
     if method != "sampling":

@@ -46,6 +46,19 @@ class _DropoutBase(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}, inplace={self.inplace}"
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise not_scriptable(self)
+
+
+def not_scriptable(module: nn.Module) -> RuntimeError:
+    """The error ``torch.jit.script`` raises on a dropkit layer (asked via the module's
+    ``__prepare_scriptable__`` hook, before TorchScript reads a line of it)."""
+    return RuntimeError(
+        f"{type(module).__name__}: torch.jit.script cannot compile dropkit layers (their masks "
+        "come from Python kernels); use torch.jit.trace, torch.compile or torch.export instead, "
+        "or script the model in eval mode with torch's dropout layers"
+    )
+
 
 class Dropout(_DropoutBase):
     """Inverted dropout, a drop-in for :class:`torch.nn.Dropout`.

@@ -12,6 +12,7 @@ from torch.func import functional_call
 
 from dropkit import functional as F
 from dropkit.functional._validation import check_p
+from dropkit.nn._dropout import not_scriptable
 
 __all__ = ["EmbeddingDropout", "WeightDrop"]
 
@@ -65,6 +66,9 @@ class EmbeddingDropout(nn.Module):
     def extra_repr(self) -> str:
         return f"p={self.p}"
 
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise not_scriptable(self)
+
 
 class WeightDrop(nn.Module):
     """DropConnect on named weights of a wrapped module, e.g. an LSTM's ``weight_hh_l0``.
@@ -115,3 +119,6 @@ class WeightDrop(nn.Module):
 
     def extra_repr(self) -> str:
         return f"weights={list(self.weights)}, p={self.p}"
+
+    def __prepare_scriptable__(self) -> nn.Module:
+        raise not_scriptable(self)
