@@ -64,7 +64,7 @@ def test_two_dropouts_and_two_linears_are_exact() -> None:
 
 
 _ELEMENTWISE_DROPOUTS = [
-    ("torch dropout", lambda x: torch_F.dropout(x, 0.3, training=False), 0.3),
+    ("torch dropout", lambda x: torch_F.dropout(x, 0.3), 0.3),
     ("torch dropout2d", lambda x: torch_F.dropout2d(x, 0.3), 0.3),
     ("torch dropout module", nn.Dropout3d(0.3), 0.3),
     ("dropkit dropout", dk_nn.Dropout(0.3), 0.3),
@@ -84,6 +84,34 @@ def test_every_inverted_dropout_has_the_same_per_unit_moments(name: str, drop, p
     result = _moments(model, x.clone())
     torch.testing.assert_close(result.mean, x)
     torch.testing.assert_close(result.variance, x * x * (p / (1 - p)))
+
+
+def test_dropout_off_in_train_mode_stays_off_as_for_sampling() -> None:
+    class Model(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop = nn.Dropout(0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch_F.dropout(self.drop(x), 0.3, training=False)  # never on
+
+    x = torch.randn(3, 4, dtype=DOUBLE)
+    result = _moments(Model(), x)
+    torch.testing.assert_close(result.variance, x * x)  # p/(1-p) = 1 for the module only
+
+
+@pytest.mark.parametrize(
+    "drop", [dk_nn.AlphaDropout(0.2), nn.AlphaDropout(0.2), dk_nn.FeatureAlphaDropout(0.2)]
+)
+def test_alpha_dropout_moments_match_monte_carlo(drop: nn.Module) -> None:
+    x = torch.randn(4, 6, 5, generator=torch.Generator().manual_seed(11), dtype=DOUBLE)
+    result = _moments(drop, x)
+    sampled = predict(drop, x, samples=20_000, seed=2)
+    n = 20_000
+    se_mean = (sampled.variance / n).sqrt()
+    assert ((result.mean - sampled.mean).abs() <= 5 * se_mean + 1e-9).all()
+    # The sample variance of S = 20000 draws is within ~2% (1 standard error); 15% is > 5.
+    assert ((result.variance - sampled.variance).abs() <= 0.15 * sampled.variance + 1e-9).all()
 
 
 def test_drop_path_without_rescaling() -> None:
@@ -331,6 +359,7 @@ def test_unknown_method_raises() -> None:
         (nn.Sequential(nn.Dropout(0.2), nn.InstanceNorm1d(3)), "instance_norm"),
     ],
 )
+@pytest.mark.filterwarnings("ignore:.*draws random numbers")
 def test_unsupported_op_raises_naming_it(model: nn.Module, op: str) -> None:
     with pytest.raises(NotImplementedError, match=rf"{op}.*method='sampling'"):
         _moments(model, torch.randn(2, 3, 4))
@@ -355,6 +384,7 @@ def test_dropout_it_cannot_propagate_raises(model: nn.Module) -> None:
         _moments(model, x)
 
 
+@pytest.mark.filterwarnings("ignore:.*draws random numbers")
 def test_dropout_module_the_propagation_does_not_see_raises() -> None:
     class HiddenDropout(nn.Module):
         p = 0.3
@@ -368,7 +398,7 @@ def test_dropout_module_the_propagation_does_not_see_raises() -> None:
 
 
 def test_model_without_dropout_raises() -> None:
-    with pytest.raises(ValueError, match="no dropout ran"):
+    with pytest.raises(ValueError, match="nothing stochastic ran"):
         _moments(nn.Linear(3, 2), torch.randn(2, 3))
 
 

@@ -50,7 +50,7 @@ from dropkit.mc._gaussian import (
     quadrature_moments,
     relu_moments,
 )
-from dropkit.mc._mode import dropout_modules
+from dropkit.mc._mode import disable_mc, dropout_modules, enable_mc
 from dropkit.mc._predict import MCResult
 
 __all__ = ["MomentResult", "predict_moments"]
@@ -237,14 +237,18 @@ def _dropout_rule(
     *,
     training_name: str = "training",
     inplace_name: str | None = "inplace",
+    default_training: bool = True,
 ) -> _Handler:
-    """Dropout ``func(input, p, training, inplace, ...)``: on whatever ``training`` says."""
+    """Dropout ``func(input, p, training, inplace, ...)``, on where ``training`` is True (the
+    flags :func:`~dropkit.mc.mc_mode` sets, as for sampling)."""
 
     def rule(
         prop: _Propagation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
         x = args[0] if args else kwargs["input"]
         p = _arg(args, kwargs, 1, "p", 0.5)
+        if not _arg(args, kwargs, 2, training_name, default_training):
+            return func(*args, **kwargs)  # off: the identity (the input's moments stay)
         # The op itself checks its arguments (rank, p, mode); with training off it does nothing.
         checked_args, checked_kwargs = _replace(args, kwargs, 2, training_name, False)
         if inplace_name is not None:
@@ -285,6 +289,8 @@ def _bias_dropout(
     x, bias = args[0], _arg(args, kwargs, 1, "bias", None)
     residual = _arg(args, kwargs, 2, "residual", None) if with_residual else None
     p = float(_arg(args, kwargs, at, "p", 0.5))
+    if not _arg(args, kwargs, at + 1, "training", True):
+        p = 0.0  # off: still the bias, activation and residual
     checked_args, checked_kwargs = _replace(args, kwargs, at + 1, "training", False)
     func(*checked_args, **checked_kwargs)
     if prop.random(bias):
@@ -301,6 +307,17 @@ def _bias_dropout(
     if residual is not None:
         m, v = m + residual, v + prop.zvar(residual)
     return prop.bind(m, v)
+
+
+def _attention(
+    prop: _Propagation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """``scaled_dot_product_attention``: its dropout (and softmax) have no rule."""
+    if float(_arg(args, kwargs, 4, "dropout_p", 0.0)) > 0.0:
+        raise prop.unsupported(func, "attention dropout")
+    if any(prop.random(a) for a in _leaves(args, kwargs)):
+        raise prop.unsupported(func, "its input carries dropout noise")
+    return func(*args, **kwargs)
 
 
 def _rejected_dropout(why: str) -> _Handler:
@@ -333,7 +350,7 @@ _DROPOUTS: dict[Callable[..., Any], _Handler] = {
     ),
     **dict.fromkeys(
         (torch_F.alpha_dropout, torch_F.feature_alpha_dropout),
-        _dropout_rule(_alpha),
+        _dropout_rule(_alpha, default_training=False),
     ),
     **dict.fromkeys((dk_F.alpha_dropout, dk_F.feature_alpha_dropout), _dropout_rule(_alpha)),
     **dict.fromkeys(
@@ -349,6 +366,7 @@ _DROPOUTS: dict[Callable[..., Any], _Handler] = {
         ),
         _dropout_rule(_alpha, training_name="train", inplace_name=None),
     ),
+    torch_F.scaled_dot_product_attention: _attention,
     dk_F.bias_dropout: _bias_dropout,
     dk_F.bias_dropout_add: _bias_dropout,
     dk_F.drop_block2d: _rejected_dropout("DropBlock's blocks and renormalization"),
@@ -930,7 +948,7 @@ def _forward(
             prop.where.pop()
 
     def check(module: nn.Module, inputs: Any, output: Any) -> None:
-        if prop.dropouts == seen_at.get(id(module), prop.dropouts):
+        if module.training and prop.dropouts == seen_at.get(id(module), prop.dropouts):
             raise NotImplementedError(
                 f"predict(method='moments'): module {names[id(module)]!r} "
                 f"({type(module).__name__}) is dropout but called no dropout function that "
@@ -954,9 +972,14 @@ def _forward(
     return out, (torch.zeros_like(out) if var is None else var), prop.dropouts
 
 
+def _flushing_subnormals() -> bool:
+    """Whether subnormal floats are flushed to zero now (torch has a setter, no getter)."""
+    return bool((torch.tensor([1e-39]) * 1.0).item() == 0.0)
+
+
 def predict_moments(
     model: nn.Module,
-    x: torch.Tensor,
+    x: object,
     samples: int = 30,
     *,
     batch_size: int | None = None,
@@ -969,20 +992,30 @@ def predict_moments(
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise ValueError("predict: expected x to be a tensor with the batch in dim 0")
+        raise ValueError(
+            "predict(method='moments'): expected a tensor input with the batch in dim 0; for "
+            "tuple or keyword inputs use method='sampling'"
+        )
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"predict: expected batch_size >= 1 or None, got {batch_size!r}")
     dropouts = _dropout_like(model)
     _reject_hidden_dropout(model, dropouts)
     chunk = batch_size or max(1, x.shape[0])
-    training = {m: m.training for m in model.modules()}
     means: list[torch.Tensor] = []
     variances: list[torch.Tensor] = []
+    # The same modules on as for sampling: mc_mode's flags (eval, the stochastic ones on).
+    state = enable_mc(model)
+    # Gaussian tails and their products underflow to subnormal floats, on which CPUs are
+    # 10-100x slower; they are far below anything that matters here, so flush them to zero.
+    flushing = _flushing_subnormals()
+    torch.set_flush_denormal(True)
     try:
-        model.eval()
         with torch.no_grad():
             for start in range(0, x.shape[0], chunk):
-                mean, var, seen = _forward(model, x[start : start + chunk], dropouts)
+                part = x[start : start + chunk]
+                # Discovery runs the model in train mode: on a copy, in case it works in place.
+                state.discover((part.clone(),), {}, "predict(method='moments')")
+                mean, var, seen = _forward(model, part, dropouts)
                 if seen == 0:
                     raise ValueError(
                         "predict(method='moments'): no dropout ran in the model's forward, so "
@@ -991,8 +1024,8 @@ def predict_moments(
                 means.append(mean)
                 variances.append(var)
     finally:
-        for module, flag in training.items():
-            module.training = flag
+        torch.set_flush_denormal(flushing)
+        disable_mc(state)
     mean, var = torch.cat(means), torch.cat(variances)
     generator = None
     if seed is not None:
