@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import sqlite3
@@ -11,10 +12,13 @@ import pytest
 from typer.testing import CliRunner
 
 from dropkit.cli import app
-from dropkit.experiments import compare as compare_module
+
+# The module, not the function dropkit.experiments.compare that shares its name.
+compare_module = importlib.import_module("dropkit.experiments.compare")
 
 runner = CliRunner()
 TINY = ["-d", "synthetic", "--epochs", "2", "--seeds", "2", "--rates", "0,0.5", "--hidden", "32"]
+RUN = "hidden-32_epochs-2"  # TINY's configuration folder: the settings it changes
 
 
 def _runs(directory: Path) -> list[tuple[float, int]]:
@@ -29,12 +33,13 @@ def test_compare_end_to_end(tmp_path, mode) -> None:
     for needle in ("rate", "test acc", "gap", "NLL", "ECE"):
         assert needle in result.output
     assert any(word in result.output for word in ("helped", "hurt", "No effect"))
+    folder = tmp_path / (RUN if mode == "--batched" else f"one-at-a-time_{RUN}")
     for name in ("metrics.csv", "loss.png", "accuracy.png", "gap.png", "report.html"):
-        assert (tmp_path / name).stat().st_size > 0, name
+        assert (folder / name).stat().st_size > 0, name
     assert _runs(tmp_path) == [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
-    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    lines = (folder / "metrics.csv").read_text().splitlines()
     assert len(lines) == 1 + 4 * 2  # header, 4 runs x 2 epochs
-    html = (tmp_path / "report.html").read_text()
+    html = (folder / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 3
     assert "torch" in html  # the versions are in the report
 
@@ -44,11 +49,11 @@ def _spy(monkeypatch, fail_at: int | None = None) -> list[tuple[float, tuple[int
     calls: list[tuple[float, tuple[int, ...]]] = []
     real = compare_module._train_runs
 
-    def spy(config, data, rate, seeds, progress):
+    def spy(config, data, rate, seeds, *rest):
         calls.append((rate, tuple(seeds)))
         if fail_at is not None and len(calls) == fail_at:
             raise KeyboardInterrupt
-        return real(config, data, rate, seeds, progress)
+        return real(config, data, rate, seeds, *rest)
 
     monkeypatch.setattr(compare_module, "_train_runs", spy)
     return calls
@@ -85,7 +90,7 @@ def test_same_command_same_numbers(tmp_path) -> None:
     for out in (first, second):
         assert runner.invoke(app, ["compare", *TINY, "-o", str(out)]).exit_code == 0
     read = lambda d: [  # noqa: E731
-        line.rsplit(",", 1)[0] for line in (d / "metrics.csv").read_text().splitlines()
+        line.rsplit(",", 1)[0] for line in (d / RUN / "metrics.csv").read_text().splitlines()
     ]
     assert read(first) == read(second)  # everything but the seconds column
 
@@ -113,12 +118,12 @@ def test_bad_options_are_refused_before_any_work(tmp_path, options, named) -> No
 def test_report_regenerates_from_the_database(tmp_path) -> None:
     assert runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)]).exit_code == 0
     for name in ("report.html", "loss.png", "gap.png", "metrics.csv"):
-        (tmp_path / name).unlink()
+        (tmp_path / RUN / name).unlink()
     result = runner.invoke(app, ["report", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert "test acc" in result.output
     for name in ("report.html", "loss.png", "gap.png", "metrics.csv"):
-        assert (tmp_path / name).exists()
+        assert (tmp_path / RUN / name).exists()
     missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
     assert "run dropkit compare first" in missing.output
@@ -144,7 +149,7 @@ def test_report_renders_in_a_headless_browser(tmp_path) -> None:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=args)
         try:
             page = browser.new_page()
-            page.goto((tmp_path / "report.html").as_uri())
+            page.goto((tmp_path / RUN / "report.html").as_uri())
             rows = page.locator("table#summary tbody tr")
             assert rows.count() == 2
             assert "0.5" in rows.nth(1).inner_text()
