@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -231,6 +232,8 @@ def run_compare(
         for name in store.promote(place.key, key):
             (output / name).unlink(missing_ok=True)
         shutil.rmtree(output / folder / place.progress, ignore_errors=True)
+    with contextlib.suppress(OSError):  # not empty: another process is training here
+        (output / folder / "progress").rmdir()
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
     return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
 

@@ -85,8 +85,10 @@ class Store:
                 "choose another --output"
             ) from None
 
-    def register(self, key: str, config: dict[str, object], folder: str) -> str:
-        """Record a configuration (idempotent); return its folder, ``folder`` unless taken."""
+    def register(self, key: str, config: dict[str, object], folder: str | None = None) -> str:
+        """Record a configuration (idempotent); return its folder: ``folder`` (default: the key)
+        unless another configuration has it, then with part of the key appended."""
+        folder = folder or key
         with self._connect() as db:
             row = db.execute("SELECT folder FROM experiments WHERE key = ?", (key,)).fetchone()
             if row is not None and row[0]:
@@ -216,13 +218,20 @@ class Store:
 
     def promote(self, staged: str, key: str) -> list[str]:
         """Make the runs of ``staged`` those of ``key`` in one transaction (a finished
-        ``--fresh``); return the replaced runs' checkpoint files, now unused."""
+        ``--fresh``); return the checkpoint files no run uses any more.
+
+        When another process has promoted the set already, the runs this one stored since
+        are duplicates: they are dropped and the promoted set stays.
+        """
         with self._connect() as db:
-            old = db.execute("SELECT checkpoint FROM runs WHERE experiment = ?", (key,))
+            live = db.execute("SELECT 1 FROM experiments WHERE key = ?", (staged,)).fetchone()
+            replaced = key if live else staged
+            old = db.execute("SELECT checkpoint FROM runs WHERE experiment = ?", (replaced,))
             files = [r[0] for r in old if r[0]]
-            db.execute("DELETE FROM runs WHERE experiment = ?", (key,))
-            db.execute("UPDATE runs SET experiment = ? WHERE experiment = ?", (key, staged))
-            db.execute("DELETE FROM experiments WHERE key = ?", (staged,))
+            db.execute("DELETE FROM runs WHERE experiment = ?", (replaced,))
+            if live:
+                db.execute("UPDATE runs SET experiment = ? WHERE experiment = ?", (key, staged))
+                db.execute("DELETE FROM experiments WHERE key = ?", (staged,))
         return files
 
 
