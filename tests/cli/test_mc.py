@@ -75,3 +75,35 @@ def test_corrupt_and_foreign_checkpoints_are_named(tmp_path) -> None:
     empty = runner.invoke(app, ["mc", str(tmp_path / "nothing")])
     assert empty.exit_code == 2
     assert "run dropkit compare there first" in empty.output
+
+
+def test_mc_takes_one_configuration_and_never_mixes(tmp_path) -> None:
+    one = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0.5", "--hidden", "16"]
+    out = ["-o", str(tmp_path)]
+    assert runner.invoke(app, ["compare", *one, *out]).exit_code == 0
+    assert runner.invoke(app, ["compare", *one, "--label-noise", "0.3", *out]).exit_code == 0
+    result = runner.invoke(app, ["mc", str(tmp_path), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert "holds 2 configurations; using label-noise-0.3_hidden-16_epochs-1" in result.output
+    rows = evaluate_checkpoints(tmp_path, samples=2)
+    assert len(rows) == 2  # one run, two inferences: not the other configuration's run too
+    chosen = runner.invoke(app, ["mc", str(tmp_path), "--config", "hidden-16_epochs-1"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "using hidden-16_epochs-1." in chosen.output
+    # A configuration's folder works as the directory, too.
+    folder = runner.invoke(app, ["mc", str(tmp_path / "hidden-16_epochs-1"), "--samples", "2"])
+    assert folder.exit_code == 0, folder.output
+    assert "using hidden-16_epochs-1." in folder.output
+
+
+def test_mc_refuses_a_checkpoint_of_another_configuration(tmp_path) -> None:
+    one = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0.5", "--hidden", "16"]
+    out = ["-o", str(tmp_path)]
+    assert runner.invoke(app, ["compare", *one, *out]).exit_code == 0
+    assert runner.invoke(app, ["compare", *one, "--label-noise", "0.3", *out]).exit_code == 0
+    (a,) = (tmp_path / "hidden-16_epochs-1" / "checkpoints").glob("*.pt")
+    (b,) = (tmp_path / "label-noise-0.3_hidden-16_epochs-1" / "checkpoints").glob("*.pt")
+    a.write_bytes(b.read_bytes())  # B's weights where A's should be
+    result = runner.invoke(app, ["mc", str(tmp_path), "--config", "hidden-16_epochs-1"])
+    assert result.exit_code == 2
+    assert "belongs to another configuration" in result.output
