@@ -395,3 +395,4 @@ def test_own_code_errors_are_one_line(tmp_path, source, option, needle) -> None:
     assert result.exit_code == 2, result.output
     assert needle in result.output
     assert "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()  # refused before any work

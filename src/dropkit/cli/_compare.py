@@ -88,7 +88,7 @@ def compare(
         user,
     )
     from dropkit.experiments import Progress as Callbacks
-    from dropkit.experiments.compare import config_folder
+    from dropkit.experiments.compare import check_model, config_folder
     from dropkit.experiments.report import write_report
     from dropkit.experiments.store import StoreError
 
@@ -97,8 +97,9 @@ def compare(
         if user.is_spec(name):
             try:
                 user.load(name, option[2:])  # fails here, before any work, with its reason
-            except user.SpecError as error:
-                raise typer.BadParameter(str(error), param_hint=option) from None
+            except user.SpecError as error:  # one plain line: a path does not fit a box
+                typer.echo(f"Error: {option}: {error}", err=True)
+                raise typer.Exit(2) from None
             names[option] = user.normalize(name)
     dataset, model = names["--dataset"], names["--model"]
 
@@ -139,6 +140,11 @@ def compare(
     except DatasetError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2 if user.is_spec(dataset) else 1) from None
+    try:
+        check_model(config, data)
+    except ConfigError as error:  # your model, built once before any work
+        typer.echo(f"Error: --{error}", err=True)
+        raise typer.Exit(2) from None
     try:
         folder = config_folder(output, config)
     except StoreError as error:

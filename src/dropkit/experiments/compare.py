@@ -28,6 +28,7 @@ from dropkit.experiments.train import (
     ModelFn,
     RunResult,
     TrainConfig,
+    make_model,
     save_atomically,
     train,
 )
@@ -35,6 +36,7 @@ from dropkit.experiments.train import (
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CompareConfig",
+    "check_model",
     "compare",
     "config_folder",
     "run_compare",
@@ -206,6 +208,7 @@ def run_compare(
         data = load_dataset(
             config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
         )
+    check_model(config, data, model_fn)
     output = Path(output)
     store = Store(output)
     key = config.key()
@@ -236,6 +239,13 @@ def run_compare(
         (output / folder / "progress").rmdir()
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
     return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+
+
+def check_model(config: CompareConfig, data: Dataset, model_fn: ModelFn | None = None) -> None:
+    """Build your model once at the highest rate, so that a mistake in it is reported before
+    any work (``ConfigError`` naming ``--model``); built-in models are checked by ``check``."""
+    if model_fn is not None or user.is_spec(config.train.model):
+        make_model(config.train, data, max(config.rates), model_fn)
 
 
 def _verified(store: Store, place: _Place) -> set[tuple[float, int]]:
