@@ -1,6 +1,7 @@
 """Your own model and data in dropkit compare: a small network on two noisy spirals.
 
-From the command line (runs into dropkit-runs/own_model.spirals-own_model.make_model/):
+From the command line, in the repository's root (results in
+dropkit-runs/own_model.spirals-own_model.make_model/default/):
 
     dropkit compare --model examples/own_model.py:make_model --dataset examples/own_model.py:spirals
 
