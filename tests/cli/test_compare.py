@@ -127,7 +127,7 @@ def test_report_regenerates_from_the_database(tmp_path) -> None:
         assert (tmp_path / RUN / name).exists()
     missing = runner.invoke(app, ["report", str(tmp_path / "nowhere")])
     assert missing.exit_code == 2
-    assert "run dropkit compare first" in missing.output
+    assert "run dropkit compare there first" in missing.output
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

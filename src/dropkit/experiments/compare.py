@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import inspect
@@ -235,10 +234,13 @@ def run_compare(
         for name in store.promote(place.key, key):
             (output / name).unlink(missing_ok=True)
         shutil.rmtree(output / folder / place.progress, ignore_errors=True)
-    with contextlib.suppress(OSError):  # not empty: another process is training here
-        (output / folder / "progress").rmdir()
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
-    return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+    results = [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+    if len(results) == len(wanted):
+        # States left by runs that were interrupted and then finished with other seeds; a
+        # process still training here writes its state again after its next epoch.
+        shutil.rmtree(output / folder / "progress", ignore_errors=True)
+    return results
 
 
 def check_model(config: CompareConfig, data: Dataset, model_fn: ModelFn | None = None) -> None:
