@@ -109,3 +109,35 @@ def test_concurrent_writers_of_one_checkpoint_never_collide(tmp_path) -> None:
     assert errors == []
     assert torch.equal(load_checkpoint(path)["state_dict"]["w"], weights["w"])
     assert [p.name for p in path.parent.iterdir()] == ["run.pt"]  # no temporary file left
+
+
+def test_saving_a_training_state_survives_its_folder_being_removed(tmp_path) -> None:
+    # A process that finishes a configuration removes its folder of training states while
+    # another may be saving one there: that must not stop the other's run.
+    import shutil
+    import threading
+
+    from dropkit.experiments.train import save_state
+
+    path = tmp_path / "progress" / "state.pt"
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def save() -> None:
+        for _ in range(200):
+            try:
+                save_state(path, "run", {"w": torch.zeros(100, 100)})
+            except BaseException as error:
+                errors.append(error)
+        done.set()
+
+    def remove() -> None:
+        while not done.is_set():
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+    threads = [threading.Thread(target=save), threading.Thread(target=remove)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []

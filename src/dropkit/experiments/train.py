@@ -323,8 +323,15 @@ def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
 
 
 def save_state(path: Path | None, identity: str, state: dict[str, Any]) -> None:
-    if path is not None:
-        save_atomically({"format": _STATE_FORMAT, "identity": identity, **state}, path)
+    """Save a training state; it only saves time on resuming, so a race never stops the run."""
+    if path is None:
+        return
+    for _ in range(3):
+        try:
+            save_atomically({"format": _STATE_FORMAT, "identity": identity, **state}, path)
+            return
+        except (FileNotFoundError, FileExistsError):  # another process removed the folder
+            continue
 
 
 def train(
