@@ -8,7 +8,13 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dropkit.cli._app import app
-from dropkit.cli._summary import print_summary, require_experiments_extra, summary_console
+from dropkit.cli._summary import (
+    PlainProgress,
+    config_error,
+    print_summary,
+    require_experiments_extra,
+    summary_console,
+)
 
 
 def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: ignore[type-arg]
@@ -70,6 +76,7 @@ def compare(
         run_compare,
     )
     from dropkit.experiments import Progress as Callbacks
+    from dropkit.experiments.options import check_output
     from dropkit.experiments.report import write_report
 
     train = TrainConfig(
@@ -95,13 +102,12 @@ def compare(
         seeds=seeds,
         batched=batched,
     )
+    output = output or Path("dropkit-runs") / f"{dataset}-{model}"
     try:
         config.check()
+        check_output(output)
     except ConfigError as error:
-        message = str(error).split(": ", 1)[1]
-        hint = "--" + error.field.replace("_", "-")
-        raise typer.BadParameter(message, param_hint=hint) from None
-    output = output or Path("dropkit-runs") / f"{dataset}-{model}"
+        config_error(error)
     console = summary_console()
     try:
         data = load_dataset(dataset, split_seed=split_seed, label_noise=label_noise)
@@ -110,6 +116,8 @@ def compare(
         raise typer.Exit(1) from None
     total = len(config.rates) * config.seeds
     finished = [0]
+    # A progress bar draws nothing into a file or a pipe: print plain lines there instead.
+    plain = None if console.is_terminal else PlainProgress(total)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -124,13 +132,19 @@ def compare(
         def start(rate: float, seed: int, n_epochs: int) -> None:
             bar.update(runs, description=f"rate {rate:g}, seed {seed}")
             bar.reset(epoch_task, total=n_epochs)
+            if plain:
+                plain.start(rate, seed, n_epochs)
 
         def epoch(metrics: object) -> None:
             bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")  # type: ignore[attr-defined]
+            if plain:
+                plain.epoch(metrics)
 
         def done(result: object, skipped: bool) -> None:
             finished[0] += 1
             bar.update(runs, completed=finished[0])
+            if plain:
+                plain.done(result, skipped)
 
         try:
             results = run_compare(

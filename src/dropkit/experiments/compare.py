@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -15,10 +14,10 @@ from typing import Any
 import torch
 
 from dropkit.experiments.batched import can_batch, train_batched
-from dropkit.experiments.datasets import DATASETS, Dataset, load_dataset
-from dropkit.experiments.models import MODELS
+from dropkit.experiments.datasets import Dataset, load_dataset
+from dropkit.experiments.options import check_options
 from dropkit.experiments.store import Store
-from dropkit.experiments.train import ConfigError, EpochMetrics, RunResult, TrainConfig, train
+from dropkit.experiments.train import EpochMetrics, RunResult, TrainConfig, train
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -49,26 +48,14 @@ class CompareConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
-        if self.dataset not in DATASETS:
-            raise ConfigError(
-                "dataset", f"unknown {self.dataset!r}; expected one of {list(DATASETS)}"
-            )
-        if self.train.model not in MODELS:
-            raise ConfigError(
-                "model", f"unknown {self.train.model!r}; expected one of {list(MODELS)}"
-            )
-        if not self.rates:
-            raise ConfigError("rates", "give at least one dropout rate")
-        for rate in self.rates:
-            if not (0.0 <= rate < 1.0) or math.isnan(rate):
-                raise ConfigError("rates", f"every rate must be in [0, 1), got {rate}")
-        if len(set(self.rates)) != len(self.rates):
-            raise ConfigError("rates", f"give each rate once, got {list(self.rates)}")
-        if self.seeds < 1:
-            raise ConfigError("seeds", f"must be at least 1, got {self.seeds}")
-        if not 0.0 <= self.label_noise < 1.0:
-            raise ConfigError("label_noise", f"must be in [0, 1), got {self.label_noise}")
-        self.train.check()
+        check_options(
+            dataset=self.dataset,
+            label_noise=self.label_noise,
+            split_seed=self.split_seed,
+            rates=self.rates,
+            seeds=self.seeds,
+            **dataclasses.asdict(self.train),
+        )
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)

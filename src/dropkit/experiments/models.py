@@ -15,36 +15,24 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from dropkit import functional as dk_F
 from dropkit import nn as dk_nn
-from dropkit.functional._autograd import apply_noise
-from dropkit.kernels._dispatch import masked_affine
 
-__all__ = ["CONV_VARIANTS", "MODELS", "SlicedDropout", "build_model", "dropout_sites", "set_rate"]
+__all__ = [
+    "CONV_VARIANTS",
+    "MODELS",
+    "SlicedDropout",
+    "build_model",
+    "count_sites",
+    "dropout_sites",
+    "set_rate",
+]
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
-
-
-@dataclass(frozen=True)
-class _SlicedMask:
-    """Inverted dropout whose slice ``s`` along dim 0 uses its own seed ``seeds[s]``."""
-
-    p: float
-    seeds: tuple[int, ...]
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 0.0 if self.p >= 1.0 else 1.0 / (1.0 - self.p)
-        shape = tuple(x.shape[1:])
-        return torch.stack(
-            [masked_affine(x[s], shape, self.p, seed, scale) for s, seed in enumerate(self.seeds)]
-        )
-
-    def linear_part(self) -> _SlicedMask:
-        return self
 
 
 class SlicedDropout(nn.Module):
@@ -58,8 +46,8 @@ class SlicedDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        seeds = tuple(int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators)
-        return apply_noise(x, _SlicedMask(self.p, seeds), False)
+        seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators]
+        return torch.stack([dk_F.dropout(x[s], self.p, seed=seed) for s, seed in enumerate(seeds)])
 
     def extra_repr(self) -> str:
         return f"p={self.p}, runs={len(self._generators)}"
@@ -97,7 +85,22 @@ def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None 
     path_rates = dict(zip(map(id, paths), schedule, strict=True))
     for site, scale in zip(sites, scales, strict=True):
         p = rate * scale * path_rates.get(id(site), 1.0)
-        setattr(site, "p", min(max(p, 0.0), 0.99))  # noqa: B010  (p is an attribute of every site)
+        if not 0.0 <= p < 1.0:  # never clamped: the table would report a rate that was not used
+            raise ValueError(
+                f"set_rate: rate {rate:g} x layer scale {scale:g} gives p = {p:g}; every rate "
+                "times every scale must be in [0, 1)"
+            )
+        setattr(site, "p", p)  # noqa: B010  (p is an attribute of every site)
+
+
+def count_sites(name: str, hidden: Sequence[int] = (256, 128)) -> int:
+    """How many dropout layers model ``name`` has (independent of the data's shape).
+
+    Example:
+        >>> count_sites("mlp", (64, 32, 16)), count_sites("cnn"), count_sites("rescnn")
+        (3, 3, 3)
+    """
+    return len(dropout_sites(build_model(name, (1, 8), 2, hidden=hidden)))
 
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:
