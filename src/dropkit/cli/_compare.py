@@ -71,12 +71,13 @@ def compare(
         CompareConfig,
         ConfigError,
         DatasetError,
+        Store,
         TrainConfig,
         load_dataset,
         run_compare,
     )
     from dropkit.experiments import Progress as Callbacks
-    from dropkit.experiments.options import check_output
+    from dropkit.experiments.options import check_output, check_results_database
     from dropkit.experiments.report import write_report
 
     train = TrainConfig(
@@ -106,6 +107,7 @@ def compare(
     try:
         config.check()
         check_output(output)
+        check_results_database(Store(output).path)
     except ConfigError as error:
         config_error(error)
     console = summary_console()

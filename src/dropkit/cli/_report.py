@@ -18,10 +18,16 @@ def report(
     require_experiments_extra()
     from dropkit._env import environment
     from dropkit.experiments import CompareConfig, Store
+    from dropkit.experiments.options import ConfigError, check_results_database
     from dropkit.experiments.report import write_report
     from dropkit.experiments.store import DB_NAME
 
     store = Store(directory)
+    try:
+        check_results_database(store.path, option="directory")
+    except ConfigError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        raise typer.Exit(2) from None
     if not store.path.exists():
         typer.echo(f"Error: {directory} has no {DB_NAME}; run dropkit compare first", err=True)
         raise typer.Exit(2)

@@ -8,16 +8,26 @@ reports, is refused.
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import sqlite3
 import tempfile
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 from dropkit.experiments.datasets import DATASETS
 from dropkit.experiments.models import CONV_VARIANTS, MODELS, count_sites
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "ConfigError", "check_options", "check_output"]
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "ConfigError",
+    "check_options",
+    "check_output",
+    "check_results_database",
+]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("constant", "early", "late")
@@ -211,3 +221,49 @@ def check_output(directory: Path, option: str = "output") -> None:
         raise ConfigError(
             option, f"cannot write into {existing} ({reason}); give a writable folder"
         ) from None
+
+
+#: The columns a dropkit results database has; anything else is another program's file.
+_TABLES = {
+    "experiments": {"key", "config", "created"},
+    "runs": {"experiment", "rate", "seed", "result", "finished"},
+}
+
+
+def check_results_database(path: Path, option: str = "output") -> None:
+    """Raise :class:`ConfigError` if the file at ``path`` exists and is not dropkit's database.
+
+    A corrupt file, another program's SQLite database, or one whose stored configurations
+    dropkit cannot read, is named with what to do, instead of failing later mid-way.
+    """
+    path = Path(path)
+    if not path.exists():
+        return
+    fix = "move it away or use another folder"
+    if not path.is_file():
+        raise ConfigError(option, f"{path} is not a regular file; {fix}")
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            tables = {
+                name: {row[1] for row in db.execute(f"PRAGMA table_info({name})")}
+                for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+            }
+            configs = (
+                [row[0] for row in db.execute("SELECT config FROM experiments")]
+                if "config" in tables.get("experiments", set())
+                else []
+            )
+    except sqlite3.Error as error:
+        raise ConfigError(option, f"{path} is not a readable database ({error}); {fix}") from None
+    for table, columns in _TABLES.items():
+        if table in tables and not columns <= tables[table]:
+            raise ConfigError(option, f"{path} is not a dropkit results database; {fix}")
+    if tables and not set(_TABLES) & set(tables):
+        raise ConfigError(option, f"{path} is not a dropkit results database; {fix}")
+    for text in configs:
+        try:
+            config = json.loads(text)
+        except (TypeError, ValueError):
+            config = None
+        if not (isinstance(config, dict) and isinstance(config.get("train"), dict)):
+            raise ConfigError(option, f"{path} holds a configuration dropkit cannot read; {fix}")
