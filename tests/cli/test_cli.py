@@ -199,3 +199,22 @@ def test_doctor_refuses_a_huge_input_shape() -> None:
         app, ["doctor", "torch.nn:Identity", "--input-shape", "100000,100000,100000"]
     )
     _one_line_usage_error(result, "--input-shape")
+
+
+def test_compare_prints_plain_progress_lines_when_not_a_terminal(tmp_path) -> None:
+    result = runner.invoke(
+        app, ["compare", *SMALL, "--epochs", "2", "--one-at-a-time", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    table = next(i for i, line in enumerate(lines) if "dropout comparison" in line)
+    progress = lines[:table]
+    for rate in ("0", "0.5"):
+        assert f"rate {rate}, seed 0: training for 2 epochs" in progress
+        for epoch in (1, 2):
+            assert any(
+                line.startswith(f"rate {rate}, seed 0: epoch {epoch}/2: train loss ")
+                and "val loss" in line
+                for line in progress
+            )
+    assert sum(line.startswith("run ") and " done in " in line for line in progress) == 2

@@ -12,7 +12,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from dropkit.experiments.train import RunResult
 
@@ -24,6 +24,7 @@ __all__ = [
     "RateSummary",
     "Stat",
     "applicable_settings",
+    "figures",
     "png_bytes",
     "summarize",
     "table_title",
@@ -173,14 +174,19 @@ def _mean_curve(runs: Sequence[RunResult], attr: str) -> list[float]:
     return [statistics.fmean(getattr(r.history[i], attr) for r in runs) for i in range(length)]
 
 
-def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
+def figures(results: Sequence[RunResult]) -> dict[str, Any]:
+    """The report's matplotlib figures by file name (close them with ``plt.close``).
+
+    ``loss.png``: training and validation loss side by side; ``accuracy.png``: validation
+    accuracy in percent, as in the table; ``gap.png``: train minus test accuracy in points.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     groups = _by_rate(results)
-    images: dict[str, bytes] = {}
+    figs: dict[str, Any] = {}
     # Training and validation loss side by side on one scale: validation loss rising while
     # training loss falls is overfitting, the picture dropout is meant to change.
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
@@ -196,8 +202,7 @@ def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("cross-entropy")
     axes[0].legend()
-    images["loss.png"] = png_bytes(fig)
-    plt.close(fig)
+    figs["loss.png"] = fig
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     for rate, runs in groups.items():
         curve = [100 * v for v in _mean_curve(runs, "val_acc")]  # percent, as in the table
@@ -207,8 +212,7 @@ def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
     ax.set_title("validation accuracy by dropout rate (mean over seeds)")
     ax.legend()
     ax.grid(alpha=0.3)
-    images["accuracy.png"] = png_bytes(fig)
-    plt.close(fig)
+    figs["accuracy.png"] = fig
     summary = summarize(results)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.errorbar(
@@ -222,8 +226,17 @@ def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
     ax.set_ylabel("train - test accuracy (points)")
     ax.set_title("generalization gap vs dropout rate")
     ax.grid(alpha=0.3)
-    images["gap.png"] = png_bytes(fig)
-    plt.close(fig)
+    figs["gap.png"] = fig
+    return figs
+
+
+def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
+    from matplotlib import pyplot as plt
+
+    images = {}
+    for name, fig in figures(results).items():
+        images[name] = png_bytes(fig)
+        plt.close(fig)
     return images
 
 
