@@ -1,8 +1,6 @@
-"""torch.nn.functional's dropout functions and where their arguments are, in one table.
-
-Used by :mod:`dropkit.mc` (to force ``training=True``) and by the doctor's tracer (to read the
-rate and whether the call is active).
-"""
+"""torch.nn.functional's dropouts as the doctor's tracer read them, now derived from
+:mod:`dropkit._registry` (the one table). Kept only until the doctor reads the registry itself;
+delete this module then."""
 
 from __future__ import annotations
 
@@ -11,21 +9,33 @@ from typing import Any, NamedTuple
 
 import torch.nn.functional as torch_F
 
+from dropkit._registry import function_spec
+
 __all__ = ["TORCH_DROPOUTS", "DropoutSignature"]
 
 
 class DropoutSignature(NamedTuple):
-    p_at: int  # position of ``p``
-    training_at: int  # position of ``training``
+    p_at: int
+    training_at: int
     variant: str
-    default_training: bool  # torch's alpha variants default to False
+    default_training: bool
+
+
+def _signature(func: Callable[..., Any]) -> DropoutSignature:
+    spec = function_spec(func)
+    assert spec is not None
+    assert spec.training_at is not None
+    return DropoutSignature(spec.p_at, spec.training_at, spec.variant, bool(spec.training_default))
 
 
 TORCH_DROPOUTS: dict[Callable[..., Any], DropoutSignature] = {
-    torch_F.dropout: DropoutSignature(1, 2, "element", True),
-    torch_F.dropout1d: DropoutSignature(1, 2, "channel1d", True),
-    torch_F.dropout2d: DropoutSignature(1, 2, "channel2d", True),
-    torch_F.dropout3d: DropoutSignature(1, 2, "channel3d", True),
-    torch_F.alpha_dropout: DropoutSignature(1, 2, "alpha", False),
-    torch_F.feature_alpha_dropout: DropoutSignature(1, 2, "feature_alpha", False),
+    func: _signature(func)
+    for func in (
+        torch_F.dropout,
+        torch_F.dropout1d,
+        torch_F.dropout2d,
+        torch_F.dropout3d,
+        torch_F.alpha_dropout,
+        torch_F.feature_alpha_dropout,
+    )
 }

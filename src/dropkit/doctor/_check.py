@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -75,8 +75,8 @@ def check(
     selected = make_rules(list(rules) if rules else None, ignore)
     findings = [f for rule in selected for f in rule.check_tree(model)]
     if example_input is not None:
-        inputs = example_input if isinstance(example_input, tuple) else (example_input,)
-        traces = _run_twice(model, inputs)
+        args, kwargs = split_inputs(example_input)
+        traces = _run_twice(model, args, kwargs)
         findings += [
             f for rule in selected if isinstance(rule, FlowRule) for f in rule.check_flow(traces)
         ]
@@ -85,7 +85,19 @@ def check(
     return Report(unique)
 
 
-def _run_twice(model: nn.Module, inputs: tuple[object, ...]) -> Traces:
+def split_inputs(example_input: object) -> tuple[tuple[object, ...], dict[str, object]]:
+    """Positional and keyword inputs: a mapping is keywords, a tuple is positional inputs, anything
+    else is the one positional input."""
+    if isinstance(example_input, Mapping):
+        if not all(isinstance(k, str) for k in example_input):
+            raise TypeError("check: a dict of example inputs needs str keys (the keyword names)")
+        return (), dict(example_input)
+    if isinstance(example_input, tuple):
+        return example_input, {}
+    return (example_input,), {}
+
+
+def _run_twice(model: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> Traces:
     """Trace one forward in training and one in eval mode, then put everything back: training
     flags, buffers (BatchNorm statistics move in training mode) and torch's RNG state."""
     flags = {m: m.training for m in model.modules()}
@@ -96,9 +108,9 @@ def _run_twice(model: nn.Module, inputs: tuple[object, ...]) -> Traces:
     try:
         with torch.no_grad():
             model.train()
-            train_graph = trace(model, inputs)
+            train_graph = trace(model, args, kwargs)
             model.eval()
-            eval_graph = trace(model, inputs)
+            eval_graph = trace(model, args, kwargs)
     finally:
         with torch.no_grad():
             for buffer, saved in buffers:

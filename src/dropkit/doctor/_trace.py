@@ -236,8 +236,9 @@ class _Recorder(TorchFunctionMode):
 _IGNORED = {torch.Tensor.size, torch.Tensor.dim, torch.Tensor.__getattribute__}
 
 
-def trace(model: nn.Module, inputs: tuple[Any, ...]) -> Graph:
-    """Run ``model(*inputs)`` once and return what it did (no state is restored here)."""
+def trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None = None) -> Graph:
+    """Run ``model(*args, **kwargs)`` once and return what it did (no state is restored here)."""
+    kwargs = kwargs or {}
     names = {m: n for n, m in model.named_modules()}
     recorder = _Recorder(names)
     handles = []
@@ -245,10 +246,10 @@ def trace(model: nn.Module, inputs: tuple[Any, ...]) -> Graph:
         handles.append(module.register_forward_pre_hook(recorder.pre_hook))
         handles.append(module.register_forward_hook(recorder.post_hook))
     # The model's inputs are nodes too, so that a skip taken straight from the input is seen.
-    recorder._add("input", "", (), "input", inputs)
+    recorder._add("input", "", (), "input", (args, kwargs))
     try:
         with recorder:
-            out = model(*inputs)
+            out = model(*args, **kwargs)
     finally:
         for handle in handles:
             handle.remove()

@@ -1,148 +1,130 @@
-"""``mc_mode``: the model at inference, every dropout on.
+"""``mc_mode``: the model at inference with every stochastic op of train mode on, nothing else.
 
 ``model.train()`` is the usual way to keep dropout on at inference, and it is wrong: BatchNorm
 then normalizes with the batch's statistics (and updates its running ones), and anything else
-that checks ``self.training`` changes too. Inside :func:`mc_mode` the model stays in eval mode;
-only dropout is switched on: dropout modules (torch's and dropkit's, and the dropout inside
-``nn.LSTM``/``nn.GRU``/``nn.RNN`` and ``nn.MultiheadAttention``), the dropout functions of
-``torch.nn.functional`` whatever ``training`` argument they are given (intercepted by a
-``TorchFunctionMode``), and dropkit's own functions. On exit every flag is as it was.
+that checks ``self.training`` changes too. Inside :func:`mc_mode` the model stays in eval mode
+and only the modules that issue a stochastic call in train mode are switched on: registered
+dropout layers with ``p > 0`` at once, and, at the model's first call, every module whose own
+forward issues dropout (functional ``F.dropout(x, p, self.training)``, attention that passes
+``dropout_p`` to ``scaled_dot_product_attention``, MHA and RNN dropout...), found by running the
+model (see :mod:`dropkit.mc._discover`). Nothing is patched: only ``training`` flags change, and
+on exit every flag is as it was, whatever order blocks are left in.
 """
 
 from __future__ import annotations
 
 import contextlib
-import contextvars
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
+from torch.utils.hooks import RemovableHandle
 
-from dropkit._torch_dropouts import TORCH_DROPOUTS
-from dropkit.functional._validation import mc_depth
+from dropkit._registry import dropout_layers
+from dropkit.mc._discover import Discovery, discover, warn_about
 
 __all__ = ["MCState", "disable_mc", "dropout_modules", "enable_mc", "mc_active", "mc_mode"]
 
+#: The active states, oldest first (one list for every model).
+_ACTIVE: list[MCState] = []
+
 
 def mc_active() -> bool:
-    """True inside :func:`mc_mode`: dropkit's dropout functions then ignore ``training=False``."""
-    return mc_depth.get() > 0
-
-
-def _rate(module: nn.Module) -> float:
-    """A module's dropout rate if it is dropout-like, else -1."""
-    from dropkit.nn._dropout import _DropoutBase
-    from dropkit.nn._weight import EmbeddingDropout, WeightDrop
-
-    if isinstance(
-        module, torch.nn.modules.dropout._DropoutNd | _DropoutBase | EmbeddingDropout | WeightDrop
-    ):
-        return float(module.p)
-    if isinstance(module, nn.RNNBase) and module.dropout > 0:
-        return float(module.dropout)
-    if isinstance(module, nn.MultiheadAttention) and module.dropout > 0:
-        return float(module.dropout)
-    return -1.0
+    """True while some model is in Monte Carlo mode (inside :func:`mc_mode`)."""
+    return bool(_ACTIVE)
 
 
 def dropout_modules(model: nn.Module) -> list[tuple[str, nn.Module, float]]:
-    """``(name, module, p)`` of every dropout-like module of ``model``."""
-    found = []
-    for name, module in model.named_modules():
-        p = _rate(module)
-        if p >= 0:
-            found.append((name, module, p))
-    return found
+    """``(name, module, p)`` of every registered dropout layer of ``model`` (torch's, dropkit's,
+    RNN and multi-head attention dropout, timm's and torchvision's stochastic depth...)."""
+    return list(dropout_layers(model))
 
 
-def _force_training(
-    func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    index = TORCH_DROPOUTS[func].training_at
-    if len(args) > index:
-        args = (*args[:index], True, *args[index + 1 :])
-    else:
-        kwargs = {**kwargs, "training": True}
-    return args, kwargs
-
-
-class _DropoutOn(TorchFunctionMode):
-    """Calls of torch.nn.functional's dropouts run with ``training=True``."""
-
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        if func in TORCH_DROPOUTS:
-            args, kwargs = _force_training(func, args, kwargs)
-        return func(*args, **kwargs)
-
-
-@dataclass
+@dataclass(eq=False)
 class MCState:
     """What :func:`enable_mc` changed, for :func:`disable_mc` to put back."""
 
     model: nn.Module
+    require_dropout: bool = True
     training: dict[nn.Module, bool] = field(default_factory=dict)
-    mode: TorchFunctionMode | None = None
-    token: contextvars.Token[int] | None = None
+    discovery: Discovery | None = None
+    hook: RemovableHandle | None = None
+    _busy: bool = False
+
+    def discover(self, args: tuple[Any, ...], kwargs: dict[str, Any], where: str) -> Discovery:
+        """Find and switch on what must run (once per state), raising if nothing stochastic ran."""
+        if self.discovery is None:
+            self._busy = True
+            try:
+                found = discover(self.model, args, kwargs)
+            finally:
+                self._busy = False
+            if self.require_dropout and not found.stochastic:
+                raise ValueError(
+                    f"{where}: nothing stochastic ran in a train-mode forward of "
+                    f"{found.model_name}: it has no dropout with p > 0 (module or function), so "
+                    "Monte Carlo dropout would return the same output every time; add dropout "
+                    "or set a dropout rate above 0 in the model's configuration"
+                )
+            warn_about(found, where)
+            self.discovery = found
+        self.discovery.apply()
+        return self.discovery
+
+    def _first_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.discovery is None and not self._busy and self in _ACTIVE:
+            self.discover(args, kwargs, "mc_mode")
 
 
 def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
-    """Put ``model`` in eval mode with every dropout on; return the state to restore.
+    """Put ``model`` in eval mode with every stochastic op of train mode on; return the state.
+
+    Registered dropout layers with ``p > 0`` are switched on at once; the modules whose own
+    forward issues dropout are found and switched on at the model's first call.
 
     Args:
-        model: the model.
-        require_dropout: raise if the model has no dropout module with ``p > 0`` (pass False for
-            models that only call dropout as a function).
+        model: the model (a ``torch.compile``'d one too).
+        require_dropout: raise at the first call if nothing stochastic runs in the model's
+            train-mode forward.
 
     Raises:
-        ValueError: no dropout module, or all dropout rates are 0.
+        ValueError: (at the first call) nothing stochastic ran, naming the model.
     """
-    found = dropout_modules(model)
-    if require_dropout and not any(p > 0 for _, _, p in found):
-        what = "all its dropout rates are 0" if found else "it has no dropout module"
-        raise ValueError(
-            f"mc_mode: Monte Carlo dropout needs dropout, but {what}; add dropout (or pass "
-            "require_dropout=False if the model calls dropout as a function)"
-        )
-    state = MCState(model, {m: m.training for m in model.modules()})
+    state = MCState(model, require_dropout, {m: m.training for m in model.modules()})
     model.eval()
-    for _, module, p in found:
+    for _, module, p in dropout_layers(model):
         if p > 0:
-            module.train(True)
-            # Wrapped modules (EmbeddingDropout, WeightDrop) hold an inner module: eval it.
-            for child in module.children():
-                if _rate(child) < 0:
-                    child.eval()
-    state.mode = _DropoutOn()
-    state.mode.__enter__()  # type: ignore[no-untyped-call]
-    state.token = mc_depth.set(mc_depth.get() + 1)
+            module.training = True
+    state.hook = model.register_forward_pre_hook(state._first_call, with_kwargs=True)
+    _ACTIVE.append(state)
     return state
 
 
 def disable_mc(state: MCState) -> None:
-    """Undo :func:`enable_mc`: every module's training flag as it was, the interception off."""
-    try:
-        if state.token is not None:
-            mc_depth.reset(state.token)
-        if state.mode is not None:
-            state.mode.__exit__(None, None, None)  # type: ignore[no-untyped-call]
-    finally:
-        for module, training in state.training.items():
-            module.training = training
+    """Undo :func:`enable_mc`: every module's training flag as before, whatever the order.
+
+    Leaving an older block while a newer one on the same model is still open hands the older
+    block's saved flags to the newer one, which restores them when it is left.
+    """
+    if state.hook is not None:
+        state.hook.remove()
+        state.hook = None
+    if state not in _ACTIVE:
+        return
+    index = _ACTIVE.index(state)
+    _ACTIVE.pop(index)
+    newer = [s for s in _ACTIVE[index:] if s.model is state.model]
+    if newer:
+        newer[0].training = state.training
+        return
+    for module, training in state.training.items():
+        module.training = training
 
 
 @contextlib.contextmanager
 def mc_mode(model: nn.Module, *, require_dropout: bool = True) -> Iterator[nn.Module]:
-    """Inside the block, ``model`` runs at inference with every dropout on.
+    """Inside the block, ``model`` runs at inference with every stochastic op of train mode on.
 
     Example:
         >>> import torch

@@ -2,21 +2,31 @@
 
 Everything a network computes before its first stochastic operation is the same in all S
 passes. The shared-prefix strategy runs the forward once on the N inputs and, at the first
-dropout, replicates its input S times along the batch, so only the rest of the network runs on
-S * N rows. Tensors computed before that point and used after it (skip connections) are
-replicated when first used. Replicating the same tensor with the same seed is what replicating
-the input would have done, so both strategies give the same samples.
+stochastic op, replicates that op's inputs S times along the batch, so only the rest of the
+network runs on S * N rows. Tensors computed before that point and used after it (skip
+connections, attention masks) are replicated when first used. Replicating the same tensors with
+the same seed is what replicating the input would have done, so both strategies give the same
+samples.
 
-The tracking is done by a ``TorchFunctionMode`` that sees every torch call of the forward and by
-a hook that dropkit's dropout functions call first; it assumes the batch is dim 0 of the input
-and of every tensor that carries it. Where that fails (an error, or an output whose dim 0 is not
-S * N) the input is replicated instead, and :attr:`MCResult.strategy` says so.
+Any stochastic op ends the prefix: a registered dropout function (torch's, dropkit's,
+``scaled_dot_product_attention`` with ``dropout_p > 0``), seen by a ``TorchFunctionMode``; and,
+seen by a forward pre-hook, a module whose stochastic call sits inside a larger function
+(``nn.MultiheadAttention``, ``nn.LSTM``/``GRU``/``RNN`` with ``dropout``) or is a raw random draw
+(timm's ``DropPath``, torchvision's ``StochasticDepth``, LayerDrop). The batch must be dim 0 of
+every input tensor and of every tensor that carries it; where sharing is not possible (an error,
+an output whose dim 0 is not S * N, a module with ``batch_first=False``) the input is replicated
+instead, and :attr:`MCResult.strategy` says why.
+
+A mask shared over the whole batch (``WeightDrop``, ``EmbeddingDropout``, ``DropPath(mode=
+"batch")``, a ``noise_shape`` with 1 in dim 0) would give S identical samples once the batch is
+replicated: a function call of that kind runs once per sample block of N rows, and a module of
+that kind makes ``predict`` run S separate passes (strategy ``"loop"``).
 """
 
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +35,20 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dropkit._torch_dropouts import TORCH_DROPOUTS
-from dropkit.functional._validation import prefix_hook
-from dropkit.mc._mode import _force_training, mc_mode
+from dropkit._registry import (
+    call_shares_batch,
+    function_spec,
+    is_random,
+    layer_rate,
+    layer_shares_batch,
+)
+from dropkit.mc._discover import RANDOM, Discovery
+from dropkit.mc._mode import disable_mc, enable_mc
 
 __all__ = ["MCResult", "predict"]
+
+Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
+OutputSelector = int | str | Callable[[Any], torch.Tensor] | None
 
 
 @dataclass(frozen=True)
@@ -100,61 +119,102 @@ def _entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 class _CannotShare(RuntimeError):
-    pass
+    """The prefix cannot be shared: replicate the input instead."""
 
 
-class _SharedPrefix(TorchFunctionMode):
-    """Replicates the batch at the first stochastic op and pre-prefix tensors on later use."""
+class _NeedLoop(RuntimeError):
+    """A mask shared over the batch where the batch cannot be split: one pass per sample."""
 
-    def __init__(self, samples: int, batch: int, x: torch.Tensor) -> None:
+
+_SEQUENCE_OPS = ("torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu")
+_MODULE_LEVEL = (*_SEQUENCE_OPS, "torch.nn.functional.multi_head_attention_forward")
+
+
+def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
+    """``t`` repeated ``samples`` times along dim 0, in ``t``'s memory order.
+
+    Random masks are drawn in memory order, so the copy must be laid out as the tensor that
+    the replicated input would have produced (a permuted activation stays permuted).
+    """
+
+    def memory_rank(d: int) -> tuple[int, int, int]:
+        if d == 0 and t.shape[0] == 1:
+            return (-1, 0, 0)  # a batch of one: outermost
+        return (int(t.shape[d] == 1), -t.stride(d), d)  # other size-1 dims: innermost
+
+    order = sorted(range(t.dim()), key=memory_rank)
+    reps = [samples if d == 0 else 1 for d in order]
+    tiled = t.permute(order).repeat(reps)
+    return tiled.permute([order.index(d) for d in range(t.dim())])
+
+
+class _Sampler(TorchFunctionMode):
+    """Runs one forward for S samples: replicates the batch at the first stochastic op (or from
+    the start with ``replicate``), and runs batch-shared dropout once per sample block."""
+
+    def __init__(self, samples: int, batch: int, *, replicate: bool) -> None:
         super().__init__()
         self.samples, self.batch = samples, batch
-        self.started = False
+        self.started = replicate
+        self.replicate = replicate
         self._busy = False  # inside our own repeat: let torch calls through untouched
         self._before: dict[int, weakref.ref[torch.Tensor]] = {}
         self._copies: dict[int, torch.Tensor] = {}
-        self._remember(x)
 
-    def _remember(self, t: torch.Tensor) -> None:
-        self._before[id(t)] = weakref.ref(t)
+    # ------------------------------------------------------------------ the prefix's tensors
 
-    def _is_before(self, t: torch.Tensor) -> bool:
-        ref = self._before.get(id(t))
-        return ref is not None and ref() is t
+    def remember(self, tree: object) -> None:
+        for leaf in tree_flatten(tree)[0]:
+            if isinstance(leaf, torch.Tensor):
+                self._before[id(leaf)] = weakref.ref(leaf)
 
     def _replicate(self, t: torch.Tensor) -> torch.Tensor:
         copy = self._copies.get(id(t))
         if copy is None:
             self._busy = True
             try:
-                copy = t.repeat(self.samples, *([1] * (t.dim() - 1)))
+                copy = _repeat(t, self.samples)
             finally:
                 self._busy = False
             self._copies[id(t)] = copy
         return copy
 
-    def hook(self, t: torch.Tensor) -> torch.Tensor:
-        """The input of a stochastic op: start replication here, or replicate a pre-tensor."""
+    def _map(self, t: Any) -> Any:
+        if isinstance(t, torch.Tensor) and t.dim() > 0 and t.shape[0] == self.batch:
+            ref = self._before.get(id(t))
+            if ref is not None and ref() is t:
+                return self._replicate(t)
+        return t
+
+    def _start(self, first: object, where: str) -> None:
+        if not isinstance(first, torch.Tensor) or first.dim() == 0:
+            raise _CannotShare(f"the first stochastic op ({where}) has no batched tensor input")
+        if first.shape[0] != self.batch:
+            raise _CannotShare(
+                f"the input of the first stochastic op ({where}) has shape "
+                f"{tuple(first.shape)}, whose dim 0 is not the batch ({self.batch})"
+            )
+        self.started = True
+
+    # ------------------------------------------------------------------ modules
+
+    def module_start(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Forward pre-hook of a module whose stochastic call the mode cannot see alone."""
+        if self.replicate:
+            return None
         if not self.started:
-            if t.dim() == 0 or t.shape[0] != self.batch:
-                raise _CannotShare(
-                    f"the first dropout's input has shape {tuple(t.shape)}, whose dim 0 is not "
-                    f"the batch ({self.batch})"
-                )
-            self.started = True
-            return self._replicate(t)
-        mapped: torch.Tensor = self._map(t)
+            where = type(module).__name__
+            if isinstance(module, nn.RNNBase | nn.MultiheadAttention) and not module.batch_first:
+                raise _CannotShare(f"{where} has batch_first=False: its batch is not dim 0")
+            if isinstance(module, nn.RNNBase) and (len(args) > 1 or kwargs):
+                raise _CannotShare(f"{where} is given an initial state, batched in dim 1")
+            self._start(args[0] if args else next(iter(kwargs.values()), None), where)
+        mapped: tuple[tuple[Any, ...], dict[str, Any]] = tree_map(self._map, (args, kwargs))
         return mapped
 
-    def _map(self, t: Any) -> Any:
-        if (
-            isinstance(t, torch.Tensor)
-            and t.dim() > 0
-            and t.shape[0] == self.batch
-            and self._is_before(t)
-        ):
-            return self._replicate(t)
-        return t
+    # ------------------------------------------------------------------ torch calls
 
     def __torch_function__(
         self,
@@ -166,71 +226,264 @@ class _SharedPrefix(TorchFunctionMode):
         kwargs = kwargs or {}
         if self._busy:
             return func(*args, **kwargs)
-        if func in TORCH_DROPOUTS:
-            args, kwargs = _force_training(func, args, kwargs)
-            p = args[1] if len(args) > 1 else kwargs.get("p", 0.5)
-            if p > 0:
-                args = (self.hook(args[0]), *args[1:])
-        elif self.started:
-            args, kwargs = tree_map(self._map, (args, kwargs))
-        out = func(*args, **kwargs)
+        spec = function_spec(func)
+        if spec is not None and spec.active(args, kwargs):
+            if not self.started:
+                if spec.name in _MODULE_LEVEL:
+                    raise _CannotShare(f"{spec.name} was called outside its module")
+                self._start(args[0], spec.name)
+            if not self.replicate:
+                args, kwargs = tree_map(self._map, (args, kwargs))
+            if call_shares_batch(spec, args, kwargs):
+                return self._per_sample(func, spec.name, args, kwargs)
+            return func(*args, **kwargs)
         if not self.started:
-            for leaf in tree_flatten(out)[0]:
-                if isinstance(leaf, torch.Tensor):
-                    self._remember(leaf)
+            if is_random(func):
+                raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
+            out = func(*args, **kwargs)
+            self.remember(out)
+            return out
+        if not self.replicate:
+            args, kwargs = tree_map(self._map, (args, kwargs))
+        return func(*args, **kwargs)
+
+    def _per_sample(
+        self, func: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        """A mask shared over the batch: one call per block of N rows (one MC sample each)."""
+        x = args[0]
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() == 0
+            or x.shape[0] != self.samples * self.batch
+        ):
+            raise _NeedLoop(f"{name} shares one mask over a batch that is not dim 0")
+        blocks = [func(block, *args[1:], **kwargs) for block in torch.split(x, self.batch)]
+        out = torch.cat(blocks)
+        inplace = args[3] if len(args) > 3 else kwargs.get("inplace", False)
+        if inplace:
+            return x.copy_(out)
         return out
 
 
-def _shared_prefix(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
-    tracker = _SharedPrefix(samples, x.shape[0], x)
-    token = prefix_hook.set(tracker.hook)
+# ---------------------------------------------------------------------- inputs and outputs
+
+
+def _as_call(inputs: Inputs) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    if isinstance(inputs, torch.Tensor):
+        return (inputs,), {}
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, list | tuple):
+        return tuple(inputs), {}
+    raise TypeError(
+        "predict: expected inputs to be a tensor, a tuple of positional inputs or a dict of "
+        f"keyword inputs, got {type(inputs).__name__}"
+    )
+
+
+def _batch_size(args: tuple[Any, ...], kwargs: dict[str, Any]) -> int:
+    for leaf in tree_flatten((args, kwargs))[0]:
+        if isinstance(leaf, torch.Tensor) and leaf.dim() > 0:
+            return int(leaf.shape[0])
+    raise ValueError("predict: expected inputs with at least one tensor with the batch in dim 0")
+
+
+def _batch_map(
+    args: tuple[Any, ...], kwargs: dict[str, Any], n: int, fn: Callable[[torch.Tensor], Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Apply ``fn`` to every input tensor whose dim 0 is the batch ``n``."""
+
+    def one(leaf: Any) -> Any:
+        if isinstance(leaf, torch.Tensor) and leaf.dim() > 0 and leaf.shape[0] == n:
+            return fn(leaf)
+        return leaf
+
+    mapped: tuple[tuple[Any, ...], dict[str, Any]] = tree_map(one, (args, kwargs))
+    return mapped
+
+
+def _select(out: object, output: OutputSelector) -> torch.Tensor:
+    """The tensor to sample from a model's output."""
+    if callable(output):
+        picked = output(out)
+    elif output is not None:
+        try:
+            picked = out[output]  # type: ignore[index]
+        except (KeyError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"predict: output={output!r} is not in the model's output "
+                f"({type(out).__name__}): {error}"
+            ) from None
+    elif isinstance(out, torch.Tensor):
+        picked = out
+    elif isinstance(out, Mapping):
+        if "logits" not in out:
+            raise ValueError(
+                f"predict: the model returned a {type(out).__name__} without 'logits' (keys: "
+                f"{list(out)}); choose the tensor to sample with output=, e.g. "
+                f"output={next(iter(out), 'key')!r}"
+            )
+        picked = out["logits"]
+    elif isinstance(out, list | tuple) and out:
+        picked = out[0]
+    else:
+        raise ValueError(f"predict: cannot read samples from a {type(out).__name__} output")
+    if not isinstance(picked, torch.Tensor):
+        raise ValueError(
+            f"predict: the selected output is a {type(picked).__name__}, not a tensor; "
+            "pass output= (a key, an index or a function) to choose a tensor"
+        )
+    return picked
+
+
+# ---------------------------------------------------------------------- strategies
+
+
+def _module_starts(found: Discovery, level: str) -> list[nn.Module]:
+    """Switched-on modules whose forward pre-hook ends the prefix.
+
+    ``"function"``: only those whose stochastic call the mode cannot see alone (inside MHA and
+    RNN functions, raw random draws); the prefix then ends at the dropout call itself.
+    ``"module"``: also every other module whose own forward issues dropout (an attention
+    module reads its input's shape before it calls ``scaled_dot_product_attention``).
+    """
+    registered = {m for m in found.on if layer_rate(m) is not None}
+    return [
+        m
+        for m, calls in found.calls.items()
+        if any(c in _MODULE_LEVEL or c.startswith(RANDOM) for c in calls)
+        or (level == "module" and m not in registered and m is not found.root)
+    ]
+
+
+def _run(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    samples: int,
+    found: Discovery,
+    output: OutputSelector,
+    *,
+    replicate: bool,
+    level: str = "function",
+) -> torch.Tensor:
+    n = _batch_size(args, kwargs)
+    sampler = _Sampler(samples, n, replicate=replicate)
+    handles = []
+    if replicate:
+        args, kwargs = _batch_map(args, kwargs, n, sampler._replicate)
+    else:
+        sampler.remember((args, kwargs))
+        handles = [
+            m.register_forward_pre_hook(sampler.module_start, with_kwargs=True)
+            for m in _module_starts(found, level)
+        ]
     try:
-        with tracker:
-            out: object = model(x)
+        with sampler:
+            out = _select(model(*args, **kwargs), output)
     finally:
-        prefix_hook.reset(token)
-    if not isinstance(out, torch.Tensor):
-        raise _CannotShare(f"the model returned {type(out).__name__}, not a tensor")
-    if not tracker.started:
+        for handle in handles:
+            handle.remove()
+    if not sampler.started:
         raise _CannotShare("no stochastic operation ran")
-    if out.dim() == 0 or out.shape[0] != samples * x.shape[0]:
+    if out.dim() == 0 or out.shape[0] != samples * n:
         raise _CannotShare(f"the output's dim 0 is {out.shape[0] if out.dim() else None}")
-    return out
+    return out.reshape(samples, n, *out.shape[1:])
 
 
-def _replicated(model: nn.Module, x: torch.Tensor, samples: int) -> torch.Tensor:
-    out = model(x.repeat(samples, *([1] * (x.dim() - 1))))
-    if not isinstance(out, torch.Tensor):
-        raise TypeError(f"predict: the model must return a tensor, got {type(out).__name__}")
-    return out
+def _sample(
+    model: nn.Module,
+    part: tuple[tuple[Any, ...], dict[str, Any]],
+    samples: int,
+    found: Discovery,
+    output: OutputSelector,
+    share_prefix: bool,
+) -> tuple[torch.Tensor | None, str]:
+    """Samples by the first strategy that works (None: loop), and the strategy's description.
+
+    The prefix ends at the first dropout call, else at the start of the module that issues
+    it, else the input is replicated; the level that worked is remembered for the model. Each
+    failed try restores the RNG, so every strategy draws the same masks.
+    """
+    rng = torch.get_rng_state()
+    levels = [found.prefix_level] if found.prefix_level else ["function", "module"]
+    reason = ""
+    for level in levels if share_prefix else []:
+        try:
+            out = _run(model, *part, samples, found, output, replicate=False, level=level)
+        except _NeedLoop as error:
+            torch.set_rng_state(rng)
+            return None, f"loop ({error}: one pass per sample)"
+        except (_CannotShare, RuntimeError) as error:
+            torch.set_rng_state(rng)
+            reason = reason or str(error)
+            continue
+        found.prefix_level = level
+        return out, "shared-prefix"
+    try:
+        out = _run(model, *part, samples, found, output, replicate=True)
+    except _NeedLoop as error:
+        torch.set_rng_state(rng)
+        return None, f"loop ({error}: one pass per sample)"
+    except _CannotShare as error:
+        raise ValueError(f"predict: {error}") from None
+    if share_prefix:
+        return out, f"replicate (shared prefix not possible: {reason})"
+    return out, "replicate"
+
+
+def _rows(start: int, stop: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    return lambda t: t[start:stop]
+
+
+def _loop(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    samples: int,
+    output: OutputSelector,
+) -> torch.Tensor:
+    return torch.stack([_select(model(*args, **kwargs), output) for _ in range(samples)])
 
 
 def predict(
     model: nn.Module,
-    x: torch.Tensor,
+    inputs: Inputs,
     samples: int = 30,
     *,
     batch_size: int | None = None,
     share_prefix: bool = True,
     seed: int | None = None,
+    output: OutputSelector = None,
 ) -> MCResult:
-    """Monte Carlo dropout predictions of ``model`` on ``x``: ``samples`` stochastic passes.
+    """Monte Carlo dropout predictions of ``model`` on ``inputs``: ``samples`` stochastic passes.
 
-    The model runs inside :func:`mc_mode` (eval mode, dropout on) under ``torch.no_grad``.
-    From Gal & Ghahramani, "Dropout as a Bayesian Approximation" (ICML 2016,
-    https://arxiv.org/abs/1506.02142).
+    The model runs inside :func:`mc_mode` (eval mode, every stochastic op of train mode on)
+    under ``torch.no_grad``. From Gal & Ghahramani, "Dropout as a Bayesian Approximation"
+    (ICML 2016, https://arxiv.org/abs/1506.02142).
 
     Args:
-        model: a model whose forward takes ``x`` (batch in dim 0) and returns a tensor.
-        x: ``[N, ...]`` inputs.
+        model: any model with dropout, as a module or a function call (a Hugging Face
+            transformer, a timm or torchvision model, ``nn.Transformer``, an LSTM...).
+        inputs: how the model is called: a tensor ``model(x)``, a tuple of positional inputs
+            ``model(*inputs)``, or a dict of keyword inputs ``model(**inputs)`` (e.g. a
+            tokenizer's output). The batch is dim 0 of every tensor in it.
         samples: the number of passes S.
         batch_size: run at most this many inputs at once (memory grows with S * batch_size).
-        share_prefix: compute the part before the first dropout once (see the module notes);
-            otherwise replicate the input S times.
+        share_prefix: compute the part before the first stochastic op once (see the module
+            notes); otherwise replicate the input S times.
         seed: makes the result reproducible (torch's global RNG is left as it was).
+        output: what to sample when the model returns more than a tensor: a key (mapping or
+            ``ModelOutput``), an index (tuple), or a function of the output. Default: the
+            tensor itself, ``"logits"`` of a mapping, the first element of a tuple.
 
     Returns:
-        An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]``.
+        An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]`` and the strategy used.
+
+    Raises:
+        ValueError: nothing stochastic runs in the model's train-mode forward (naming the
+            model), or bad arguments.
 
     Example:
         >>> import torch
@@ -243,28 +496,34 @@ def predict(
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
-    if not isinstance(x, torch.Tensor) or x.dim() == 0:
-        raise ValueError("predict: expected x to be a tensor with the batch in dim 0")
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"predict: expected batch_size >= 1 or None, got {batch_size!r}")
-    chunk = batch_size or max(1, x.shape[0])
+    args, kwargs = _as_call(inputs)
+    n = _batch_size(args, kwargs)
+    chunk = batch_size or max(1, n)
     outputs: list[torch.Tensor] = []
-    strategy = "shared-prefix" if share_prefix else "replicate"
-    devices = [x.device] if x.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), torch.no_grad(), mc_mode(model):
-        if seed is not None:
-            torch.manual_seed(seed)
-        for start in range(0, x.shape[0], chunk):
-            part = x[start : start + chunk]
-            out = None
-            if share_prefix:
-                state = torch.get_rng_state()
-                try:
-                    out = _shared_prefix(model, part, samples)
-                except (_CannotShare, RuntimeError) as error:
-                    torch.set_rng_state(state)  # the fallback draws the same masks
-                    strategy = f"replicate (shared prefix not possible: {error})"
-            if out is None:
-                out = _replicated(model, part, samples)
-            outputs.append(out.reshape(samples, part.shape[0], *out.shape[1:]))
+    strategy = ""
+    devices = sorted({t.device.index or 0 for t in tree_flatten((args, kwargs))[0]
+                      if isinstance(t, torch.Tensor) and t.is_cuda})  # fmt: skip
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        state = enable_mc(model)
+        try:
+            for start in range(0, n, chunk):
+                part = _batch_map(args, kwargs, n, _rows(start, start + chunk))
+                found = state.discover(*part, "predict")
+                if start == 0 and seed is not None:
+                    torch.manual_seed(seed)
+                shared = [found.name(m) for m in found.on if layer_shares_batch(m)]
+                out = None
+                if shared:
+                    strategy = (
+                        f"loop (one mask over the batch in '{shared[0]}': one pass per sample)"
+                    )
+                else:
+                    out, strategy = _sample(model, part, samples, found, output, share_prefix)
+                if out is None:
+                    out = _loop(model, *part, samples, output)
+                outputs.append(out)
+        finally:
+            disable_mc(state)
     return MCResult(torch.cat(outputs, dim=1), strategy)
