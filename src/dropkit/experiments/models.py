@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from dropkit import dropout_layers, layer_spec
 from dropkit import functional as dk_F
 from dropkit import nn as dk_nn
 
@@ -35,12 +36,15 @@ __all__ = [
 MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
 
 
-class SlicedDropout(nn.Module):
-    """Dropout on ``(S, ...)`` with one mask stream per run; seeds from the runs' generators."""
+class SlicedDropout(dk_nn.Dropout):
+    """Element dropout on ``(S, ...)``, one mask stream per run, seeded from its generator.
+
+    A :class:`dropkit.nn.Dropout` to everything that reads the registry of dropout layers
+    (:func:`dropout_sites`, ``mc``, the doctor); only where its masks come from differs.
+    """
 
     def __init__(self, generators: Sequence[torch.Generator], p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
+        super().__init__(p)
         self._generators = list(generators)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,22 +57,14 @@ class SlicedDropout(nn.Module):
         return f"p={self.p}, runs={len(self._generators)}"
 
 
-_SITES = (
-    dk_nn.Dropout,
-    dk_nn.Dropout1d,
-    dk_nn.Dropout2d,
-    dk_nn.DropBlock2d,
-    dk_nn.DropPath,
-    SlicedDropout,
-)
 #: The dropout in the cnn's conv blocks: whole channels (the default), single elements (weak on
 #: conv maps; the doctor's DK003), or DropBlock (2-D inputs).
 CONV_VARIANTS = ("channel", "element", "block")
 
 
 def dropout_sites(model: nn.Module) -> list[nn.Module]:
-    """The model's dropout layers in registration (forward) order."""
-    return [m for m in model.modules() if isinstance(m, _SITES)]
+    """The model's dropout layers (those dropkit's registry knows) in registration order."""
+    return [module for _, module, _ in dropout_layers(model)]
 
 
 def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None = None) -> None:
@@ -90,7 +86,8 @@ def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None 
                 f"set_rate: rate {rate:g} x layer scale {scale:g} gives p = {p:g}; every rate "
                 "times every scale must be in [0, 1)"
             )
-        setattr(site, "p", p)  # noqa: B010  (p is an attribute of every site)
+        spec = layer_spec(site)
+        setattr(site, spec.rate_attr if spec else "p", p)
 
 
 def count_sites(name: str, hidden: Sequence[int] = (256, 128)) -> int:
