@@ -108,7 +108,7 @@ def _sampler(seed: int) -> Any:
     import optuna
     from optuna.samplers import BaseSampler, TPESampler
 
-    class TrialSeededTPE(BaseSampler):
+    class TrialSeededTPE(BaseSampler):  # type: ignore[misc]  (optuna is untyped here)
         def __init__(self) -> None:
             self._tpe = TPESampler(seed=seed)
 
@@ -324,7 +324,7 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
     every = study.get_trials(deepcopy=False)
     complete = sorted(
         (t for t in every if t.state == TrialState.COMPLETE and t.value is not None),
-        key=lambda t: -float(t.value),  # type: ignore[arg-type]
+        key=lambda t: -float(t.value),
     )
     if not complete:
         raise SweepError(f"study {config.study!r} has no completed trial yet")
@@ -358,7 +358,7 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
     if config.split_seed:
         parts.append(f"--split-seed {config.split_seed}")
     states = dict(Counter(t.state.name for t in every))
-    return SweepResult(float(best.value), dict(p), trials, " ".join(parts), states)  # type: ignore[arg-type]
+    return SweepResult(float(best.value), dict(p), trials, " ".join(parts), states)
 
 
 def study_plots(config: SweepConfig, output: Path) -> dict[str, bytes]:
