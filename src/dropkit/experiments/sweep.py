@@ -108,7 +108,7 @@ def _sampler(seed: int) -> Any:
     import optuna
     from optuna.samplers import BaseSampler, TPESampler
 
-    class TrialSeededTPE(BaseSampler):  # type: ignore[misc]  (optuna is untyped here)
+    class TrialSeededTPE(BaseSampler):  # type: ignore[misc]
         def __init__(self) -> None:
             self._tpe = TPESampler(seed=seed)
 
