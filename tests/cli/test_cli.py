@@ -112,6 +112,7 @@ def _one_line_usage_error(result, option: str) -> None:
         (["--split-seed", "-1"], "--split-seed"),
         (["--weight-decay", "nan"], "--weight-decay"),
         (["--variant", "element"], "--variant"),  # the mlp has no variant
+        (["--layer-scale", "1,x"], "--layer-scale"),
     ],
 )
 def test_compare_refuses_bad_options_in_one_line_before_any_work(tmp_path, options, option):

@@ -14,6 +14,7 @@ from dropkit.cli._summary import (
     print_summary,
     require_experiments_extra,
     summary_console,
+    usage_error,
 )
 
 
@@ -21,9 +22,7 @@ def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: igno
     try:
         return tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers, got {text!r}", param_hint=option
-        ) from None
+        usage_error(option, f"expected comma-separated numbers, got {text!r}")
 
 
 @app.command()
