@@ -190,7 +190,7 @@ def test_compare_and_report_refuse_a_database_that_is_not_dropkits(tmp_path) -> 
         report = runner.invoke(app, ["report", str(folder)])
         assert report.exit_code == 2, report.output
         assert len(report.output.strip().splitlines()) == 1, report.output
-        assert "results.sqlite" in report.output
+        assert report.output.startswith(f"Error: {folder / 'results.sqlite'}")
         assert (folder / "results.sqlite").read_bytes() == before  # left as it was
         assert sorted(p.name for p in folder.iterdir()) == ["results.sqlite"]
 

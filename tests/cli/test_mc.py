@@ -11,6 +11,7 @@ from dropkit.experiments.mc_eval import CheckpointError, evaluate_checkpoints, l
 
 runner = CliRunner()
 TINY = ["-d", "synthetic", "--epochs", "2", "--seeds", "2", "--rates", "0,0.5", "--hidden", "32"]
+RUN = "hidden-32_epochs-2"  # TINY's configuration folder
 
 
 @pytest.fixture(scope="module")
@@ -20,15 +21,15 @@ def trained(tmp_path_factory):
     return out
 
 
+def _checkpoints(folder):
+    """Checkpoint files by (rate, seed) part of their name (the rest tells runs apart)."""
+    return {p.name.rsplit("_", 1)[0]: p for p in (folder / "checkpoints").glob("*.pt")}
+
+
 def test_compare_writes_safe_checkpoints(trained) -> None:
-    names = sorted(p.name for p in (trained / "checkpoints").glob("*.pt"))
-    assert names == [
-        "rate-0.5_seed-0.pt",
-        "rate-0.5_seed-1.pt",
-        "rate-0_seed-0.pt",
-        "rate-0_seed-1.pt",
-    ]
-    payload = load_checkpoint(trained / "checkpoints" / "rate-0.5_seed-1.pt")
+    names = sorted(_checkpoints(trained / RUN))
+    assert names == ["rate-0.5_seed-0", "rate-0.5_seed-1", "rate-0_seed-0", "rate-0_seed-1"]
+    payload = load_checkpoint(_checkpoints(trained / RUN)["rate-0.5_seed-1"])
     assert payload["rate"] == 0.5
     assert payload["seed"] == 1
     assert payload["config"]["dataset"] == "synthetic"
@@ -61,9 +62,9 @@ def test_mc_command_prints_both_inferences(trained) -> None:
     assert {(r.rate, r.method) for r in rows} == {(0.5, "deterministic"), (0.5, "MC (4 samples)")}
 
 
-def test_corrupt_and_foreign_checkpoints_are_named(trained, tmp_path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    bad = tmp_path / "checkpoints" / "rate-0.5_seed-0.pt"
+def test_corrupt_and_foreign_checkpoints_are_named(tmp_path) -> None:
+    assert runner.invoke(app, ["compare", *TINY, "-o", str(tmp_path)]).exit_code == 0
+    bad = _checkpoints(tmp_path / RUN)["rate-0.5_seed-0"]
     bad.write_bytes(b"not a checkpoint")
     result = runner.invoke(app, ["mc", str(tmp_path)])
     assert result.exit_code == 2
@@ -73,4 +74,36 @@ def test_corrupt_and_foreign_checkpoints_are_named(trained, tmp_path) -> None:
         load_checkpoint(bad)
     empty = runner.invoke(app, ["mc", str(tmp_path / "nothing")])
     assert empty.exit_code == 2
-    assert "no checkpoints" in empty.output
+    assert "run dropkit compare there first" in empty.output
+
+
+def test_mc_takes_one_configuration_and_never_mixes(tmp_path) -> None:
+    one = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0.5", "--hidden", "16"]
+    out = ["-o", str(tmp_path)]
+    assert runner.invoke(app, ["compare", *one, *out]).exit_code == 0
+    assert runner.invoke(app, ["compare", *one, "--label-noise", "0.3", *out]).exit_code == 0
+    result = runner.invoke(app, ["mc", str(tmp_path), "--samples", "2"])
+    assert result.exit_code == 0, result.output
+    assert "holds 2 configurations; using label-noise-0.3_hidden-16_epochs-1" in result.output
+    rows = evaluate_checkpoints(tmp_path, samples=2)
+    assert len(rows) == 2  # one run, two inferences: not the other configuration's run too
+    chosen = runner.invoke(app, ["mc", str(tmp_path), "--config", "hidden-16_epochs-1"])
+    assert chosen.exit_code == 0, chosen.output
+    assert "using hidden-16_epochs-1." in chosen.output
+    # A configuration's folder works as the directory, too.
+    folder = runner.invoke(app, ["mc", str(tmp_path / "hidden-16_epochs-1"), "--samples", "2"])
+    assert folder.exit_code == 0, folder.output
+    assert "using hidden-16_epochs-1." in folder.output
+
+
+def test_mc_refuses_a_checkpoint_of_another_configuration(tmp_path) -> None:
+    one = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0.5", "--hidden", "16"]
+    out = ["-o", str(tmp_path)]
+    assert runner.invoke(app, ["compare", *one, *out]).exit_code == 0
+    assert runner.invoke(app, ["compare", *one, "--label-noise", "0.3", *out]).exit_code == 0
+    (a,) = (tmp_path / "hidden-16_epochs-1" / "checkpoints").glob("*.pt")
+    (b,) = (tmp_path / "label-noise-0.3_hidden-16_epochs-1" / "checkpoints").glob("*.pt")
+    a.write_bytes(b.read_bytes())  # B's weights where A's should be
+    result = runner.invoke(app, ["mc", str(tmp_path), "--config", "hidden-16_epochs-1"])
+    assert result.exit_code == 2
+    assert "belongs to another configuration" in result.output

@@ -76,3 +76,30 @@ def test_only_mlps_without_early_stopping_batch(data) -> None:
     assert not can_batch(TrainConfig(early_stopping=5))
     with pytest.raises(ValueError, match="only the mlp model"):
         train_batched(TrainConfig(model="cnn"), data, 0.1, [0])
+
+
+class _Stop(Exception):
+    """Stands for Ctrl-C in the middle of the runs."""
+
+
+def test_interrupted_batched_runs_resume_with_the_same_numbers(data, tmp_path) -> None:
+    whole = train_batched(CONFIG, data, 0.3, [0, 1])
+    state = tmp_path / "state.pt"
+
+    def stop(metrics) -> None:
+        if metrics.epoch == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        train_batched(CONFIG, data, 0.3, [0, 1], state_path=state, on_epoch=stop)
+    seen: list[int] = []
+    resumed = train_batched(
+        CONFIG, data, 0.3, [0, 1], state_path=state, on_epoch=lambda m: seen.append(m.epoch)
+    )
+    assert seen == [3]
+    assert [_curve(r) for r in resumed] == [_curve(r) for r in whole]
+    assert [r.test_acc for r in resumed] == [r.test_acc for r in whole]
+    # The state of seeds (0, 1) is not taken for another set of seeds.
+    seen.clear()
+    train_batched(CONFIG, data, 0.3, [1], state_path=state, on_epoch=lambda m: seen.append(m.epoch))
+    assert seen == [1, 2, 3]

@@ -3,32 +3,35 @@
 from __future__ import annotations
 
 import os
+import shutil
 import threading
+from pathlib import Path
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
 from dropkit.cli import app
-from dropkit.experiments import CompareConfig, TrainConfig, build_model
-from dropkit.experiments.compare import CHECKPOINT_FORMAT
 from dropkit.experiments.mc_eval import CheckpointError, evaluate_checkpoints
 
 runner = CliRunner()
-CONFIG = CompareConfig(dataset="synthetic", train=TrainConfig(hidden=(8,)), rates=(0.0, 0.5))
+TINY = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0,0.5", "--hidden", "8"]
 
 
-def _payload() -> dict[str, object]:
-    torch.manual_seed(0)
-    model = build_model("mlp", (40,), 4, hidden=(8,), rate=0.5)
-    return {
-        "format": CHECKPOINT_FORMAT,
-        "experiment": CONFIG.key(),
-        "config": CONFIG.to_json(),
-        "rate": 0.5,
-        "seed": 0,
-        "state_dict": model.state_dict(),
-    }
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs")
+    result = runner.invoke(app, ["compare", *TINY, "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _copy(trained: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of the trained output and its checkpoint with dropout (rate 0.5)."""
+    out = tmp_path / "runs"
+    shutil.copytree(trained, out)
+    (checkpoint,) = out.glob("*/checkpoints/rate-0.5_seed-0_*.pt")
+    return out, checkpoint
 
 
 def _broken(payload: dict, what: str) -> dict:
@@ -36,8 +39,9 @@ def _broken(payload: dict, what: str) -> dict:
     if what == "missing config":
         del payload["config"]
     elif what == "unknown model":
-        payload["config"] = {**CONFIG.to_json(), "train": {**CONFIG.to_json()["train"]}}
-        payload["config"]["train"]["model"] = "transformer"  # type: ignore[index]
+        config = dict(payload["config"])
+        config["train"] = {**config["train"], "model": "transformer"}
+        payload["config"] = config
     elif what == "config of another shape":
         payload["config"] = {"rates": [0.5]}
     elif what == "rate not a number":
@@ -47,38 +51,38 @@ def _broken(payload: dict, what: str) -> dict:
     return payload
 
 
-def test_a_good_checkpoint_is_scored(tmp_path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    torch.save(_payload(), tmp_path / "checkpoints" / "rate-0.5_seed-0.pt")
-    rows = evaluate_checkpoints(tmp_path, samples=2)
-    assert {r.method for r in rows} == {"deterministic", "MC (2 samples)"}
+def test_the_untouched_checkpoints_are_scored(trained) -> None:
+    rows = evaluate_checkpoints(trained, samples=2)
+    assert {(r.rate, r.method) for r in rows} == {(0.5, "deterministic"), (0.5, "MC (2 samples)")}
 
 
 @pytest.mark.parametrize(
     "what",
     ["missing config", "unknown model", "config of another shape", "rate not a number", "rate 1.5"],
 )
-def test_unusable_checkpoints_are_refused_in_one_line(tmp_path, what) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    path = tmp_path / "checkpoints" / "rate-0.5_seed-0.pt"
-    torch.save(_broken(_payload(), what), path)
-    result = runner.invoke(app, ["mc", str(tmp_path), "--samples", "2"])
+def test_unusable_checkpoints_are_refused_in_one_line(trained, tmp_path, what) -> None:
+    out, checkpoint = _copy(trained, tmp_path)
+    payload = torch.load(checkpoint, weights_only=True)
+    torch.save(_broken(payload, what), checkpoint)
+    result = runner.invoke(app, ["mc", str(out), "--samples", "2"])
     assert result.exit_code == 2, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert lines[0].startswith(f"Error: {path}: ")
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert errors == [line for line in errors if line.startswith(f"Error: {checkpoint}: ")]
+    assert len(errors) == 1, result.output
+    assert "Traceback" not in result.output
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes")
-def test_a_fifo_named_like_a_checkpoint_is_refused_not_waited_on(tmp_path) -> None:
-    (tmp_path / "checkpoints").mkdir()
-    os.mkfifo(tmp_path / "checkpoints" / "rate-0.5_seed-0.pt")
+def test_a_fifo_in_place_of_a_checkpoint_is_refused_not_waited_on(trained, tmp_path) -> None:
+    out, checkpoint = _copy(trained, tmp_path)
+    checkpoint.unlink()
+    os.mkfifo(checkpoint)
     outcome: list[BaseException] = []
 
     def score() -> None:
         try:
-            evaluate_checkpoints(tmp_path, samples=2)
-        except BaseException as error:
+            evaluate_checkpoints(out, samples=2)
+        except BaseException as error:  # the outcome is asserted below
             outcome.append(error)
 
     thread = threading.Thread(target=score, daemon=True)
@@ -87,4 +91,4 @@ def test_a_fifo_named_like_a_checkpoint_is_refused_not_waited_on(tmp_path) -> No
     assert not thread.is_alive(), "evaluate_checkpoints blocked on a FIFO"
     assert len(outcome) == 1
     assert isinstance(outcome[0], CheckpointError)
-    assert "not a regular file" in str(outcome[0])
+    assert str(checkpoint) in str(outcome[0])

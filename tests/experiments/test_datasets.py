@@ -7,6 +7,7 @@ import hashlib
 import io
 import pickle
 import random
+import re
 import tarfile
 import urllib.error
 
@@ -159,3 +160,93 @@ def test_cifar10_from_a_cached_archive(tmp_path, monkeypatch) -> None:
     data = load_dataset("cifar10", root=tmp_path)
     assert data.input_shape == (3, 32, 32)
     assert data.sizes() == {"train": 18, "val": 2, "test": 6}
+
+
+# ---------------------------------------------------------------- your own data
+
+
+def _pairs(n: int, classes: int = 3, seed: int = 0):
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    return TensorDataset(torch.randn(n, 5, generator=generator), torch.arange(n) % classes)
+
+
+class _Items(torch.utils.data.Dataset):
+    """A map-style Dataset that is not a TensorDataset: numpy inputs, int labels."""
+
+    def __init__(self, labels) -> None:
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return np.full((2, 3), float(i), dtype=np.float32), self.labels[i]
+
+
+def test_own_train_and_test_get_a_validation_split_by_the_split_seed() -> None:
+    train, test = _pairs(100), _pairs(30, seed=1)
+    a = datasets.from_splits((train, test), split_seed=0)
+    b = datasets.from_splits(lambda: (train, test), split_seed=0)
+    c = datasets.from_splits((train, test), split_seed=1)
+    assert a.sizes() == {"train": 90, "val": 10, "test": 30}
+    assert a.num_classes == 3
+    assert torch.equal(a.y_val, b.y_val)
+    assert not torch.equal(a.x_val, c.x_val)
+    # Every training example is in exactly one of train and val.
+    both = torch.cat([a.x_train, a.x_val])
+    assert torch.equal(
+        both[both[:, 0].argsort()], train.tensors[0][train.tensors[0][:, 0].argsort()]
+    )
+
+
+def test_own_validation_split_is_used_as_given() -> None:
+    data = datasets.from_splits((_Items([0, 1] * 20), _Items([0, 1, 1, 0]), _Items([1, 0] * 10)))
+    assert data.sizes() == {"train": 40, "val": 4, "test": 20}
+    assert data.x_val.shape == (4, 2, 3)
+    assert data.y_val.tolist() == [0, 1, 1, 0]
+
+
+def test_own_data_with_label_noise_changes_only_training_labels() -> None:
+    clean = datasets.from_splits((_pairs(200), _pairs(50)), split_seed=3)
+    noisy = datasets.from_splits((_pairs(200), _pairs(50)), split_seed=3, label_noise=0.5)
+    assert torch.equal(clean.y_val, noisy.y_val)
+    assert torch.equal(clean.y_test, noisy.y_test)
+    changed = (clean.y_train != noisy.y_train).float().mean().item()
+    assert 0.2 < changed < 0.5  # half replaced, two thirds of those by another class
+
+
+@pytest.mark.parametrize(
+    ("splits", "message"),
+    [
+        (lambda: [1, 2, 3, 4], "expected (train, test)"),
+        (lambda: (_Items([0, 1.5]), _Items([0, 1])), "expected one integer class index"),
+        (lambda: (_Items([0, -1]), _Items([0, 1])), "class indices >= 0"),
+        (lambda: (_Items([0, 1]), [3]), "expected an (input, label) pair"),
+        (lambda: (_Items([0, 1]), _Items([])), "the test split is empty"),
+        (lambda: 1 / 0, "ZeroDivisionError"),
+    ],
+)
+def test_bad_own_data_is_named(splits, message) -> None:
+    with pytest.raises(DatasetError, match=re.escape(message)):
+        datasets.from_splits(splits, name="mine")
+
+
+def test_own_data_by_file_and_name(tmp_path) -> None:
+    path = tmp_path / "mydata.py"
+    path.write_text(
+        "import torch\n"
+        "from torch.utils.data import TensorDataset\n"
+        "def load():\n"
+        "    x = torch.arange(40.0).reshape(20, 2)\n"
+        "    y = torch.arange(20) % 2\n"
+        "    return TensorDataset(x, y), TensorDataset(x[:4], y[:4])\n"
+    )
+    data = load_dataset(f"{path}:load")
+    assert data.sizes() == {"train": 18, "val": 2, "test": 4}
+    assert data.name == f"{path}:load"
+    with pytest.raises(DatasetError, match="has no 'missing'"):
+        load_dataset(f"{path}:missing")
+    with pytest.raises(DatasetError, match="no such file"):
+        load_dataset(f"{tmp_path / 'nope.py'}:load")

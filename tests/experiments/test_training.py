@@ -127,13 +127,128 @@ def test_store_roundtrip_resume_and_forget(tmp_path) -> None:
     store.save("k", _result(0.0, 0))
     store.save("k", _result(0.5, 1))
     store.save("k", _result(0.5, 1))  # a second writer of the same run changes nothing
-    assert store.done("k") == {(0.0, 0), (0.5, 1)}
+    assert set(store.done("k")) == {(0.0, 0), (0.5, 1)}
     loaded = store.results("k")
     assert [(r.rate, r.seed) for r in loaded] == [(0.0, 0), (0.5, 1)]
     assert loaded[0].history[0].val_acc == 0.4
     assert store.config("k") == {"dataset": "synthetic"}
     store.forget("k")
-    assert store.done("k") == set()
+    assert store.done("k") == {}
+
+
+def test_store_promotes_a_fresh_set_once(tmp_path) -> None:
+    store = Store(tmp_path)
+    store.register("k", {})
+    store.register("k+new", {}, "k-new")
+    for seed in (0, 1):
+        assert store.save("k", _result(0.5, seed), f"old-{seed}.pt")
+        assert store.save("k+new", _result(0.5, seed), f"new-{seed}.pt")
+    assert store.done("k") == {(0.5, 0): "old-0.pt", (0.5, 1): "old-1.pt"}  # kept until promoted
+    assert sorted(store.promote("k+new", "k")) == ["old-0.pt", "old-1.pt"]
+    assert store.done("k") == {(0.5, 0): "new-0.pt", (0.5, 1): "new-1.pt"}
+    # A second process of the same fresh set, finishing later, keeps the promoted set.
+    assert store.save("k+new", _result(0.5, 1), "late-1.pt")
+    assert store.promote("k+new", "k") == ["late-1.pt"]
+    assert store.done("k") == {(0.5, 0): "new-0.pt", (0.5, 1): "new-1.pt"}
+
+
+def test_store_refuses_a_file_that_is_not_a_database(tmp_path) -> None:
+    from dropkit.experiments import StoreError
+
+    (tmp_path / "results.sqlite").write_bytes(b"not sqlite at all" * 100)
+    with pytest.raises(StoreError, match="not a usable dropkit results database"):
+        Store(tmp_path).configurations()
+
+
+# ---------------------------------------------------------------- resuming inside a run
+
+
+class _Stop(Exception):
+    """Stands for Ctrl-C in the middle of a run."""
+
+
+def _stop_after(epochs: int):
+    def on_epoch(metrics) -> None:
+        if metrics.epoch == epochs:
+            raise _Stop
+
+    return on_epoch
+
+
+def _curve(result):
+    return [
+        (e.epoch, e.rate, e.train_loss, e.train_acc, e.val_loss, e.val_acc) for e in result.history
+    ]
+
+
+def _own_model(p):
+    return torch.nn.Sequential(
+        torch.nn.Linear(40, 32), torch.nn.ReLU(), torch.nn.Dropout(p), torch.nn.Linear(32, 4)
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "model_fn"),
+    [
+        (TrainConfig(epochs=4, hidden=(32,)), None),
+        (TrainConfig(epochs=8, hidden=(64,), lr=1e-2, early_stopping=2), None),
+        (TrainConfig(model="mine:net", epochs=4, schedule="late", schedule_epochs=2), _own_model),
+    ],
+    ids=["mlp", "early-stopping", "own-model"],
+)
+def test_an_interrupted_run_resumes_with_the_same_numbers(data, tmp_path, config, model_fn) -> None:
+    whole = train(config, data, 0.3, seed=2, model_fn=model_fn)
+    state = tmp_path / "state.pt"
+    with pytest.raises(_Stop):
+        train(
+            config, data, 0.3, seed=2, model_fn=model_fn, state_path=state, on_epoch=_stop_after(2)
+        )
+    assert state.is_file()
+    seen: list[int] = []
+    resumed = train(
+        config, data, 0.3, seed=2, model_fn=model_fn, state_path=state,
+        on_epoch=lambda m: seen.append(m.epoch),
+    )  # fmt: skip
+    assert seen[0] == 3  # epochs 1 and 2 were not trained again
+    assert _curve(resumed) == _curve(whole)
+    assert (resumed.test_acc, resumed.test_nll, resumed.epochs_run) == (
+        whole.test_acc,
+        whole.test_nll,
+        whole.epochs_run,
+    )
+
+
+def test_a_state_of_another_run_is_not_resumed(data, tmp_path) -> None:
+    config = TrainConfig(epochs=3, hidden=(16,))
+    state = tmp_path / "state.pt"
+    with pytest.raises(_Stop):
+        train(config, data, 0.3, seed=0, state_path=state, on_epoch=_stop_after(2))
+    seen: list[int] = []
+    other = train(
+        config, data, 0.3, seed=1, state_path=state, on_epoch=lambda m: seen.append(m.epoch)
+    )
+    assert seen == [1, 2, 3]
+    assert _curve(other) == _curve(train(config, data, 0.3, seed=1))
+
+
+def test_own_model_schedule_and_layer_scale_reach_its_dropout(data) -> None:
+    built = []
+
+    def net(p):
+        built.append(_own_model(p))
+        return built[-1]
+
+    config = TrainConfig(model="mine:net", epochs=3, schedule="early", schedule_epochs=1)
+    rates: list[float] = []
+    train(config, data, 0.4, seed=0, model_fn=net, on_epoch=lambda m: rates.append(built[-1][2].p))
+    assert rates == [0.4, 0.0, 0.0]
+    scaled = TrainConfig(model="mine:net", epochs=1, layer_scale=(0.5,))
+    train(scaled, data, 0.4, seed=0, model_fn=net)
+    assert built[-1][2].p == pytest.approx(0.2)
+    with pytest.raises(ConfigError, match="one multiplier per layer"):
+        train(
+            TrainConfig(model="mine:net", epochs=1, layer_scale=(1, 1)), data, 0.4, 0, model_fn=net
+        )
 
 
 _WRITER = """

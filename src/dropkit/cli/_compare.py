@@ -31,9 +31,17 @@ def compare(
         "mnist1d",
         "--dataset",
         "-d",
-        help="mnist1d, digits, synthetic, mnist, fashion-mnist or cifar10.",
+        help="mnist1d, digits, synthetic, mnist, fashion-mnist, cifar10, or your own as "
+        "FILE.py:NAME or package.module:NAME (a callable returning (train, test) or "
+        "(train, val, test) torch Datasets of (input, integer label) pairs).",
     ),
-    model: str = typer.Option("mlp", "--model", "-m", help="mlp, cnn or rescnn."),
+    model: str = typer.Option(
+        "mlp",
+        "--model",
+        "-m",
+        help="mlp, cnn, rescnn, or your own as FILE.py:NAME or package.module:NAME (a callable "
+        "taking the dropout rate and returning an nn.Module).",
+    ),
     variant: str = typer.Option(
         "channel", help="The cnn's conv-block dropout: channel, element or block (DropBlock)."
     ),
@@ -54,9 +62,18 @@ def compare(
     label_noise: float = typer.Option(0.0, help="Fraction of training labels made random."),
     split_seed: int = typer.Option(0, help="Seed of the train/validation split and label noise."),
     output: Path | None = typer.Option(
-        None, "--output", "-o", help="Output directory (default: dropkit-runs/DATASET-MODEL)."
+        None,
+        "--output",
+        "-o",
+        help="Output directory (default: dropkit-runs/DATASET-MODEL); each configuration gets "
+        "its own sub-folder there.",
     ),
-    fresh: bool = typer.Option(False, "--fresh", help="Forget this configuration's earlier runs."),
+    fresh: bool = typer.Option(
+        False,
+        "--fresh",
+        help="Train this configuration again; its earlier runs are replaced only once the new "
+        "set is complete.",
+    ),
     batched: bool = typer.Option(
         True,
         "--batched/--one-at-a-time",
@@ -74,10 +91,24 @@ def compare(
         TrainConfig,
         load_dataset,
         run_compare,
+        user,
     )
     from dropkit.experiments import Progress as Callbacks
+    from dropkit.experiments.compare import check_model, config_folder
     from dropkit.experiments.options import check_output, check_results_database
     from dropkit.experiments.report import write_report
+    from dropkit.experiments.store import StoreError
+
+    names = {"--dataset": dataset, "--model": model}
+    for option, name in names.items():
+        if user.is_spec(name):
+            try:
+                user.load(name, option[2:])  # fails here, before any work, with its reason
+            except user.SpecError as error:  # one plain line: a path does not fit a box
+                typer.echo(f"Error: {option}: {error}", err=True)
+                raise typer.Exit(2) from None
+            names[option] = user.normalize(name)
+    dataset, model = names["--dataset"], names["--model"]
 
     train = TrainConfig(
         model=model,
@@ -102,7 +133,8 @@ def compare(
         seeds=seeds,
         batched=batched,
     )
-    output = output or Path("dropkit-runs") / f"{dataset}-{model}"
+    short = [user.describe(n) if user.is_spec(n) else n for n in (dataset, model)]
+    output = output or Path("dropkit-runs") / "-".join(short)
     try:
         config.check()
         check_output(output)
@@ -114,7 +146,16 @@ def compare(
         data = load_dataset(dataset, split_seed=split_seed, label_noise=label_noise)
     except DatasetError as error:
         typer.echo(f"Error: {error}", err=True)
-        raise typer.Exit(1) from None
+        raise typer.Exit(2 if user.is_spec(dataset) else 1) from None
+    try:
+        check_model(config, data)
+    except ConfigError as error:  # your model, built once before any work
+        config_error(error)
+    try:
+        folder = config_folder(output, config)
+    except StoreError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(2) from None
     total = len(config.rates) * config.seeds
     finished = [0]
     # A progress bar draws nothing into a file or a pipe: print plain lines there instead.
@@ -152,10 +193,19 @@ def compare(
                 config, output, fresh=fresh, data=data, progress=Callbacks(start, epoch, done)
             )
         except KeyboardInterrupt:
-            console.print(
-                f"Interrupted: {finished[0]} of {total} runs are saved in {output}; run the same "
-                "command again to resume."
-            )
+            if fresh:
+                console.print(
+                    f"Interrupted: {finished[0]} of {total} runs are saved in {folder} (the "
+                    "fresh set; the earlier runs stay until it is complete); run the same command, "
+                    "--fresh included, again to resume it."
+                )
+            else:
+                console.print(
+                    f"Interrupted: {finished[0]} of {total} runs are saved in {folder}; run the "
+                    "same command again to resume (at most the epoch in progress is lost)."
+                )
             raise typer.Exit(130) from None
-    paths = write_report(output, results, config.flat(), environment())
+        except ConfigError as error:  # found only once your model is built
+            config_error(error)
+    paths = write_report(folder, results, config.flat(), environment())
     print_summary(console, results, paths)

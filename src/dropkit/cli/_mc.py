@@ -8,31 +8,50 @@ import typer
 from rich.table import Table
 
 from dropkit.cli._app import app
+from dropkit.cli._report import announce, configuration_option
 from dropkit.cli._summary import require_experiments_extra, summary_console
 
 
 @app.command()
 def mc(
-    directory: Path = typer.Argument(..., help="An output directory of dropkit compare."),
+    directory: Path = typer.Argument(
+        ..., help="An output directory of dropkit compare (or one configuration's folder in it)."
+    ),
+    config: str | None = configuration_option(),
     samples: int = typer.Option(30, min=1, help="Monte Carlo samples per input."),
     rates: str = typer.Option("", help="Only these rates, e.g. 0.2,0.5 (default: all > 0)."),
     batch_size: int | None = typer.Option(None, min=1, help="Inputs per chunk (bounds memory)."),
 ) -> None:
-    """Score the runs' checkpoints on the test set: deterministic vs MC dropout inference."""
+    """Score one configuration's checkpoints on the test set: deterministic vs MC dropout."""
     require_experiments_extra()
-    from dropkit.experiments.mc_eval import CheckpointError, evaluate_checkpoints, summarize_rows
+    from dropkit.experiments.mc_eval import (
+        CheckpointError,
+        evaluate_checkpoints,
+        resolve_configuration,
+        summarize_rows,
+    )
+    from dropkit.experiments.store import StoreError
 
     try:
         wanted = tuple(float(r) for r in rates.split(",") if r.strip()) or None
     except ValueError:
         raise typer.BadParameter(f"expected comma-separated rates, got {rates!r}") from None
     try:
-        rows = evaluate_checkpoints(directory, samples=samples, rates=wanted, batch_size=batch_size)
-    except CheckpointError as error:
+        store, chosen, others = resolve_configuration(directory, config)
+        announce(store.directory, chosen, others)
+        rows = evaluate_checkpoints(
+            store.directory,
+            samples=samples,
+            rates=wanted,
+            batch_size=batch_size,
+            configuration=chosen.key,
+        )
+    except (CheckpointError, StoreError) as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
     table_rows = summarize_rows(rows)
-    table = Table(title=f"test set: deterministic vs Monte Carlo dropout ({directory})")
+    title = f"test set: deterministic vs Monte Carlo dropout ({store.directory / chosen.folder})"
+    table = Table(title=title)
     for column in table_rows[0]:
         table.add_column(column, justify="right")
     for row in table_rows:

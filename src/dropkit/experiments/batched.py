@@ -12,8 +12,10 @@ seeds come from the run's own generator rather than torch's global one.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as torch_F
@@ -29,6 +31,9 @@ from dropkit.experiments.train import (
     _optimizer,
     _rate_at,
     expected_calibration_error,
+    load_state,
+    save_state,
+    state_identity,
 )
 
 __all__ = ["StackedMLP", "can_batch", "train_batched"]
@@ -91,10 +96,12 @@ def train_batched(
     seeds: Sequence[int],
     *,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    state_path: Path | None = None,
 ) -> list[RunResult]:
     """Train the runs ``(rate, seed)`` for every seed together; one result per seed, in order.
 
     ``on_epoch`` receives the first run's metrics after each epoch (for a progress display).
+    ``state_path``: as for :func:`~dropkit.experiments.train.train`, for the runs together.
     """
     config.check()
     if not can_batch(config):
@@ -111,7 +118,17 @@ def train_batched(
     optimizer = _optimizer(config, model)
     with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
         return _fit_stacked(
-            config, data, model, optimizer, mlps, generators, rate, seeds, start, on_epoch
+            config,
+            data,
+            model,
+            optimizer,
+            mlps,
+            generators,
+            rate,
+            seeds,
+            start,
+            on_epoch,
+            state_path,
         )
 
 
@@ -126,11 +143,23 @@ def _fit_stacked(
     seeds: Sequence[int],
     start: float,
     on_epoch: Callable[[EpochMetrics], None] | None,
+    state_path: Path | None,
 ) -> list[RunResult]:
     x, y = data.x_train, data.y_train
     n, runs = len(y), len(seeds)
     histories: list[list[EpochMetrics]] = [[] for _ in seeds]
-    for epoch in range(config.epochs):
+    identity = state_identity(config, rate, list(seeds))
+    saved = load_state(state_path, identity)
+    first_epoch, earlier_seconds = 0, 0.0
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        for generator, state in zip(generators, saved["rngs"], strict=True):
+            generator.set_state(state)
+        torch.set_rng_state(saved["torch_rng"])
+        histories = [[EpochMetrics(**e) for e in h] for h in saved["histories"]]
+        first_epoch, earlier_seconds = len(histories[0]), saved["seconds"]
+    for epoch in range(first_epoch, config.epochs):
         epoch_start = time.perf_counter()
         epoch_rate = _rate_at(config, rate, epoch)
         set_rate(model, epoch_rate, config.layer_scale)
@@ -164,6 +193,18 @@ def _fit_stacked(
                     seconds=seconds,
                 )
             )
+        save_state(
+            state_path,
+            identity,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "rngs": [g.get_state() for g in generators],
+                "torch_rng": torch.get_rng_state(),
+                "histories": [[dataclasses.asdict(e) for e in h] for h in histories],
+                "seconds": earlier_seconds + time.perf_counter() - start,
+            },
+        )
         if on_epoch is not None:
             on_epoch(histories[0][-1])
     with torch.no_grad():  # the trained weights back into each run's own MLP, for checkpoints
@@ -175,7 +216,7 @@ def _fit_stacked(
     train_eval = _evaluate(model, x, y)
     val_eval = _evaluate(model, data.x_val, data.y_val)
     test_eval = _evaluate(model, data.x_test, data.y_test)
-    elapsed = (time.perf_counter() - start) / runs
+    elapsed = (earlier_seconds + time.perf_counter() - start) / runs
     return [
         RunResult(
             rate=rate,

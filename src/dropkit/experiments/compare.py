@@ -4,25 +4,38 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
-import os
-from collections.abc import Callable, Iterator
+import re
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from dropkit.experiments import user
 from dropkit.experiments.batched import can_batch, train_batched
-from dropkit.experiments.datasets import Dataset, load_dataset
+from dropkit.experiments.datasets import Dataset, from_splits, load_dataset
 from dropkit.experiments.options import check_options
-from dropkit.experiments.store import Store
-from dropkit.experiments.train import EpochMetrics, RunResult, TrainConfig, train
+from dropkit.experiments.store import STAGED, Store
+from dropkit.experiments.train import (
+    EpochMetrics,
+    ModelFn,
+    RunResult,
+    TrainConfig,
+    make_model,
+    save_atomically,
+    train,
+)
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "CompareConfig",
-    "checkpoint_path",
+    "check_model",
+    "compare",
+    "config_folder",
     "run_compare",
     "save_checkpoint",
 ]
@@ -36,6 +49,10 @@ class CompareConfig:
     ``rates`` and ``seeds``, so adding a rate or a seed later reuses the finished runs.
     ``batched`` trains the seeds of a rate together as one stacked model where the model allows
     (see :mod:`dropkit.experiments.batched`); it is part of the runs' identity.
+
+    ``dataset`` and ``train.model`` may name your own code (``FILE.py:NAME``,
+    ``package.module:NAME``); the identity then includes the source files' digests, and
+    ``code`` the digest of code passed as Python objects, so an edit starts a new configuration.
     """
 
     dataset: str = "mnist1d"
@@ -45,6 +62,7 @@ class CompareConfig:
     rates: tuple[float, ...] = (0.0, 0.2, 0.5)
     seeds: int = 3
     batched: bool = True
+    code: str = ""
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
@@ -60,6 +78,8 @@ class CompareConfig:
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["rates"] = list(self.rates)
+        if not self.code:
+            del data["code"]  # absent unless set, so built-in configurations keep their keys
         return data
 
     @classmethod
@@ -78,8 +98,37 @@ class CompareConfig:
         """Identity of the runs: a hash of everything except the rates and the seed count."""
         identity = self.to_json()
         del identity["rates"], identity["seeds"]
+        sources = [user.digest(s) for s in (self.dataset, self.train.model) if user.is_spec(s)]
+        if sources:
+            identity["sources"] = sources
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
         return digest[:16]
+
+    def folder_name(self) -> str:
+        """A readable folder name: the settings that differ from the defaults, or ``default``.
+
+        The data set and the model are left out (the output folder is named after them); the
+        store appends part of the key when another configuration of the folder has the name.
+        """
+        default = CompareConfig().flat()
+        skip = {"dataset", "model", "rates", "seeds", "code"}
+        parts = []
+        for name, value in self.flat().items():
+            if name in skip or value == default.get(name):
+                continue
+            option = name.replace("_", "-")
+            if name == "batched":
+                parts.append("batched" if value else "one-at-a-time")  # the CLI's flags
+            elif isinstance(value, bool):
+                parts.append(option if value else f"no-{option}")
+            elif isinstance(value, list | tuple):
+                parts.append(f"{option}-{','.join(f'{v:g}' for v in value)}")
+            elif isinstance(value, float):
+                parts.append(f"{option}-{value:g}")
+            else:
+                parts.append(f"{option}-{value}")
+        name = re.sub(r"[^A-Za-z0-9.,=+-]+", "_", "_".join(parts)) or "default"
+        return name if len(name) <= 80 else f"{name[:70]}-{self.key()[:8]}"
 
     def flat(self) -> dict[str, object]:
         """One level of keys, for the report's configuration table."""
@@ -97,6 +146,26 @@ class Progress:
     on_run_done: Callable[[RunResult, bool], None] = lambda result, skipped: None
 
 
+def config_folder(output: Path, config: CompareConfig) -> Path:
+    """The sub-folder of ``output`` that holds ``config``'s report, plots and checkpoints."""
+    folder = Store(output).register(config.key(), config.to_json(), config.folder_name())
+    return Path(output) / folder
+
+
+@dataclass(frozen=True)
+class _Place:
+    """Where a set of runs goes: its key in the database and its files."""
+
+    key: str
+    output: Path
+    folder: str
+    progress: str  # sub-folder of the training states of unfinished runs
+
+    def state_path(self, rate: float, seeds: Sequence[int]) -> Path:
+        name = f"rate-{rate:g}_seeds-{'-'.join(map(str, seeds))}.pt"
+        return self.output / self.folder / self.progress / name
+
+
 def run_compare(
     config: CompareConfig,
     output: Path,
@@ -104,11 +173,15 @@ def run_compare(
     fresh: bool = False,
     data: Dataset | None = None,
     progress: Progress | None = None,
+    model_fn: ModelFn | None = None,
 ) -> list[RunResult]:
     """Train every (rate, seed) not yet in ``output``'s database; return all of this config's runs.
 
-    Each run is stored as soon as it finishes, so an interruption (Ctrl-C) keeps the finished
-    ones and a second call resumes; ``fresh`` forgets this configuration's earlier runs first.
+    A run is finished once its checkpoint is on disk and then its row in the database; the
+    training state is saved every epoch, so an interruption (Ctrl-C) loses at most one epoch of
+    one run and a second call resumes. ``fresh`` trains the runs again as a new set and replaces
+    the earlier ones only when that set is complete (an interrupted ``fresh`` call resumes it).
+    ``model_fn`` is your model as a Python callable (``config.train.model`` then only names it).
     """
     config.check()
     progress = progress or Progress()
@@ -116,65 +189,217 @@ def run_compare(
         data = load_dataset(
             config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
         )
+    check_model(config, data, model_fn)
+    output = Path(output)
     store = Store(output)
     key = config.key()
-    store.register(key, config.to_json())
+    folder = config_folder(output, config).name
+    place = _Place(key, output, folder, "progress")
     if fresh:
-        store.forget(key)
-    done = store.done(key)
+        store.register(key + STAGED, config.to_json(), folder + STAGED)
+        place = _Place(key + STAGED, output, folder, "progress-fresh")
+    done = _verified(store, place)
     for rate in config.rates:
         todo = [seed for seed in range(config.seeds) if (rate, seed) not in done]
         for seed in range(config.seeds):
             if (rate, seed) in done:
-                progress.on_run_done(_stored(store, key, rate, seed), True)
+                progress.on_run_done(_stored(store, place.key, rate, seed), True)
         if not todo:
             continue
         progress.on_run_start(rate, todo[0], config.train.epochs)
-        for result in _train_runs(config, data, rate, todo, progress):
-            store.save(key, result)
-            save_checkpoint(output, config, result)
+        for result, state in _train_runs(config, data, rate, todo, progress, place, model_fn):
+            _finish(store, place, config, result)
+            if state is not None:
+                state.unlink(missing_ok=True)
             progress.on_run_done(result, False)
+    if fresh:
+        for name in store.promote(place.key, key):
+            (output / name).unlink(missing_ok=True)
+        shutil.rmtree(output / folder / place.progress, ignore_errors=True)
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
-    return [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+    results = [r for r in store.results(key) if (r.rate, r.seed) in wanted]
+    if len(results) == len(wanted):
+        # States left by runs that were interrupted and then finished with other seeds; a
+        # process still training here writes its state again after its next epoch.
+        shutil.rmtree(output / folder / "progress", ignore_errors=True)
+    return results
+
+
+def check_model(config: CompareConfig, data: Dataset, model_fn: ModelFn | None = None) -> None:
+    """Build your model once at the highest rate, so that a mistake in it is reported before
+    any work (``ConfigError`` naming ``--model``); built-in models are checked by ``check``."""
+    if model_fn is not None or user.is_spec(config.train.model):
+        make_model(config.train, data, max(config.rates), model_fn)
+
+
+def _verified(store: Store, place: _Place) -> set[tuple[float, int]]:
+    """The finished runs whose checkpoint is there; the others are forgotten (trained again)."""
+    done = set()
+    for (rate, seed), checkpoint in store.done(place.key).items():
+        if checkpoint and (place.output / checkpoint).is_file():
+            done.add((rate, seed))
+        else:
+            store.drop(place.key, rate, seed)
+    return done
+
+
+def _finish(store: Store, place: _Place, config: CompareConfig, result: RunResult) -> None:
+    """Checkpoint first (atomically, flushed to disk), then the row that makes the run done."""
+    name = f"rate-{result.rate:g}_seed-{result.seed}_{uuid.uuid4().hex[:8]}.pt"
+    relative = f"{place.folder}/checkpoints/{name}"
+    save_checkpoint(place.output / relative, config, result)
+    if not store.save(place.key, result, relative):
+        (place.output / relative).unlink(missing_ok=True)  # another process finished it first
 
 
 def _train_runs(
-    config: CompareConfig, data: Dataset, rate: float, seeds: list[int], progress: Progress
-) -> Iterator[RunResult]:
-    """The runs of one rate: together when batching is on and possible, else one by one."""
-    if config.batched and can_batch(config.train):
-        yield from train_batched(config.train, data, rate, seeds, on_epoch=progress.on_epoch)
+    config: CompareConfig,
+    data: Dataset,
+    rate: float,
+    seeds: list[int],
+    progress: Progress,
+    place: _Place,
+    model_fn: ModelFn | None,
+) -> Iterator[tuple[RunResult, Path | None]]:
+    """The runs of one rate, each with its training state's file (delete it once stored)."""
+    if config.batched and model_fn is None and can_batch(config.train):
+        state = place.state_path(rate, seeds)
+        results = train_batched(
+            config.train, data, rate, seeds, on_epoch=progress.on_epoch, state_path=state
+        )
+        for i, result in enumerate(results):
+            yield result, state if i == len(results) - 1 else None
         return
     for seed in seeds:
         if seed != seeds[0]:
             progress.on_run_start(rate, seed, config.train.epochs)
-        yield train(config.train, data, rate, seed, on_epoch=progress.on_epoch)
+        state = place.state_path(rate, [seed])
+        result = train(
+            config.train,
+            data,
+            rate,
+            seed,
+            on_epoch=progress.on_epoch,
+            model_fn=model_fn,
+            state_path=state,
+        )
+        yield result, state
 
 
 CHECKPOINT_FORMAT = "dropkit.compare/1"
 
 
-def checkpoint_path(output: Path, rate: float, seed: int) -> Path:
-    return output / "checkpoints" / f"rate-{rate:g}_seed-{seed}.pt"
-
-
-def save_checkpoint(output: Path, config: CompareConfig, result: RunResult) -> Path:
+def save_checkpoint(path: Path, config: CompareConfig, result: RunResult) -> Path:
     """Write a run's weights and configuration (plain data: loads with ``weights_only=True``)."""
-    path = checkpoint_path(output, result.rate, result.seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": CHECKPOINT_FORMAT,
         "experiment": config.key(),
         "config": config.to_json(),
         "rate": result.rate,
         "seed": result.seed,
+        "sources": _sources(config),
         "state_dict": result.model_state,
     }
-    tmp = path.with_name(path.name + ".part")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # never half a checkpoint
+    save_atomically(payload, path, durable=True)
     return path
+
+
+def _sources(config: CompareConfig) -> dict[str, str]:
+    """The digests of the user's files a configuration names, for ``dropkit mc`` to check."""
+    specs = (config.dataset, config.train.model)
+    return {s: user.digest(s) for s in specs if user.is_spec(s)}
 
 
 def _stored(store: Store, key: str, rate: float, seed: int) -> RunResult:
     return next(r for r in store.results(key) if (r.rate, r.seed) == (rate, seed))
+
+
+def _code_digest(*objects: object) -> str:
+    """Digest of the source of Python callables (code typed in a notebook has no file)."""
+    sources = []
+    for obj in objects:
+        try:
+            sources.append(inspect.getsource(obj))  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            sources.append(repr(obj))
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
+
+
+def compare(
+    model: str | ModelFn,
+    data: str | Callable[[], Sequence[Any]],
+    *,
+    rates: Sequence[float] = (0.0, 0.2, 0.5),
+    seeds: int = 3,
+    output: Path | str | None = None,
+    fresh: bool = False,
+    label_noise: float = 0.0,
+    split_seed: int = 0,
+    batched: bool = True,
+    progress: Progress | None = None,
+    **train_options: Any,
+) -> list[RunResult]:
+    """The paired comparison from Python, on a built-in or your own model and data.
+
+    Args:
+        model: a built-in name (``"mlp"``), ``"FILE.py:NAME"``, or a callable that takes the
+            dropout rate as its one positional argument and returns an ``nn.Module``.
+        data: a built-in name, ``"FILE.py:NAME"``, or a callable without arguments returning
+            ``(train, test)`` or ``(train, val, test)`` torch ``Dataset``s of
+            ``(input, integer label)`` pairs (validation is split off ``train`` when absent).
+        rates, seeds, label_noise, split_seed, batched: as for ``dropkit compare``.
+        output: the output folder (its database, one sub-folder per configuration with the
+            report, plots and checkpoints); None: a temporary folder, removed afterwards.
+        fresh: train again, replacing the earlier runs once the new set is complete.
+        **train_options: fields of :class:`~dropkit.experiments.train.TrainConfig`
+            (``epochs``, ``lr``, ``batch_size``, ``schedule``, ...).
+
+    Returns:
+        One :class:`~dropkit.experiments.train.RunResult` per (rate, seed), by rate then seed.
+
+    Example:
+        >>> import torch
+        >>> from torch.utils.data import TensorDataset
+        >>> from dropkit.experiments import compare
+        >>> def net(p):
+        ...     layers = [torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(p)]
+        ...     return torch.nn.Sequential(*layers, torch.nn.Linear(16, 2))
+        >>> def blobs():
+        ...     x = torch.randn(120, 4, generator=torch.Generator().manual_seed(0))
+        ...     y = (x[:, 0] > 0).long()
+        ...     return TensorDataset(x[:80], y[:80]), TensorDataset(x[80:], y[80:])
+        >>> results = compare(net, blobs, rates=(0.0, 0.5), seeds=2, epochs=2)
+        >>> [(r.rate, r.seed) for r in results]
+        [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
+    """
+    model_fn: ModelFn | None = None
+    code: list[object] = []
+    if callable(model):
+        model_fn, model_name, code = model, user.spec_of(model), [model]
+    else:
+        model_name = model
+    dataset: Dataset | None = None
+    if callable(data):
+        data_name = user.spec_of(data)
+        code.append(data)
+        dataset = from_splits(data, name=data_name, split_seed=split_seed, label_noise=label_noise)
+    else:
+        data_name = data
+    config = CompareConfig(
+        dataset=data_name,
+        label_noise=label_noise,
+        split_seed=split_seed,
+        train=TrainConfig(model=model_name, **train_options),
+        rates=tuple(float(r) for r in rates),
+        seeds=seeds,
+        batched=batched,
+        code=_code_digest(*code) if code else "",
+    )
+    if output is None:
+        with tempfile.TemporaryDirectory(prefix="dropkit-") as tmp:
+            return run_compare(
+                config, Path(tmp), data=dataset, progress=progress, model_fn=model_fn
+            )
+    return run_compare(
+        config, Path(output), fresh=fresh, data=dataset, progress=progress, model_fn=model_fn
+    )

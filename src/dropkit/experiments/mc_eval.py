@@ -12,10 +12,11 @@ from typing import Any
 
 import torch
 
+from dropkit.experiments import user
 from dropkit.experiments.compare import CHECKPOINT_FORMAT, CompareConfig
-from dropkit.experiments.datasets import load_dataset
-from dropkit.experiments.models import build_model
-from dropkit.experiments.options import ConfigError
+from dropkit.experiments.datasets import DatasetError, load_dataset
+from dropkit.experiments.store import DB_NAME, Configuration, Store, StoreError
+from dropkit.experiments.train import ConfigError, make_model
 from dropkit.metrics import (
     brier_score,
     expected_calibration_error,
@@ -23,7 +24,13 @@ from dropkit.metrics import (
     negative_log_likelihood,
 )
 
-__all__ = ["CheckpointError", "McRow", "evaluate_checkpoints", "load_checkpoint"]
+__all__ = [
+    "CheckpointError",
+    "McRow",
+    "evaluate_checkpoints",
+    "load_checkpoint",
+    "resolve_configuration",
+]
 
 
 class CheckpointError(RuntimeError):
@@ -83,47 +90,88 @@ def _scores(probs: torch.Tensor, y: torch.Tensor, uncertainty: torch.Tensor) -> 
     }
 
 
+def resolve_configuration(
+    directory: Path, name: str | None = None
+) -> tuple[Store, Configuration, list[Configuration]]:
+    """The store, the chosen configuration and the others, for an output directory or one of
+    its configuration folders (``name``: folder, key or a unique prefix; default: the only or
+    the latest configuration)."""
+    directory = Path(directory)
+    in_output = directory.is_dir() and (directory.parent / DB_NAME).is_file()
+    if in_output and not (directory / DB_NAME).is_file():
+        name, directory = name or directory.name, directory.parent  # a configuration's folder
+    store = Store(directory)
+    try:
+        chosen, others = store.choose(name)
+    except StoreError as error:
+        raise CheckpointError(str(error)) from None
+    return store, chosen, others
+
+
 def evaluate_checkpoints(
     directory: Path,
     *,
     samples: int = 30,
     rates: tuple[float, ...] | None = None,
     batch_size: int | None = None,
+    configuration: str | None = None,
 ) -> list[McRow]:
-    """Score every checkpoint (with dropout) in ``directory`` on the test set, both ways.
+    """Score the checkpoints (with dropout) of one configuration in ``directory``, both ways.
 
-    Deterministic inference uses eval mode and 1 - max probability as its uncertainty; MC
+    ``configuration`` chooses it (see :func:`resolve_configuration`); its runs' checkpoints are
+    those its database rows name, and each must say it belongs to it, so configurations never
+    mix. Deterministic inference uses eval mode and 1 - max probability as its uncertainty; MC
     inference averages ``samples`` passes of :func:`dropkit.mc.predict` (seed 0) and uses the
     predictive entropy.
     """
     from dropkit.mc import predict
 
-    paths = sorted((Path(directory) / "checkpoints").glob("*.pt"))
-    if not paths:
-        raise CheckpointError(f"{directory}: no checkpoints/*.pt; run dropkit compare there first")
+    store, chosen, _ = resolve_configuration(directory, configuration)
+    try:
+        config = CompareConfig.from_json(chosen.config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{store.path}: configuration {chosen.folder} is not a dropkit compare one ({error})"
+        ) from None
+    runs = sorted(store.done(chosen.key).items())
+    data = None
     rows: list[McRow] = []
-    data_cache: dict[tuple[str, int, float], Any] = {}
-    for path in paths:
-        payload = load_checkpoint(path)
-        rate, seed = float(payload["rate"]), int(payload["seed"])
+    for (rate, seed), checkpoint in runs:
         if rate == 0.0 or (rates is not None and rate not in rates):
             continue  # Monte Carlo dropout needs dropout
-        config = CompareConfig.from_json(payload["config"])
-        key = (config.dataset, config.split_seed, config.label_noise)
-        if key not in data_cache:
-            data_cache[key] = load_dataset(
-                config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+        if not checkpoint:
+            raise CheckpointError(
+                f"{chosen.folder}: run rate {rate:g} seed {seed} has no checkpoint; run the "
+                "same dropkit compare command again to train it"
             )
-        data = data_cache[key]
-        model = build_model(
-            config.train.model,
-            data.input_shape,
-            data.num_classes,
-            hidden=config.train.hidden,
-            rate=rate,
-            layer_scale=config.train.layer_scale,
-            variant=config.train.variant,
-        )
+        path = store.directory / checkpoint
+        if not path.is_file():
+            raise CheckpointError(
+                f"{path}: missing; run the same dropkit compare command again to train it"
+            )
+        payload = load_checkpoint(path)
+        if payload.get("experiment") != chosen.key or (payload["rate"], payload["seed"]) != (
+            rate,
+            seed,
+        ):
+            raise CheckpointError(f"{path}: belongs to another configuration or run")
+        for spec, digest in dict(payload.get("sources", {})).items():
+            if user.digest(spec) != digest:
+                raise CheckpointError(
+                    f"{spec}: the file changed since this run was trained; restore it or train "
+                    "again with dropkit compare"
+                )
+        if data is None:
+            try:
+                data = load_dataset(
+                    config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+                )
+            except DatasetError as error:
+                raise CheckpointError(f"{chosen.folder}: {error}") from None
+        try:
+            model = make_model(config.train, data, rate)
+        except ConfigError as error:
+            raise CheckpointError(f"{chosen.folder}: {error}") from None
         try:
             model.load_state_dict(payload["state_dict"])
         except (RuntimeError, TypeError) as error:
@@ -142,7 +190,7 @@ def evaluate_checkpoints(
         mc = _scores(result.probs, y, result.predictive_entropy)
         rows.append(McRow(rate, seed, f"MC ({samples} samples)", seconds=seconds, **mc))
     if not rows:
-        raise CheckpointError(f"{directory}: no checkpoint with dropout (rate > 0) to evaluate")
+        raise CheckpointError(f"{chosen.folder}: no checkpoint with dropout (rate > 0) to evaluate")
     return rows
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from dropkit.experiments.datasets import DATASETS
 from dropkit.experiments.models import CONV_VARIANTS, MODELS, count_sites
+from dropkit.experiments.user import is_spec
 
 __all__ = [
     "OPTIMIZERS",
@@ -91,10 +92,18 @@ def check_options(
         ...
         dropkit.experiments.options.ConfigError: layer-scale: rate 0.5 x scale 3 gives p = 1.5; every rate times every scale must be below 1
     """  # noqa: E501
-    if dataset is not None and dataset not in DATASETS:
-        raise ConfigError("dataset", f"unknown {dataset!r}; expected one of {list(DATASETS)}")
-    if model is not None and model not in MODELS:
-        raise ConfigError("model", f"unknown {model!r}; expected one of {list(MODELS)}")
+    if dataset is not None and dataset not in DATASETS and not is_spec(dataset):
+        raise ConfigError(
+            "dataset",
+            f"unknown {dataset!r}; expected one of {list(DATASETS)} or your own as "
+            "FILE.py:NAME or package.module:NAME",
+        )
+    if model is not None and model not in MODELS and not is_spec(model):
+        raise ConfigError(
+            "model",
+            f"unknown {model!r}; expected one of {list(MODELS)} or your own as "
+            "FILE.py:NAME or package.module:NAME",
+        )
     if variant is not None:
         if variant not in CONV_VARIANTS:
             raise ConfigError("variant", f"unknown {variant!r}; expected one of {CONV_VARIANTS}")
@@ -178,7 +187,7 @@ def _check_layer_scale(
             raise ConfigError(
                 "layer_scale", f"every multiplier must be a non-negative number, got {scale}"
             )
-    if model is not None:
+    if model in MODELS:  # your own model's layers are counted once it is built
         sites = count_sites(model, hidden or (256, 128))
         if len(layer_scale) != sites:
             raise ConfigError(

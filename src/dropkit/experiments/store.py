@@ -1,8 +1,10 @@
 """Results on disk: one SQLite database per output directory, one row per finished run.
 
-A run is written in a single transaction when it finishes, so an interruption loses at most
-the run in progress, and re-running the same experiment skips what is done. The database is in
-WAL mode with a busy timeout, so several processes can write to it at once.
+An output directory holds any number of *configurations* (a comparison's settings but its rates
+and seed count), each in its own sub-folder named after what it changes from the defaults
+(``default``, ``label-noise-0.3``, ...). A run is finished when its row is written, and its row
+is written only after its checkpoint is on disk; the row names the checkpoint file. The
+database is in WAL mode with a busy timeout, so several processes can write to it at once.
 """
 
 from __future__ import annotations
@@ -11,19 +13,24 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 from dropkit.experiments.train import RunResult
 
-__all__ = ["DB_NAME", "Store"]
+__all__ = ["DB_NAME", "Configuration", "Store", "StoreError"]
 
 DB_NAME = "results.sqlite"
+#: Marks the key of a ``--fresh`` set of runs that is not finished yet.
+STAGED = "+fresh"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
     key TEXT PRIMARY KEY,
     config TEXT NOT NULL,
-    created TEXT NOT NULL
+    created TEXT NOT NULL,
+    folder TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     experiment TEXT NOT NULL REFERENCES experiments(key),
@@ -31,34 +38,72 @@ CREATE TABLE IF NOT EXISTS runs (
     seed INTEGER NOT NULL,
     result TEXT NOT NULL,
     finished TEXT NOT NULL,
+    checkpoint TEXT,
     PRIMARY KEY (experiment, rate, seed)
 );
 """
+# Columns added since the first databases; added to those when they are opened.
+_ADDED = (("experiments", "folder"), ("runs", "checkpoint"))
+
+
+class StoreError(RuntimeError):
+    """The results database cannot be used; the message names the file and why."""
+
+
+@dataclass(frozen=True)
+class Configuration:
+    """One configuration of an output directory, as listed by ``dropkit report`` and ``mc``."""
+
+    key: str
+    folder: str
+    config: dict[str, Any]
+    runs: int
+    last: str  # when its last run finished (or it was registered), ISO 8601 UTC
 
 
 class Store:
     """The results database of one output directory."""
 
     def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / DB_NAME
+        self.directory = Path(directory)
+        self.path = self.directory / DB_NAME
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(sqlite3.connect(self.path, timeout=60.0)) as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA busy_timeout=60000")
-            db.executescript(_SCHEMA)
-            with db:  # one transaction, committed on success, rolled back on error
-                yield db
+        try:
+            with closing(sqlite3.connect(self.path, timeout=60.0)) as db:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA busy_timeout=60000")
+                db.executescript(_SCHEMA)
+                _add_columns(db)
+                with db:  # one transaction, committed on success, rolled back on error
+                    yield db
+        except sqlite3.DatabaseError as error:
+            raise StoreError(
+                f"{self.path}: not a usable dropkit results database ({error}); move it away or "
+                "choose another --output"
+            ) from None
 
-    def register(self, key: str, config: dict[str, object]) -> None:
-        """Record an experiment's configuration (idempotent)."""
+    def register(self, key: str, config: dict[str, object], folder: str | None = None) -> str:
+        """Record a configuration (idempotent); return its folder: ``folder`` (default: the key)
+        unless another configuration has it, then with part of the key appended."""
+        folder = folder or key
         with self._connect() as db:
+            row = db.execute("SELECT folder FROM experiments WHERE key = ?", (key,)).fetchone()
+            if row is not None and row[0]:
+                return str(row[0])
+            taken = {
+                r[0] for r in db.execute("SELECT folder FROM experiments WHERE key != ?", (key,))
+            }
+            if folder in taken:
+                folder = f"{folder}-{key[:8]}"
             db.execute(
-                "INSERT OR IGNORE INTO experiments VALUES (?, ?, ?)",
-                (key, json.dumps(config, sort_keys=True), _now()),
+                "INSERT INTO experiments VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(key) DO UPDATE SET folder = excluded.folder",
+                (key, json.dumps(config, sort_keys=True), _now(), folder),
             )
+            return folder
 
     def config(self, key: str) -> dict[str, object]:
         with self._connect() as db:
@@ -69,24 +114,79 @@ class Store:
         return config
 
     def experiments(self) -> list[str]:
-        """Experiment keys, oldest first."""
+        """Experiment keys, oldest first (unfinished ``--fresh`` sets left out)."""
         with self._connect() as db:
             rows = db.execute("SELECT key FROM experiments ORDER BY created, key").fetchall()
-        return [r[0] for r in rows]
+        return [r[0] for r in rows if STAGED not in r[0]]
 
-    def done(self, key: str) -> set[tuple[float, int]]:
-        """The (rate, seed) pairs of ``key`` that have finished."""
+    def configurations(self) -> list[Configuration]:
+        """The configurations with finished runs, the one whose last run finished last, last."""
         with self._connect() as db:
-            rows = db.execute("SELECT rate, seed FROM runs WHERE experiment = ?", (key,))
-            return {(float(rate), int(seed)) for rate, seed in rows}
+            rows = db.execute(
+                "SELECT e.key, e.folder, e.config, COUNT(r.seed), MAX(r.finished), e.created "
+                "FROM experiments e JOIN runs r ON r.experiment = e.key "
+                "GROUP BY e.key ORDER BY MAX(r.finished), e.created, e.key"
+            ).fetchall()
+        found = []
+        for key, folder, config, runs, last, created in rows:
+            if STAGED in key:
+                continue
+            try:
+                parsed = json.loads(config)
+            except json.JSONDecodeError:
+                raise StoreError(f"{self.path}: the configuration of {key} is not JSON") from None
+            if not isinstance(parsed, dict):
+                raise StoreError(f"{self.path}: the configuration of {key} is not a mapping")
+            found.append(Configuration(key, folder or key, parsed, int(runs), last or created))
+        return found
 
-    def save(self, key: str, result: RunResult) -> None:
-        """Record a finished run; a second writer of the same run keeps the first result."""
+    def choose(self, name: str | None = None) -> tuple[Configuration, list[Configuration]]:
+        """The configuration called ``name`` (its folder, key, or a unique prefix of either),
+        by default the only one or else the latest; and the others."""
+        if not self.path.is_file():
+            raise StoreError(f"{self.directory}: no {DB_NAME}; run dropkit compare there first")
+        found = self.configurations()
+        if not found:
+            raise StoreError(f"{self.path} holds no finished runs; run dropkit compare first")
+        if name is None:
+            chosen = found[-1]
+        else:
+            exact = [c for c in found if name in (c.folder, c.key)]
+            matches = exact or [
+                c for c in found if c.folder.startswith(name) or c.key.startswith(name)
+            ]
+            if len(matches) != 1:
+                names = ", ".join(c.folder for c in found)
+                what = "matches several" if matches else "matches none"
+                raise StoreError(
+                    f"configuration {name!r} {what} of those in {self.directory}: {names}"
+                )
+            chosen = matches[0]
+        return chosen, [c for c in found if c is not chosen]
+
+    def done(self, key: str) -> dict[tuple[float, int], str | None]:
+        """The finished (rate, seed) pairs of ``key``, each with its checkpoint file."""
         with self._connect() as db:
-            db.execute(
-                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?)",
-                (key, result.rate, result.seed, json.dumps(result.to_json()), _now()),
+            rows = db.execute(
+                "SELECT rate, seed, checkpoint FROM runs WHERE experiment = ?", (key,)
+            ).fetchall()
+        return {(float(rate), int(seed)): checkpoint for rate, seed, checkpoint in rows}
+
+    def save(self, key: str, result: RunResult, checkpoint: str | None = None) -> bool:
+        """Record a finished run whose checkpoint is written; False if another writer was first."""
+        with self._connect() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO runs VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key,
+                    result.rate,
+                    result.seed,
+                    json.dumps(result.to_json()),
+                    _now(),
+                    checkpoint,
+                ),
             )
+            return cursor.rowcount == 1
 
     def results(self, key: str) -> list[RunResult]:
         """Finished runs of ``key`` by rate, then seed."""
@@ -94,13 +194,57 @@ class Store:
             rows = db.execute(
                 "SELECT result FROM runs WHERE experiment = ? ORDER BY rate, seed", (key,)
             ).fetchall()
-        return [RunResult.from_json(json.loads(r[0])) for r in rows]
+        try:
+            return [RunResult.from_json(json.loads(r[0])) for r in rows]
+        except (json.JSONDecodeError, TypeError, KeyError) as error:
+            raise StoreError(
+                f"{self.path}: a run of {key} is not a dropkit result ({error})"
+            ) from None
 
-    def forget(self, key: str) -> None:
-        """Delete the runs of ``key`` (``--fresh``)."""
+    def drop(self, key: str, rate: float, seed: int) -> None:
+        """Forget one run (its checkpoint is missing: it will be trained again)."""
         with self._connect() as db:
+            db.execute(
+                "DELETE FROM runs WHERE experiment = ? AND rate = ? AND seed = ?", (key, rate, seed)
+            )
+
+    def forget(self, key: str) -> list[str]:
+        """Delete the runs of ``key``; return their checkpoint files (relative to the folder)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT checkpoint FROM runs WHERE experiment = ?", (key,))
+            files = [r[0] for r in rows if r[0]]
             db.execute("DELETE FROM runs WHERE experiment = ?", (key,))
+        return files
+
+    def promote(self, staged: str, key: str) -> list[str]:
+        """Make the runs of ``staged`` those of ``key`` in one transaction (a finished
+        ``--fresh``); return the checkpoint files no run uses any more.
+
+        When another process has promoted the set already, the runs this one stored since
+        are duplicates: they are dropped and the promoted set stays.
+        """
+        with self._connect() as db:
+            live = db.execute("SELECT 1 FROM experiments WHERE key = ?", (staged,)).fetchone()
+            replaced = key if live else staged
+            old = db.execute("SELECT checkpoint FROM runs WHERE experiment = ?", (replaced,))
+            files = [r[0] for r in old if r[0]]
+            db.execute("DELETE FROM runs WHERE experiment = ?", (replaced,))
+            if live:
+                db.execute("UPDATE runs SET experiment = ? WHERE experiment = ?", (key, staged))
+                db.execute("DELETE FROM experiments WHERE key = ?", (staged,))
+        return files
+
+
+def _add_columns(db: sqlite3.Connection) -> None:
+    for table, column in _ADDED:
+        columns = {row[1] for row in db.execute(f"PRAGMA table_info({table})")}
+        if column not in columns:
+            try:
+                db.execute(f"ALTER TABLE {table} ADD COLUMN {column} TEXT")
+            except sqlite3.OperationalError as error:  # another process added it first
+                if "duplicate column" not in str(error):
+                    raise
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")

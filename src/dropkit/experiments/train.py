@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import math
+import os
+import tempfile
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,10 +34,16 @@ __all__ = [
     "SCHEDULES",
     "ConfigError",
     "EpochMetrics",
+    "ModelFn",
     "RunResult",
     "TrainConfig",
+    "make_model",
+    "save_atomically",
     "train",
 ]
+
+#: Your own model: called with the dropout rate, returns an ``nn.Module`` for the data's inputs.
+ModelFn = Callable[[float], nn.Module]
 
 
 @dataclass(frozen=True)
@@ -141,6 +152,144 @@ def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, bins: int 
     return ece(torch.softmax(logits.double(), dim=1), y, bins=bins)
 
 
+def save_atomically(payload: object, path: Path, *, durable: bool = False) -> None:
+    """``torch.save`` through a uniquely named temporary file, then rename: never half a file.
+
+    The unique name lets several processes write the same path at once (the last rename wins);
+    ``durable`` also flushes the file to disk before the rename.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def make_model(
+    config: TrainConfig,
+    data: Dataset,
+    rate: float,
+    model_fn: ModelFn | None = None,
+) -> nn.Module:
+    """The model of ``config`` at dropout ``rate``: a built-in one, or yours (``FILE.py:NAME``).
+
+    Your callable gets the rate as its one positional argument and returns an ``nn.Module``;
+    ``model_fn`` passes it directly instead of by name.
+    """
+    from dropkit.experiments import user
+
+    if model_fn is None and not user.is_spec(config.model):
+        return build_model(
+            config.model,
+            data.input_shape,
+            data.num_classes,
+            hidden=config.hidden,
+            rate=rate,
+            layer_scale=config.layer_scale,
+            variant=config.variant,
+        )
+    if model_fn is None:
+        try:
+            model_fn = user.load(config.model, "model")
+        except user.SpecError as error:
+            raise ConfigError("model", str(error)) from None
+    try:
+        model = model_fn(rate)
+    except Exception as error:  # the user's code: say whose it is
+        raise ConfigError(
+            "model", f"{config.model}({rate}) failed ({type(error).__name__}: {error})"
+        ) from None
+    if not isinstance(model, nn.Module):
+        raise ConfigError(
+            "model", f"{config.model}({rate}) returned a {type(model).__name__}, not an nn.Module"
+        )
+    if rate > 0 and not _user_sites(model):
+        warnings.warn(
+            f"{config.model}({rate}) has no dropout layer with p > 0 that dropkit can see; if it "
+            "applies the rate some other way (functional dropout) this is fine, else its runs "
+            "compare nothing",
+            stacklevel=2,
+        )
+    return model
+
+
+def _user_sites(model: nn.Module) -> list[nn.Module]:
+    """The dropout layers of a user's model whose ``p`` can be set (torch's and dropkit's)."""
+    from dropkit.mc import dropout_modules
+
+    return [m for _, m, p in dropout_modules(model) if isinstance(getattr(m, "p", None), float)]
+
+
+def _rate_setter(
+    config: TrainConfig, model: nn.Module, rate: float
+) -> Callable[[float], None] | None:
+    """What sets the model's rate each epoch (schedules, layer scales); None: nothing to do."""
+    from dropkit.experiments import user
+
+    if not user.is_spec(config.model):
+        return lambda epoch_rate: set_rate(model, epoch_rate, config.layer_scale)
+    if config.schedule == "constant" and config.layer_scale is None:
+        return None  # your model keeps the rates it was built with
+    sites = _user_sites(model)
+    if not sites and rate > 0:
+        option = "layer_scale" if config.schedule == "constant" else "schedule"
+        raise ConfigError(
+            option,
+            f"{config.model}({rate}) has no dropout layer (torch's or dropkit's) whose p dropkit "
+            "could change; leave this option out for this model",
+        )
+    scales = list(config.layer_scale) if config.layer_scale is not None else [1.0] * len(sites)
+    if len(scales) != len(sites):
+        raise ConfigError(
+            "layer_scale",
+            f"has {len(scales)} entries but {config.model} has {len(sites)} dropout layers; "
+            "give one multiplier per layer",
+        )
+    base = [float(getattr(m, "p", 0.0)) for m in sites]
+
+    def set_user_rate(epoch_rate: float) -> None:
+        factor = epoch_rate / rate if rate > 0 else 0.0
+        for site, p, scale in zip(sites, base, scales, strict=True):
+            setattr(site, "p", min(p * factor * scale, 1.0))  # noqa: B010
+
+    return set_user_rate
+
+
+_STATE_FORMAT = "dropkit.train-state/1"
+
+
+def state_identity(config: TrainConfig, rate: float, seeds: list[int]) -> str:
+    """What a saved training state must match to be resumed."""
+    return json.dumps([dataclasses.asdict(config), rate, seeds], sort_keys=True)
+
+
+def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
+    """A saved training state of exactly this run, else None (a torn or other file: start over)."""
+    if path is None or not path.is_file():
+        return None
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != _STATE_FORMAT:
+        return None
+    if payload.get("identity") != identity:
+        return None
+    return payload
+
+
+def save_state(path: Path | None, identity: str, state: dict[str, Any]) -> None:
+    if path is not None:
+        save_atomically({"format": _STATE_FORMAT, "identity": identity, **state}, path)
+
+
 def train(
     config: TrainConfig,
     data: Dataset,
@@ -148,8 +297,15 @@ def train(
     seed: int,
     *,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
+    model_fn: ModelFn | None = None,
+    state_path: Path | None = None,
 ) -> RunResult:
     """Train ``config.model`` on ``data`` with dropout ``rate`` and ``seed``; return the metrics.
+
+    With ``state_path``, the training state (weights, optimizer, random generators, epoch,
+    history) is saved there after every epoch and a run that finds one of its own there goes on
+    from it, with the numbers an uninterrupted run gives; an interruption loses at most the epoch
+    in progress. The caller deletes the file once the result is stored.
 
     Example:
         >>> from dropkit.experiments.datasets import load_dataset
@@ -162,18 +318,13 @@ def train(
     config.check()
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = build_model(
-        config.model,
-        data.input_shape,
-        data.num_classes,
-        hidden=config.hidden,
-        rate=rate,
-        layer_scale=config.layer_scale,
-        variant=config.variant,
-    )
+    model = make_model(config, data, rate, model_fn)
     optimizer = _optimizer(config, model)
+    set_epoch_rate = _rate_setter(config, model, rate)
     with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
-        return _fit(config, data, model, optimizer, rate, seed, start, on_epoch)
+        return _fit(
+            config, data, model, optimizer, rate, seed, start, on_epoch, set_epoch_rate, state_path
+        )
 
 
 def _fit(
@@ -185,16 +336,33 @@ def _fit(
     seed: int,
     start: float,
     on_epoch: Callable[[EpochMetrics], None] | None,
+    set_epoch_rate: Callable[[float], None] | None,
+    state_path: Path | None,
 ) -> RunResult:
     order_generator = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
     n = len(y)
     history: list[EpochMetrics] = []
     best_loss, best_state, stale = math.inf, None, 0
-    for epoch in range(config.epochs):
+    first_epoch, earlier_seconds = 0, 0.0
+    identity = state_identity(config, rate, [seed])
+    saved = load_state(state_path, identity)
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        order_generator.set_state(saved["order_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        history = [EpochMetrics(**e) for e in saved["history"]]
+        best_loss, best_state, stale = saved["best_loss"], saved["best_state"], saved["stale"]
+        first_epoch, earlier_seconds = len(history), saved["seconds"]
+    stopped = config.early_stopping > 0 and stale >= config.early_stopping
+    for epoch in range(first_epoch, config.epochs):
+        if stopped:
+            break
         epoch_start = time.perf_counter()
         epoch_rate = _rate_at(config, rate, epoch)
-        set_rate(model, epoch_rate, config.layer_scale)
+        if set_epoch_rate is not None:
+            set_epoch_rate(epoch_rate)
         model.train()
         order = torch.randperm(n, generator=order_generator)
         loss_sum = torch.zeros(())
@@ -220,15 +388,29 @@ def _fit(
             seconds=time.perf_counter() - epoch_start,
         )
         history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(metrics)
         if config.early_stopping:
             if val_loss < best_loss:
                 best_loss, best_state, stale = val_loss, copy.deepcopy(model.state_dict()), 0
             else:
                 stale += 1
-                if stale >= config.early_stopping:
-                    break
+                stopped = stale >= config.early_stopping
+        save_state(
+            state_path,
+            identity,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "order_rng": order_generator.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "history": [dataclasses.asdict(e) for e in history],
+                "best_loss": best_loss,
+                "best_state": best_state,
+                "stale": stale,
+                "seconds": earlier_seconds + time.perf_counter() - start,
+            },
+        )
+        if on_epoch is not None:
+            on_epoch(metrics)
     if best_state is not None:
         model.load_state_dict(best_state)
     _, train_acc, _ = _evaluate(model, x, y)
@@ -243,7 +425,7 @@ def _fit(
         test_ece=expected_calibration_error(test_logits, data.y_test),
         val_acc=val_acc,
         epochs_run=len(history),
-        seconds=time.perf_counter() - start,
+        seconds=earlier_seconds + time.perf_counter() - start,
         history=history,
         model_state=model.state_dict(),
     )
