@@ -396,3 +396,12 @@ def test_own_code_errors_are_one_line(tmp_path, source, option, needle) -> None:
     assert needle in result.output
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()  # refused before any work
+
+
+def test_own_model_with_a_layer_scale_it_cannot_take_is_refused_before_any_work(tmp_path) -> None:
+    own = ["--model", f"{EXAMPLE}:make_model", "--dataset", f"{EXAMPLE}:spirals"]
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", *own, "--layer-scale", "1,1,1", "-o", str(out)])
+    assert result.exit_code == 2, result.output
+    assert "--layer-scale: has 3 entries but" in result.output
+    assert not out.exists()

@@ -78,3 +78,34 @@ def test_interrupted_comparison_resumes_with_the_numbers_of_an_uninterrupted_one
     curve = lambda r: [(e.train_loss, e.val_loss, e.val_acc) for e in r.history]  # noqa: E731
     assert [curve(r) for r in resumed] == [curve(r) for r in whole]
     assert [r.test_acc for r in resumed] == [r.test_acc for r in whole]
+
+
+def test_concurrent_writers_of_one_checkpoint_never_collide(tmp_path) -> None:
+    # Two writers of the same checkpoint used to share one temporary name, so one's rename
+    # found the file gone (FileNotFoundError in about 1 save in 5 with two threads).
+    import threading
+
+    from dropkit.experiments.compare import save_checkpoint
+    from dropkit.experiments.mc_eval import load_checkpoint
+    from dropkit.experiments.train import RunResult
+
+    weights = {"w": torch.randn(64, 64, generator=torch.Generator().manual_seed(0))}
+    result = RunResult(0.5, 0, 0.9, 0.8, 0.5, 0.05, 0.8, 1, 0.1, [], model_state=weights)
+    path = tmp_path / "checkpoints" / "run.pt"
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        for _ in range(50):
+            try:
+                save_checkpoint(path, CompareConfig(), result)
+            except BaseException as error:
+                errors.append(error)
+
+    threads = [threading.Thread(target=write) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert torch.equal(load_checkpoint(path)["state_dict"]["w"], weights["w"])
+    assert [p.name for p in path.parent.iterdir()] == ["run.pt"]  # no temporary file left

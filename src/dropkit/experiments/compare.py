@@ -25,6 +25,7 @@ from dropkit.experiments.train import (
     ModelFn,
     RunResult,
     TrainConfig,
+    _rate_setter,
     make_model,
     save_atomically,
     train,
@@ -226,10 +227,11 @@ def run_compare(
 
 
 def check_model(config: CompareConfig, data: Dataset, model_fn: ModelFn | None = None) -> None:
-    """Build your model once at the highest rate, so that a mistake in it is reported before
-    any work (``ConfigError`` naming ``--model``); built-in models are checked by ``check``."""
+    """Build your model once at the highest rate, so that a mistake in it (or a schedule or
+    ``layer_scale`` it cannot take) is reported before any work as a ``ConfigError``."""
     if model_fn is not None or user.is_spec(config.train.model):
-        make_model(config.train, data, max(config.rates), model_fn)
+        rate = max(config.rates)
+        _rate_setter(config.train, make_model(config.train, data, rate, model_fn), rate)
 
 
 def _verified(store: Store, place: _Place) -> set[tuple[float, int]]:
