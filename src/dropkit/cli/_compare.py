@@ -98,6 +98,7 @@ def compare(
     from dropkit.experiments.options import check_output, check_results_database
     from dropkit.experiments.report import write_report
     from dropkit.experiments.store import StoreError
+    from dropkit.experiments.train import EpochMetrics, RunResult
 
     names = {"--dataset": dataset, "--model": model}
     for option, name in names.items():
@@ -177,12 +178,12 @@ def compare(
             if plain:
                 plain.start(rate, seed, n_epochs)
 
-        def epoch(metrics: object) -> None:
-            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")  # type: ignore[attr-defined]
+        def epoch(metrics: EpochMetrics) -> None:
+            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")
             if plain:
                 plain.epoch(metrics)
 
-        def done(result: object, skipped: bool) -> None:
+        def done(result: RunResult, skipped: bool) -> None:
             finished[0] += 1
             bar.update(runs, completed=finished[0])
             if plain:

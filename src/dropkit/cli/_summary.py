@@ -5,12 +5,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the experiments extra is imported only when a command needs it
+    from dropkit.experiments.train import EpochMetrics, RunResult
 
 _EXTRA = ("matplotlib", "sklearn", "mnist1d")
 
@@ -82,19 +85,16 @@ class PlainProgress:
         self._where, self._epochs = f"rate {rate:g}, seed {seed}", epochs
         typer.echo(f"{self._where}: training for {epochs} epochs")
 
-    def epoch(self, metrics: object) -> None:
-        m = metrics  # an EpochMetrics
+    def epoch(self, m: EpochMetrics) -> None:
         typer.echo(
-            f"{self._where}: epoch {m.epoch}/{self._epochs}: train loss "  # type: ignore[attr-defined]
-            f"{m.train_loss:.4f}, val loss {m.val_loss:.4f}, "  # type: ignore[attr-defined]
-            f"val acc {100 * m.val_acc:.1f}%"  # type: ignore[attr-defined]
+            f"{self._where}: epoch {m.epoch}/{self._epochs}: train loss {m.train_loss:.4f}, "
+            f"val loss {m.val_loss:.4f}, val acc {100 * m.val_acc:.1f}%"
         )
 
-    def done(self, result: object, skipped: bool) -> None:
+    def done(self, r: RunResult, skipped: bool) -> None:
         self.finished += 1
-        r = result  # a RunResult
-        how = "already done" if skipped else f"done in {r.seconds:.1f} s"  # type: ignore[attr-defined]
+        how = "already done" if skipped else f"done in {r.seconds:.1f} s"
         typer.echo(
-            f"run {self.finished}/{self.total} (rate {r.rate:g}, seed {r.seed}) {how}: "  # type: ignore[attr-defined]
-            f"test acc {100 * r.test_acc:.1f}%"  # type: ignore[attr-defined]
+            f"run {self.finished}/{self.total} (rate {r.rate:g}, seed {r.seed}) {how}: "
+            f"test acc {100 * r.test_acc:.1f}%"
         )

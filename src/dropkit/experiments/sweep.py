@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments.datasets import load_dataset
-from dropkit.experiments.models import build_model, dropout_sites
+from dropkit.experiments.models import count_sites
 from dropkit.experiments.options import check_options
 from dropkit.experiments.train import TrainConfig, train
 
@@ -221,7 +221,7 @@ def _objective(config: SweepConfig) -> Any:
     data = load_dataset(
         config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
     )
-    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
+    sites = count_sites(config.model)
 
     def objective(trial: optuna.Trial) -> float:
         rate = trial.suggest_float("rate", 0.0, 0.7)
@@ -348,9 +348,7 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
         parts.append(f"--schedule-epochs {p['schedule_epochs']}")
     if "variant" in p:
         parts.append(f"--variant {p['variant']}")
-    data = load_dataset(config.dataset, split_seed=config.split_seed)
-    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
-    scale = _layer_scale(p["early_layer_scale"], sites)
+    scale = _layer_scale(p["early_layer_scale"], count_sites(config.model))
     if scale is not None:
         parts.append(f"--layer-scale {','.join(f'{v:g}' for v in scale)}")
     if config.label_noise:
