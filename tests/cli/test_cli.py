@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import dropkit
@@ -83,3 +86,136 @@ def test_bench_rejects_bad_sizes() -> None:
     )
     assert result.exit_code == 2
     assert "sizes" in result.output
+
+
+# ---------------------------------------------------------------- usage errors: one line, exit 2
+
+SMALL = ["-d", "synthetic", "--epochs", "1", "--seeds", "1", "--rates", "0,0.5", "--hidden", "8,8"]
+
+
+def _one_line_usage_error(result, option: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert lines[0].startswith(f"Error: {option}: "), lines[0]
+
+
+@pytest.mark.parametrize(
+    ("options", "option"),
+    [
+        (["--layer-scale", "3,3"], "--layer-scale"),  # p = 1.5: refused, not clamped to 0.99
+        (["--layer-scale", "nan,1"], "--layer-scale"),
+        (["--model", "cnn", "--layer-scale", "0.5,1"], "--layer-scale"),  # the cnn has 3 sites
+        (["--schedule", "early"], "--schedule-epochs"),  # 0 epochs of dropout: never applies
+        (["--schedule", "late", "--schedule-epochs", "1"], "--schedule-epochs"),  # 1 epoch only
+        (["--schedule-epochs", "5"], "--schedule-epochs"),  # with the constant schedule
+        (["--split-seed", "-1"], "--split-seed"),
+        (["--weight-decay", "nan"], "--weight-decay"),
+        (["--variant", "element"], "--variant"),  # the mlp has no variant
+        (["--layer-scale", "1,x"], "--layer-scale"),
+    ],
+)
+def test_compare_refuses_bad_options_in_one_line_before_any_work(tmp_path, options, option):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["compare", *SMALL, *options, "-o", str(out)])
+    _one_line_usage_error(result, option)
+    assert not out.exists()
+
+
+def test_the_refusal_names_the_fix() -> None:
+    result = runner.invoke(app, ["compare", *SMALL, "--layer-scale", "3,3"])
+    assert "rate 0.5 x scale 3 gives p = 1.5" in result.output
+    result = runner.invoke(app, ["compare", *SMALL, "--schedule", "early"])
+    assert "never applies dropout; give --schedule-epochs N" in result.output
+
+
+@pytest.mark.parametrize("command", ["compare", "sweep"])
+def test_output_at_or_under_a_file_is_refused(tmp_path, command) -> None:
+    pytest.importorskip("optuna")
+    file = tmp_path / "file"
+    file.write_text("x")
+    for out in (file, file / "sub"):
+        result = runner.invoke(app, [command, "-d", "synthetic", "--epochs", "1", "-o", str(out)])
+        _one_line_usage_error(result, "--output")
+        assert file.read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_output_in_a_read_only_folder_is_refused(tmp_path) -> None:
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        for out in (folder, folder / "sub"):
+            result = runner.invoke(app, ["compare", *SMALL, "-o", str(out)])
+            _one_line_usage_error(result, "--output")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_sweep_refuses_bad_label_noise_before_any_work(tmp_path) -> None:
+    pytest.importorskip("optuna")
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["sweep", "--label-noise", "2", "-o", str(out)])
+    _one_line_usage_error(result, "--label-noise")
+    assert not out.exists()
+
+
+def _foreign_databases(tmp_path):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    (corrupt / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    with sqlite3.connect(foreign / "results.sqlite") as db:
+        db.execute("CREATE TABLE experiments (key TEXT, config TEXT, created TEXT)")
+        db.execute("INSERT INTO experiments VALUES ('k', '{\"rates\": [0.5]}', 'now')")
+        db.execute(
+            "CREATE TABLE runs (experiment TEXT, rate REAL, seed INT, result TEXT, finished TEXT)"
+        )
+        db.execute("INSERT INTO runs VALUES ('k', 0.5, 0, '{}', 'now')")
+    other = tmp_path / "other"
+    other.mkdir()
+    with sqlite3.connect(other / "results.sqlite") as db:
+        db.execute("CREATE TABLE songs (title TEXT)")
+    return corrupt, foreign, other
+
+
+def test_compare_and_report_refuse_a_database_that_is_not_dropkits(tmp_path) -> None:
+    for folder in _foreign_databases(tmp_path):
+        before = (folder / "results.sqlite").read_bytes()
+        result = runner.invoke(app, ["compare", *SMALL, "-o", str(folder)])
+        _one_line_usage_error(result, "--output")
+        assert "results.sqlite" in result.output
+        report = runner.invoke(app, ["report", str(folder)])
+        assert report.exit_code == 2, report.output
+        assert len(report.output.strip().splitlines()) == 1, report.output
+        assert report.output.startswith(f"Error: {folder / 'results.sqlite'}")
+        assert (folder / "results.sqlite").read_bytes() == before  # left as it was
+        assert sorted(p.name for p in folder.iterdir()) == ["results.sqlite"]
+
+
+def test_doctor_refuses_a_huge_input_shape() -> None:
+    result = runner.invoke(
+        app, ["doctor", "torch.nn:Identity", "--input-shape", "100000,100000,100000"]
+    )
+    _one_line_usage_error(result, "--input-shape")
+
+
+def test_compare_prints_plain_progress_lines_when_not_a_terminal(tmp_path) -> None:
+    result = runner.invoke(
+        app, ["compare", *SMALL, "--epochs", "2", "--one-at-a-time", "-o", str(tmp_path)]
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    table = next(i for i, line in enumerate(lines) if "dropout comparison" in line)
+    progress = lines[:table]
+    for rate in ("0", "0.5"):
+        assert f"rate {rate}, seed 0: training for 2 epochs" in progress
+        for epoch in (1, 2):
+            assert any(
+                line.startswith(f"rate {rate}, seed 0: epoch {epoch}/2: train loss ")
+                and "val loss" in line
+                for line in progress
+            )
+    assert sum(line.startswith("run ") and " done in " in line for line in progress) == 2

@@ -20,6 +20,18 @@ def _trials(directory) -> list[tuple[int, str]]:
         return db.execute("SELECT number, state FROM trials ORDER BY number").fetchall()
 
 
+def _params(directory) -> list[tuple[tuple[str, float], ...]]:
+    """Each trial's sampled parameters, in trial order."""
+    with sqlite3.connect(directory / "sweep.sqlite") as db:
+        rows = db.execute(
+            "SELECT trial_id, param_name, param_value FROM trial_params ORDER BY trial_id"
+        ).fetchall()
+    trials: dict[int, list[tuple[str, float]]] = {}
+    for trial, name, value in rows:
+        trials.setdefault(trial, []).append((name, value))
+    return [tuple(sorted(p)) for _, p in sorted(trials.items())]
+
+
 def test_small_search_writes_the_study_and_a_report(tmp_path) -> None:
     result = runner.invoke(app, ["sweep", *SMALL, "--n-trials", "3", "-o", str(tmp_path)])
     assert result.exit_code == 0, result.output
@@ -44,6 +56,10 @@ def test_rerunning_resumes_the_study(tmp_path) -> None:
     second = _trials(tmp_path)
     assert second[:2] == first  # the finished trials are kept, not run again
     assert [n for n, _ in second] == [0, 1, 2, 3]
+    # A later worker (here: the same machine again; as well another machine) does not draw
+    # the earlier trials' parameters again.
+    params = _params(tmp_path)
+    assert len(set(params)) == len(params) == 4
     assert (
         runner.invoke(app, ["sweep", *SMALL, "--n-trials", "4", "-o", str(tmp_path)]).exit_code == 0
     )
@@ -60,6 +76,8 @@ def test_two_workers_share_one_study(tmp_path) -> None:
     assert len(numbers) == len(set(numbers))  # none duplicated
     finished = [n for n, state in trials if state in ("COMPLETE", "PRUNED")]
     assert len(finished) >= 4  # none lost (a worker may finish one trial past the target)
+    params = _params(tmp_path)
+    assert len(set(params)) == len(params)  # no two workers ran the same trial
 
 
 def test_unreachable_storage_fails_at_once_naming_it(tmp_path) -> None:
@@ -139,3 +157,87 @@ def test_cnn_sweep_searches_the_variant(tmp_path) -> None:
     assert result.exit_code == 0, result.output
     assert "variant=" in result.output
     assert "--variant " in result.output
+
+
+def test_the_suggested_command_is_one_line_that_runs_and_optuna_stays_quiet(tmp_path) -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "dropkit", "sweep", *SMALL, "--n-trials", "3", "-o", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    # Optuna's own INFO lines ("[I 2026-...] A new study created ...") do not leak.
+    assert "A new study created" not in done.stderr + done.stdout
+    assert "[I " not in done.stderr
+    commands = [line.strip() for line in done.stdout.splitlines() if "dropkit compare" in line]
+    assert len(commands) == 1
+    args = shlex.split(commands[0])
+    assert args[:2] == ["dropkit", "compare"]
+    assert "--layer-scale" in args  # the last option: nothing was cut off by a wrap
+    pasted = runner.invoke(app, [*args[1:], "--seeds", "2", "-o", str(tmp_path / "compare")])
+    assert pasted.exit_code == 0, pasted.output
+
+
+def test_optuna_warnings_come_out_as_dropkit_lines(capsys) -> None:
+    import logging
+
+    from dropkit.experiments.sweep import route_optuna_logging
+
+    route_optuna_logging()
+    logging.getLogger("optuna.study").info("chatter")
+    logging.getLogger("optuna.study").warning("careful")
+    err = capsys.readouterr().err
+    assert err == "Warning (optuna): careful\n"
+
+
+def _study_with_a_pruned_leader(tmp_path):
+    import optuna
+    from optuna.distributions import CategoricalDistribution, FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from dropkit.experiments.sweep import SweepConfig
+
+    config = SweepConfig(dataset="synthetic", epochs=2, study="pruned")
+    url = config.storage_url(tmp_path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="pruned", storage=url, direction="maximize")
+    distributions = {
+        "rate": FloatDistribution(0.0, 0.7),
+        "early_layer_scale": FloatDistribution(0.25, 1.0),
+        "schedule": CategoricalDistribution(["constant", "early", "late"]),
+        "weight_decay": FloatDistribution(1e-6, 1e-2, log=True),
+    }
+    params = {"rate": 0.3, "early_layer_scale": 0.5, "schedule": "constant", "weight_decay": 1e-4}
+    for value in (0.6, 0.7):
+        study.add_trial(
+            create_trial(state=TrialState.COMPLETE, value=value, params=params,
+                         distributions=distributions)
+        )  # fmt: skip
+    # Stopped early at a lucky epoch: its last intermediate value becomes its "value".
+    study.add_trial(
+        create_trial(state=TrialState.PRUNED, params={**params, "rate": 0.6},
+                     distributions=distributions, intermediate_values={1: 0.95})
+    )  # fmt: skip
+    return config, url
+
+
+def test_only_completed_trials_are_ranked_and_the_page_has_its_own_caption(tmp_path) -> None:
+    from dropkit.experiments.report import write_sweep_report
+    from dropkit.experiments.sweep import summarize
+
+    config, url = _study_with_a_pruned_leader(tmp_path)
+    result = summarize(config, url)
+    assert [t["state"] for t in result.trials] == ["COMPLETE", "COMPLETE"]
+    assert [t["value"] for t in result.trials] == [0.7, 0.6]
+    assert result.best_value == 0.7
+    assert "--rates 0,0.300" in result.compare_command
+    assert result.states == {"COMPLETE": 2, "PRUNED": 1}
+    page = write_sweep_report(tmp_path, "sweep", result, {}, {}, {}).read_text()
+    assert "95.0" not in page
+    assert "mean ± standard deviation over seeds" not in page  # the compare report's caption
+    assert "pruned trials stopped early and are not ranked" in page

@@ -8,16 +8,21 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from dropkit.cli._app import app
-from dropkit.cli._summary import print_summary, require_experiments_extra, summary_console
+from dropkit.cli._summary import (
+    PlainProgress,
+    config_error,
+    print_summary,
+    require_experiments_extra,
+    summary_console,
+    usage_error,
+)
 
 
 def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: ignore[type-arg]
     try:
         return tuple(kind(part) for part in text.split(",") if part.strip())
     except ValueError:
-        raise typer.BadParameter(
-            f"expected comma-separated numbers, got {text!r}", param_hint=option
-        ) from None
+        usage_error(option, f"expected comma-separated numbers, got {text!r}")
 
 
 @app.command()
@@ -82,6 +87,7 @@ def compare(
         CompareConfig,
         ConfigError,
         DatasetError,
+        Store,
         TrainConfig,
         load_dataset,
         run_compare,
@@ -89,8 +95,10 @@ def compare(
     )
     from dropkit.experiments import Progress as Callbacks
     from dropkit.experiments.compare import check_model, config_folder
+    from dropkit.experiments.options import check_output, check_results_database
     from dropkit.experiments.report import write_report
     from dropkit.experiments.store import StoreError
+    from dropkit.experiments.train import EpochMetrics, RunResult
 
     names = {"--dataset": dataset, "--model": model}
     for option, name in names.items():
@@ -126,14 +134,14 @@ def compare(
         seeds=seeds,
         batched=batched,
     )
-    try:
-        config.check()
-    except ConfigError as error:
-        message = str(error).split(": ", 1)[1]
-        hint = "--" + error.field.replace("_", "-")
-        raise typer.BadParameter(message, param_hint=hint) from None
     short = [user.describe(n) if user.is_spec(n) else n for n in (dataset, model)]
     output = output or Path("dropkit-runs") / "-".join(short)
+    try:
+        config.check()
+        check_output(output)
+        check_results_database(Store(output).path)
+    except ConfigError as error:
+        config_error(error)
     console = summary_console()
     try:
         data = load_dataset(dataset, split_seed=split_seed, label_noise=label_noise)
@@ -143,8 +151,7 @@ def compare(
     try:
         check_model(config, data)
     except ConfigError as error:  # your model, built once before any work
-        typer.echo(f"Error: --{error}", err=True)
-        raise typer.Exit(2) from None
+        config_error(error)
     try:
         folder = config_folder(output, config)
     except StoreError as error:
@@ -152,6 +159,8 @@ def compare(
         raise typer.Exit(2) from None
     total = len(config.rates) * config.seeds
     finished = [0]
+    # A progress bar draws nothing into a file or a pipe: print plain lines there instead.
+    plain = None if console.is_terminal else PlainProgress(total)
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -166,13 +175,19 @@ def compare(
         def start(rate: float, seed: int, n_epochs: int) -> None:
             bar.update(runs, description=f"rate {rate:g}, seed {seed}")
             bar.reset(epoch_task, total=n_epochs)
+            if plain:
+                plain.start(rate, seed, n_epochs)
 
-        def epoch(metrics: object) -> None:
-            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")  # type: ignore[attr-defined]
+        def epoch(metrics: EpochMetrics) -> None:
+            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")
+            if plain:
+                plain.epoch(metrics)
 
-        def done(result: object, skipped: bool) -> None:
+        def done(result: RunResult, skipped: bool) -> None:
             finished[0] += 1
             bar.update(runs, completed=finished[0])
+            if plain:
+                plain.done(result, skipped)
 
         try:
             results = run_compare(
@@ -192,7 +207,6 @@ def compare(
                 )
             raise typer.Exit(130) from None
         except ConfigError as error:  # found only once your model is built
-            typer.echo(f"Error: --{error}", err=True)
-            raise typer.Exit(2) from None
+            config_error(error)
     paths = write_report(folder, results, config.flat(), environment())
     print_summary(console, results, paths)

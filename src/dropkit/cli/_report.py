@@ -47,9 +47,16 @@ def report(
     from dropkit._env import environment
     from dropkit.experiments import CompareConfig
     from dropkit.experiments.mc_eval import CheckpointError, resolve_configuration
+    from dropkit.experiments.options import ConfigError, check_results_database
     from dropkit.experiments.report import write_report
-    from dropkit.experiments.store import StoreError
+    from dropkit.experiments.store import DB_NAME, StoreError
 
+    try:  # read-only, before the store opens (and so changes) a file that is not dropkit's
+        database = directory / DB_NAME
+        check_results_database(database if database.exists() else directory.parent / DB_NAME)
+    except ConfigError as error:
+        typer.echo(f"Error: {error.message}", err=True)
+        raise typer.Exit(2) from None
     try:
         store, chosen, others = resolve_configuration(directory, config)
         settings = CompareConfig.from_json(chosen.config)

@@ -5,10 +5,15 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:  # the experiments extra is imported only when a command needs it
+    from dropkit.experiments.train import EpochMetrics, RunResult
 
 _EXTRA = ("matplotlib", "sklearn", "mnist1d")
 
@@ -25,6 +30,17 @@ def require_experiments_extra(extra: str = "experiments", modules: tuple[str, ..
         raise typer.Exit(2)
 
 
+def usage_error(option: str, message: str) -> NoReturn:
+    """Print ``Error: OPTION: MESSAGE`` as one line on stderr and exit 2 (a usage error)."""
+    typer.echo(f"Error: {option}: {message}", err=True)
+    raise typer.Exit(2)
+
+
+def config_error(error: Exception) -> NoReturn:
+    """:func:`usage_error` for a :class:`~dropkit.experiments.ConfigError`."""
+    usage_error(getattr(error, "option", "option"), getattr(error, "message", str(error)))
+
+
 def summary_console(width: int = 120) -> Console:
     """A console that does not wrap a wide table when the output is a file or a pipe."""
     console = Console()
@@ -32,10 +48,16 @@ def summary_console(width: int = 120) -> Console:
 
 
 def print_summary(console: Console, results: Sequence[object], paths: dict[str, Path]) -> None:
-    from dropkit.experiments.report import summarize, verdict
+    from dropkit.experiments.report import summarize, table_title, verdict
 
-    rows = [s.row() for s in summarize(results)]  # type: ignore[arg-type]
-    table = Table(title="dropout comparison (mean ± std over seeds)")
+    title, rows = table_title(summarize(results))  # type: ignore[arg-type]
+    # No vertical rules and no outer padding: the table fits 80 columns (a narrow terminal).
+    table = Table(
+        title=title,
+        caption="gap: train - test accuracy; seconds: training time of all the rate's runs",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+    )
     for column in rows[0] if rows else ():
         table.add_column(column, justify="right")
     for row in rows:
@@ -44,3 +66,35 @@ def print_summary(console: Console, results: Sequence[object], paths: dict[str, 
     console.print(verdict(results), style="bold")  # type: ignore[arg-type]
     for name, path in paths.items():
         console.print(f"  {name:12s} {path}")
+
+
+class PlainProgress:
+    """Progress as plain lines (per run and per epoch), for output that is not a terminal.
+
+    A live progress bar draws nothing into a file or a pipe; these lines show that a long run
+    is alive and how it goes.
+    """
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.finished = 0
+        self._where = ""
+        self._epochs = 0
+
+    def start(self, rate: float, seed: int, epochs: int) -> None:
+        self._where, self._epochs = f"rate {rate:g}, seed {seed}", epochs
+        typer.echo(f"{self._where}: training for {epochs} epochs")
+
+    def epoch(self, m: EpochMetrics) -> None:
+        typer.echo(
+            f"{self._where}: epoch {m.epoch}/{self._epochs}: train loss {m.train_loss:.4f}, "
+            f"val loss {m.val_loss:.4f}, val acc {100 * m.val_acc:.1f}%"
+        )
+
+    def done(self, r: RunResult, skipped: bool) -> None:
+        self.finished += 1
+        how = "already done" if skipped else f"done in {r.seconds:.1f} s"
+        typer.echo(
+            f"run {self.finished}/{self.total} (rate {r.rate:g}, seed {r.seed}) {how}: "
+            f"test acc {100 * r.test_acc:.1f}%"
+        )

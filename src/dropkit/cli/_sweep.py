@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import typer
 from rich.table import Table
 
 from dropkit.cli._app import app
-from dropkit.cli._summary import require_experiments_extra, summary_console
+from dropkit.cli._summary import config_error, require_experiments_extra, summary_console
 
 
 @app.command()
@@ -35,8 +36,15 @@ def sweep(
     """Search dropout rate, per-layer rates, schedule and weight decay on validation accuracy."""
     require_experiments_extra("sweep", ("optuna",))
     from dropkit._env import environment
-    from dropkit.experiments.sweep import SweepConfig, SweepError, run_sweep, write_sweep_report
-    from dropkit.experiments.train import ConfigError
+    from dropkit.experiments.options import ConfigError, check_output
+    from dropkit.experiments.report import write_sweep_report
+    from dropkit.experiments.sweep import (
+        SweepConfig,
+        SweepError,
+        masked_storage,
+        run_sweep,
+        study_plots,
+    )
 
     config = SweepConfig(
         dataset=dataset, model=model, epochs=epochs, label_noise=label_noise, n_trials=n_trials,
@@ -44,26 +52,34 @@ def sweep(
     )  # fmt: skip
     try:
         config.check()
+        check_output(output)
     except ConfigError as error:
-        message = str(error).split(": ", 1)[1]
-        raise typer.BadParameter(message, param_hint="--" + error.field.replace("_", "-")) from None
+        config_error(error)
     try:
         result = run_sweep(config, output)
     except SweepError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
-    report = write_sweep_report(output, config, result, environment())
+    report = write_sweep_report(
+        output,
+        f"dropkit sweep: {config.dataset} / {config.model}",
+        result,
+        study_plots(config, output),
+        dataclasses.asdict(config) | {"storage": masked_storage(config, output)},
+        environment(),
+    )
     console = summary_console(140)
-    table = Table(title=f"study {study!r}: best trials (validation accuracy)")
-    for column in ("trial", "state", "val acc %", "params"):
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.states.items()))
+    table = Table(title=f"study {study!r}: best trials, completed ones only ({counts})")
+    for column in ("trial", "val acc %", "params"):
         table.add_column(column)
     for t in result.trials[:5]:
-        value = "-" if t["value"] is None else f"{100 * t['value']:.1f}"
         params = ", ".join(
             f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in t["params"].items()
         )
-        table.add_row(str(t["number"]), t["state"], value, params)
+        table.add_row(str(t["number"]), f"{100 * t['value']:.1f}", params)
     console.print(table)
-    console.print("Re-run the best configuration honestly (paired, several seeds):")
-    console.print(f"  {result.compare_command}")
-    console.print(f"  report       {report}")
+    # Plain echo, not the console: a wrapped command would not paste.
+    typer.echo("Re-run the best configuration honestly (paired, several seeds):")
+    typer.echo(f"  {result.compare_command}")
+    typer.echo(f"  report       {report}")

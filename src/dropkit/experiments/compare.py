@@ -6,7 +6,6 @@ import dataclasses
 import hashlib
 import inspect
 import json
-import math
 import re
 import shutil
 import tempfile
@@ -18,11 +17,10 @@ from typing import Any
 
 from dropkit.experiments import user
 from dropkit.experiments.batched import can_batch, train_batched
-from dropkit.experiments.datasets import DATASETS, Dataset, from_splits, load_dataset
-from dropkit.experiments.models import MODELS
+from dropkit.experiments.datasets import Dataset, from_splits, load_dataset
+from dropkit.experiments.options import check_options
 from dropkit.experiments.store import STAGED, Store
 from dropkit.experiments.train import (
-    ConfigError,
     EpochMetrics,
     ModelFn,
     RunResult,
@@ -69,30 +67,14 @@ class CompareConfig:
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
-        if self.dataset not in DATASETS and not user.is_spec(self.dataset):
-            raise ConfigError(
-                "dataset",
-                f"unknown {self.dataset!r}; expected one of {list(DATASETS)} or your own as "
-                "FILE.py:NAME or package.module:NAME",
-            )
-        if self.train.model not in MODELS and not user.is_spec(self.train.model):
-            raise ConfigError(
-                "model",
-                f"unknown {self.train.model!r}; expected one of {list(MODELS)} or your own as "
-                "FILE.py:NAME or package.module:NAME",
-            )
-        if not self.rates:
-            raise ConfigError("rates", "give at least one dropout rate")
-        for rate in self.rates:
-            if not (0.0 <= rate < 1.0) or math.isnan(rate):
-                raise ConfigError("rates", f"every rate must be in [0, 1), got {rate}")
-        if len(set(self.rates)) != len(self.rates):
-            raise ConfigError("rates", f"give each rate once, got {list(self.rates)}")
-        if self.seeds < 1:
-            raise ConfigError("seeds", f"must be at least 1, got {self.seeds}")
-        if not 0.0 <= self.label_noise < 1.0:
-            raise ConfigError("label_noise", f"must be in [0, 1), got {self.label_noise}")
-        self.train.check()
+        check_options(
+            dataset=self.dataset,
+            label_noise=self.label_noise,
+            split_seed=self.split_seed,
+            rates=self.rates,
+            seeds=self.seeds,
+            **dataclasses.asdict(self.train),
+        )
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)

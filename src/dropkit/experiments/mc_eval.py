@@ -53,7 +53,9 @@ class McRow:
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Read a ``dropkit compare`` checkpoint safely (``weights_only=True``)."""
+    """Read a ``dropkit compare`` checkpoint safely (``weights_only=True``) and check it."""
+    if not path.is_file():  # a FIFO or a device would block or never end
+        raise CheckpointError(f"{path}: not a regular file; remove it from checkpoints/")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
@@ -62,6 +64,19 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{path}: not a dropkit compare checkpoint (expected format {CHECKPOINT_FORMAT!r})"
         )
+    rate, seed = payload.get("rate"), payload.get("seed")
+    if not (isinstance(rate, (int, float)) and 0.0 <= rate < 1.0):
+        raise CheckpointError(f"{path}: its rate {rate!r} is not a dropout rate in [0, 1)")
+    if not isinstance(seed, int):
+        raise CheckpointError(f"{path}: its seed {seed!r} is not an integer")
+    try:
+        CompareConfig.from_json(payload["config"]).check()
+    except ConfigError as error:
+        raise CheckpointError(f"{path}: its configuration is invalid ({error})") from None
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise CheckpointError(
+            f"{path}: its configuration is missing or unreadable ({type(error).__name__}: {error})"
+        ) from None
     return payload
 
 

@@ -15,72 +15,56 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from dropkit import dropout_layers, layer_spec
+from dropkit import functional as dk_F
 from dropkit import nn as dk_nn
-from dropkit.functional._autograd import apply_noise
-from dropkit.kernels._dispatch import masked_affine
 
-__all__ = ["CONV_VARIANTS", "MODELS", "SlicedDropout", "build_model", "dropout_sites", "set_rate"]
+__all__ = [
+    "CONV_VARIANTS",
+    "MODELS",
+    "SlicedDropout",
+    "build_model",
+    "count_sites",
+    "dropout_sites",
+    "set_rate",
+]
 
 MODELS: tuple[str, ...] = ("mlp", "cnn", "rescnn")
 
 
-@dataclass(frozen=True)
-class _SlicedMask:
-    """Inverted dropout whose slice ``s`` along dim 0 uses its own seed ``seeds[s]``."""
+class SlicedDropout(dk_nn.Dropout):
+    """Element dropout on ``(S, ...)``, one mask stream per run, seeded from its generator.
 
-    p: float
-    seeds: tuple[int, ...]
-
-    def apply(self, x: torch.Tensor) -> torch.Tensor:
-        scale = 0.0 if self.p >= 1.0 else 1.0 / (1.0 - self.p)
-        shape = tuple(x.shape[1:])
-        return torch.stack(
-            [masked_affine(x[s], shape, self.p, seed, scale) for s, seed in enumerate(self.seeds)]
-        )
-
-    def linear_part(self) -> _SlicedMask:
-        return self
-
-
-class SlicedDropout(nn.Module):
-    """Dropout on ``(S, ...)`` with one mask stream per run; seeds from the runs' generators."""
+    A :class:`dropkit.nn.Dropout` to everything that reads the registry of dropout layers
+    (:func:`dropout_sites`, ``mc``, the doctor); only where its masks come from differs.
+    """
 
     def __init__(self, generators: Sequence[torch.Generator], p: float = 0.0) -> None:
-        super().__init__()
-        self.p = p
+        super().__init__(p)
         self._generators = list(generators)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        seeds = tuple(int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators)
-        return apply_noise(x, _SlicedMask(self.p, seeds), False)
+        seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators]
+        return torch.stack([dk_F.dropout(x[s], self.p, seed=seed) for s, seed in enumerate(seeds)])
 
     def extra_repr(self) -> str:
         return f"p={self.p}, runs={len(self._generators)}"
 
 
-_SITES = (
-    dk_nn.Dropout,
-    dk_nn.Dropout1d,
-    dk_nn.Dropout2d,
-    dk_nn.DropBlock2d,
-    dk_nn.DropPath,
-    SlicedDropout,
-)
 #: The dropout in the cnn's conv blocks: whole channels (the default), single elements (weak on
 #: conv maps; the doctor's DK003), or DropBlock (2-D inputs).
 CONV_VARIANTS = ("channel", "element", "block")
 
 
 def dropout_sites(model: nn.Module) -> list[nn.Module]:
-    """The model's dropout layers in registration (forward) order."""
-    return [m for m in model.modules() if isinstance(m, _SITES)]
+    """The model's dropout layers (those dropkit's registry knows) in registration order."""
+    return [module for _, module, _ in dropout_layers(model)]
 
 
 def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None = None) -> None:
@@ -97,7 +81,23 @@ def set_rate(model: nn.Module, rate: float, layer_scale: Sequence[float] | None 
     path_rates = dict(zip(map(id, paths), schedule, strict=True))
     for site, scale in zip(sites, scales, strict=True):
         p = rate * scale * path_rates.get(id(site), 1.0)
-        setattr(site, "p", min(max(p, 0.0), 0.99))  # noqa: B010  (p is an attribute of every site)
+        if not 0.0 <= p < 1.0:  # never clamped: the table would report a rate that was not used
+            raise ValueError(
+                f"set_rate: rate {rate:g} x layer scale {scale:g} gives p = {p:g}; every rate "
+                "times every scale must be in [0, 1)"
+            )
+        spec = layer_spec(site)
+        setattr(site, spec.rate_attr if spec else "p", p)
+
+
+def count_sites(name: str, hidden: Sequence[int] = (256, 128)) -> int:
+    """How many dropout layers model ``name`` has (independent of the data's shape).
+
+    Example:
+        >>> count_sites("mlp", (64, 32, 16)), count_sites("cnn"), count_sites("rescnn")
+        (3, 3, 3)
+    """
+    return len(dropout_sites(build_model(name, (1, 8), 2, hidden=hidden)))
 
 
 def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) -> nn.Module:

@@ -12,10 +12,26 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from dropkit.experiments.train import RunResult
 
-__all__ = ["PLOTS", "RateSummary", "Stat", "summarize", "verdict", "write_report"]
+if TYPE_CHECKING:
+    from dropkit.experiments.sweep import SweepResult
+
+__all__ = [
+    "PLOTS",
+    "RateSummary",
+    "Stat",
+    "applicable_settings",
+    "figures",
+    "png_bytes",
+    "summarize",
+    "table_title",
+    "verdict",
+    "write_report",
+    "write_sweep_report",
+]
 
 PLOTS = ("loss.png", "accuracy.png", "gap.png")
 
@@ -31,10 +47,10 @@ class Stat:
         return cls(statistics.fmean(values), std)
 
     def pct(self) -> str:
-        return f"{100 * self.mean:.1f} ± {100 * self.std:.1f}"
+        return f"{100 * self.mean:.1f}±{100 * self.std:.1f}"
 
     def num(self, digits: int = 3) -> str:
-        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+        return f"{self.mean:.{digits}f}±{self.std:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -47,21 +63,51 @@ class RateSummary:
     test_nll: Stat
     test_ece: Stat
     epochs: Stat
-    seconds: Stat
+    #: Training time of all the rate's runs together. Not a mean ± std per run: seeds trained
+    #: together as one stacked model have one time between them.
+    seconds: float
 
-    def row(self) -> dict[str, str]:
-        """The table row, as shown in the terminal and the HTML report."""
-        return {
-            "rate": f"{self.rate:g}",
-            "seeds": str(self.seeds),
-            "train acc %": self.train_acc.pct(),
-            "test acc %": self.test_acc.pct(),
-            "gap (points)": self.gap.pct(),
+    def row(self, *, seeds: bool = False, epochs: bool = False) -> dict[str, str]:
+        """The table row (terminal and HTML); ``seeds``/``epochs`` add those columns.
+
+        Compact enough for 80 columns: the seed and epoch counts go into the title when every
+        rate has the same (see :func:`table_title`).
+        """
+        row = {"rate": f"{self.rate:g}"}
+        if seeds:
+            row["seeds"] = str(self.seeds)
+        row |= {
+            "train %": self.train_acc.pct(),
+            "test %": self.test_acc.pct(),
+            "gap (pt)": self.gap.pct(),
             "test NLL": self.test_nll.num(),
             "test ECE": self.test_ece.num(),
-            "epochs": f"{self.epochs.mean:.0f}",
-            "seconds": self.seconds.num(1),
         }
+        if epochs:
+            row["epochs"] = f"{self.epochs.mean:.0f}"
+        row["seconds"] = f"{self.seconds:.1f}"
+        return row
+
+
+def table_title(summaries: Sequence[RateSummary]) -> tuple[str, list[dict[str, str]]]:
+    """The table's title and rows: counts shared by every rate in the title, others as columns.
+
+    Example:
+        >>> s = Stat(0.5, 0.01)
+        >>> rows = [RateSummary(0.0, 3, s, s, s, s, s, Stat(60, 0), 1.0)]
+        >>> table_title(rows)[0]
+        'dropout comparison: mean ± std over 3 seeds, 60 epochs'
+    """
+    seed_counts = {s.seeds for s in summaries}
+    epoch_counts = {(s.epochs.mean, s.epochs.std) for s in summaries}
+    parts = []
+    if len(seed_counts) == 1:
+        parts.append(f"{seed_counts.pop()} seeds")
+    if len(epoch_counts) == 1 and next(iter(epoch_counts))[1] == 0:
+        parts.append(f"{next(iter(epoch_counts))[0]:.0f} epochs")
+    title = "dropout comparison: mean ± std over " + (", ".join(parts) if parts else "seeds")
+    rows = [s.row(seeds="seeds" not in title, epochs="epochs" not in title) for s in summaries]
+    return title, rows
 
 
 def _by_rate(results: Sequence[RunResult]) -> dict[float, list[RunResult]]:
@@ -83,7 +129,7 @@ def summarize(results: Sequence[RunResult]) -> list[RateSummary]:
             test_nll=Stat.of([r.test_nll for r in runs]),
             test_ece=Stat.of([r.test_ece for r in runs]),
             epochs=Stat.of([r.epochs_run for r in runs]),
-            seconds=Stat.of([r.seconds for r in runs]),
+            seconds=math.fsum(r.seconds for r in runs),
         )
         for rate, runs in _by_rate(results).items()
     ]
@@ -128,31 +174,45 @@ def _mean_curve(runs: Sequence[RunResult], attr: str) -> list[float]:
     return [statistics.fmean(getattr(r.history[i], attr) for r in runs) for i in range(length)]
 
 
-def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
+def figures(results: Sequence[RunResult]) -> dict[str, Any]:
+    """The report's matplotlib figures by file name (close them with ``plt.close``).
+
+    ``loss.png``: training and validation loss side by side; ``accuracy.png``: validation
+    accuracy in percent, as in the table; ``gap.png``: train minus test accuracy in points.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
     groups = _by_rate(results)
-    images: dict[str, bytes] = {}
-    for name, attr, label in (
-        ("loss.png", "train_loss", "training loss"),
-        ("accuracy.png", "val_acc", "validation accuracy"),
+    figs: dict[str, Any] = {}
+    # Training and validation loss side by side on one scale: validation loss rising while
+    # training loss falls is overfitting, the picture dropout is meant to change.
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
+    for ax, attr, label in zip(
+        axes, ("train_loss", "val_loss"), ("training loss", "validation loss"), strict=True
     ):
-        fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
         for rate, runs in groups.items():
             curve = _mean_curve(runs, attr)
             ax.plot(range(1, len(curve) + 1), curve, label=f"p = {rate:g}")
         ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} by dropout rate (mean over seeds)")
-        if attr == "train_loss":
-            ax.set_yscale("log")
-        ax.legend()
+        ax.set_title(f"{label} (mean over seeds)")
+        ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        images[name] = _png(fig)
-        plt.close(fig)
+    axes[0].set_ylabel("cross-entropy")
+    axes[0].legend()
+    figs["loss.png"] = fig
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    for rate, runs in groups.items():
+        curve = [100 * v for v in _mean_curve(runs, "val_acc")]  # percent, as in the table
+        ax.plot(range(1, len(curve) + 1), curve, label=f"p = {rate:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation accuracy (%)")
+    ax.set_title("validation accuracy by dropout rate (mean over seeds)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    figs["accuracy.png"] = fig
     summary = summarize(results)
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.errorbar(
@@ -166,15 +226,32 @@ def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
     ax.set_ylabel("train - test accuracy (points)")
     ax.set_title("generalization gap vs dropout rate")
     ax.grid(alpha=0.3)
-    images["gap.png"] = _png(fig)
-    plt.close(fig)
+    figs["gap.png"] = fig
+    return figs
+
+
+def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
+    from matplotlib import pyplot as plt
+
+    images = {}
+    for name, fig in figures(results).items():
+        images[name] = png_bytes(fig)
+        plt.close(fig)
     return images
 
 
-def _png(fig: object) -> bytes:
+def png_bytes(fig: object) -> bytes:
+    """A matplotlib figure as PNG bytes (for files and for embedding in a report)."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")  # type: ignore[attr-defined]
     return buffer.getvalue()
+
+
+_COMPARE_CAPTION = (
+    "Accuracies in percent, mean ± standard deviation over seeds; the gap is train minus test "
+    "accuracy in points (both measured in eval mode); NLL and ECE (15 equal-width bins) on the "
+    "test set; seconds: the training time of all the rate's runs."
+)
 
 
 def _html(
@@ -184,6 +261,7 @@ def _html(
     images: dict[str, bytes],
     config: dict[str, object],
     environment: dict[str, str],
+    caption: str,
 ) -> str:
     esc = html.escape
     head = "".join(f"<th>{esc(k)}</th>" for k in rows[0]) if rows else ""
@@ -215,8 +293,7 @@ img {{ max-width: 100%; }}
 <h1>{esc(title)}</h1>
 <p class="verdict">{esc(verdict_line)}</p>
 <table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
-<p>Accuracies in percent, mean ± standard deviation over seeds; the gap is train minus test
-accuracy (both measured in eval mode); NLL and ECE (15 equal-width bins) on the test set.</p>
+<p>{esc(caption)}</p>
 <h2>Curves</h2>
 {figures}
 <h2>Configuration</h2>
@@ -272,9 +349,82 @@ def write_report(
     for name, data in images.items():
         (directory / name).write_bytes(data)
         paths[name] = directory / name
-    rows = [s.row() for s in summarize(results)]
+    heading, rows = table_title(summarize(results))
     title = f"dropkit compare: {config.get('dataset', '?')} / {config.get('model', '?')}"
-    page = _html(title, rows, verdict(results), images, config, environment)
+    caption = f"{heading}. {_COMPARE_CAPTION}"
+    settings = applicable_settings(config)
+    page = _html(title, rows, verdict(results), images, settings, environment, caption)
     (directory / "report.html").write_text(page, encoding="utf-8")
     paths["report.html"] = directory / "report.html"
     return paths
+
+
+def applicable_settings(config: dict[str, object]) -> dict[str, object]:
+    """The settings of a comparison that changed what ran (``CompareConfig.flat()``'s keys).
+
+    The cnn's ``variant`` only for the cnn, ``schedule_epochs`` only with a schedule,
+    ``layer_scale`` only when given, ``hidden`` only where the model reads it, ``batched`` only
+    where runs can batch; other keys pass through.
+
+    Example:
+        >>> applicable_settings({"model": "mlp", "variant": "channel", "schedule": "constant",
+        ...                      "schedule_epochs": 0, "layer_scale": None, "lr": 0.001})
+        {'model': 'mlp', 'schedule': 'constant', 'lr': 0.001}
+    """
+    model = config.get("model")
+    settings = dict(config)
+    if model != "cnn":
+        settings.pop("variant", None)
+    if config.get("schedule") == "constant":
+        settings.pop("schedule_epochs", None)
+    if config.get("layer_scale") is None:
+        settings.pop("layer_scale", None)
+    hidden = config.get("hidden")
+    if model == "rescnn":
+        settings.pop("hidden", None)
+    elif model == "cnn" and isinstance(hidden, (list, tuple)):
+        settings["hidden"] = list(hidden[:1])  # the head's width; the convolutions are fixed
+    if model != "mlp" or config.get("early_stopping"):
+        settings.pop("batched", None)
+    return settings
+
+
+_SWEEP_CAPTION = (
+    "The completed trials with the highest validation accuracy (percent, one seed each); pruned "
+    "trials stopped early and are not ranked. A search's best trial is optimistic: the command "
+    "above re-runs it against no dropout over several seeds, and that paired result is the one "
+    "to trust."
+)
+
+
+def write_sweep_report(
+    directory: Path,
+    title: str,
+    result: SweepResult,
+    images: dict[str, bytes],
+    config: dict[str, object],
+    environment: dict[str, str],
+) -> Path:
+    """Write ``sweep.html`` (the top trials, the compare command, the study's plots) and the
+    plots as PNG files into ``directory``; return the page's path."""
+    for name, data in images.items():
+        (directory / name).write_bytes(data)
+    rows = [
+        {
+            "trial": str(t["number"]),
+            "val acc %": f"{100 * t['value']:.1f}",
+            **{k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in t["params"].items()},
+        }
+        for t in result.trials[:10]
+    ]
+    columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
+    rows = [{c: row.get(c, "-") for c in columns} for row in rows]
+    counts = ", ".join(f"{n} {state.lower()}" for state, n in sorted(result.states.items()))
+    line = (
+        f"Best validation accuracy {100 * result.best_value:.1f}% ({counts}). Re-run it "
+        f"against no dropout with several seeds: {result.compare_command}"
+    )
+    page = _html(title, rows, line, images, config, environment, _SWEEP_CAPTION)
+    path = directory / "sweep.html"
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -9,19 +9,33 @@ never used). Heartbeats are on: a trial whose worker died is marked failed and r
 from __future__ import annotations
 
 import dataclasses
-import math
+import hashlib
+import logging
 import multiprocessing
+import sys
 import time
 import warnings
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.datasets import DATASETS, load_dataset
-from dropkit.experiments.models import MODELS, build_model, dropout_sites
-from dropkit.experiments.train import ConfigError, TrainConfig, train
+from dropkit.experiments.datasets import load_dataset
+from dropkit.experiments.models import count_sites
+from dropkit.experiments.options import check_options
+from dropkit.experiments.train import TrainConfig, train
 
-__all__ = ["SweepConfig", "SweepError", "SweepResult", "run_sweep"]
+__all__ = [
+    "SweepConfig",
+    "SweepError",
+    "SweepResult",
+    "masked_storage",
+    "route_optuna_logging",
+    "run_sweep",
+    "study_plots",
+    "summarize",
+    "trial_seed",
+]
 
 
 class SweepError(RuntimeError):
@@ -46,19 +60,18 @@ class SweepConfig:
     sampler_seed: int = 0
 
     def check(self) -> None:
-        if self.dataset not in DATASETS:
-            raise ConfigError(
-                "dataset", f"unknown {self.dataset!r}; expected one of {list(DATASETS)}"
-            )
-        if self.model not in MODELS:
-            raise ConfigError("model", f"unknown {self.model!r}; expected one of {list(MODELS)}")
-        if self.n_trials < 1:
-            raise ConfigError("n_trials", f"must be at least 1, got {self.n_trials}")
-        if self.workers < 1:
-            raise ConfigError("workers", f"must be at least 1, got {self.workers}")
-        if self.timeout is not None and not self.timeout > 0:
-            raise ConfigError("timeout", f"must be positive, got {self.timeout}")
-        TrainConfig(model=self.model, epochs=self.epochs, batch_size=self.batch_size).check()
+        """Raise :class:`ConfigError` naming the first bad option; called before any work."""
+        check_options(
+            dataset=self.dataset,
+            model=self.model,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            label_noise=self.label_noise,
+            split_seed=self.split_seed,
+            n_trials=self.n_trials,
+            workers=self.workers,
+            timeout=self.timeout,
+        )
 
     def storage_url(self, output: Path) -> str:
         return self.storage or f"sqlite:///{(output / 'sweep.sqlite').resolve()}"
@@ -66,10 +79,77 @@ class SweepConfig:
 
 @dataclass(frozen=True)
 class SweepResult:
+    """The study's completed trials, best first, and the paired re-run of the best one."""
+
     best_value: float
     best_params: dict[str, Any]
-    trials: list[dict[str, Any]]  # number, state, value, params, best first
-    compare_command: str
+    trials: list[dict[str, Any]]  # completed trials only: number, state, value, params
+    compare_command: str  # one line, ready to paste
+    states: dict[str, int] = field(default_factory=dict)  # trials per state, e.g. PRUNED: 3
+
+
+def trial_seed(seed: int, number: int) -> int:
+    """The sampler seed of trial ``number``: distinct per trial, the same on every machine.
+
+    Workers (local processes or other machines) share one study, whose storage numbers its trials
+    uniquely; seeding each trial from its number keeps two workers from drawing the same
+    parameters, and keeps a one-worker search reproducible.
+
+    Example:
+        >>> trial_seed(0, 1) != trial_seed(0, 2), trial_seed(0, 1) == trial_seed(0, 1)
+        (True, True)
+    """
+    digest = hashlib.blake2b(f"dropkit-sweep:{seed}:{number}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "little")
+
+
+def _sampler(seed: int) -> Any:
+    """Optuna's TPE sampler, reseeded for every trial by :func:`trial_seed`."""
+    import optuna
+    from optuna.samplers import BaseSampler, TPESampler
+
+    class TrialSeededTPE(BaseSampler):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self._tpe = TPESampler(seed=seed)
+
+        def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            self._tpe = TPESampler(seed=trial_seed(seed, trial.number))
+            self._tpe.before_trial(study, trial)
+
+        def infer_relative_search_space(self, study: Any, trial: Any) -> Any:
+            return self._tpe.infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study: Any, trial: Any, search_space: Any) -> Any:
+            return self._tpe.sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            return self._tpe.sample_independent(study, trial, name, dist)
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            self._tpe.after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            self._tpe.reseed_rng()
+
+    return TrialSeededTPE()
+
+
+class _OptunaLines(logging.Handler):
+    """Optuna's warnings and errors as dropkit prints its own: one plain line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        sys.stderr.write(f"{record.levelname.capitalize()} (optuna): {record.getMessage()}\n")
+
+
+def route_optuna_logging() -> None:
+    """Silence Optuna's progress chatter and print its warnings as dropkit's own lines."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.disable_default_handler()
+    logger = logging.getLogger("optuna")
+    if not any(isinstance(h, _OptunaLines) for h in logger.handlers):
+        logger.addHandler(_OptunaLines())
 
 
 def _masked(url: str) -> str:
@@ -141,7 +221,7 @@ def _objective(config: SweepConfig) -> Any:
     data = load_dataset(
         config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
     )
-    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
+    sites = count_sites(config.model)
 
     def objective(trial: optuna.Trial) -> float:
         rate = trial.suggest_float("rate", 0.0, 0.7)
@@ -186,12 +266,9 @@ def _optimize(config: SweepConfig, url: str) -> None:
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # dropkit prints its own summary
-
+    route_optuna_logging()  # again: a spawned worker starts with Optuna's defaults
     study = optuna.load_study(
-        study_name=config.study,
-        storage=_storage(url),
-        sampler=optuna.samplers.TPESampler(seed=config.sampler_seed),
+        study_name=config.study, storage=_storage(url), sampler=_sampler(config.sampler_seed)
     )
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     if len(study.get_trials(deepcopy=False, states=done)) >= config.n_trials:
@@ -213,6 +290,7 @@ def run_sweep(config: SweepConfig, output: Path) -> SweepResult:
     import optuna
 
     config.check()
+    route_optuna_logging()
     output.mkdir(parents=True, exist_ok=True)
     url = config.storage_url(output)
     optuna.create_study(
@@ -238,21 +316,23 @@ def run_sweep(config: SweepConfig, output: Path) -> SweepResult:
 
 
 def summarize(config: SweepConfig, url: str) -> SweepResult:
+    """The completed trials best first (pruned ones stopped early and are not ranked)."""
     import optuna
     from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=config.study, storage=_storage(url))
-    finished = [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
-    if not finished:
-        raise SweepError(f"study {config.study!r} has no completed trial yet")
-    best = study.best_trial
-    trials = sorted(
-        (
-            {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
-            for t in study.get_trials(deepcopy=False)
-        ),
-        key=lambda t: -math.inf if t["value"] is None else -t["value"],
+    every = study.get_trials(deepcopy=False)
+    complete = sorted(
+        (t for t in every if t.state == TrialState.COMPLETE and t.value is not None),
+        key=lambda t: -float(t.value),
     )
+    if not complete:
+        raise SweepError(f"study {config.study!r} has no completed trial yet")
+    trials = [
+        {"number": t.number, "state": t.state.name, "value": t.value, "params": dict(t.params)}
+        for t in complete
+    ]
+    best = complete[0]
     p = best.params
     parts = [
         "dropkit compare",
@@ -268,25 +348,27 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
         parts.append(f"--schedule-epochs {p['schedule_epochs']}")
     if "variant" in p:
         parts.append(f"--variant {p['variant']}")
-    data = load_dataset(config.dataset, split_seed=config.split_seed)
-    sites = len(dropout_sites(build_model(config.model, data.input_shape, data.num_classes)))
-    scale = _layer_scale(p["early_layer_scale"], sites)
+    scale = _layer_scale(p["early_layer_scale"], count_sites(config.model))
     if scale is not None:
         parts.append(f"--layer-scale {','.join(f'{v:g}' for v in scale)}")
     if config.label_noise:
-        parts.append(f"--label-noise {config.label_noise}")
-    return SweepResult(float(best.value), dict(best.params), trials, " ".join(parts))
+        parts.append(f"--label-noise {config.label_noise:g}")
+    if config.split_seed:
+        parts.append(f"--split-seed {config.split_seed}")
+    states = dict(Counter(t.state.name for t in every))
+    return SweepResult(float(best.value), dict(p), trials, " ".join(parts), states)
 
 
-def write_sweep_report(
-    output: Path, config: SweepConfig, result: SweepResult, environment: dict[str, str]
-) -> Path:
-    """``sweep.html`` (table of the top trials, the compare command, history and importance
-    plots) in the same style as the compare report."""
+def study_plots(config: SweepConfig, output: Path) -> dict[str, bytes]:
+    """PNGs of the study's optimization history and parameter importances (where computable)."""
+    import matplotlib
     import optuna
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    from dropkit.experiments.report import _html, _png
+    from dropkit.experiments.report import png_bytes
 
     study = optuna.load_study(study_name=config.study, storage=_storage(config.storage_url(output)))
     images: dict[str, bytes] = {}
@@ -300,35 +382,11 @@ def write_sweep_report(
                 axes = plot(study)
         except (ValueError, RuntimeError):  # importances need a few completed trials
             continue
-        figure = axes.figure
-        images[name] = _png(figure)
-        (output / name).write_bytes(images[name])
-        import matplotlib.pyplot as plt
+        images[name] = png_bytes(axes.figure)
+        plt.close(axes.figure)
+    return images
 
-        plt.close(figure)
-    rows = [
-        {
-            "trial": str(t["number"]),
-            "state": t["state"],
-            "val acc": "-" if t["value"] is None else f"{100 * t['value']:.1f}",
-            **{k: f"{v:.3g}" if isinstance(v, float) else str(v) for k, v in t["params"].items()},
-        }
-        for t in result.trials[:10]
-    ]
-    columns = list(dict.fromkeys(k for row in rows for k in row))  # first-seen order
-    rows = [{c: row.get(c, "-") for c in columns} for row in rows]
-    line = (
-        f"Best validation accuracy {100 * result.best_value:.1f}%. A search's best trial is "
-        f"optimistic; re-run it against no dropout with several seeds: {result.compare_command}"
-    )
-    page = _html(
-        f"dropkit sweep: {config.dataset} / {config.model}",
-        rows,
-        line,
-        images,
-        dataclasses.asdict(config) | {"storage": _masked(config.storage_url(output))},
-        environment,
-    )
-    path = output / "sweep.html"
-    path.write_text(page, encoding="utf-8")
-    return path
+
+def masked_storage(config: SweepConfig, output: Path) -> str:
+    """The study's storage URL without its password, for reports."""
+    return _masked(config.storage_url(output))

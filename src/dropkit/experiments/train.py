@@ -26,7 +26,8 @@ from torch import nn
 
 from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
-from dropkit.experiments.models import CONV_VARIANTS, build_model, set_rate
+from dropkit.experiments.models import build_model, set_rate
+from dropkit.experiments.options import OPTIMIZERS, SCHEDULES, ConfigError, check_options
 
 __all__ = [
     "OPTIMIZERS",
@@ -44,21 +45,10 @@ __all__ = [
 #: Your own model: called with the dropout rate, returns an ``nn.Module`` for the data's inputs.
 ModelFn = Callable[[float], nn.Module]
 
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "early", "late")
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; ``field`` names it (the CLI shows it as ``--field``)."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field.replace('_', '-')}: {message}")
-        self.field = field
-
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that defines a run except the data (see :class:`DataConfig`) and the seed.
+    """Everything that defines a run except the data, the dropout rate and the seed.
 
     ``schedule``: ``constant`` keeps the rate all along; ``early`` applies it for the first
     ``schedule_epochs`` epochs only and ``late`` only after them (Liu et al. 2023, "Dropout
@@ -80,35 +70,8 @@ class TrainConfig:
     schedule_epochs: int = 0
 
     def check(self) -> None:
-        """Raise :class:`ConfigError` naming the first bad field."""
-        if self.epochs < 1:
-            raise ConfigError("epochs", f"must be at least 1, got {self.epochs}")
-        if self.variant not in CONV_VARIANTS:
-            raise ConfigError(
-                "variant", f"unknown {self.variant!r}; expected one of {CONV_VARIANTS}"
-            )
-        if self.batch_size < 1:
-            raise ConfigError("batch_size", f"must be at least 1, got {self.batch_size}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(
-                "optimizer", f"unknown {self.optimizer!r}; expected one of {OPTIMIZERS}"
-            )
-        if self.schedule not in SCHEDULES:
-            raise ConfigError("schedule", f"unknown {self.schedule!r}; expected one of {SCHEDULES}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ConfigError("lr", f"must be positive, got {self.lr}")
-        if self.weight_decay < 0:
-            raise ConfigError("weight_decay", f"must be non-negative, got {self.weight_decay}")
-        if self.early_stopping < 0:
-            raise ConfigError("early_stopping", f"must be non-negative, got {self.early_stopping}")
-        if self.schedule_epochs < 0:
-            raise ConfigError(
-                "schedule_epochs", f"must be non-negative, got {self.schedule_epochs}"
-            )
-        if not self.hidden or any(h < 1 for h in self.hidden):
-            raise ConfigError("hidden", f"sizes must be positive, got {list(self.hidden)}")
-        if self.layer_scale is not None and any(s < 0 for s in self.layer_scale):
-            raise ConfigError("layer_scale", f"must be non-negative, got {list(self.layer_scale)}")
+        """Raise :class:`ConfigError` naming the first bad field (see :func:`check_options`)."""
+        check_options(**dataclasses.asdict(self))
 
 
 @dataclass
