@@ -31,10 +31,6 @@ def _load_models() -> object:
 zoo_models = _load_models()
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line("markers", "slow: a zoo model that takes seconds to build or run")
-
-
 @pytest.fixture(params=zoo_models.case_params())  # type: ignore[attr-defined]
 def zoo_case(request: pytest.FixtureRequest) -> object:
     """One :class:`zoo_models.Case` per stock model (slow ones marked ``slow``)."""
