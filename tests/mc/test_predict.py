@@ -144,3 +144,14 @@ def test_batchnorm_statistics_are_untouched() -> None:
     before = model[1].running_mean.clone()
     predict(model, torch.randn(8, 3, 8, 8) * 5 + 3, samples=4, seed=0)
     assert torch.equal(model[1].running_mean, before)
+
+
+@pytest.mark.parametrize("first", [nn.Dropout(0.5, inplace=True), dk_nn.Dropout(0.5, inplace=True)])
+def test_an_in_place_dropout_never_writes_into_the_callers_input(first: nn.Module) -> None:
+    # The first call under MC probes the model in train mode; the probe works on copies.
+    model = nn.Sequential(first, nn.Linear(8, 3)).eval()
+    x = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    before = x.clone()
+    result = predict(model, x, samples=8, seed=0)
+    assert torch.equal(x, before)
+    assert result.samples.std(0).gt(0).all()

@@ -27,13 +27,16 @@ import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_map
 
 from dropkit._registry import function_spec, is_random, layer_rate
+
+_T = TypeVar("_T")
 
 __all__ = ["Discovery", "discover", "output_tensors"]
 
@@ -208,7 +211,9 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     devices = sorted({t.device.index or 0 for t in _tensors(args, kwargs) if t.is_cuda})
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
-            found = _discover(root, lambda: root(*args, **kwargs))
+            # Fresh copies for every probe: an in-place op in train mode must not reach the
+            # caller's tensors (nor the next probe's).
+            found = _discover(root, lambda: root(*_copies(args), **_copies(kwargs)))
     finally:
         for module, training in flags.items():
             module.training = training
@@ -224,6 +229,11 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         found.memo,
     )
     return found
+
+
+def _copies(tree: _T) -> _T:
+    """``tree`` with every tensor in it cloned."""
+    return cast(_T, tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tree))
 
 
 def _tensors(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[torch.Tensor]:
