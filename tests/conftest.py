@@ -10,11 +10,18 @@ anything imports it.
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
 
 def pytest_configure() -> None:
+    # Subprocesses that tests spawn (dropkit compare, sweep workers) run the same hook at
+    # start-up: Python imports ``sitecustomize`` from PYTHONPATH.
+    support = str(Path(__file__).parent / "support")
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [support, *filter(None, [os.environ.get("PYTHONPATH")])]
+    )
     if "zoo_models" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
             "zoo_models", Path(__file__).parent / "zoo" / "models.py"

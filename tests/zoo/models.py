@@ -43,41 +43,27 @@ __all__ = [
 
 BATCH = 4
 
-# Schemas of the torchvision operators that torchvision's import registers Python kernels for
-# without checking that its compiled extension loaded. The placeholders have no kernel: calling
-# them raises, which no classification model does.
-_PLACEHOLDER_SCHEMAS = (
-    "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-    "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
-)
-_placeholders: list[torch.library.Library] = []
+
+def _support() -> ModuleType:
+    """``tests/support/sitecustomize.py``, loaded once under a name of its own."""
+    import sys
+
+    module = sys.modules.get("dropkit_test_support")
+    if module is None:
+        path = Path(__file__).parent.parent / "support" / "sitecustomize.py"
+        spec = importlib.util.spec_from_file_location("dropkit_test_support", path)
+        assert spec is not None
+        assert spec.loader is not None
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["dropkit_test_support"] = module
+        spec.loader.exec_module(module)
+    return module
 
 
 def torchvision_placeholders() -> bool:
-    """If torchvision is installed and its compiled extension does not load with this torch,
-    define placeholder schemas for the operators its import needs; True if it did.
-
-    Cheap (it does not import torchvision), so that the suite's conftest can call it first:
-    torchmetrics and transformers import torchvision when it is installed.
-    """
-    if _placeholders:
-        return True
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        return False
-    if hasattr(torch.ops.torchvision, "nms"):
-        return False
-    libraries = sorted(Path(spec.submodule_search_locations[0]).glob("_C.*"))
-    try:
-        torch.ops.load_library(str(libraries[0]))
-        return False
-    except (IndexError, OSError, RuntimeError):
-        pass
-    library = torch.library.Library("torchvision", "FRAGMENT")
-    for schema in _PLACEHOLDER_SCHEMAS:
-        library.define(schema)
-    _placeholders.append(library)
-    return True
+    """Placeholder schemas for torchvision's operators when its extension does not load (see
+    ``tests/support/sitecustomize.py``); True if they were needed."""
+    return bool(_support().torchvision_placeholders())
 
 
 def import_torchvision() -> ModuleType:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import typer
@@ -11,8 +10,6 @@ from rich.table import Table
 
 from dropkit.cli._app import app
 from dropkit.cli._summary import summary_console
-
-_MAX_INPUT_ELEMENTS = 2**28  # 1 GiB of float32
 
 
 @app.command()
@@ -38,15 +35,6 @@ def doctor(
         raise typer.BadParameter(
             f"expected text or json, got {output_format!r}", param_hint="--format"
         )
-    for shape in input_shape:  # refuse before allocating: the doctor needs one small batch
-        dims = [int(d) for d in shape.split(",") if d.strip().isdigit()]
-        if math.prod(dims) > _MAX_INPUT_ELEMENTS:
-            typer.echo(
-                f"Error: --input-shape: {shape} is {math.prod(dims):,} elements; give a small "
-                "example batch such as 2,3,32,32",
-                err=True,
-            )
-            raise typer.Exit(2)
     try:
         module = load_model(model)
         inputs = load_inputs(input_shape, input_file)

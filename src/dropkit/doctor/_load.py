@@ -93,7 +93,7 @@ def load_inputs(shapes: list[str], input_file: Path | None) -> object:
             raise LoadError(f"--input-shape {shape!r}: expected positive sizes like 8,3,32,32")
         if math.prod(dims) > MAX_ELEMENTS:
             raise LoadError(
-                f"--input-shape {shape!r}: {math.prod(dims):,} elements is too large for a check "
+                f"--input-shape: {shape} is {math.prod(dims):,} elements, too large for a check "
                 f"(at most {MAX_ELEMENTS:,}); a batch of 2-8 small inputs is enough"
             )
         inputs.append(torch.randn(dims, generator=generator))
