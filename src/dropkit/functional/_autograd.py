@@ -8,8 +8,8 @@ seed instead of reading a saved mask, so nothing input-sized is kept for backwar
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 import torch
@@ -20,8 +20,8 @@ from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
 
 __all__ = [
-    "ElementMask",
     "NATIVE_BELOW",
+    "ElementMask",
     "GaussianNoise",
     "Noise",
     "TraceableNoise",
@@ -149,12 +149,14 @@ def native_road(input: torch.Tensor, noise: ElementMask, inplace: bool) -> torch
     ``p < 1``), the call is out of place, ``input`` is float32 or float64 with fewer than
     :data:`NATIVE_BELOW` elements and the numba backend runs it. (Half precision stays on the
     mask-free road: torch's rounding of a NaN to bfloat16 differs in its bits from the
-    kernel's, so the two roads would not give the same bits for a kept NaN.) The kernel writes the stream's keep mask as 1.0 /
-    0.0 in ``input``'s dtype, and ``threshold_backward(input * scale, keep, 0.5)`` selects:
-    ``where(keep, input * scale, 0)`` with the kernel's multiply (one rounding in the op's
-    math type), so dropped NaN, inf and negative values give +0.0 as on the mask-free road. Its
-    autograd is ``threshold_backward(grad, keep, 0.5) * scale``, again the mask-free road's
-    bits. The mask (one element of ``input``'s dtype per element) is saved for backward.
+    kernel's, so the two roads would not give the same bits for a kept NaN.)
+
+    The kernel writes the stream's keep mask as 1.0 / 0.0 in ``input``'s dtype, and
+    ``threshold_backward(input * scale, keep, 0.5)`` selects: ``where(keep, input * scale, 0)``
+    with the kernel's multiply (one IEEE rounding), so dropped NaN, inf and negative values
+    give +0.0 as on the mask-free road. Its autograd is
+    ``threshold_backward(grad, keep, 0.5) * scale``, again the mask-free road's bits.
+    The mask (one element of ``input``'s dtype per element) is saved for backward.
     """
     if (
         inplace
