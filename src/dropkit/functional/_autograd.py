@@ -8,7 +8,6 @@ seed instead of reading a saved mask, so nothing input-sized is kept for backwar
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -20,7 +19,6 @@ from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
 
 __all__ = [
-    "NATIVE_BELOW",
     "ElementMask",
     "GaussianNoise",
     "Noise",
@@ -29,7 +27,6 @@ __all__ = [
     "apply_noise",
     "autograd_op",
     "inverted_scale",
-    "native_road",
 ]
 
 
@@ -133,51 +130,6 @@ class _NoiseFunction(torch.autograd.Function):
         return linear.apply(grad_output), None, None
 
 
-#: Element count below which an element-wise inverted dropout that records grad on the numba
-#: backend takes the small-tensor road (:func:`native_road`). See docs/design.md.
-NATIVE_BELOW = 1 << 16
-
-_threshold_backward = torch.ops.aten.threshold_backward.default
-_keep_values: list[Callable[[torch.Tensor, float, int], torch.Tensor]] = []
-
-
-def native_road(input: torch.Tensor, noise: ElementMask, inplace: bool) -> torch.Tensor | None:
-    """The small-tensor road: the output of ``noise`` on ``input`` built from torch's native ops,
-    so that forward and backward run no Python; None when the call does not qualify.
-
-    It qualifies when the noise is an element-wise inverted dropout (no shift, no fill,
-    ``p < 1``), the call is out of place, ``input`` is float32 or float64 with fewer than
-    :data:`NATIVE_BELOW` elements and the numba backend runs it. (Half precision stays on the
-    mask-free road: torch's rounding of a NaN to bfloat16 differs in its bits from the
-    kernel's, so the two roads would not give the same bits for a kept NaN.)
-
-    The kernel writes the stream's keep mask as 1.0 / 0.0 in ``input``'s dtype, and
-    ``threshold_backward(input * scale, keep, 0.5)`` selects: ``where(keep, input * scale, 0)``
-    with the kernel's multiply (one IEEE rounding), so dropped NaN, inf and negative values
-    give +0.0 as on the mask-free road. Its autograd is
-    ``threshold_backward(grad, keep, 0.5) * scale``, again the mask-free road's bits.
-    The mask (one element of ``input``'s dtype per element) is saved for backward.
-    """
-    if (
-        inplace
-        or noise.shift
-        or noise.fill
-        or noise.p >= 1.0
-        or not 0 < input.numel() < NATIVE_BELOW
-        or (input.dtype is not torch.float32 and input.dtype is not torch.float64)
-        or noise.noise_shape != input.shape
-        or select(input).name != "numba"
-    ):
-        return None
-    if not _keep_values:
-        from dropkit.kernels._cpu import keep_values  # numba is loaded: select returned it
-
-        _keep_values.append(keep_values)
-    keep = _keep_values[0](input, noise.p, cast(int, noise.seed))
-    out: torch.Tensor = _threshold_backward(input * noise.scale, keep, 0.5)
-    return out
-
-
 def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
     """Apply ``noise`` to ``input``: the one road from every op to a backend.
 
@@ -186,8 +138,6 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
       ``torch.compile`` the ``dropkit::masked_affine`` custom op for element masks;
     - autograd not recording (no grad mode, or an input that does not require grad): the
       backend directly, since ``Function.apply`` alone costs more than a small kernel;
-    - a small element-wise inverted dropout on the numba backend: torch's native ops on the
-      keep mask (:func:`native_road`), the same bits, the mask saved;
     - otherwise the mask-free autograd op, whose backward regenerates the mask from the seed.
     """
     if isinstance(getattr(noise, "seed", None), torch.Tensor):  # a TraceableNoise
@@ -209,10 +159,6 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
         else:
             out = noise.apply(input)
         return input.copy_(out) if inplace else out
-    if type(noise) is ElementMask:
-        native = native_road(input, noise, inplace)
-        if native is not None:
-            return native
     fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
 

@@ -15,7 +15,6 @@ from dropkit.functional._autograd import (
     apply_noise,
     autograd_op,
     inverted_scale,
-    native_road,
 )
 from dropkit.functional._validation import (
     check_input,
@@ -119,9 +118,6 @@ def dropout(
     seed_value = resolve_seed("dropout", seed)
     noise = ElementMask(shape, p, seed_value, inverted_scale(p))
     if type(seed_value) is int and input.requires_grad and torch.is_grad_enabled():
-        native = native_road(input, noise, inplace)  # small tensors: torch's own ops
-        if native is not None:
-            return native
         out: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
         return out
     return apply_noise(input, noise, inplace)

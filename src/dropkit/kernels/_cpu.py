@@ -28,7 +28,7 @@ from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
 
-__all__ = ["NUMBA", "NumbaBackend", "keep_values"]
+__all__ = ["NUMBA", "NumbaBackend"]
 
 _M0 = np.uint64(0xD2511F53)
 _M1 = np.uint64(0xCD9E8D57)
@@ -370,42 +370,6 @@ def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: i
     )
 
 
-@njit(cache=True, inline="never")
-def _chunk_values(out, bits, thr, one, zero):  # type: ignore[no-untyped-def]
-    for j in range(out.size):
-        out[j] = one if bits[j] >= thr else zero
-
-
-@njit(cache=True)
-def _values_serial(out, k0, k1, thr, one, zero):  # type: ignore[no-untyped-def]
-    n = out.size
-    bits = np.empty(CHUNK, np.uint32)
-    for c in range((n + CHUNK - 1) // CHUNK):
-        _philox_chunk(bits, c, k0, k1)
-        lo = c * CHUNK
-        hi = min(n, lo + CHUNK)
-        _chunk_values(out[lo:hi], bits, thr, one, zero)
-
-
-@njit(cache=True)
-def _entry_keep_values(op, n, k0, k1, thr, kind):  # type: ignore[no-untyped-def]
-    """The keep mask as 1.0 / 0.0 in the output's dtype: ``kind`` 0 float32, 1 float64, 2
-    bfloat16, 3 float16 (the last two written as bit patterns). Serial: small tensors only."""
-    key0 = uint32(k0)
-    key1 = uint32(k1)
-    t = uint32(thr)
-    if kind == 0:
-        out32 = carray(_void_pointer(op), (n,), np.float32)
-        _values_serial(out32, key0, key1, t, float32(1.0), float32(0.0))
-    elif kind == 1:
-        out64 = carray(_void_pointer(op), (n,), np.float64)
-        _values_serial(out64, key0, key1, t, float64(1.0), float64(0.0))
-    else:
-        out16 = carray(_void_pointer(op), (n,), np.uint16)
-        one = uint16(0x3F80) if kind == 2 else uint16(0x3C00)
-        _values_serial(out16, key0, key1, t, one, uint16(0))
-
-
 # ------------------------------------------------------------------ torch-facing writers
 # One calling convention: ``_write_<step>(inputs..., out, numbers...)`` takes contiguous CPU
 # tensors and Python numbers and fills ``out``; the backend below allocates and picks the step.
@@ -504,25 +468,6 @@ def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int,
     before = runs[i - 1][1] if i > 0 else 1
     after = runs[i + 1][1] if i + 1 < len(runs) else 1
     return before, runs[i][1], after
-
-
-_VALUE_KINDS = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
-
-
-def keep_values(x: torch.Tensor, p: float, seed: int) -> torch.Tensor:
-    """The element-wise keep mask of ``x`` (the stream's, as every op uses) as 1.0 where kept
-    and 0.0 where dropped, contiguous, of ``x``'s shape and float dtype; ``0 <= p < 1``.
-
-    Generated serially (one thread): it is meant for small tensors, where the small-tensor
-    road of :func:`dropkit.functional.dropout` applies it with torch's native operations.
-    """
-    out = torch.empty(x.shape, dtype=x.dtype)
-    n = out.numel()
-    if n:
-        _entry_keep_values(
-            out.data_ptr(), n, seed & _LOW32, seed >> 32, _thr(p), _VALUE_KINDS[x.dtype]
-        )
-    return out
 
 
 class NumbaBackend:
