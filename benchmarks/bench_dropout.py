@@ -25,10 +25,9 @@ from dropkit.experiments.bench import bench_compare_rates, bench_kernels, bench_
 def small(threads: int) -> None:
     torch.set_num_threads(threads)
     print(f"torch threads: {torch.get_num_threads()}")
-    for row in bench_mlp(epochs=15):
-        print(
-            f"MLP epoch  {row.variant:40s} {row.epoch_s * 1e3:7.1f} ms  {row.overhead_pct:+6.1f}%"
-        )
+    for mlp_row in bench_mlp(epochs=15):
+        ms, pct = mlp_row.epoch_s * 1e3, mlp_row.overhead_pct
+        print(f"MLP epoch  {mlp_row.variant:40s} {ms:7.1f} ms  {pct:+6.1f}%")
     times = bench_compare_rates(epochs=7)
     for rate, seconds in times.items():
         ratio = seconds / times[0.0]
