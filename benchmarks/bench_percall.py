@@ -8,6 +8,13 @@ median time per call, interleaved in one process with a native ``x * 2`` (the fl
 element-wise op) and with the bare CPU kernel on the same tensor (what is not Python); read
 the ratios, the machine this was written on is shared and noisy. Summarized in
 docs/benchmarks.md.
+
+    python benchmarks/bench_percall.py --ops
+
+times instead, on the same 64x256 float32 tensor and a random keep mask, the native torch ops a
+small-tensor road could apply a mask with (no autograd): ``torch.where``, ``masked_fill``,
+``threshold_backward`` with a float mask, and a multiply by the scaled mask, next to ``x * 2``
+and the fused kernel (see docs/design.md, "The small-tensor path").
 """
 
 import statistics
@@ -34,6 +41,37 @@ def python_calls(fn: Callable[[], object]) -> list[str]:
     finally:
         sys.setprofile(None)
     return names
+
+
+def native_ops() -> None:
+    torch.set_num_threads(1)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 256, generator=generator)
+    keep = torch.rand(64, 256, generator=generator) >= 0.5
+    drop, ones, scaled = ~keep, keep.to(x.dtype), keep.to(x.dtype) * 2.0
+    threshold_backward = torch.ops.aten.threshold_backward.default
+    backend = select(x)
+    cases: dict[str, Callable[[], object]] = {
+        "x * 2": lambda: x * 2.0,
+        "x * scaled mask": lambda: x * scaled,
+        "threshold_backward(x, mask, 0.5)": lambda: threshold_backward(x, ones, 0.5),
+        "torch.where(keep, x, 0)": lambda: torch.where(keep, x, 0.0),
+        "x.masked_fill(drop, 0)": lambda: x.masked_fill(drop, 0.0),
+        "fused kernel (Philox + apply)": lambda: backend.masked_affine(x, (64, 256), 0.5, 1, 2.0),
+    }
+    _report(cases, rounds=21, calls=50)
+
+
+def _report(cases: dict[str, Callable[[], object]], *, rounds: int, calls: int) -> None:
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(rounds):
+        for name, fn in cases.items():
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[name].append((time.perf_counter() - start) / calls * 1e6)
+    for name, values in times.items():
+        print(f"{name:34s} {statistics.median(values):8.1f} us")
 
 
 def main() -> None:
@@ -70,4 +108,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    if sys.argv[1:] == ["--ops"]:
+        native_ops()
+    else:
+        main()

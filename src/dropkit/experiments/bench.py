@@ -27,6 +27,7 @@ __all__ = [
     "KernelRow",
     "LoopRow",
     "MlpRow",
+    "bench_compare_rates",
     "bench_convert",
     "bench_fused",
     "bench_kernels",
@@ -326,6 +327,51 @@ def bench_training_loop(*, epochs: int = 7, dataset: str = "digits") -> list[Loo
     rows = [LoopRow(feed, times[feed]) for feed in feeds]
     rows.append(LoopRow("in-memory, 3 runs stacked (per run)", times["3 runs stacked"] / 3))
     return rows
+
+
+def bench_compare_rates(
+    *, epochs: int = 7, dataset: str = "mnist1d", rates: Sequence[float] = (0.0, 0.2, 0.5)
+) -> dict[float, float]:
+    """Seconds per epoch of what the default ``dropkit compare`` trains, at each rate.
+
+    The default compare trains the runner's MLP, 3 seeds per rate stacked into one model (its
+    ``--batched`` default), with Adam and batches of 64 drawn by indexing in-memory tensors.
+    Rates are interleaved epoch by epoch, so ``times[r] / times[0.0]`` is what dropout at rate
+    ``r`` costs the main job on this machine.
+    """
+    from dropkit.experiments.batched import StackedMLP
+    from dropkit.experiments.datasets import load_dataset
+    from dropkit.experiments.models import build_model
+
+    data = load_dataset(dataset)
+    x, y = data.x_train, data.y_train
+
+    def stacked(rate: float, runs: int = 3) -> Callable[[], None]:
+        mlps = []
+        for seed in range(runs):
+            torch.manual_seed(seed)
+            mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=rate))
+        generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
+        model = StackedMLP(mlps, generators)
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def epoch() -> None:
+            orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
+            for i in range(0, len(y), 64):
+                index = orders[:, i : i + 64]
+                logits = model(x[index])
+                loss = torch.nn.functional.cross_entropy(
+                    logits.transpose(1, 2), y[index], reduction="none"
+                ).mean(1)
+                optimizer.zero_grad(set_to_none=True)
+                loss.sum().backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+
+        return epoch
+
+    times = _interleaved({str(rate): stacked(rate) for rate in rates}, epochs)
+    return {rate: times[str(rate)] for rate in rates}
 
 
 @dataclass(frozen=True)
