@@ -79,16 +79,8 @@ def test_convert_a_bare_dropout_and_nothing_to_swap() -> None:
         dropkit.convert("model")  # type: ignore[type-var]
 
 
-def test_bench_convert_measures_both_models() -> None:
-    from dropkit._bench import bench_convert
-
-    rows = bench_convert(rounds=1, scale=1 / 32)
-    assert len(rows) == 3
-    assert all(r.torch_ms > 0 and r.converted_ms > 0 for r in rows)
-
-
 def test_convert_models_all_hold_torch_dropout_that_convert_swaps() -> None:
-    from dropkit._bench import convert_models
+    from dropkit.experiments.bench import convert_models
 
     for make, x in convert_models(scale=1 / 32).values():
         model = make()
