@@ -250,9 +250,11 @@ def test_legacy_onnx_export_in_eval_mode_works() -> None:
     assert buffer.getvalue()
 
 
-def test_dynamo_onnx_export_in_training_mode_says_what_to_do() -> None:
+def test_dynamo_onnx_export_in_training_mode_names_the_op_it_cannot_translate() -> None:
+    # ONNX has no Philox stream to regenerate the mask from: torch's exporter stops at the
+    # dropkit op and names it (exporting in eval mode, above, is the way).
     pytest.importorskip("onnxscript")
-    with pytest.raises(Exception, match=r"dropout: .*ONNX.*model\.eval\(\)"):
+    with pytest.raises(Exception, match=r"No ONNX function found for .*dropkit\.masked_affine"):
         torch.onnx.export(_training_model(), (torch.randn(2, 6),), dynamo=True)
 
 
