@@ -43,6 +43,26 @@ def test_python_dash_m() -> None:
     assert result.stdout.strip() == f"dropkit {dropkit.__version__}"
 
 
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["compare", "--epochs", "abc"], "'--epochs'"),
+        (["compar"], "No such command 'compar'"),
+        (["compare", "--no-such-option"], "--no-such-option"),
+    ],
+)
+def test_a_usage_error_click_finds_is_one_line_too(args, needle) -> None:
+    # The installed command (dropkit.cli.main), not the Typer app that CliRunner drives.
+    result = subprocess.run(
+        [sys.executable, "-m", "dropkit", *args], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: "), lines[0]
+    assert needle in lines[0], lines[0]
+
+
 def test_bench_runs_and_writes_json(tmp_path) -> None:
     import json
 
