@@ -241,3 +241,16 @@ def test_only_completed_trials_are_ranked_and_the_page_has_its_own_caption(tmp_p
     assert "95.0" not in page
     assert "mean ± standard deviation over seeds" not in page  # the compare report's caption
     assert "pruned trials stopped early and are not ranked" in page
+
+
+def test_a_sweep_over_your_own_model_and_data(tmp_path) -> None:
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "own_model.py"
+    model, data = f"{example}:make_model", f"{example}:spirals"
+    options = ["--model", model, "--dataset", data, "--epochs", "1", "--n-trials", "2"]
+    result = runner.invoke(app, ["sweep", *options, "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "(2 complete)" in result.output
+    assert f"--model {model}" in result.output  # the suggested compare names your model
+    assert len(_trials(tmp_path)) == 2

@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dropkit.experiments import user
 from dropkit.experiments.datasets import load_dataset
-from dropkit.experiments.models import count_sites
+from dropkit.experiments.models import count_sites, dropout_sites
 from dropkit.experiments.options import check_options
-from dropkit.experiments.train import TrainConfig, train
+from dropkit.experiments.train import TrainConfig, make_model, train
 
 __all__ = [
     "SweepConfig",
@@ -215,13 +216,24 @@ def _layer_scale(early: float, sites: int) -> tuple[float, ...] | None:
     return tuple(round(early + (1.0 - early) * i / (sites - 1), 4) for i in range(sites))
 
 
+def _sites(config: SweepConfig, data: Any = None) -> int:
+    """How many dropout layers the swept model has (the layer scale spans them)."""
+    if not user.is_spec(config.model):
+        return count_sites(config.model)
+    if data is None:  # your model may need the data's shape: build it on the data, as trials do
+        data = load_dataset(
+            config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
+        )
+    return len(dropout_sites(make_model(TrainConfig(model=config.model), data, 0.0)))
+
+
 def _objective(config: SweepConfig) -> Any:
     import optuna
 
     data = load_dataset(
         config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
     )
-    sites = count_sites(config.model)
+    sites = _sites(config, data)
 
     def objective(trial: optuna.Trial) -> float:
         rate = trial.suggest_float("rate", 0.0, 0.7)
@@ -348,7 +360,7 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
         parts.append(f"--schedule-epochs {p['schedule_epochs']}")
     if "variant" in p:
         parts.append(f"--variant {p['variant']}")
-    scale = _layer_scale(p["early_layer_scale"], count_sites(config.model))
+    scale = _layer_scale(p["early_layer_scale"], _sites(config))
     if scale is not None:
         parts.append(f"--layer-scale {','.join(f'{v:g}' for v in scale)}")
     if config.label_noise:
