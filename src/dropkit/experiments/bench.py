@@ -15,6 +15,7 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -292,41 +293,44 @@ def bench_training_loop(*, epochs: int = 7, dataset: str = "digits") -> list[Loo
 
         return in_memory if feed == "in-memory indexing" else data_loader
 
-    def batched_runs(runs: int = 3) -> Callable[[], None]:
-        # What dropkit compare does: the seeds of a rate trained together (timed per epoch of
-        # all of them; divided by the run count below).
-        from dropkit.experiments.batched import StackedMLP
-
-        mlps = []
-        for seed in range(runs):
-            torch.manual_seed(seed)
-            mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=0.2))
-        generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
-        model = StackedMLP(mlps, generators)
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def epoch() -> None:
-            orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
-            for i in range(0, len(y), 64):
-                index = orders[:, i : i + 64]
-                logits = model(x[index])
-                loss = torch.nn.functional.cross_entropy(
-                    logits.transpose(1, 2), y[index], reduction="none"
-                ).mean(1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-
-        return epoch
-
     feeds = ("in-memory indexing", "DataLoader")
     contenders: dict[str, Callable[[], object]] = {feed: runner(feed) for feed in feeds}
-    contenders["3 runs stacked"] = batched_runs(3)
+    contenders["3 runs stacked"] = _stacked_epoch(data, 0.2, runs=3)
     times = _interleaved(contenders, epochs)
     rows = [LoopRow(feed, times[feed]) for feed in feeds]
     rows.append(LoopRow("in-memory, 3 runs stacked (per run)", times["3 runs stacked"] / 3))
     return rows
+
+
+def _stacked_epoch(data: Any, rate: float, runs: int = 3) -> Callable[[], None]:
+    """One epoch of what ``dropkit compare`` trains: ``runs`` seeds of the runner's MLP at
+    ``rate`` stacked into one model, Adam, batches of 64 indexed from in-memory tensors."""
+    from dropkit.experiments.batched import StackedMLP
+    from dropkit.experiments.models import build_model
+
+    x, y = data.x_train, data.y_train
+    mlps = []
+    for seed in range(runs):
+        torch.manual_seed(seed)
+        mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=rate))
+    generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
+    model = StackedMLP(mlps, generators)
+    model.train()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+    def epoch() -> None:
+        orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
+        for i in range(0, len(y), 64):
+            index = orders[:, i : i + 64]
+            logits = model(x[index])
+            loss = torch.nn.functional.cross_entropy(
+                logits.transpose(1, 2), y[index], reduction="none"
+            ).mean(1)
+            optimizer.zero_grad(set_to_none=True)
+            loss.sum().backward()  # type: ignore[no-untyped-call]
+            optimizer.step()
+
+    return epoch
 
 
 def bench_compare_rates(
@@ -339,38 +343,10 @@ def bench_compare_rates(
     Rates are interleaved epoch by epoch, so ``times[r] / times[0.0]`` is what dropout at rate
     ``r`` costs the main job on this machine.
     """
-    from dropkit.experiments.batched import StackedMLP
     from dropkit.experiments.datasets import load_dataset
-    from dropkit.experiments.models import build_model
 
     data = load_dataset(dataset)
-    x, y = data.x_train, data.y_train
-
-    def stacked(rate: float, runs: int = 3) -> Callable[[], None]:
-        mlps = []
-        for seed in range(runs):
-            torch.manual_seed(seed)
-            mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=rate))
-        generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
-        model = StackedMLP(mlps, generators)
-        model.train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def epoch() -> None:
-            orders = torch.stack([torch.randperm(len(y), generator=g) for g in generators])
-            for i in range(0, len(y), 64):
-                index = orders[:, i : i + 64]
-                logits = model(x[index])
-                loss = torch.nn.functional.cross_entropy(
-                    logits.transpose(1, 2), y[index], reduction="none"
-                ).mean(1)
-                optimizer.zero_grad(set_to_none=True)
-                loss.sum().backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-
-        return epoch
-
-    times = _interleaved({str(rate): stacked(rate) for rate in rates}, epochs)
+    times = _interleaved({str(rate): _stacked_epoch(data, rate) for rate in rates}, epochs)
     return {rate: times[str(rate)] for rate in rates}
 
 
