@@ -22,7 +22,8 @@ def test_bias_dropout_add_equals_unfused(backend, dtype) -> None:
     keep = F.dropout_mask(x.shape, 0.3, seed=7)
     wide = torch.float64 if dtype == torch.float64 else torch.float32  # half: float32, once
     expected = (
-        torch.where(keep, (x.to(wide) + b.to(wide)) * (1 / 0.7), torch.zeros((), dtype=wide))
+        (x.to(wide) + b.to(wide))
+        * torch.where(keep, torch.tensor(1 / 0.7, dtype=wide), torch.zeros((), dtype=wide))
         + r.to(wide)
     ).to(dtype)
     assert torch.equal(fused, expected)

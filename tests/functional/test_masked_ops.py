@@ -183,13 +183,35 @@ def test_empty_input(op: Op) -> None:
     assert op(x, 0.5, seed=0).shape == x.shape
 
 
-def test_nan_and_inf_propagate_where_kept_and_vanish_where_dropped(op: Op) -> None:
+def test_the_mask_multiplies_as_in_torch_nan_inf_and_signed_zero(op: Op) -> None:
+    # torch's dropout multiplies by the scaled mask: a dropped NaN or inf gives NaN (a NaN is
+    # never hidden by the draw) and a dropped negative gives -0.0. So does every dropkit op.
     x = torch.full(op.shape, float("inf"))
-    x.view(-1)[::2] = float("nan")
+    x.view(-1)[::3] = float("nan")
+    x.view(-1)[1::3] = -1.5
     y = op(x, 0.5, seed=6)
     dropped = op(torch.ones(op.shape), 0.5, seed=6) == 0
-    assert torch.equal(y[dropped], torch.zeros(int(dropped.sum())))
-    assert not torch.isfinite(y[~dropped]).any()
+    assert dropped.any() and (~dropped).any()
+    negative = x == -1.5
+    assert torch.isnan(y[dropped & ~negative]).all()
+    zeros = y[dropped & negative]
+    assert torch.equal(zeros, torch.zeros_like(zeros)) and torch.signbit(zeros).all()
+    assert torch.equal(y[~dropped & negative], torch.full_like(y[~dropped & negative], -3.0))
+    kept_rest = y[~dropped & ~negative]
+    assert torch.equal(torch.isnan(kept_rest), torch.isnan(x[~dropped & ~negative]))
+    assert torch.isinf(kept_rest[~torch.isnan(kept_rest)]).all()
+
+
+def test_torch_dropout_multiplies_the_same_way() -> None:
+    # The semantics above are torch's own, so dropkit stays a drop-in: checked against torch.
+    torch.manual_seed(0)
+    x = torch.tensor([float("inf"), -1.5] * 200)
+    y = torch.nn.functional.dropout(x, 0.5)
+    inf_dropped = torch.isinf(x) & ~torch.isinf(y)
+    negative_dropped = (x == -1.5) & (y == 0)
+    assert inf_dropped.any() and negative_dropped.any()
+    assert torch.isnan(y[inf_dropped]).all()
+    assert torch.signbit(y[negative_dropped]).all()
 
 
 @pytest.mark.parametrize("op", INPLACE_OPS, ids=[op.name for op in INPLACE_OPS])

@@ -33,8 +33,9 @@ __all__ = [
 class Noise(Protocol):
     """Seeded noise that can be applied, and applied again identically in backward.
 
-    Forward computes ``where(keep, input * scale + shift, fill)``; backward, the gradient map
-    ``where(keep, grad * scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
+    Forward computes the masked affine map of :func:`dropkit.kernels._reference.affine`
+    (``input * where(keep, scale, 0)`` for dropout); backward, the gradient map
+    ``grad * where(keep, scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
     """
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:

@@ -71,6 +71,6 @@ def compiled_masked_affine(
     shift: float,
     fill: float,
 ) -> torch.Tensor:
-    """``where(keep, input * scale + shift, fill)`` through the custom op (under compile)."""
+    """The masked affine map (``_reference.affine``) through the custom op (under compile)."""
     out: torch.Tensor = _masked_affine_op(input, list(noise_shape), p, seed, scale, shift, fill)
     return out

@@ -90,7 +90,9 @@ def dropout(
 
     Returns:
         ``input`` unchanged (the same object) when ``training`` is False or ``p`` is 0; zeros
-        when ``p`` is 1. NaN and inf propagate where kept and become 0 where dropped.
+        when ``p`` is 1. The input is multiplied by the scaled mask, as torch does: a NaN or
+        inf gives NaN where it is dropped (a NaN is never hidden by the draw), and a dropped
+        negative gives -0.0.
 
     Example:
         >>> import torch

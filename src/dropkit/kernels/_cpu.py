@@ -129,12 +129,31 @@ def _f16_round(u):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, inline="never")
 def _chunk_float(x, out, bits, thr, scale, shift, fill):  # type: ignore[no-untyped-def]
-    if shift == 0:
+    if shift == 0 and fill == 0:  # a multiply by the scaled mask (see _reference.affine)
+        zero = scale - scale
+        for j in range(x.size):
+            out[j] = x[j] * (scale if bits[j] >= thr else zero)
+    elif shift == 0:
         for j in range(x.size):
             out[j] = x[j] * scale if bits[j] >= thr else fill
     else:
         for j in range(x.size):
             out[j] = x[j] * scale + shift if bits[j] >= thr else fill
+
+
+@njit(cache=True, inline="always")
+def _chunk_work(wf, bits, thr, scale, shift, fill):  # type: ignore[no-untyped-def]
+    """The float32 step of the half-precision chunks, in place on the widened values."""
+    if shift == 0 and fill == 0:
+        zero = scale - scale
+        for j in range(wf.size):
+            wf[j] = wf[j] * (scale if bits[j] >= thr else zero)
+    else:
+        for j in range(wf.size):
+            v = wf[j] * scale
+            if shift != 0:
+                v = v + shift
+            wf[j] = v if bits[j] >= thr else fill
 
 
 @njit(cache=True, inline="never")
@@ -143,11 +162,7 @@ def _chunk_bf16(x, out, bits, thr, scale, shift, fill, work):  # type: ignore[no
     n = x.size
     for j in range(n):
         work[j] = uint32(x[j]) << 16
-    for j in range(n):
-        v = wf[j] * scale
-        if shift != 0:
-            v = v + shift
-        wf[j] = v if bits[j] >= thr else fill
+    _chunk_work(wf, bits, thr, scale, shift, fill)
     for j in range(n):
         out[j] = _bf16_round(work[j])
 
@@ -158,11 +173,7 @@ def _chunk_f16(x, out, bits, thr, scale, shift, fill, work):  # type: ignore[no-
     n = x.size
     for j in range(n):
         work[j] = _f16_widen(x[j])
-    for j in range(n):
-        v = wf[j] * scale
-        if shift != 0:
-            v = v + shift
-        wf[j] = v if bits[j] >= thr else fill
+    _chunk_work(wf, bits, thr, scale, shift, fill)
     for j in range(n):
         out[j] = _f16_round(work[j])
 
@@ -220,11 +231,17 @@ def _keep_mask(out, k0, k1, thr):  # type: ignore[no-untyped-def]
 
 @njit(cache=True, parallel=True)
 def _broadcast_float(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped-def]
-    """x, out: (A, B, C); keep: (A, C) -> out[a, b, c] = keep[a, c] ? x*scale+shift : fill."""
+    """x, out: (A, B, C); keep: (A, C) -> out[a, b, c] = keep[a, c] ? x*scale+shift : fill
+    (x * (keep[a, c] ? scale : 0) when shift and fill are 0)."""
     rows_a, rows_b, cols = x.shape
     if cols == 1:
+        multiply = shift == 0 and fill == 0
         for a in prange(rows_a):
-            if keep[a, 0]:
+            if multiply:
+                factor = scale if keep[a, 0] else (scale - scale)
+                for b in range(rows_b):
+                    out[a, b, 0] = x[a, b, 0] * factor
+            elif keep[a, 0]:
                 for b in range(rows_b):
                     out[a, b, 0] = x[a, b, 0] * scale + shift if shift != 0 else x[a, b, 0] * scale
             else:
@@ -239,7 +256,11 @@ def _broadcast_float(x, out, keep, scale, shift, fill):  # type: ignore[no-untyp
 
 @njit(cache=True, inline="never")
 def _broadcast_row(x, out, keep, scale, shift, fill):  # type: ignore[no-untyped-def]
-    if shift == 0:
+    if shift == 0 and fill == 0:
+        zero = scale - scale
+        for c in range(x.size):
+            out[c] = x[c] * (scale if keep[c] else zero)
+    elif shift == 0:
         for c in range(x.size):
             out[c] = x[c] * scale if keep[c] else fill
     else:
@@ -262,8 +283,8 @@ def _chunk_bias_plain(x, out, bits, bias, residual, has_residual, col, thr, scal
         seg = min(x.size - j, bias.size - col)
         for t in range(seg):
             y = x[j + t] + bias[col + t]
-            # scale * 0: a +0.0 of the array's dtype (no promotion to float64).
-            d = y * scale if bits[j + t] >= thr else scale * 0
+            # scale - scale: a +0.0 of the array's dtype (scale * 0 would promote to float64).
+            d = y * (scale if bits[j + t] >= thr else (scale - scale))
             out[j + t] = d + residual[j + t] if has_residual else d
         j += seg
         col = 0
@@ -277,8 +298,8 @@ def _chunk_bias_relu(x, out, bits, bias, residual, has_residual, col, thr, scale
         for t in range(seg):
             y = x[j + t] + bias[col + t]
             if y < 0:  # NaN stays NaN, and the result is +0.0, as with torch.relu
-                y = scale * 0
-            d = y * scale if bits[j + t] >= thr else scale * 0
+                y = scale - scale
+            d = y * (scale if bits[j + t] >= thr else (scale - scale))
             out[j + t] = d + residual[j + t] if has_residual else d
         j += seg
         col = 0
@@ -292,7 +313,7 @@ def _chunk_bias_gelu(x, out, bits, bias, residual, has_residual, col, thr, scale
         for t in range(seg):
             y = x[j + t] + bias[col + t]
             g = y * 0.5 * (1.0 + math.erf(y * 0.7071067811865476))  # exact GELU, in float64
-            d = g * scale if bits[j + t] >= thr else 0.0
+            d = g * (scale if bits[j + t] >= thr else 0.0)
             out[j + t] = d + residual[j + t] if has_residual else d
         j += seg
         col = 0
@@ -410,7 +431,7 @@ def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
 def _write_broadcast(
     x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor, scale: float, shift: float, fill: float
 ) -> None:
-    """``out = where(keep, x * scale + shift, fill)`` for float32/64 ``x`` and ``out`` of shape
+    """``out = masked affine of x`` (see ``_reference.affine``) for float32/64 ``x`` and ``out`` of shape
     (A, B, C) and a bool ``keep`` of shape (A, C)."""
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]
@@ -427,7 +448,7 @@ def _write_bias_dropout(
     scale: float,
     activation: str | None,
 ) -> None:
-    """``out = where(keep, activation(x + bias) * scale, 0) (+ residual)`` for float32/float64;
+    """``out = activation(x + bias) * where(keep, scale, 0) (+ residual)`` for float32/float64;
     element ``i`` kept by stream element ``i``."""
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]

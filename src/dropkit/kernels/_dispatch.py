@@ -267,6 +267,8 @@ def masked_affine(
     shift: float = 0.0,
     fill: float = 0.0,
 ) -> torch.Tensor:
-    """``where(keep, x * scale + shift, fill)`` with ``keep`` the stream mask of ``noise_shape``
-    (broadcast to ``x``), on the backend :func:`select` picks. Returns a new tensor."""
+    """The masked affine map (``x * where(keep, scale, 0)`` when ``shift`` and ``fill`` are 0,
+    ``where(keep, x * scale + shift, fill)`` otherwise; see ``_reference.affine``) with ``keep``
+    the stream mask of ``noise_shape`` broadcast to ``x``, on the backend :func:`select` picks.
+    Returns a new tensor."""
     return select(x).masked_affine(x, noise_shape, p, seed, scale, shift, fill)

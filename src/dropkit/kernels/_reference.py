@@ -13,6 +13,7 @@ __all__ = [
     "affine",
     "bias_dropout",
     "compute_dtype",
+    "scaled_mask",
 ]
 
 #: The fused ops' activations, as the integer codes the CPU and GPU kernels branch on.
@@ -33,17 +34,34 @@ def affine(
     shift: float,
     fill: float,
 ) -> torch.Tensor:
-    """``where(keep, x * scale + shift, fill)``; ``keep`` broadcasts, None keeps everything."""
+    """The masked affine map; ``keep`` broadcasts to ``x``, None keeps everything.
+
+    - ``shift == fill == 0`` (dropout and every mask that only scales): ``x * where(keep,
+      scale, 0)``, a multiply by the scaled mask, as torch's dropout computes it: a dropped
+      NaN or inf gives NaN and a dropped negative gives -0.0, so a NaN is never hidden by the
+      draw.
+    - otherwise (alpha dropout): ``where(keep, x * scale + shift, fill)``.
+    """
     dtype = compute_dtype(x.dtype)
     if isinstance(scale, torch.Tensor):
         scale = scale.to(dtype)
+    if keep is not None and not shift and not fill:
+        mask = scaled_mask(keep, scale, dtype)
+        return (x.to(dtype) * mask).to(x.dtype)
     y = x.to(dtype) * scale
     if shift:
         y = y + shift
     if keep is not None:
-        # where, not a multiply by the mask: a dropped inf or NaN must become `fill`, not NaN.
         y = torch.where(keep, y, torch.tensor(fill, dtype=y.dtype, device=y.device))
     return y.to(x.dtype)
+
+
+def scaled_mask(keep: torch.Tensor, scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
+    """``where(keep, scale, 0)`` in ``dtype``: the factor that dropout multiplies by."""
+    zero = torch.zeros((), dtype=dtype, device=keep.device)
+    if isinstance(scale, torch.Tensor):
+        return torch.where(keep, scale.to(dtype), zero)
+    return torch.where(keep, torch.tensor(scale, dtype=dtype, device=keep.device), zero)
 
 
 def bias_dropout(
@@ -54,14 +72,14 @@ def bias_dropout(
     scale: float,
     activation: str | None,
 ) -> torch.Tensor:
-    """``where(keep, activation(x + bias) * scale, 0) (+ residual)``, rounded once."""
+    """``activation(x + bias) * where(keep, scale, 0) (+ residual)``, rounded once."""
     dtype = compute_dtype(x.dtype)
     y = x.to(dtype) + bias.to(dtype)
     if activation == "relu":
         y = torch.relu(y)
     elif activation == "gelu":
         y = torch.nn.functional.gelu(y)
-    y = torch.where(keep, y * scale, torch.zeros((), dtype=dtype, device=y.device))
+    y = y * scaled_mask(keep, scale, dtype)
     if residual is not None:
         y = y + residual.to(dtype)
     return y.to(x.dtype)
@@ -85,8 +103,8 @@ class ReferenceBackend:
         shift: float = 0.0,
         fill: float = 0.0,
     ) -> torch.Tensor:
-        """``where(keep, x * scale + shift, fill)``, ``keep`` the stream mask of
-        ``noise_shape`` broadcast to ``x``."""
+        """:func:`affine` of ``x`` with ``keep`` the stream mask of ``noise_shape``
+        broadcast to ``x``."""
         return affine(x, stream_keep_mask(noise_shape, p, seed, x.device), scale, shift, fill)
 
     def keep_mask(
@@ -105,7 +123,7 @@ class ReferenceBackend:
         scale: float,
         activation: str | None,
     ) -> torch.Tensor:
-        """``where(keep, activation(x + bias) * scale, 0) (+ residual)``, keep of x's shape."""
+        """``activation(x + bias) * where(keep, scale, 0) (+ residual)``, keep of x's shape."""
         keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
         return bias_dropout(x, bias, residual, keep, scale, activation)
 

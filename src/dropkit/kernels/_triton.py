@@ -64,17 +64,21 @@ def _affine_kernel(
     fill,
     LANES: tl.constexpr,
     HAS_SHIFT: tl.constexpr,
+    MULTIPLY: tl.constexpr,
 ):
     words, base = _chunk_words(seed, LANES)
     for w in tl.static_range(4):
         index = base + w * LANES
         inside = index < n
         x = tl.load(x_ptr + index, mask=inside, other=0.0).to(tl.float32)
-        y = x * scale
-        if HAS_SHIFT:
-            y = y + shift
         keep = words[w] >= threshold
-        y = tl.where(keep, y, fill)
+        if MULTIPLY:  # shift and fill 0: a multiply by the scaled mask (_reference.affine)
+            y = x * tl.where(keep, scale, 0.0)
+        else:
+            y = x * scale
+            if HAS_SHIFT:
+                y = y + shift
+            y = tl.where(keep, y, fill)
         _store(out_ptr, index, y, inside)
 
 
@@ -113,7 +117,7 @@ def _bias_kernel(
             y = tl.where(y < 0, 0.0, y)
         elif ACTIVATION == 2:
             y = y * 0.5 * (1.0 + tl.math.erf(y * 0.7071067811865476))
-        y = tl.where(words[w] >= threshold, y * scale, 0.0)
+        y = y * tl.where(words[w] >= threshold, scale, 0.0)
         if HAS_RESIDUAL:
             y = y + tl.load(residual_ptr + index, mask=inside, other=0.0).to(tl.float32)
         _store(out_ptr, index, y, inside)
@@ -149,6 +153,7 @@ def _write_masked_affine(
         fill,
         LANES=LANES,
         HAS_SHIFT=shift != 0.0,
+        MULTIPLY=shift == 0.0 and fill == 0.0,
         enable_fp_fusion=False,
     )
 
