@@ -329,10 +329,17 @@ def test_drop_block_backward_saves_no_mask() -> None:
 
 
 @pytest.mark.parametrize(
-    "fn",
-    [F.dropout, F.alpha_dropout, F.gaussian_dropout, F.locked_dropout, F.drop_path],
+    ("fn", "saved_bytes"),
+    [
+        (F.dropout, 0),
+        (F.alpha_dropout, 0),
+        (F.gaussian_dropout, 0),
+        # a shared mask of 1000 values is small: saved, scaled, for torch's native multiply
+        (F.locked_dropout, 1000 * 4),
+        (F.drop_path, 1000 * 4),
+    ],
 )
-def test_backward_of_a_million_elements_saves_under_a_kibibyte(fn) -> None:
+def test_backward_of_a_million_elements_saves_at_most_a_small_mask(fn, saved_bytes) -> None:
     saved: list[int] = []
     x = torch.randn(1000, 1000, requires_grad=True)
     with torch.autograd.graph.saved_tensors_hooks(
@@ -340,5 +347,5 @@ def test_backward_of_a_million_elements_saves_under_a_kibibyte(fn) -> None:
     ):
         y = fn(x, 0.5, seed=1)
     y.sum().backward()
-    assert sum(saved) < 1024
+    assert saved_bytes <= sum(saved) < saved_bytes + 1024
     assert x.grad is not None

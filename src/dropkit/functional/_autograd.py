@@ -27,6 +27,7 @@ __all__ = [
     "apply_noise",
     "autograd_op",
     "inverted_scale",
+    "recorded",
 ]
 
 
@@ -139,7 +140,8 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
       ``torch.compile`` the ``dropkit::masked_affine`` custom op for element masks;
     - autograd not recording (no grad mode, or an input that does not require grad): the
       backend directly, since ``Function.apply`` alone costs more than a small kernel;
-    - otherwise the mask-free autograd op, whose backward regenerates the mask from the seed.
+    - otherwise :func:`recorded`: the saved-mask road for small masks, the mask-free autograd
+      op, whose backward regenerates the mask from the seed, for the rest.
     """
     if isinstance(getattr(noise, "seed", None), torch.Tensor):  # a TraceableNoise
         if (
@@ -160,6 +162,44 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
         else:
             out = noise.apply(input)
         return input.copy_(out) if inplace else out
+    return recorded(input, noise, inplace)
+
+
+#: Masks with fewer elements than this take the saved-mask road of :func:`recorded`.
+SAVED_MASK_BELOW = 1 << 16
+_SAVED_MASK_DTYPES = (torch.float32, torch.float64)
+
+
+def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
+    """Apply ``noise`` (int seed) where autograd records it; one of two roads, the same bits.
+
+    - **Saved mask**: a mask of fewer than :data:`SAVED_MASK_BELOW` elements (a small input,
+      or a mask shared over most of a large one, as channel dropout's) scaling a float32 or
+      float64 CPU input. The kernel writes the scaled mask ``where(keep, scale, 0)`` and
+      ``input * mask`` is torch's own multiply, whose native autograd saves that mask (at most
+      256 KiB in float32) and runs no Python in backward. On small tensors the Python of an
+      ``autograd.Function`` (~10 us forward, more in backward) and the second mask generation
+      cost more than the tensor itself.
+    - **Mask-free** otherwise: the :class:`_NoiseFunction` op, whose backward regenerates the
+      mask from the seed, so nothing input-sized is saved.
+
+    The forward is ``input * where(keep, scale, 0)`` on both roads (the kernels multiply by the
+    scaled mask), and the backward ``grad * where(keep, scale, 0)``, so outputs and gradients
+    are bit-identical for a seed on either side of the threshold. Half precision stays
+    mask-free: a native multiply would round ``scale`` to half precision first.
+    """
+    if (
+        type(noise) is ElementMask
+        and input.dtype in _SAVED_MASK_DTYPES
+        and not noise.shift
+        and not noise.fill
+        and input.is_cpu
+        and math.prod(noise.noise_shape) < SAVED_MASK_BELOW
+    ):
+        mask = select(input).scaled_mask(
+            noise.noise_shape, noise.p, cast(int, noise.seed), noise.scale, input.dtype
+        )
+        return input.mul_(mask) if inplace else torch.mul(input, mask)
     fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
 
@@ -167,7 +207,7 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
 # ``Function.apply`` without its Python prologue (default-argument binding for setup_context,
 # functorch unwrapping), which costs a few microseconds per call; that prologue is only needed
 # under functorch transforms, which take the tensor-seed road of ``apply_noise`` instead.
-# ``dropout`` calls it directly (the autograd op) when its seed is an int and grad is recorded.
+# ``recorded`` calls it for masks too large for the saved-mask road.
 autograd_op = super(torch.autograd.Function, _NoiseFunction).apply
 
 

@@ -13,8 +13,8 @@ from dropkit.functional._autograd import (
     GaussianNoise,
     alpha_constants,
     apply_noise,
-    autograd_op,
     inverted_scale,
+    recorded,
 )
 from dropkit.functional._validation import (
     check_input,
@@ -120,8 +120,7 @@ def dropout(
     seed_value = resolve_seed("dropout", seed)
     noise = ElementMask(shape, p, seed_value, inverted_scale(p))
     if type(seed_value) is int and input.requires_grad and torch.is_grad_enabled():
-        out: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
-        return out
+        return recorded(input, noise, inplace)
     return apply_noise(input, noise, inplace)
 
 

@@ -218,6 +218,33 @@ def _stream_half(x, out, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ign
             _chunk_f16(x[lo:hi], out[lo:hi], bits, thr, scale, shift, fill, work)
 
 
+@njit(cache=True, inline="never")
+def _chunk_mask(out, bits, thr, scale):  # type: ignore[no-untyped-def]
+    zero = scale - scale
+    for j in range(out.size):
+        out[j] = scale if bits[j] >= thr else zero
+
+
+@njit(cache=True, parallel=True)
+def _mask_parallel(out, k0, k1, thr, scale):  # type: ignore[no-untyped-def]
+    n = out.size
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        bits = np.empty(CHUNK, np.uint32)
+        _philox_chunk(bits, c, k0, k1)
+        lo = c * CHUNK
+        _chunk_mask(out[lo : min(n, lo + CHUNK)], bits, thr, scale)
+
+
+@njit(cache=True)
+def _mask_serial(out, k0, k1, thr, scale):  # type: ignore[no-untyped-def]
+    n = out.size
+    bits = np.empty(CHUNK, np.uint32)
+    for c in range((n + CHUNK - 1) // CHUNK):
+        _philox_chunk(bits, c, k0, k1)
+        lo = c * CHUNK
+        _chunk_mask(out[lo : min(n, lo + CHUNK)], bits, thr, scale)
+
+
 @njit(cache=True, parallel=True)
 def _keep_mask(out, k0, k1, thr):  # type: ignore[no-untyped-def]
     n = out.size
@@ -375,6 +402,24 @@ def _entry_float(xp, op, n, k0, k1, thr, scale, shift, fill, is64, serial):  # t
 
 
 @njit(cache=True)
+def _entry_mask(op, n, k0, k1, thr, scale, is64, serial):  # type: ignore[no-untyped-def]
+    """``op`` (n floats, float64 if ``is64``) = ``where(keep, scale, 0)``, keep from the stream."""
+    key = (uint32(k0), uint32(k1), uint32(thr))
+    if is64:
+        out64 = carray(_void_pointer(op), (n,), np.float64)
+        if serial:
+            _mask_serial(out64, *key, float64(scale))
+        else:
+            _mask_parallel(out64, *key, float64(scale))
+    else:
+        out32 = carray(_void_pointer(op), (n,), np.float32)
+        if serial:
+            _mask_serial(out32, *key, float32(scale))
+        else:
+            _mask_parallel(out32, *key, float32(scale))
+
+
+@njit(cache=True)
 def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ignore[no-untyped-def]
     x = carray(_void_pointer(xp), (n,), np.uint16)
     out = carray(_void_pointer(op), (n,), np.uint16)
@@ -431,8 +476,8 @@ def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
 def _write_broadcast(
     x: torch.Tensor, keep: torch.Tensor, out: torch.Tensor, scale: float, shift: float, fill: float
 ) -> None:
-    """``out = masked affine of x`` (see ``_reference.affine``) for float32/64 ``x`` and ``out`` of shape
-    (A, B, C) and a bool ``keep`` of shape (A, C)."""
+    """``out`` = the masked affine map of ``x`` (``_reference.affine``) for float32/64 ``x``
+    and ``out`` of shape (A, B, C) and a bool ``keep`` of shape (A, C)."""
     _threads()
     dt = _NUMPY_FLOATS[x.dtype]
     _broadcast_float(x.numpy(), out.numpy(), keep.numpy(), dt(scale), dt(shift), dt(fill))
@@ -546,6 +591,22 @@ class NumbaBackend:
         if p >= 1.0:
             return out.fill_(False)
         _write_keep_mask(out, p, seed)
+        return out
+
+    def scaled_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
+    ) -> torch.Tensor:
+        n = math.prod(shape)
+        if p >= 1.0 or not n or (dtype is not torch.float32 and dtype is not torch.float64):
+            return REFERENCE.scaled_mask(shape, p, seed, scale, dtype)
+        out = torch.empty(shape, dtype=dtype)
+        small = n < _SERIAL_BELOW
+        if not small:
+            _threads()
+        thr = _thr(p)
+        _entry_mask(
+            out.data_ptr(), n, seed & _LOW32, seed >> 32, thr, scale, dtype is torch.float64, small
+        )
         return out
 
     def bias_dropout(

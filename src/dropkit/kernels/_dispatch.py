@@ -16,7 +16,7 @@ once, when dropkit is imported, as torch reads its own; inside a running program
 :func:`backend`); forcing a backend that cannot run here is an error, while ``"auto"`` falls
 back to the reference with a one-time warning when an optional backend is missing.
 
-:func:`select` returns a backend object (:class:`Backend`); every backend has the same three
+:func:`select` returns a backend object (:class:`Backend`); every backend has the same four
 methods with the same arguments, so a new backend is one class and one branch here. This runs
 on every dropout call, so the common case (``"auto"``, a CPU float tensor) is the first branch.
 """
@@ -140,7 +140,7 @@ def _requested() -> str:
 
 
 class Backend(Protocol):
-    """What a backend provides: three apply steps, each returning a new tensor, with the
+    """What a backend provides: four steps, each returning a new tensor, with the
     arguments of :class:`dropkit.kernels._reference.ReferenceBackend` and its bits."""
 
     name: str
@@ -158,6 +158,10 @@ class Backend(Protocol):
 
     def keep_mask(
         self, shape: tuple[int, ...], p: float, seed: int, device: torch.device
+    ) -> torch.Tensor: ...
+
+    def scaled_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
     ) -> torch.Tensor: ...
 
     def bias_dropout(

@@ -56,7 +56,9 @@ def affine(
     return y.to(x.dtype)
 
 
-def scaled_mask(keep: torch.Tensor, scale: torch.Tensor | float, dtype: torch.dtype) -> torch.Tensor:
+def scaled_mask(
+    keep: torch.Tensor, scale: torch.Tensor | float, dtype: torch.dtype
+) -> torch.Tensor:
     """``where(keep, scale, 0)`` in ``dtype``: the factor that dropout multiplies by."""
     zero = torch.zeros((), dtype=dtype, device=keep.device)
     if isinstance(scale, torch.Tensor):
@@ -88,7 +90,7 @@ def bias_dropout(
 class ReferenceBackend:
     """The ground truth: every op in plain PyTorch, on every device and dtype.
 
-    Every backend has these three methods with these arguments; each returns a new tensor.
+    Every backend has these methods with these arguments; each returns a new tensor.
     """
 
     name = "reference"
@@ -112,6 +114,13 @@ class ReferenceBackend:
     ) -> torch.Tensor:
         """The stream keep mask of ``shape`` (bool)."""
         return stream_keep_mask(shape, p, seed, device)
+
+    def scaled_mask(
+        self, shape: tuple[int, ...], p: float, seed: Seed, scale: float, dtype: torch.dtype
+    ) -> torch.Tensor:
+        """``where(keep, scale, 0)`` in ``dtype`` (float32 or float64) on the CPU, ``keep`` the
+        stream mask of ``shape``: what :func:`affine` multiplies by when shift and fill are 0."""
+        return scaled_mask(stream_keep_mask(shape, p, seed, torch.device("cpu")), scale, dtype)
 
     def bias_dropout(
         self,

@@ -19,7 +19,7 @@ import triton.language as tl
 
 from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
-from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
+from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine, scaled_mask
 
 __all__ = ["DTYPES", "TRITON", "TritonBackend"]
 
@@ -224,6 +224,12 @@ class TritonBackend:
             return out.fill_(False)
         _write_keep_mask(out, p, seed)
         return out
+
+    def scaled_mask(
+        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
+    ) -> torch.Tensor:
+        # Asked only for CPU tensors, which this backend runs in Triton's interpreter.
+        return scaled_mask(self.keep_mask(shape, p, seed, torch.device("cpu")), scale, dtype)
 
     def bias_dropout(
         self,
