@@ -5,10 +5,9 @@ from __future__ import annotations
 import collections
 
 import torch
+from zoo_models import import_torchvision
 
 from dropkit.doctor import check
-
-from zoo_models import import_torchvision
 
 
 def test_the_doctor_finds_nothing_wrong_with_a_stock_model(zoo_case) -> None:
