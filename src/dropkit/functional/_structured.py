@@ -307,7 +307,7 @@ def _drop_block(
     )
     if not check_training(name, training) or p == 0.0 or input.numel() == 0:
         return input
-    spatial = tuple(input.shape[2:])
+    spatial = tuple(int(s) for s in input.shape[2:])  # ints, also where a tracer gives tensors
     if block_clip == "square":
         blocks = (min(int(block_size), *spatial),) * spatial_dims
     else:
@@ -315,7 +315,7 @@ def _drop_block(
     if gamma == "exact":
         rate = 1.0 if p == 1.0 else _seed_rate(p, spatial, blocks, placement)
     else:
-        valid = math.prod(s - b + 1 for s, b in zip(spatial, blocks, strict=True))
+        valid = math.prod([s - b + 1 for s, b in zip(spatial, blocks, strict=True)])
         rate = gamma_scale * p * math.prod(spatial) / (math.prod(blocks) * valid)
         if rate > 1.0:
             raise ValueError(
