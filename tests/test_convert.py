@@ -242,10 +242,241 @@ def test_timm_droppath_and_torchvision_stochastic_depth_keep_their_semantics() -
             assert abs(int(kept.sum()) - 0.7 * n) < 5 * (n * 0.3 * 0.7) ** 0.5
         else:
             assert int(kept.sum()) in (0, n)  # one draw for the batch
-    for block in (
-        timm.layers.DropBlock2d(0.1, 3),
-        torchvision.ops.DropBlock2d(0.1, 3),
-        torchvision.ops.DropBlock3d(0.1, 3),
-    ):
-        with pytest.warns(UserWarning, match="convert: found no dropout layer to swap.*gamma"):
-            assert dropkit.convert(block, inplace=True) is block
+
+
+# ---------------------------------------------------- timm's and torchvision's DropBlock
+
+
+def _stock(library: str, cls: str, *args: object, **kwargs: object) -> torch.nn.Module:
+    """A stock DropBlock layer, or skip the test saying why the library does not import."""
+    zoo_models = pytest.importorskip("zoo_models")
+    if library == "timm":
+        return getattr(zoo_models.import_timm().layers, cls)(*args, **kwargs)  # type: ignore[no-any-return]
+    return getattr(zoo_models.import_torchvision().ops, cls)(*args, **kwargs)  # type: ignore[no-any-return]
+
+
+# (library, class, p, block_size, options, input shape, the options dropkit's layer gets)
+STOCK_BLOCKS = [
+    ("timm", "DropBlock2d", 0.1, 3, {}, (8, 4, 10, 10),
+     {"placement": "centered", "couple_channels": True, "rescale": "batch", "eps": 1e-7}),
+    ("timm", "DropBlock2d", 0.1, 5, {"gamma_scale": 0.25}, (8, 4, 8, 8),
+     {"gamma_scale": 0.25, "placement": "centered", "couple_channels": True, "rescale": "batch",
+      "eps": 1e-7}),
+    ("timm", "DropBlock2d", 0.15, 4, {"couple_channels": False}, (8, 4, 9, 7),
+     {"placement": "centered", "rescale": "batch", "eps": 1e-7}),
+    ("timm", "DropBlock2d", 0.1, 7, {"scale_by_keep": False}, (8, 4, 9, 5),
+     {"placement": "centered", "couple_channels": True, "rescale": "none", "eps": 1e-7}),
+    ("timm", "DropBlock2d", 0.1, 3, {"with_noise": True}, (8, 4, 10, 10),
+     {"placement": "centered", "couple_channels": True, "rescale": "none", "eps": 1e-7,
+      "with_noise": True}),
+    ("torchvision", "DropBlock2d", 0.1, 3, {}, (8, 4, 10, 10),
+     {"block_clip": "square", "rescale": "batch"}),
+    ("torchvision", "DropBlock2d", 0.2, 5, {"eps": 1e-3}, (8, 4, 9, 7),
+     {"block_clip": "square", "rescale": "batch", "eps": 1e-3}),
+    ("torchvision", "DropBlock2d", 0.1, 7, {}, (8, 4, 9, 5),
+     {"block_clip": "square", "rescale": "batch"}),
+    ("torchvision", "DropBlock3d", 0.1, 3, {}, (4, 4, 6, 5, 7),
+     {"block_clip": "square", "rescale": "batch"}),
+]  # fmt: skip
+STOCK_IDS = [
+    f"{lib}-{cls}-{p}-{b}-{'-'.join(opts) or 'defaults'}"
+    for lib, cls, p, b, opts, *_ in STOCK_BLOCKS
+]
+
+
+def _dropped(y: torch.Tensor, noise: bool) -> torch.Tensor:
+    """Dropped positions of a DropBlock's output on an input of ones: zeros, or with noise the
+    values other than the kept 1 (a normal draw is never exactly 1)."""
+    return y != 1 if noise else y == 0
+
+
+@pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
+                         STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
+def test_stock_dropblock_converts_with_its_settings_and_eval_is_the_identity(
+    library, cls, p, block, options, shape, mapped
+) -> None:
+    stock = _stock(library, cls, p, block, **options)
+    new = dropkit.convert(stock)
+    assert type(new) is getattr(nn, cls)
+    assert (new.p, new.block_size, new.inplace) == (p, block, False)
+    expected = {
+        "gamma": "paper", "gamma_scale": 1.0, "placement": "inside", "block_clip": "axis",
+        "couple_channels": False, "rescale": "expected", "eps": 1e-6, "with_noise": False,
+        **mapped,
+    }  # fmt: skip
+    assert {option: getattr(new, option) for option in expected} == expected
+    x = torch.randn(shape)
+    assert stock.eval()(x) is x
+    assert new.eval()(x) is x
+    assert new.train()(x) is not x
+
+
+@pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
+                         STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
+def test_stock_dropblock_and_its_conversion_drop_the_same_fraction(
+    library, cls, p, block, options, shape, mapped
+) -> None:
+    """200 seeded draws of each: the mean dropped fractions agree within 5 standard errors of
+    their difference (a one-in-a-million false alarm)."""
+    stock = _stock(library, cls, p, block, **options).train()
+    new = dropkit.convert(stock)
+    noise = bool(options.get("with_noise"))
+    x = torch.ones(shape)
+    torch.manual_seed(0)
+    means, errors = [], []
+    for layer in (stock, new):
+        fractions = torch.tensor(
+            [_dropped(layer(x), noise).double().mean().item() for _ in range(200)]
+        )
+        means.append(fractions.mean().item())
+        errors.append(fractions.std().item() / len(fractions) ** 0.5)
+    assert 0 < means[0] < 1
+    assert abs(means[0] - means[1]) < 5 * (errors[0] ** 2 + errors[1] ** 2) ** 0.5, means
+
+
+def _single_blocks(dropped: torch.Tensor, limit: int) -> set[tuple[tuple[int, int], ...]]:
+    """``(rows, cols)`` of the maps whose dropped set is one rectangle no wider than ``limit``:
+    at a tiny rate, the block of a single origin."""
+    found = set()
+    for plane in dropped:
+        if plane.any():
+            rows, cols = plane.nonzero(as_tuple=True)
+            r0, r1, c0, c1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+            area = (r1 - r0 + 1) * (c1 - c0 + 1)
+            if r1 - r0 < limit and c1 - c0 < limit and int(plane.sum()) == area:
+                found.add(((r0, r1), (c0, c1)))
+    return found
+
+
+@pytest.mark.parametrize(
+    ("library", "block", "options", "size", "limit"),
+    [
+        ("timm", 3, {}, (6, 6), 3),
+        ("timm", 4, {}, (6, 6), 4),  # even: one further before the origin than after
+        ("timm", 7, {}, (9, 5), 5),  # clipped per axis to 7x5, centred on any position
+        ("torchvision", 3, {}, (6, 6), 3),
+        ("torchvision", 7, {}, (9, 5), 5),  # clipped to a 5x5 square, inside the map
+    ],
+)
+def test_stock_dropblock_and_its_conversion_drop_the_same_blocks(
+    library, block, options, size, limit
+) -> None:
+    """At a tiny rate most maps hold one block: the set of single blocks seen (where each can sit,
+    clipped or not) is the same for the stock layer and dropkit's."""
+    stock = _stock(library, "DropBlock2d", 0.04, block, **options).train()
+    new = dropkit.convert(stock)
+    x = torch.ones(3000, 1, *size)
+    torch.manual_seed(0)
+    ours = _single_blocks(new(x)[:, 0] == 0, limit)
+    theirs = _single_blocks(stock(x)[:, 0] == 0, limit)
+    assert len(theirs) >= 5  # every place a block can sit (5 for a 5x5 block on 9x5)
+    assert ours == theirs
+
+
+@pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
+                         STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
+def test_stock_dropblock_and_its_conversion_normalise_alike(
+    library, cls, p, block, options, shape, mapped
+) -> None:
+    """Kept values on an input of ones: ``numel / (eps + kept)`` of the mask as drawn (one map
+    per sample when the channels are coupled) with batch rescaling, 1 without, for both."""
+    stock = _stock(library, cls, p, block, **options).train()
+    new = dropkit.convert(stock)
+    noise = bool(options.get("with_noise"))
+    coupled = bool(mapped.get("couple_channels"))
+    torch.manual_seed(0)
+    for layer in (stock, new):
+        for _ in range(3):
+            y = layer(torch.ones(shape))
+            kept = ~_dropped(y, noise)
+            if coupled:
+                assert torch.equal(kept, kept[:, :1].expand_as(kept))
+                kept = kept[:, :1]
+            scale = 1.0
+            if mapped["rescale"] == "batch":
+                scale = kept.numel() / (mapped.get("eps", 1e-6) + int(kept.sum()))
+            values = y[~_dropped(y, noise)]
+            torch.testing.assert_close(values, torch.full_like(values, scale))
+
+
+@pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
+                         STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
+def test_converted_dropblock_gradient_is_the_mask_it_applied(
+    library, cls, p, block, options, shape, mapped
+) -> None:
+    new = dropkit.convert(_stock(library, cls, p, block, **options)).train()
+    x = torch.rand(shape, dtype=torch.float64) + 0.5
+    x.requires_grad_(True)
+    g = torch.randn(shape, dtype=torch.float64)
+    torch.manual_seed(3)
+    y = new(x)
+    y.backward(g)
+    torch.manual_seed(3)  # the same seed: the same mask
+    applied = new(torch.ones(shape, dtype=torch.float64))
+    if options.get("with_noise"):
+        applied = (y == x).to(x.dtype)  # kept positions are the input itself
+    assert torch.isfinite(x.grad).all()
+    assert torch.equal(x.grad, g * applied)
+
+
+def test_convert_swaps_every_stock_dropblock_and_reports_them() -> None:
+    shared = _stock("timm", "DropBlock2d", 0.1, 3)
+    model = torch.nn.Sequential(
+        shared,
+        torch.nn.Conv2d(3, 3, 1),
+        shared,
+        _stock("timm", "DropBlock2d", 0.2, 5, gamma_scale=0.25, couple_channels=False),
+        _stock("torchvision", "DropBlock2d", 0.1, 3),
+        torch.nn.Sequential(_stock("torchvision", "DropBlock2d", 0.1, 5, eps=1e-3)),
+        torch.nn.Unflatten(1, (3, 1)),
+        _stock("torchvision", "DropBlock3d", 0.1, 3),
+        _stock("timm", "DropBlock2d", 1.5, 3),  # not a probability: left, with why
+    )
+    converted, report = dropkit.convert(model, return_report=True)
+    assert report.swapped == {
+        "timm's DropBlock2d -> dropkit's DropBlock2d": 2,
+        "torchvision's DropBlock2d -> dropkit's DropBlock2d": 2,
+        "torchvision's DropBlock3d -> dropkit's DropBlock3d": 1,
+    }
+    assert converted[0] is converted[2]  # one new layer for the reused instance
+    assert [type(converted[i]) for i in (0, 3, 4, 7)] == [
+        nn.DropBlock2d, nn.DropBlock2d, nn.DropBlock2d, nn.DropBlock3d
+    ]  # fmt: skip
+    assert type(converted[5][0]) is nn.DropBlock2d
+    assert converted[5][0].eps == 1e-3
+    assert type(converted[8]) is type(model[8])
+    assert report.left == [
+        "1 x timm's DropBlock2d: its settings have no dropkit equivalent (DropBlock2d: expected "
+        "p in [0, 1], got 1.5)"
+    ]
+    converted.train()
+    assert converted[:8](torch.randn(2, 3, 8, 8)).shape == (2, 3, 1, 8, 8)
+    with pytest.warns(UserWarning, match=r"found no dropout layer to swap .*got 1\.5"):
+        dropkit.convert(model[8])
+
+
+def test_timm_resnet_with_drop_block_converts_and_trains_a_step() -> None:
+    zoo_models = pytest.importorskip("zoo_models")
+    timm = zoo_models.import_timm()
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=10, drop_block_rate=0.1)
+    x = torch.randn(4, 3, 64, 64)
+    converted, report = dropkit.convert(model, x, return_report=True)
+    assert report.swapped == {"timm's DropBlock2d -> dropkit's DropBlock2d": 4}
+    assert report.left == []
+    blocks = [m for m in converted.modules() if isinstance(m, nn.DropBlock2d)]
+    # timm's recipe: block 5 at gamma_scale 0.25 in layer3, block 3 at gamma_scale 1 in layer4.
+    assert [(m.block_size, m.gamma_scale) for m in blocks] == [(5, 0.25)] * 2 + [(3, 1.0)] * 2
+    converted.eval()
+    model.eval()
+    with torch.no_grad():
+        assert torch.equal(converted(x), model(x))
+    converted.train()
+    optimizer = torch.optim.SGD(converted.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in converted.parameters()]
+    loss = torch.nn.functional.cross_entropy(converted(x), torch.tensor([0, 1, 2, 3]))
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(torch.isfinite(p.grad).all() for p in converted.parameters() if p.grad is not None)
+    optimizer.step()
+    assert any(not torch.equal(a, b) for a, b in zip(before, converted.parameters(), strict=True))

@@ -16,7 +16,7 @@ from typing import Literal, TypeVar, overload
 import torch
 from torch import nn
 
-from dropkit._registry import layer_spec
+from dropkit._registry import Unmappable, layer_spec
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -26,12 +26,6 @@ ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 #: Why a registered layer without a dropkit equivalent stays, by variant.
 _NO_EQUIVALENT = {
-    "block": (
-        "dropkit's DropBlock solves gamma exactly for p, draws one mask per channel and scales by "
-        "1/(1-p); this one uses the paper's approximate gamma and rescales by the kept fraction of "
-        "the batch (timm's also shares the mask over channels), so swapping would change the "
-        "regularization"
-    ),
     "attention": "the dropout runs inside torch's fused attention (F.multi_head_attention_forward)",
     "rnn": "the dropout between layers runs inside torch's fused RNN kernel",
 }
@@ -137,6 +131,8 @@ def _rates_in_functions(model: nn.Module) -> Counter[tuple[str, str]]:
 
 
 def _swap(module: nn.Module) -> nn.Module | None:
+    """The dropkit layer for ``module``, or None if its exact class has none; raises
+    :class:`Unmappable` (saying why) when this instance's settings have none."""
     spec = layer_spec(module, exact=True)
     if spec is None or spec.to_dropkit is None:
         return None
@@ -186,14 +182,21 @@ def convert(
     Swapped, with the same rate, options and training flag: torch's ``nn.Dropout``,
     ``Dropout1d/2d/3d``, ``AlphaDropout`` and ``FeatureAlphaDropout``; timm's ``DropPath``
     (``scale_by_keep`` kept) and torchvision's ``StochasticDepth`` (``mode`` kept) become
-    :class:`dropkit.nn.DropPath`. Exact types only: a subclass may override ``forward``. An
+    :class:`dropkit.nn.DropPath`; timm's ``DropBlock2d`` and torchvision's ``DropBlock2d/3d``
+    become :class:`dropkit.nn.DropBlock2d/3d` with the options that give their semantics
+    (the paper's gamma, their block placement and clipping, timm's ``couple_channels``,
+    ``gamma_scale`` and ``with_noise``, rescaling by the batch's kept fraction with their
+    ``eps``; see :func:`dropkit.functional.drop_block2d`); where torchvision raises on an even
+    block size, dropkit's layer runs. Exact types only: a subclass may override ``forward``. An
     instance used in several places is swapped once and the one new layer takes every place.
+    The masks come from dropkit's stream: the same distribution, not the same draws.
 
     Left to torch, and said so in the report: dropout inside ``nn.MultiheadAttention`` and
-    between an RNN's layers (fused kernels), timm's and torchvision's DropBlock (their gamma and
-    scaling differ from dropkit's), rates a module passes to torch's functions
+    between an RNN's layers (fused kernels), rates a module passes to torch's functions
     (``F.dropout``, ``scaled_dot_product_attention``: Hugging Face attention reads
-    ``self.dropout.p`` and never calls that layer, which is then left as it is), and subclasses.
+    ``self.dropout.p`` and never calls that layer, which is then left as it is), layers whose
+    settings dropkit's equivalent rejects (a DropBlock's ``p`` above 1; timm's DropBlock from
+    before ``couple_channels``), and subclasses.
 
     The report is logged on the ``dropkit`` logger at INFO level (``return_report=True`` returns
     it too); a model with nothing to swap gives a warning. Which layers run is only known by
@@ -237,7 +240,11 @@ def convert(
     if not inplace:
         model = copy.deepcopy(model)
     report = ConvertReport()
-    root = _swap(model)
+    root_left = None
+    try:
+        root = _swap(model)
+    except Unmappable as error:
+        root, root_left = None, str(error)
     if root is not None:
         report.swapped[f"{_name(type(model))} -> {_name(type(root))}"] += 1
         if inplace:
@@ -245,11 +252,12 @@ def convert(
         else:
             model = root  # type: ignore[assignment]
     else:
-        _convert_children(model, report, ran)
+        _convert_children(model, report, ran, root_left)
     if report.count + sum(report.never_ran.values()) == 0:
         warnings.warn(
             "convert: found no dropout layer to swap (torch's nn.Dropout, Dropout1d/2d/3d, "
-            "AlphaDropout, FeatureAlphaDropout, timm's DropPath, torchvision's StochasticDepth); "
+            "AlphaDropout, FeatureAlphaDropout, timm's DropPath and DropBlock2d, torchvision's "
+            "StochasticDepth and DropBlock2d/3d); "
             "the model is returned unchanged"
             + (f"; {'; '.join(report.left)}" if report.left else ""),
             stacklevel=2,
@@ -296,14 +304,21 @@ def _layers_that_run(model: nn.Module, example_input: object) -> set[str]:
     return ran
 
 
-def _convert_children(model: nn.Module, report: ConvertReport, ran: set[str] | None) -> None:
+def _convert_children(
+    model: nn.Module, report: ConvertReport, ran: set[str] | None, root_left: str | None = None
+) -> None:
     new_of: dict[int, nn.Module] = {}  # id of a swapped instance -> its one replacement
     names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
     left: Counter[str] = Counter()
     seen: set[int] = set()
     spec = layer_spec(model)
     if spec is not None and float(getattr(model, spec.rate_attr, 0.0)) > 0:  # not swappable
-        why = _NO_EQUIVALENT.get(spec.variant, "a subclass of a dropout layer")
+        if root_left is not None:
+            why = root_left
+        elif spec.to_dropkit is None:
+            why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
+        else:
+            why = "a subclass of a dropout layer, whose forward may differ"
         left[f"{_name(type(model))}: {why}"] += 1
     for parent in list(model.modules()):
         # ``_modules`` rather than named_children(): the same instance under two names of one
@@ -337,7 +352,12 @@ def _convert_children(model: nn.Module, report: ConvertReport, ran: set[str] | N
                          f"torch's: it passes self.{name}.{spec.rate_attr} to torch's attention "
                          "and never calls the layer"] += 1  # fmt: skip
                 continue
-            new = _swap(child)
+            try:
+                new = _swap(child)
+            except Unmappable as error:
+                if first and p > 0:
+                    left[f"{_name(type(child))}: {error}"] += 1
+                continue
             assert new is not None
             new_of[id(child)] = new
             parent._modules[name] = new

@@ -12,7 +12,8 @@ To add a **layer class**, add a :class:`LayerSpec` to ``_LAYERS`` under its qual
 (``module.QualName`` as ``type(m).__module__`` and ``__qualname__`` spell it): third-party classes
 are matched by that name, so they are never imported here. Give the attribute holding the rate,
 what the mask is shared over, and a factory building the dropkit equivalent (None if there is
-none with the same semantics). Subclasses match through their MRO; pass ``exact=True`` to
+none with the same semantics; the factory raises :class:`Unmappable`, saying why, for an instance
+whose settings have none). Subclasses match through their MRO; pass ``exact=True`` to
 :func:`layer_spec` to match the class itself only (``convert`` swaps exact types).
 """
 
@@ -30,6 +31,7 @@ __all__ = [
     "FunctionSpec",
     "LayerSpec",
     "MaskSharing",
+    "Unmappable",
     "call_shares_batch",
     "dropout_layers",
     "function_spec",
@@ -44,7 +46,8 @@ __all__ = [
 #: What one random draw of the mask covers:
 #: ``"element"`` every element its own; ``"channel"`` a (sample, channel) pair, all positions;
 #: ``"sample"`` a whole sample (stochastic depth); ``"time"`` a (sample, feature) pair, all time
-#: steps; ``"block"`` a spatial block of a (sample, channel); ``"batch"`` the whole batch (masks
+#: steps; ``"block"`` a spatial block of a (sample, channel), or of a sample over all its channels
+#: (timm's ``couple_channels``); ``"batch"`` the whole batch (masks
 #: on weights). ``"argument"``: the call decides (``noise_shape``, ``mode``); see
 #: :func:`call_shares_batch`.
 MaskSharing = Literal["element", "channel", "sample", "time", "block", "batch", "argument"]
@@ -262,6 +265,11 @@ def is_random(func: object) -> bool:
 # ------------------------------------------------------------------------------------ layers
 
 
+class Unmappable(Exception):
+    """Raised by a :class:`LayerSpec`'s ``to_dropkit`` for an instance whose settings have no
+    dropkit equivalent with the same semantics; the message says why (``convert`` reports it)."""
+
+
 @dataclass(frozen=True)
 class LayerSpec:
     """A dropout layer class: its variant, its rate attribute, its dropkit equivalent."""
@@ -269,7 +277,8 @@ class LayerSpec:
     variant: str
     rate_attr: str  # the attribute holding the rate
     sharing: MaskSharing = "element"
-    #: builds the dropkit layer with the same semantics from an instance; None if there is none
+    #: builds the dropkit layer with the same semantics from an instance (or raises
+    #: :class:`Unmappable`); None if the class has none
     to_dropkit: Callable[[nn.Module], nn.Module] | None = None
     #: ``(attribute, value)``: the mask is shared over the batch when the attribute has the value
     batch_when: tuple[str, object] | None = None
@@ -286,6 +295,57 @@ def _dk(name: str, **attrs: str) -> Callable[[nn.Module], nn.Module]:
         p = float(getattr(module, "p", getattr(module, "drop_prob", 0.0)))
         layer: nn.Module = cls(p, bool(getattr(module, "inplace", False)), **kwargs)
         return layer
+
+    return build
+
+
+def _drop_block(module: nn.Module, name: str, **options: Any) -> nn.Module:
+    """``dropkit.nn.<name>(p, inplace, block_size=..., **options)`` from a third-party DropBlock,
+    or :class:`Unmappable` where dropkit's layer rejects its settings."""
+    from dropkit import nn as dk_nn
+
+    p = getattr(module, "p", getattr(module, "drop_prob", None))
+    try:
+        layer: nn.Module = getattr(dk_nn, name)(
+            p, bool(module.inplace), block_size=module.block_size, **options
+        )
+    except (TypeError, ValueError) as error:
+        raise Unmappable(f"its settings have no dropkit equivalent ({error})") from error
+    return layer
+
+
+def _timm_drop_block(module: nn.Module) -> nn.Module:
+    """timm's ``DropBlock2d`` (1.0.23 and later): the paper's gamma times ``gamma_scale``, blocks
+    centred on any position and clipped at the borders, one mask per sample over the channels
+    when ``couple_channels``, kept values times ``numel / (1e-7 + kept)`` when ``scale_by_keep``,
+    and with ``with_noise`` normal noise in the dropped positions and no rescaling."""
+    if not hasattr(module, "couple_channels") or not hasattr(module, "scale_by_keep"):
+        raise Unmappable(
+            "it has no couple_channels or scale_by_keep (timm before 1.0.23, with fast= and "
+            "batchwise=), and draws its blocks differently from the timm that dropkit maps"
+        )
+    with_noise = bool(module.with_noise)
+    return _drop_block(
+        module,
+        "DropBlock2d",
+        gamma="paper",
+        gamma_scale=module.gamma_scale,
+        placement="centered",
+        couple_channels=bool(module.couple_channels),
+        rescale="batch" if module.scale_by_keep and not with_noise else "none",
+        eps=1e-7,
+        with_noise=with_noise,
+    )
+
+
+def _torchvision_drop_block(name: str) -> Callable[[nn.Module], nn.Module]:
+    """torchvision's ``DropBlock2d/3d``: the paper's gamma, blocks inside the map, a square (cube)
+    block clipped to the smallest side, kept values times ``numel / (eps + kept)``."""
+
+    def build(module: nn.Module) -> nn.Module:
+        return _drop_block(
+            module, name, gamma="paper", block_clip="square", rescale="batch", eps=module.eps
+        )
 
     return build
 
@@ -324,13 +384,17 @@ _LAYERS: dict[str, LayerSpec] = {
     "timm.layers.drop.DropPath": LayerSpec(
         "path", "drop_prob", "sample", _dk("DropPath", scale_by_keep="scale_by_keep")
     ),
-    "timm.layers.drop.DropBlock2d": LayerSpec("block", "drop_prob", "block"),
+    "timm.layers.drop.DropBlock2d": LayerSpec("block", "drop_prob", "block", _timm_drop_block),
     # torchvision (matched by name, never imported)
     "torchvision.ops.stochastic_depth.StochasticDepth": LayerSpec(
         "path", "p", "sample", _dk("DropPath", mode="mode"), batch_when=("mode", "batch")
     ),
-    "torchvision.ops.drop_block.DropBlock2d": LayerSpec("block", "p", "block"),
-    "torchvision.ops.drop_block.DropBlock3d": LayerSpec("block", "p", "block"),
+    "torchvision.ops.drop_block.DropBlock2d": LayerSpec(
+        "block", "p", "block", _torchvision_drop_block("DropBlock2d")
+    ),
+    "torchvision.ops.drop_block.DropBlock3d": LayerSpec(
+        "block", "p", "block", _torchvision_drop_block("DropBlock3d")
+    ),
 }
 
 

@@ -42,6 +42,22 @@ OPS: dict[str, tuple[Callable[..., torch.Tensor], tuple[int, ...]]] = {
         lambda x, seed=None: F.drop_block3d(x, 0.4, block_size=2, seed=seed),
         (2, 2, 3, 4, 6),
     ),
+    # timm's semantics: every option that changes the graph (the batch factor, the noise fill)
+    "drop_block2d_timm": (
+        lambda x, seed=None: F.drop_block2d(
+            x,
+            0.3,
+            block_size=3,
+            seed=seed,
+            gamma="paper",
+            placement="centered",
+            couple_channels=True,
+            rescale="batch",
+            eps=1e-7,
+            with_noise=True,
+        ),
+        (2, 2, 5, 6),
+    ),
     "dropconnect": (lambda x, seed=None: F.dropconnect(x, 0.4, seed=seed), (4, 6)),
     "embedding_dropout": (lambda x, seed=None: F.embedding_dropout(x, 0.4, seed=seed), (4, 6)),
     "bias_dropout": (
@@ -66,7 +82,7 @@ def _input(name: str, dtype: torch.dtype = torch.float32) -> torch.Tensor:
 def _tolerance(name: str, dtype: torch.dtype) -> dict[str, float]:
     """Bit-equal where both sides run the same kernel; a few ulps where a compiled graph may
     reorder floating-point work (the Gaussian noise's log/cos, GELU's erf)."""
-    if name in ("gaussian_dropout", "bias_dropout"):
+    if name in ("gaussian_dropout", "bias_dropout", "drop_block2d_timm"):
         eps = torch.finfo(dtype).eps
         return {"rtol": 8 * eps, "atol": 8 * eps}
     return {"rtol": 0.0, "atol": 0.0}

@@ -325,6 +325,242 @@ def test_drop_block_backward_saves_no_mask() -> None:
     assert sum(saved) < 1024
 
 
+# ---------------------------------------------------------------- DropBlock's options
+
+
+def block_intervals(size: int, block: int, placement: str) -> list[tuple[int, int]]:
+    """The positions ``[first, last]`` that each block origin drops along one axis, written
+    from the two descriptions: "inside" (Ghiasi et al.'s Algorithm 1, torchvision) puts a block
+    wherever it fits; "centered" (timm) puts one on every position, clipped at the borders, an
+    even block reaching ``block // 2`` before its origin and ``block // 2 - 1`` after."""
+    if placement == "inside":
+        return [(o, o + block - 1) for o in range(size - block + 1)]
+    return [
+        (max(0, s - block // 2), min(size - 1, s - block // 2 + block - 1)) for s in range(size)
+    ]
+
+
+def expected_block_fraction(
+    spatial: tuple[int, ...], blocks: tuple[int, ...], placement: str, gamma: float
+) -> float:
+    """The expected dropped fraction when every origin is on with probability ``gamma``: a
+    position covered by ``k`` origins stays with probability ``(1 - gamma) ** k``."""
+    per_axis = []
+    for size, block in zip(spatial, blocks, strict=True):
+        intervals = block_intervals(size, block, placement)
+        per_axis.append([sum(a <= i <= b for a, b in intervals) for i in range(size)])
+    total = 0.0
+    for position in torch.cartesian_prod(*(torch.arange(s) for s in spatial)).tolist():
+        k = math.prod(per_axis[axis][i] for axis, i in enumerate(position))
+        total += (1.0 - gamma) ** k
+    return 1.0 - total / math.prod(spatial)
+
+
+def paper_gamma(p: float, spatial: tuple[int, ...], blocks: tuple[int, ...], scale=1.0) -> float:
+    """Eq. (1) of Ghiasi et al. 2018 on any number of axes."""
+    valid = math.prod(s - b + 1 for s, b in zip(spatial, blocks, strict=True))
+    return scale * p * math.prod(spatial) / (math.prod(blocks) * valid)
+
+
+@pytest.mark.parametrize(
+    ("fn", "shape", "block_size", "p", "options", "blocks"),
+    [
+        # torchvision's settings: the paper's gamma, a square block clipped to the smallest side
+        (F.drop_block2d, (8, 4, 9, 7), 5, 0.2,
+         {"gamma": "paper", "block_clip": "square", "rescale": "batch"}, (5, 5)),
+        (F.drop_block2d, (8, 4, 9, 5), 7, 0.1, {"gamma": "paper", "block_clip": "square"}, (5, 5)),
+        (F.drop_block3d, (4, 4, 5, 6, 7), 3, 0.15,
+         {"gamma": "paper", "block_clip": "square", "rescale": "batch"}, (3, 3, 3)),
+        # timm's: centred blocks clipped at the borders, gamma_scale, one mask per sample
+        (F.drop_block2d, (8, 4, 8, 8), 5, 0.1,
+         {"gamma": "paper", "gamma_scale": 0.25, "placement": "centered", "couple_channels": True},
+         (5, 5)),
+        (F.drop_block2d, (8, 4, 7, 6), 4, 0.2,
+         {"gamma": "paper", "placement": "centered", "rescale": "none"}, (4, 4)),
+        (F.drop_block2d, (8, 4, 9, 3), 7, 0.1, {"gamma": "paper", "placement": "centered"}, (7, 3)),
+    ],
+)  # fmt: skip
+def test_drop_block_paper_gamma_and_placements_drop_their_expected_fraction(
+    fn, shape, block_size, p, options, blocks
+) -> None:
+    spatial = shape[2:]
+    gamma = paper_gamma(p, spatial, blocks, options.get("gamma_scale", 1.0))
+    expected = expected_block_fraction(spatial, blocks, options.get("placement", "inside"), gamma)
+    fractions = torch.tensor(
+        [
+            (fn(torch.ones(shape), p, block_size=block_size, seed=s, **options) == 0)
+            .double()
+            .mean()
+            .item()
+            for s in range(100)
+        ]
+    )
+    std_err = fractions.std().item() / math.sqrt(len(fractions))
+    assert abs(fractions.mean().item() - expected) < 5 * std_err, (fractions.mean(), expected)
+
+
+@pytest.mark.parametrize("placement", ["inside", "centered"])
+def test_drop_block_exact_gamma_drops_p_in_either_placement(placement) -> None:
+    p = 0.25
+    fractions = torch.tensor(
+        [
+            (F.drop_block2d(torch.ones(8, 4, 9, 8), p, block_size=4, seed=s, placement=placement)
+             == 0).double().mean().item()
+            for s in range(100)
+        ]
+    )  # fmt: skip
+    std_err = fractions.std().item() / math.sqrt(len(fractions))
+    assert abs(fractions.mean().item() - p) < 5 * std_err
+
+
+def single_block_intervals(dropped: torch.Tensor, block: int) -> set[tuple[tuple[int, int], ...]]:
+    """The ``(rows, cols)`` intervals of the maps whose dropped set is one rectangle no larger
+    than a block: at a tiny rate, the blocks of single origins."""
+    found = set()
+    for plane in dropped:
+        if not plane.any():
+            continue
+        rows, cols = plane.nonzero(as_tuple=True)
+        r0, r1, c0, c1 = int(rows.min()), int(rows.max()), int(cols.min()), int(cols.max())
+        size = (r1 - r0 + 1) * (c1 - c0 + 1)
+        if r1 - r0 < block and c1 - c0 < block and int(plane.sum()) == size:
+            found.add(((r0, r1), (c0, c1)))
+    return found
+
+
+@pytest.mark.parametrize(("placement", "block"), [("inside", 3), ("centered", 3), ("centered", 4)])
+def test_drop_block_single_blocks_sit_where_the_placement_says(placement, block) -> None:
+    size = 6
+    y = F.drop_block2d(
+        torch.ones(3000, 1, size, size), 0.03, block_size=block, seed=5, gamma="paper",
+        placement=placement,
+    )  # fmt: skip
+    found = single_block_intervals(y[:, 0] == 0, block)
+    intervals = block_intervals(size, block, placement)
+    assert found == {(r, c) for r in intervals for c in intervals}
+
+
+def test_drop_block_square_clip_keeps_the_block_square() -> None:
+    # A 9x4 map: clipped per axis the block is 5x4; clipped square (torchvision) it is 4x4.
+    for clip, (rows, cols) in (("axis", (5, 4)), ("square", (4, 4))):
+        y = F.drop_block2d(torch.ones(3000, 1, 9, 4), 0.03, block_size=5, seed=2, gamma="paper",
+                           block_clip=clip)  # fmt: skip
+        found = single_block_intervals(y[:, 0] == 0, rows)
+        assert found == {((r, r + rows - 1), (0, cols - 1)) for r in range(9 - rows + 1)}
+
+
+@pytest.mark.parametrize("couple_channels", [False, True])
+def test_drop_block_batch_rescale_divides_by_the_kept_fraction(couple_channels) -> None:
+    x = torch.ones(8, 4, 9, 9)
+    for seed in range(5):
+        y = F.drop_block2d(x, 0.3, block_size=3, seed=seed, rescale="batch", eps=1e-6,
+                           couple_channels=couple_channels)  # fmt: skip
+        mask = y[:, :1] != 0 if couple_channels else y != 0  # the mask as drawn
+        kept = int(mask.sum())
+        assert 0 < kept < mask.numel()
+        scale = mask.numel() / (1e-6 + kept)
+        torch.testing.assert_close(y[y != 0], torch.full((int((y != 0).sum()),), scale))
+        # The normalisation torchvision and timm use: the batch's sum is kept.
+        torch.testing.assert_close(y.sum(), x.sum(), rtol=1e-5, atol=0)
+    y = F.drop_block2d(x, 0.3, block_size=3, seed=0, rescale="none")
+    assert set(y.unique().tolist()) == {0.0, 1.0}
+
+
+def test_drop_block_couple_channels_shares_one_mask_per_sample() -> None:
+    y = F.drop_block2d(torch.ones(6, 5, 8, 8), 0.3, block_size=3, seed=0, couple_channels=True)
+    assert torch.equal(y, y[:, :1].expand_as(y))
+    assert not torch.equal(y[0], y[1])
+
+
+def test_drop_block_with_noise_fills_dropped_positions_with_standard_normals() -> None:
+    x = torch.full((64, 8, 8, 8), 3.0, requires_grad=True)
+    options = {"block_size": 3, "seed": 4, "rescale": "none"}
+    y = F.drop_block2d(x, 0.3, with_noise=True, **options)
+    keep = F.drop_block2d(torch.ones(64, 8, 8, 8), 0.3, **options) != 0  # the same mask
+    assert torch.equal(y[keep], x[keep])
+    z = y[~keep].detach().double()
+    assert z.numel() > 5000
+    assert abs(z.mean().item()) < 5 / math.sqrt(z.numel())
+    assert abs(z.var().item() - 1.0) < 5 * math.sqrt(2 / z.numel())
+    # The gradient is the mask: the noise does not depend on the input.
+    y.sum().backward()
+    assert torch.equal(x.grad, keep.float())
+    # Coupled, the noise is one map per sample too (timm draws it in the mask's shape).
+    y = F.drop_block2d(torch.ones(4, 3, 8, 8), 0.3, with_noise=True, couple_channels=True, seed=1)
+    assert torch.equal(y, y[:, :1].expand_as(y))
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"rescale": "batch"},
+        {"gamma": "paper", "placement": "centered", "couple_channels": True, "rescale": "batch",
+         "eps": 1e-7},
+        {"gamma": "paper", "block_clip": "square", "rescale": "batch"},
+        {"with_noise": True, "rescale": "none", "placement": "centered", "couple_channels": True},
+    ],
+)  # fmt: skip
+def test_drop_block_options_backward(options) -> None:
+    x = torch.randn(2, 3, 6, 5, dtype=torch.float64, requires_grad=True)
+
+    def fn(t: torch.Tensor) -> torch.Tensor:
+        return F.drop_block2d(t, 0.3, block_size=2, seed=3, **options)
+
+    assert torch.autograd.gradcheck(fn, (x,), fast_mode=True)
+    assert torch.autograd.gradgradcheck(fn, (x,), fast_mode=True)
+    # The gradient is the forward's multiplier: y / x where x is nonzero, 0 where dropped.
+    y = fn(x)
+    (grad,) = torch.autograd.grad(y, x, torch.ones_like(y))
+    noiseless = F.drop_block2d(
+        x.detach(), 0.3, block_size=2, seed=3, **{**options, "with_noise": False}
+    )
+    torch.testing.assert_close(grad, noiseless / x.detach())
+    saved: list[int] = []
+    big = torch.randn(4, 8, 32, 32, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(
+        lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t
+    ):
+        F.drop_block2d(big, 0.2, block_size=5, seed=1, **options).sum().backward()
+    assert sum(saved) < 1024
+
+
+def test_drop_block_options_inplace() -> None:
+    options = {"block_size": 3, "seed": 2, "gamma": "paper", "placement": "centered",
+               "couple_channels": True, "rescale": "batch", "with_noise": True}  # fmt: skip
+    x = torch.randn(4, 3, 7, 7)
+    expected = F.drop_block2d(x, 0.2, **options)
+    y = x.clone()
+    assert F.drop_block2d(y, 0.2, inplace=True, **options) is y
+    assert torch.equal(y, expected)
+
+
+def test_drop_block_option_errors() -> None:
+    x = torch.ones(2, 3, 8, 8)
+    cases = [
+        ({"gamma": "approx"}, ValueError, r"drop_block2d: expected gamma to be one of 'exact', "),
+        ({"placement": "center"}, ValueError, "drop_block2d: expected placement to be one of"),
+        ({"block_clip": "cube"}, ValueError, "drop_block2d: expected block_clip to be one of"),
+        ({"rescale": True}, ValueError, "drop_block2d: expected rescale to be one of"),
+        ({"eps": -1.0}, ValueError, r"drop_block2d: expected eps >= 0 and finite, got -1.0"),
+        ({"gamma_scale": "1"}, TypeError, "drop_block2d: expected gamma_scale to be a float"),
+        ({"gamma_scale": 0.25}, ValueError, "gamma_scale=0.25 scales the paper's gamma; pass "
+         "gamma='paper'"),
+    ]  # fmt: skip
+    for options, error, message in cases:
+        with pytest.raises(error, match=message):
+            F.drop_block2d(x, 0.1, **options)
+    # The paper's gamma can exceed 1 (where torchvision's and timm's bernoulli_ raise).
+    message = (
+        r"drop_block2d: gamma='paper' gives a block-origin rate of 2 > 1 for p=0\.5, "
+        r"gamma_scale=4\.0, block 8x8 on a 8x8 map; lower p or gamma_scale"
+    )
+    with pytest.raises(ValueError, match=message):
+        F.drop_block2d(x, 0.5, block_size=8, gamma="paper", gamma_scale=4)
+    assert F.drop_block2d(x, 0.1, training=False, gamma="paper", rescale="batch") is x
+    assert torch.equal(F.drop_block2d(x, 1.0, block_size=1, gamma="paper", rescale="batch"),
+                       torch.zeros_like(x))  # fmt: skip
+
+
 # ---------------------------------------------------------------- saved memory at scale
 
 

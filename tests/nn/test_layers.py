@@ -19,9 +19,31 @@ LAYERS = [
     (nn.DropPath, F.drop_path, (6, 8), {}),
     (nn.DropBlock2d, F.drop_block2d, (6, 8, 9, 9), {"block_size": 3}),
     (nn.DropBlock3d, F.drop_block3d, (6, 8, 4, 4, 4), {"block_size": 2}),
+    # timm's and torchvision's settings (what convert maps them to)
+    (
+        nn.DropBlock2d,
+        F.drop_block2d,
+        (6, 8, 9, 9),
+        {
+            "block_size": 5,
+            "gamma": "paper",
+            "gamma_scale": 0.25,
+            "placement": "centered",
+            "couple_channels": True,
+            "rescale": "batch",
+            "eps": 1e-7,
+            "with_noise": True,
+        },
+    ),
+    (
+        nn.DropBlock3d,
+        F.drop_block3d,
+        (6, 8, 4, 5, 4),
+        {"block_size": 3, "gamma": "paper", "block_clip": "square", "rescale": "batch"},
+    ),
     (nn.LockedDropout, F.locked_dropout, (5, 6, 8), {}),
 ]
-IDS = [layer.__name__ for layer, *_ in LAYERS]
+IDS = [layer.__name__ + ("-options" if len(kw) > 1 else "") for layer, _, _, kw in LAYERS]
 
 
 @pytest.mark.parametrize(("layer", "fn", "shape", "kwargs"), LAYERS, ids=IDS)
@@ -107,6 +129,10 @@ def test_drop_path_and_drop_block_arguments_are_checked() -> None:
         nn.DropPath(0.1, mode="rows")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="DropBlock2d: expected block_size"):
         nn.DropBlock2d(0.1, block_size=0)
+    with pytest.raises(ValueError, match="DropBlock3d: expected rescale to be one of"):
+        nn.DropBlock3d(0.1, rescale="kept")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"DropBlock2d: gamma_scale=0\.5 scales the paper's gamma"):
+        nn.DropBlock2d(0.1, gamma_scale=0.5)
     with pytest.raises(ValueError, match="GaussianDropout: expected p in"):
         nn.GaussianDropout(1.0)
 

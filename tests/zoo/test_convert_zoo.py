@@ -45,7 +45,8 @@ def test_convert_keeps_eval_outputs_bit_for_bit_and_trains(zoo_case) -> None:
 def test_swapped_layers_drop_at_their_rate(zoo_case) -> None:
     """Over every swapped layer that runs: the dropped count of elements (Dropout) or samples
     (DropPath) is binomial with the layer's rate; 5 standard deviations is a one-in-a-million
-    false alarm."""
+    false alarm. A DropBlock (timm's ResNet) scales what it keeps by the batch's kept fraction;
+    its rate is compared with the stock layer's in ``tests/test_convert.py``."""
     converted, report = _convert(zoo_case.build(), zoo_case.example())
     tally = {"element": [0.0, 0.0, 0.0], "sample": [0.0, 0.0, 0.0]}  # dropped, mean, variance
     inputs: dict[int, torch.Tensor] = {}
@@ -60,7 +61,11 @@ def test_swapped_layers_drop_at_their_rate(zoo_case) -> None:
         if module.p == 0:
             return
         x, p = inputs.pop(id(module)), module.p
-        assert type(module) in (dk_nn.Dropout, dk_nn.DropPath), module  # what convert makes
+        # what convert makes
+        assert type(module) in (dk_nn.Dropout, dk_nn.DropPath, dk_nn.DropBlock2d), module
+        if isinstance(module, dk_nn.DropBlock2d):
+            _check_block(module, x, out.detach())
+            return
         if isinstance(module, dk_nn.DropPath):
             kind, live = "sample", x.flatten(1).ne(0).any(1)
             gone = out.detach().flatten(1).eq(0).all(1) & live
@@ -85,3 +90,15 @@ def test_swapped_layers_drop_at_their_rate(zoo_case) -> None:
     # The report counts the layers that ran, and every one of them ran here (ResNet's
     # zero-initialized last BatchNorm of a block feeds its DropPath zeros: the tally cannot say).
     assert len({id(m) for m in ran}) == report.count
+
+
+def _check_block(module: dk_nn.DropBlock2d, x: torch.Tensor, out: torch.Tensor) -> None:
+    """What a DropBlock converted from timm's does: drop whole positions of a sample (all
+    channels at once when coupled) and multiply the rest by ``numel / (eps + kept)``."""
+    assert module.rescale == "batch"
+    assert not module.with_noise
+    kept = out.ne(0) | x.eq(0)
+    if module.couple_channels:
+        kept = kept.any(1, keepdim=True)
+    scale = kept.numel() / (module.eps + int(kept.sum()))
+    torch.testing.assert_close(out, torch.where(kept, x * scale, torch.zeros_like(x)))

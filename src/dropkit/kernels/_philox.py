@@ -151,10 +151,16 @@ def stream_uniform(
 
 
 def stream_normal(
-    shape: torch.Size | tuple[int, ...], seed: Seed, device: torch.device | str | None
+    shape: torch.Size | tuple[int, ...],
+    seed: Seed,
+    device: torch.device | str | None,
+    *,
+    start: int = 0,
 ) -> torch.Tensor:
-    """Standard normal float32 values by Box-Muller: element ``i`` uses stream elements 2i, 2i+1."""
+    """Standard normal float32 values by Box-Muller: element ``i`` uses stream elements
+    ``start + 2i`` and ``start + 2i + 1`` (a ``start`` past another draw's elements keeps the two
+    independent under one seed)."""
     numel = math.prod(shape)
-    u = stream_uniform(2 * numel, seed, device).view(-1, 2)
+    u = stream_uniform(2 * numel, seed, device, start=start).view(-1, 2)
     radius = torch.sqrt(-2.0 * torch.log1p(-u[:, 0]))
     return (radius * torch.cos(2.0 * math.pi * u[:, 1])).view(shape)

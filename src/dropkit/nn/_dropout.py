@@ -9,6 +9,13 @@ import torch
 from torch import nn
 
 from dropkit import functional as F
+from dropkit.functional._structured import (
+    BlockClip,
+    Gamma,
+    Placement,
+    Rescale,
+    check_block_options,
+)
 from dropkit.functional._validation import check_p
 
 __all__ = [
@@ -240,30 +247,115 @@ class DropPath(_DropoutBase):
 
 
 class _DropBlock(_DropoutBase):
-    def __init__(self, p: float = 0.5, inplace: bool = False, *, block_size: int = 7) -> None:
+    block_size: int
+    gamma: Gamma
+    gamma_scale: float
+    placement: Placement
+    block_clip: BlockClip
+    couple_channels: bool
+    rescale: Rescale
+    eps: float
+    with_noise: bool
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        inplace: bool = False,
+        *,
+        block_size: int = 7,
+        gamma: Gamma = "exact",
+        gamma_scale: float = 1.0,
+        placement: Placement = "inside",
+        block_clip: BlockClip = "axis",
+        couple_channels: bool = False,
+        rescale: Rescale = "expected",
+        eps: float = 1e-6,
+        with_noise: bool = False,
+    ) -> None:
         super().__init__(p, inplace)
+        name = type(self).__name__
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
-            raise ValueError(
-                f"{type(self).__name__}: expected block_size to be an int >= 1, got {block_size!r}"
-            )
+            raise ValueError(f"{name}: expected block_size to be an int >= 1, got {block_size!r}")
         self.block_size = block_size
+        self.gamma_scale, self.eps = check_block_options(
+            name,
+            gamma=gamma,
+            gamma_scale=gamma_scale,
+            placement=placement,
+            block_clip=block_clip,
+            rescale=rescale,
+            eps=eps,
+        )
+        self.gamma = gamma
+        self.placement = placement
+        self.block_clip = block_clip
+        self.couple_channels = bool(couple_channels)
+        self.rescale = rescale
+        self.with_noise = bool(with_noise)
+
+    def _options(self) -> dict[str, object]:
+        return {
+            "block_size": self.block_size,
+            "gamma": self.gamma,
+            "gamma_scale": self.gamma_scale,
+            "placement": self.placement,
+            "block_clip": self.block_clip,
+            "couple_channels": self.couple_channels,
+            "rescale": self.rescale,
+            "eps": self.eps,
+            "with_noise": self.with_noise,
+        }
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", block_size={self.block_size}"
+        # The options that differ from dropkit's defaults (block_size always).
+        shown = [
+            f"{k}={v!r}"
+            for k, v in self._options().items()
+            if k == "block_size" or v != _BLOCK_DEFAULTS[k]
+        ]
+        return super().extra_repr() + ", " + ", ".join(shown)
+
+
+_BLOCK_DEFAULTS = {
+    "gamma": "exact",
+    "gamma_scale": 1.0,
+    "placement": "inside",
+    "block_clip": "axis",
+    "couple_channels": False,
+    "rescale": "expected",
+    "eps": 1e-6,
+    "with_noise": False,
+}
 
 
 class DropBlock2d(_DropBlock):
-    """DropBlock on ``(N, C, H, W)``; see :func:`dropkit.functional.drop_block2d`.
+    """DropBlock on ``(N, C, H, W)``; see :func:`dropkit.functional.drop_block2d`, which also
+    documents the options (and those that make it torchvision's or timm's DropBlock).
 
     Example:
         >>> from dropkit import nn
         >>> nn.DropBlock2d(0.1, block_size=5)
         DropBlock2d(p=0.1, inplace=False, block_size=5)
+        >>> nn.DropBlock2d(0.1, block_size=3, gamma="paper", block_clip="square", rescale="batch")
+        DropBlock2d(p=0.1, inplace=False, block_size=3, gamma='paper', block_clip='square',
+                    rescale='batch')
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.drop_block2d(
-            input, self.p, self.training, self.inplace, block_size=self.block_size
+            input,
+            self.p,
+            self.training,
+            self.inplace,
+            block_size=self.block_size,
+            gamma=self.gamma,
+            gamma_scale=self.gamma_scale,
+            placement=self.placement,
+            block_clip=self.block_clip,
+            couple_channels=self.couple_channels,
+            rescale=self.rescale,
+            eps=self.eps,
+            with_noise=self.with_noise,
         )
 
 
@@ -278,7 +370,19 @@ class DropBlock3d(_DropBlock):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         return F.drop_block3d(
-            input, self.p, self.training, self.inplace, block_size=self.block_size
+            input,
+            self.p,
+            self.training,
+            self.inplace,
+            block_size=self.block_size,
+            gamma=self.gamma,
+            gamma_scale=self.gamma_scale,
+            placement=self.placement,
+            block_clip=self.block_clip,
+            couple_channels=self.couple_channels,
+            rescale=self.rescale,
+            eps=self.eps,
+            with_noise=self.with_noise,
         )
 
 
