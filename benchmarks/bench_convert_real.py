@@ -1,6 +1,6 @@
 """``dropkit.convert`` on real models: a training step before and after, interleaved.
 
-    python benchmarks/bench_convert_real.py               # 15 rounds, 1 thread, about 2 minutes
+    python benchmarks/bench_convert_real.py           # 12 rounds, 1 thread: ~2 minutes idle
     python benchmarks/bench_convert_real.py --rounds 5 --models bert,gpt2
     python benchmarks/bench_convert_real.py --threads 2
 
@@ -67,7 +67,7 @@ def _versions() -> str:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=15, help="timed rounds (default 15)")
+    parser.add_argument("--rounds", type=int, default=12, help="timed rounds (default 12)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument(
         "--models",

@@ -529,7 +529,7 @@ def real_convert_models(
 
 def bench_convert_real(
     *,
-    rounds: int = 15,
+    rounds: int = 12,
     scale: float = 1.0,
     models: Sequence[str] | None = None,
     threads: int | None = 1,
