@@ -540,7 +540,8 @@ def bench_convert_real(
     torch's RNG seeded, converted (a deep copy), checked to give bit-identical eval outputs, and
     then its training steps (Adam, lr 1e-4, loss: mean square of the main output) alternate
     with the converted copy's: a warm-up step each, then ``rounds`` timed rounds, median kept.
-    ``threads`` sets torch's intra-op threads for the run (None: leave them).
+    ``threads`` sets torch's intra-op threads for the run (None: leave them); a thread count
+    that changes during the run is an error.
 
     Returns the rows, labelled, and the models skipped with the reason (a library that is not
     installed or does not import), label -> reason.
@@ -554,8 +555,11 @@ def bench_convert_real(
             f"bench_convert_real: unknown models {unknown}; expected some of {sorted(table)}"
         )
     before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(threads)
+    # Launching the CPU kernels' thread pool (numba's, on the OpenMP runtime torch shares) sets
+    # torch's thread count to numba's; launch it before setting the count, not mid-run.
+    DF.dropout(torch.zeros(1 << 20), 0.5)
+    wanted = threads if threads is not None else before
+    torch.set_num_threads(wanted)
     rows: list[ConvertRow] = []
     skipped: dict[str, str] = {}
     try:
@@ -569,6 +573,12 @@ def bench_convert_real(
                 skipped[label] = str(error)
                 continue
             rows.append(_time_convert(label, model, inputs, rounds))
+            if torch.get_num_threads() != wanted:
+                raise RuntimeError(
+                    f"bench_convert_real: torch's thread count went from {wanted} to "
+                    f"{torch.get_num_threads()} while timing {label}; its times are not at "
+                    f"{wanted} thread(s)"
+                )
     finally:
         torch.set_num_threads(before)
     return rows, skipped
