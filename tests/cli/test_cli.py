@@ -81,6 +81,7 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
             "--mlp-epochs",
             "1",
             "--no-convert",
+            "--no-real",
             "--no-fused",
             "--output",
             str(out),
@@ -98,6 +99,7 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
     assert variants[-2:] == ["torch dropout", "dropkit dropout"]
     assert len(variants) == 5
     assert all(v.startswith("floor: ") for v in variants[1:3])
+    assert data["convert_real"] == []
 
 
 def test_bench_rejects_bad_sizes() -> None:

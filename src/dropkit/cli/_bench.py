@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 import typer
@@ -37,12 +38,24 @@ def bench(
     convert: bool = typer.Option(
         True, "--convert/--no-convert", help="Include a stock torch model before/after convert."
     ),
+    real: bool = typer.Option(
+        True,
+        "--real/--no-real",
+        help="Include real models (BERT, GPT-2, timm ViT, VGG-11) before/after convert, "
+        "one thread; skipped under --quick.",
+    ),
     output: Path | None = typer.Option(None, help="Write the results as JSON here."),
 ) -> None:
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch
 
-    from dropkit.experiments.bench import bench_convert, bench_fused, bench_kernels, bench_mlp
+    from dropkit.experiments.bench import (
+        bench_convert,
+        bench_convert_real,
+        bench_fused,
+        bench_kernels,
+        bench_mlp,
+    )
 
     try:
         size_list = [int(s) for s in sizes.split(",") if s] or (
@@ -74,6 +87,27 @@ def bench(
                 c.model, f"{c.torch_ms:.1f}", f"{c.converted_ms:.1f}", f"{c.speedup:.2f}x"
             )
         console.print(convert_table)
+    real_rows, real_skipped = bench_convert_real() if real and not quick else ([], {})
+    if real and quick:
+        console.print("convert on real models: skipped under --quick")
+    if real_rows or real_skipped:
+        real_table = Table(title="training step of real models, before/after convert, 1 thread")
+        for column in ("model", "swapped", "torch ms", "converted ms", "speed-up"):
+            real_table.add_column(column, justify="right")
+        for c in real_rows:
+            real_table.add_row(
+                c.model,
+                str(c.swapped),
+                f"{c.torch_ms:.1f}",
+                f"{c.converted_ms:.1f}",
+                f"{c.speedup:.2f}x",
+            )
+        for model, reason in real_skipped.items():
+            real_table.add_row(model, f"skipped: {reason}", "", "", "")
+        console.print(real_table)
+        if real_rows:
+            median = statistics.median(c.speedup for c in real_rows)
+            console.print(f"median speed-up over the {len(real_rows)} timed: {median:.2f}x")
     fused_rows = bench_fused(rounds=5 if quick else 7) if fused else {}
     if fused_rows:
         fused_table = Table(
@@ -118,6 +152,8 @@ def bench(
             "mlp": [m.to_json() for m in mlp_rows],
             "fused": fused_rows,
             "convert": [c.to_json() for c in convert_rows],
+            "convert_real": [c.to_json() for c in real_rows],
+            "convert_real_skipped": real_skipped,
         }
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(json.dumps(payload, indent=2) + "\n")
