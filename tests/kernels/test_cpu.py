@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -261,3 +264,19 @@ except RuntimeError as error:
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+def test_the_kernels_leave_torch_thread_count_alone() -> None:
+    # numba's pool shares torch's OpenMP runtime; starting it used to turn a user's
+    # torch.set_num_threads(1) into numba's count. Checked in a fresh process, where the pool
+    # starts during the test.
+    code = (
+        "import torch; torch.set_num_threads(1); import dropkit.functional as F; "
+        "F.dropout(torch.randn(10), 0.5); F.dropout(torch.randn(1 << 20), 0.5); "
+        "F.dropout(torch.randn(1 << 20, requires_grad=True), 0.5).sum().backward(); "
+        "print(torch.get_num_threads())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "1"

@@ -36,6 +36,24 @@ _W0 = np.uint32(0x9E3779B9)
 _W1 = np.uint32(0xBB67AE85)
 _SERIAL_BELOW = 1 << 15  # under this many elements, thread start-up costs more than it saves
 
+
+def _start_pool_keeping_torch_threads() -> None:
+    """Start numba's thread pool now, and give torch back its thread count.
+
+    numba's OpenMP threading layer shares torch's OpenMP runtime, and starting its pool sets
+    that runtime's thread count to numba's: a user's ``torch.set_num_threads(1)`` silently
+    became 2 at the first dropout call. Started here, at import, the change is undone at once.
+    """
+    wanted = torch.get_num_threads()
+    from numba.np.ufunc.parallel import _launch_threads
+
+    _launch_threads()
+    if torch.get_num_threads() != wanted:
+        torch.set_num_threads(wanted)
+
+
+_start_pool_keeping_torch_threads()
+
 # ------------------------------------------------------------------ the stream
 
 
