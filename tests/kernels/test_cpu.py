@@ -272,6 +272,7 @@ def test_the_kernels_leave_torch_thread_count_alone() -> None:
     # starts during the test.
     code = (
         "import torch; torch.set_num_threads(1); import dropkit.functional as F; "
+        "assert torch.get_num_threads() == 1; "  # (asking first is what exposed it)
         "F.dropout(torch.randn(10), 0.5); F.dropout(torch.randn(1 << 20), 0.5); "
         "F.dropout(torch.randn(1 << 20, requires_grad=True), 0.5).sum().backward(); "
         "print(torch.get_num_threads())"
