@@ -155,3 +155,48 @@ def test_an_in_place_dropout_never_writes_into_the_callers_input(first: nn.Modul
     result = predict(model, x, samples=8, seed=0)
     assert torch.equal(x, before)
     assert result.samples.std(0).gt(0).all()
+
+
+# ---------------------------------------------------------------- samples in groups of passes
+
+
+class _CountPasses(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.rows = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.model(x)
+        self.rows.append(out.shape[0])
+        return out
+
+
+@pytest.mark.parametrize("model_fn", [_cnn, Skip])
+def test_groups_of_passes_equal_replication_and_one_pass_distribution(
+    model_fn, monkeypatch
+) -> None:
+    # A budget that holds 4 samples of the first dropout's input: 9 samples run as 4 + 4 + 1,
+    # on both strategies alike, so they still give the same samples for a seed.
+    x = torch.randn(6, 3, 8, 8) if model_fn is _cnn else torch.randn(6, 6)
+    first_numel = 6 * 8 * 4 * 4 if model_fn is _cnn else 6 * 6
+    monkeypatch.setattr("dropkit.mc._predict.REPLICATED_ELEMENTS", 4 * first_numel + 1)
+    model = _CountPasses(model_fn().eval())
+    shared = predict(model, x, samples=9, seed=3)
+    shared_rows = list(model.rows[-3:])
+    replicated = predict(model, x, samples=9, seed=3, share_prefix=False)
+    assert shared.samples.shape[:2] == (9, 6)
+    assert shared_rows == [4 * 6, 4 * 6, 1 * 6]
+    assert model.rows[-3:] == [4 * 6, 4 * 6, 1 * 6]
+    assert shared.strategy == "shared-prefix"
+    torch.testing.assert_close(shared.samples, replicated.samples, rtol=1e-5, atol=1e-6)
+    again = predict(model, x, samples=9, seed=3)
+    assert torch.equal(again.samples, shared.samples)
+    # every sample has its own masks: no two samples of an input are equal
+    flat = shared.samples.flatten(2)
+    assert all(not torch.equal(flat[i], flat[j]) for i in range(9) for j in range(i + 1, 9))
+
+
+def test_a_small_first_activation_runs_all_samples_in_one_pass() -> None:
+    model = _CountPasses(_cnn())
+    predict(model, torch.randn(6, 3, 8, 8), samples=9, seed=3)
+    assert model.rows[-1] == 9 * 6
