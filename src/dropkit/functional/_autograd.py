@@ -1,8 +1,9 @@
-"""The one autograd op behind every stochastic function, with a mask-free backward.
+"""The autograd roads behind every stochastic function.
 
 Each op describes its noise as a small frozen object holding only Python numbers (shape, p,
-seed, constants). Forward applies the noise; backward regenerates it from the same
-seed instead of reading a saved mask, so nothing input-sized is kept for backward.
+seed, constants). A small mask is written scaled and multiplied by torch's own ``mul``, whose
+native autograd saves it (:func:`recorded`); otherwise the mask-free op applies the noise and
+its backward regenerates it from the same seed, so nothing input-sized is kept for backward.
 """
 
 from __future__ import annotations
