@@ -65,7 +65,7 @@ def scaled_dot_product_attention(
         torch.Size([2, 4, 8, 16])
     """
     if has_torch_function((query, key, value)):  # seen by TorchFunctionModes, as torch's
-        return handle_torch_function(  # type: ignore[no-any-return]
+        return handle_torch_function(
             scaled_dot_product_attention,
             (query, key, value),
             query,
