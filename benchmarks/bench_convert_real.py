@@ -3,6 +3,7 @@
     python benchmarks/bench_convert_real.py           # 12 rounds, 1 thread: ~2 minutes idle
     python benchmarks/bench_convert_real.py --rounds 5 --models bert,gpt2
     python benchmarks/bench_convert_real.py --threads 2
+    python benchmarks/bench_convert_real.py --functional  # and rows with convert(functional=True)
 
 Each model is built from a small configuration with random weights (nothing is downloaded),
 seeded, and converted (a deep copy); the two must give bit-identical outputs in eval mode. Then
@@ -74,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="",
         help=f"comma-separated, some of {','.join(real_convert_models())} (default: all)",
     )
+    parser.add_argument(
+        "--functional",
+        action="store_true",
+        help="add a row per model with convert(functional=True)",
+    )
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests
     args = parser.parse_args(argv)
     from _support import torchvision_placeholders
@@ -82,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     load = os.getloadavg()[0]
     rows, skipped = bench_convert_real(
-        rounds=args.rounds, scale=args.scale, models=models, threads=args.threads
+        rounds=args.rounds,
+        scale=args.scale,
+        models=models,
+        threads=args.threads,
+        functional=args.functional,
     )
     print(
         f"{_cpu()}, {os.cpu_count()} cores; {_versions()}; {args.threads} thread(s), median of "

@@ -15,8 +15,10 @@ from typing import Literal, TypeVar, overload
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 from dropkit._registry import Unmappable, layer_spec
+from dropkit._routing import route_functional
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -39,12 +41,23 @@ class ConvertReport:
     of them whose parent may pass their rate to a function instead of calling them (without an
     example input; with one, ``never_ran`` counts the swapped layers that did not run on it,
     which ``swapped`` leaves out); ``left`` holds one line per group of dropout left as it was.
+    With ``functional=True``, ``hooks`` holds the handles of the two forward hooks that route
+    torch's functional dropout through dropkit's (``remove()`` on both undoes it) and, with an
+    example input, ``routed`` counts the calls routed in one training-mode forward, by function.
     """
 
     swapped: Counter[str] = field(default_factory=Counter)
     maybe_unused: Counter[str] = field(default_factory=Counter)
     never_ran: Counter[str] = field(default_factory=Counter)
     left: list[str] = field(default_factory=list)
+    routed: Counter[str] = field(default_factory=Counter)
+    hooks: tuple[RemovableHandle, ...] = ()
+    functional_ran: bool | None = None  # None: no example input, so not known
+
+    @property
+    def functional(self) -> bool:
+        """Whether functional dropout is routed through dropkit (``convert(functional=True)``)."""
+        return bool(self.hooks)
 
     @property
     def count(self) -> int:
@@ -61,6 +74,18 @@ class ConvertReport:
                 f"  {n} of them inside {owner}, whose forward may pass the rate to "
                 "scaled_dot_product_attention instead of calling the layer"
             )
+        if self.functional and self.functional_ran is None:
+            lines.append("functional dropout routed through dropkit at run time")
+        elif self.functional:
+            calls = sum(self.routed.values())
+            lines.append(
+                f"routed {calls} functional dropout call{'' if calls == 1 else 's'} per forward "
+                "through dropkit"
+            )
+            lines += [
+                f"  {n} x {name} -> dropkit.functional.{name.rpartition('.')[2]}"
+                for name, n in sorted(self.routed.items())
+            ]
         if self.left:
             lines.append("left to torch:")
             lines += [f"  {line}" for line in self.left]
@@ -156,6 +181,7 @@ def convert(
     example_input: object = None,
     *,
     inplace: bool = False,
+    functional: bool = False,
     return_report: Literal[False] = False,
 ) -> ModuleT: ...
 
@@ -166,6 +192,7 @@ def convert(
     example_input: object = None,
     *,
     inplace: bool = False,
+    functional: bool = False,
     return_report: Literal[True],
 ) -> tuple[ModuleT, ConvertReport]: ...
 
@@ -175,6 +202,7 @@ def convert(
     example_input: object = None,
     *,
     inplace: bool = False,
+    functional: bool = False,
     return_report: bool = False,
 ) -> ModuleT | tuple[ModuleT, ConvertReport]:
     """Replace the dropout layers in ``model`` by their dropkit equivalents.
@@ -198,6 +226,17 @@ def convert(
     settings dropkit's equivalent rejects (a DropBlock's ``p`` above 1; timm's DropBlock from
     before ``couple_channels``), and subclasses.
 
+    With ``functional=True`` that functional dropout runs as dropkit's too (opt-in; off by
+    default): while the model runs with some module in training mode, a ``TorchFunctionMode``
+    (entered by a forward pre-hook, left by a forward hook that runs on an exception too) turns
+    ``F.dropout``, ``dropout1d/2d/3d``, ``alpha_dropout`` and ``feature_alpha_dropout`` calls that
+    drop into the :mod:`dropkit.functional` function of the same name and arguments, and
+    ``scaled_dot_product_attention`` with ``dropout_p > 0`` (Hugging Face and timm attention,
+    ``nn.MultiheadAttention`` through ``F.multi_head_attention_forward``) into
+    :func:`dropkit.functional.scaled_dot_product_attention`. Calls that do not drop go to torch
+    untouched, and in eval mode the mode is not entered, so eval outputs stay torch's, bit for
+    bit. The report's ``hooks`` remove it; with ``example_input`` it counts the calls routed.
+
     The report is logged on the ``dropkit`` logger at INFO level (``return_report=True`` returns
     it too); a model with nothing to swap gives a warning. Which layers run is only known by
     running the model: with ``example_input`` the model runs once in training mode under
@@ -214,6 +253,8 @@ def convert(
             inputs or a dict of keyword inputs (as a Hugging Face model takes ``input_ids=``).
         inplace: modify ``model`` itself (a dropout layer passed as ``model`` becomes the dropkit
             layer in place); otherwise convert a deep copy. Default: False.
+        functional: also route torch's functional dropout through dropkit's (see above).
+            Default: False.
         return_report: return ``(model, report)``, a :class:`ConvertReport`. Default: False.
 
     Returns:
@@ -236,6 +277,8 @@ def convert(
         raise TypeError(f"convert: expected an nn.Module, got {type(model).__name__}")
     if not isinstance(return_report, bool):
         raise TypeError(f"convert: expected return_report to be a bool, got {return_report!r}")
+    if not isinstance(functional, bool):
+        raise TypeError(f"convert: expected functional to be a bool, got {functional!r}")
     ran = None if example_input is None else _layers_that_run(model, example_input)
     if not inplace:
         model = copy.deepcopy(model)
@@ -252,8 +295,17 @@ def convert(
         else:
             model = root  # type: ignore[assignment]
     else:
-        _convert_children(model, report, ran, root_left)
-    if report.count + sum(report.never_ran.values()) == 0:
+        _convert_children(model, report, ran, root_left, functional)
+    if functional:
+        routing, hooks = route_functional(model)
+        object.__setattr__(report, "hooks", hooks)
+        if example_input is not None:
+            _run_once(model, example_input)
+            report.routed.update(routing.routed)
+            routing.routed.clear()
+            object.__setattr__(report, "functional_ran", bool(report.routed))
+    nothing_routed = not functional or report.functional_ran is False
+    if report.count + sum(report.never_ran.values()) == 0 and nothing_routed:
         warnings.warn(
             "convert: found no dropout layer to swap (torch's nn.Dropout, Dropout1d/2d/3d, "
             "AlphaDropout, FeatureAlphaDropout, timm's DropPath and DropBlock2d, torchvision's "
@@ -270,13 +322,6 @@ def convert(
 def _layers_that_run(model: nn.Module, example_input: object) -> set[str]:
     """Qualified names (every name of a reused instance) of the registered layers that run in a
     training-mode forward on ``example_input``; everything is put back afterwards."""
-    args: tuple[object, ...]
-    if isinstance(example_input, Mapping):
-        args, kwargs = (), dict(example_input)
-    elif isinstance(example_input, tuple):
-        args, kwargs = example_input, {}
-    else:
-        args, kwargs = (example_input,), {}
     names: dict[int, list[str]] = {}
     for name, module in model.named_modules(remove_duplicate=False):
         if layer_spec(module) is not None:
@@ -286,6 +331,24 @@ def _layers_that_run(model: nn.Module, example_input: object) -> set[str]:
     handles = [
         modules[i].register_forward_hook(lambda m, a, o: ran.update(names[id(m)])) for i in names
     ]
+    try:
+        _run_once(model, example_input)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return ran
+
+
+def _run_once(model: nn.Module, example_input: object) -> None:
+    """Run ``model`` once in training mode under ``torch.no_grad`` on ``example_input``; the
+    training flags, the buffers and torch's RNG state are put back afterwards."""
+    args: tuple[object, ...]
+    if isinstance(example_input, Mapping):
+        args, kwargs = (), dict(example_input)
+    elif isinstance(example_input, tuple):
+        args, kwargs = example_input, {}
+    else:
+        args, kwargs = (example_input,), {}
     flags = {m: m.training for m in model.modules()}
     buffers = [(b, b.detach().clone()) for b in model.buffers()]
     with torch.random.fork_rng(devices=[]):
@@ -294,18 +357,19 @@ def _layers_that_run(model: nn.Module, example_input: object) -> set[str]:
                 model.train()
                 model(*args, **kwargs)
         finally:
-            for handle in handles:
-                handle.remove()
             with torch.no_grad():
                 for buffer, saved in buffers:
                     buffer.copy_(saved)
             for module, training in flags.items():
                 module.training = training
-    return ran
 
 
 def _convert_children(
-    model: nn.Module, report: ConvertReport, ran: set[str] | None, root_left: str | None = None
+    model: nn.Module,
+    report: ConvertReport,
+    ran: set[str] | None,
+    root_left: str | None = None,
+    functional: bool = False,
 ) -> None:
     new_of: dict[int, nn.Module] = {}  # id of a swapped instance -> its one replacement
     names = {id(m): n for n, m in model.named_modules(remove_duplicate=False)}
@@ -336,7 +400,7 @@ def _convert_children(
                 continue
             p = float(getattr(child, spec.rate_attr, 0.0))
             if spec.to_dropkit is None:
-                if first and p > 0:
+                if first and p > 0 and not (functional and spec.variant == "attention"):
                     why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
                     left[f"{_name(type(child))}: {why}"] += 1
                 continue
@@ -347,7 +411,7 @@ def _convert_children(
                 continue
             use = _use(parent, name, spec.rate_attr)
             if use == "rate":
-                if first and p > 0:
+                if first and p > 0 and not functional:
                     left[f"attention-dropout rate inside {type(parent).__qualname__} stays "
                          f"torch's: it passes self.{name}.{spec.rate_attr} to torch's attention "
                          "and never calls the layer"] += 1  # fmt: skip
@@ -371,7 +435,7 @@ def _convert_children(
                 report.swapped[what] += 1
             else:
                 report.never_ran[what] += 1
-    for (owner, attr), n in sorted(_rates_in_functions(model).items()):
+    for (owner, attr), n in sorted(() if functional else _rates_in_functions(model).items()):
         left[f"functional dropout rate ({attr}) inside {owner}: torch's functions are called "
              "with it, and convert swaps layers, not function calls"] += n  # fmt: skip
     report.left.extend(f"{n} x {what}" for what, n in left.items())

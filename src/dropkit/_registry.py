@@ -86,7 +86,8 @@ class FunctionSpec:
         if self.training_at is None or self.training_name is None:
             return self.rate(args, kwargs) > 0
         at = self.training_at + self._shift(args)
-        return bool(args[at] if len(args) > at else kwargs.get(self.training_name, True))
+        default = True if self.training_default is None else self.training_default
+        return bool(args[at] if len(args) > at else kwargs.get(self.training_name, default))
 
     def active(self, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> bool:
         """Whether the call draws a mask: switched on with a rate above 0."""
@@ -202,6 +203,9 @@ def _build_function_specs() -> dict[Callable[..., Any], FunctionSpec]:
         dk_F.locked_dropout: _elementwise(dk + "locked_dropout", "locked", "time"),
         dk_F.embedding_dropout: _elementwise(dk + "embedding_dropout", "embedding", "batch"),
         dk_F.dropconnect: _elementwise(dk + "dropconnect", "dropconnect", "batch"),
+        dk_F.scaled_dot_product_attention: FunctionSpec(
+            dk + "scaled_dot_product_attention", "attention", 4, "dropout_p", 0.0, None, None, None
+        ),
         dk_F.bias_dropout: FunctionSpec(
             dk + "bias_dropout", "fused", 2, "p", 0.5, 3, "training", True
         ),

@@ -46,6 +46,14 @@ def test_the_torch_encoder_is_timed_as_is_and_converted() -> None:
     _check(row)
 
 
+def test_functional_adds_a_row_per_model() -> None:
+    rows, _ = bench_convert_real(**TINY, models=["nn-transformer-encoder"], functional=True)
+    plain, routed = rows
+    assert routed.model == f"{plain.model} (functional=True)"
+    assert routed.swapped == plain.swapped
+    _check(routed)
+
+
 def test_threads_are_put_back_and_unknown_models_rejected() -> None:
     before = torch.get_num_threads()
     bench_convert_real(**TINY, models=["nn-transformer-encoder"], threads=1)

@@ -424,13 +424,15 @@ def _train_stepper(model: nn.Module, inputs: Any) -> Callable[[], None]:
     return step
 
 
-def _time_convert(name: str, model: nn.Module, inputs: Any, rounds: int) -> ConvertRow:
+def _time_convert(
+    name: str, model: nn.Module, inputs: Any, rounds: int, functional: bool = False
+) -> ConvertRow:
     """Training steps of ``model`` and of its converted copy, interleaved, after checking that
     the two give bit-identical outputs in eval mode (the same arithmetic but for dropout)."""
     from dropkit import convert
     from dropkit.experiments.real_models import call, main_output
 
-    converted, report = convert(model, inputs, return_report=True)
+    converted, report = convert(model, inputs, functional=functional, return_report=True)
     model.eval()
     converted.eval()
     with torch.no_grad():
@@ -533,6 +535,7 @@ def bench_convert_real(
     scale: float = 1.0,
     models: Sequence[str] | None = None,
     threads: int | None = 1,
+    functional: bool = False,
 ) -> tuple[list[ConvertRow], dict[str, str]]:
     """Training steps of models people train, before and after ``dropkit.convert``.
 
@@ -541,7 +544,9 @@ def bench_convert_real(
     then its training steps (Adam, lr 1e-4, loss: mean square of the main output) alternate
     with the converted copy's: a warm-up step each, then ``rounds`` timed rounds, median kept.
     ``threads`` sets torch's intra-op threads for the run (None: leave them); a thread count
-    that changes during the run is an error.
+    that changes during the run is an error. With ``functional``, each model gets a second row,
+    labelled ``(functional=True)``, timed against torch again with ``convert(functional=True)``
+    (torch's functional and attention dropout routed through dropkit's too).
 
     Returns the rows, labelled, and the models skipped with the reason (a library that is not
     installed or does not import), label -> reason.
@@ -573,6 +578,10 @@ def bench_convert_real(
                 skipped[label] = str(error)
                 continue
             rows.append(_time_convert(label, model, inputs, rounds))
+            if functional:
+                rows.append(
+                    _time_convert(f"{label} (functional=True)", model, inputs, rounds, True)
+                )
             if torch.get_num_threads() != wanted:
                 raise RuntimeError(
                     f"bench_convert_real: torch's thread count went from {wanted} to "

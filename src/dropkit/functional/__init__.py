@@ -7,6 +7,7 @@ Every mask comes from the seeded Philox4x32-10 stream of :mod:`dropkit.kernels`,
 it instead of storing it.
 """
 
+from dropkit.functional._attention import scaled_dot_product_attention
 from dropkit.functional._channel import (
     dropout1d,
     dropout2d,
@@ -37,4 +38,5 @@ __all__ = [
     "feature_alpha_dropout",
     "gaussian_dropout",
     "locked_dropout",
+    "scaled_dot_product_attention",
 ]
