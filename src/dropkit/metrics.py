@@ -7,10 +7,13 @@ Equal-width expected calibration error and AUROC come from torchmetrics; what it
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 __all__ = [
     "brier_score",
+    "check_torchmetrics",
     "expected_calibration_error",
     "misclassification_auroc",
     "negative_log_likelihood",
@@ -51,9 +54,7 @@ def expected_calibration_error(
     """
     _check("expected_calibration_error", probs, targets)
     if not adaptive:
-        from torchmetrics.functional.classification import multiclass_calibration_error
-
-        ece = multiclass_calibration_error(
+        ece = _classification().multiclass_calibration_error(
             probs.float(), targets.long(), num_classes=probs.shape[1], n_bins=bins, norm="l1"
         )
         return float(ece)
@@ -96,9 +97,37 @@ def brier_score(probs: torch.Tensor, targets: torch.Tensor) -> float:
     return float(((probs.double() - onehot) ** 2).sum(1).mean())
 
 
-def _binary_auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
-    from torchmetrics.functional.classification import binary_auroc
+def check_torchmetrics() -> None:
+    """Raise the error of :func:`_classification` now, before hours of training need it."""
+    _classification()
 
+
+def _classification() -> Any:
+    """``torchmetrics.functional.classification``, or an error that says why it cannot load.
+
+    torchmetrics imports torchvision whenever it is installed; a torchvision built for another
+    torch (PyPI's CUDA wheel beside the CPU build of torch) fails on import with ``operator
+    torchvision::nms does not exist``, which would otherwise surface as that bare traceback.
+    """
+    try:
+        import torchmetrics.functional.classification as classification
+    except RuntimeError as error:
+        if "torchvision" not in str(error):
+            raise
+        import importlib.metadata
+
+        version = importlib.metadata.version("torchvision")
+        raise RuntimeError(
+            f"dropkit.metrics: torchmetrics cannot be imported because the installed "
+            f"torchvision {version} does not load with torch {torch.__version__} ({error}). "
+            "It was built for another torch build: install the torchvision that matches this "
+            "torch (from the same index), or uninstall torchvision."
+        ) from error
+    return classification
+
+
+def _binary_auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
+    binary_auroc = _classification().binary_auroc
     if positives.all() or not positives.any():
         return float("nan")  # undefined with a single class
     return float(binary_auroc(scores.double(), positives.long()))

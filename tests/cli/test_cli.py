@@ -241,3 +241,30 @@ def test_compare_prints_plain_progress_lines_when_not_a_terminal(tmp_path) -> No
                 for line in progress
             )
     assert sum(line.startswith("run ") and " done in " in line for line in progress) == 2
+
+
+def test_a_torchvision_that_breaks_torchmetrics_stops_compare_before_training(
+    tmp_path, monkeypatch
+) -> None:
+    # PyPI's CUDA torchvision beside the CPU build of torch cannot be imported, and torchmetrics
+    # (which scores the runs) imports it: one line naming the fix, before any run trains.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def broken(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if name.startswith("torchmetrics"):
+            raise RuntimeError("operator torchvision::nms does not exist")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", broken)
+    monkeypatch.setattr("importlib.metadata.version", lambda name: "0.0-test")
+    result = CliRunner().invoke(
+        app, ["compare", "--epochs", "1", "--seeds", "1", "--output", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert "torchvision 0.0-test does not load with torch" in lines[0]
+    assert "install the torchvision that matches this torch" in lines[0]
+    assert not any(tmp_path.rglob("*.pt"))  # no run trained

@@ -16,6 +16,7 @@ from dropkit.cli._summary import (
     summary_console,
     usage_error,
 )
+from dropkit.metrics import check_torchmetrics
 
 
 def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: ignore[type-arg]
@@ -152,6 +153,11 @@ def compare(
         check_model(config, data)
     except ConfigError as error:  # your model, built once before any work
         config_error(error)
+    try:
+        check_torchmetrics()  # the runs are scored with it: fail before training, not after
+    except RuntimeError as error:
+        typer.echo(f"Error: {error}", err=True)
+        raise typer.Exit(1) from None
     try:
         folder = config_folder(output, config)
     except StoreError as error:
