@@ -103,3 +103,45 @@ def test_interrupted_batched_runs_resume_with_the_same_numbers(data, tmp_path) -
     seen.clear()
     train_batched(CONFIG, data, 0.3, [1], state_path=state, on_epoch=lambda m: seen.append(m.epoch))
     assert seen == [1, 2, 3]
+
+
+def test_sliced_dropout_is_each_runs_own_dropout_in_one_multiply() -> None:
+    # Run s gets dropkit's dropout with its generator's seed: the same output bits as S
+    # separate calls, gradients equal in value (a dropped -0.0 may differ in sign only).
+    import dropkit.functional as dk_F
+
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    sliced = SlicedDropout(generators, 0.37).train()
+    x = torch.randn(3, 64, 40, generator=torch.Generator().manual_seed(9), requires_grad=True)
+    grad = torch.randn(3, 64, 40, generator=torch.Generator().manual_seed(10))
+    y = sliced(x)
+    y.backward(grad)
+    again = [torch.Generator().manual_seed(i) for i in range(3)]
+    seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in again]
+    x_each = x.detach().clone().requires_grad_()
+    y_each = torch.stack([dk_F.dropout(x_each[s], 0.37, seed=sd) for s, sd in enumerate(seeds)])
+    y_each.backward(grad)
+    assert torch.equal(y.detach().view(torch.int32), y_each.detach().view(torch.int32))
+    assert torch.equal(x.grad, x_each.grad)
+
+
+def test_the_compare_benchmark_trains_at_the_rate_it_names() -> None:
+    # It once timed every rate at p = 0: the stacked sites start at 0 and only set_rate sets them.
+    from dropkit.experiments import bench
+    from dropkit.experiments.datasets import load_dataset
+
+    data = load_dataset("digits")
+    calls: list[float] = []
+    original = SlicedDropout.forward
+
+    def spy(self, x):  # type: ignore[no-untyped-def]
+        calls.append(self.p)
+        return original(self, x)
+
+    SlicedDropout.forward = spy  # type: ignore[method-assign]
+    try:
+        bench._stacked_epoch(data, 0.5)()
+    finally:
+        SlicedDropout.forward = original  # type: ignore[method-assign]
+    assert calls
+    assert set(calls) == {0.5}

@@ -308,7 +308,7 @@ def _stacked_epoch(data: Any, rate: float, runs: int = 3) -> Callable[[], None]:
     """One epoch of what ``dropkit compare`` trains: ``runs`` seeds of the runner's MLP at
     ``rate`` stacked into one model, Adam, batches of 64 indexed from in-memory tensors."""
     from dropkit.experiments.batched import StackedMLP
-    from dropkit.experiments.models import build_model
+    from dropkit.experiments.models import build_model, dropout_sites, set_rate
 
     x, y = data.x_train, data.y_train
     mlps = []
@@ -317,6 +317,9 @@ def _stacked_epoch(data: Any, rate: float, runs: int = 3) -> Callable[[], None]:
         mlps.append(build_model("mlp", data.input_shape, data.num_classes, rate=rate))
     generators = [torch.Generator().manual_seed(seed) for seed in range(runs)]
     model = StackedMLP(mlps, generators)
+    set_rate(model, rate)  # as train_batched does each epoch: the stacked sites start at p = 0
+    if rate > 0.0:
+        assert all(site.p == rate for site in dropout_sites(model))
     model.train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
