@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 from dropkit import dropout_layers, layer_spec
-from dropkit import functional as dk_F
 from dropkit import nn as dk_nn
+from dropkit.kernels import select
 
 __all__ = [
     "CONV_VARIANTS",
@@ -56,9 +56,11 @@ class SlicedDropout(dk_nn.Dropout):
         # stack (dropout multiplies by the scaled mask), with one autograd node instead of S
         # slices, S calls and a stack.
         scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
-        shape = tuple(x.shape[1:])
-        masks = torch.stack([dk_F.dropout_mask(shape, self.p, seed=seed) for seed in seeds])
-        return x * masks.to(x.dtype).mul_(scale)
+        shape, backend = tuple(x.shape[1:]), select(x)
+        masks = [
+            backend.scaled_mask(shape, self.p, seed, scale, x.dtype, x.device) for seed in seeds
+        ]
+        return x * torch.stack(masks)
 
     def extra_repr(self) -> str:
         return f"p={self.p}, runs={len(self._generators)}"

@@ -198,7 +198,12 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
         and math.prod(noise.noise_shape) < SAVED_MASK_BELOW
     ):
         mask = select(input).scaled_mask(
-            noise.noise_shape, noise.p, cast(int, noise.seed), noise.scale, input.dtype
+            noise.noise_shape,
+            noise.p,
+            cast(int, noise.seed),
+            noise.scale,
+            input.dtype,
+            input.device,
         )
         return input.mul_(mask) if inplace else torch.mul(input, mask)
     fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]

@@ -23,6 +23,7 @@ from dropkit.functional._validation import (
     resolve_noise_shape,
     resolve_seed,
 )
+from dropkit.kernels._dispatch import select
 from dropkit.kernels._philox import stream_keep_mask
 
 __all__ = [
@@ -159,6 +160,9 @@ def dropout_mask(
         raise ValueError(f"dropout_mask: expected a shape of non-negative sizes, got {list(dims)}")
     if p == 0.0:
         return torch.ones(dims, dtype=torch.bool, device=device)
+    if isinstance(seed_value, int):  # eagerly: the device's fastest backend (numba, Triton)
+        probe = torch.empty((), device=device)
+        return select(probe).keep_mask(dims, p, seed_value, probe.device)
     return stream_keep_mask(dims, p, seed_value, device)
 
 

@@ -612,11 +612,17 @@ class NumbaBackend:
         return out
 
     def scaled_mask(
-        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
+        self,
+        shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
         n = math.prod(shape)
         if p >= 1.0 or not n or (dtype is not torch.float32 and dtype is not torch.float64):
-            return REFERENCE.scaled_mask(shape, p, seed, scale, dtype)
+            return REFERENCE.scaled_mask(shape, p, seed, scale, dtype, device)
         out = torch.empty(shape, dtype=dtype)
         small = n < _SERIAL_BELOW
         if not small:

@@ -161,7 +161,13 @@ class Backend(Protocol):
     ) -> torch.Tensor: ...
 
     def scaled_mask(
-        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
+        self,
+        shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor: ...
 
     def bias_dropout(

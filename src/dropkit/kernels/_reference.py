@@ -116,11 +116,17 @@ class ReferenceBackend:
         return stream_keep_mask(shape, p, seed, device)
 
     def scaled_mask(
-        self, shape: tuple[int, ...], p: float, seed: Seed, scale: float, dtype: torch.dtype
+        self,
+        shape: tuple[int, ...],
+        p: float,
+        seed: Seed,
+        scale: float,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
-        """``where(keep, scale, 0)`` in ``dtype`` (float32 or float64) on the CPU, ``keep`` the
-        stream mask of ``shape``: what :func:`affine` multiplies by when shift and fill are 0."""
-        return scaled_mask(stream_keep_mask(shape, p, seed, torch.device("cpu")), scale, dtype)
+        """``where(keep, scale, 0)`` in ``dtype``, ``keep`` the stream mask of ``shape``: what
+        :func:`affine` multiplies by when shift and fill are 0."""
+        return scaled_mask(stream_keep_mask(shape, p, seed, device), scale, dtype)
 
     def bias_dropout(
         self,

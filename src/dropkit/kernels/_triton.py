@@ -226,10 +226,15 @@ class TritonBackend:
         return out
 
     def scaled_mask(
-        self, shape: tuple[int, ...], p: float, seed: int, scale: float, dtype: torch.dtype
+        self,
+        shape: tuple[int, ...],
+        p: float,
+        seed: int,
+        scale: float,
+        dtype: torch.dtype,
+        device: torch.device,
     ) -> torch.Tensor:
-        # Asked only for CPU tensors, which this backend runs in Triton's interpreter.
-        return scaled_mask(self.keep_mask(shape, p, seed, torch.device("cpu")), scale, dtype)
+        return scaled_mask(self.keep_mask(shape, p, seed, device), scale, dtype)
 
     def bias_dropout(
         self,
