@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from dropkit import functional as dk_F
 from dropkit.cli._app import app
 from dropkit.cli._summary import (
     PlainProgress,
@@ -158,6 +160,9 @@ def compare(
     except RuntimeError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(1) from None
+    # Load the dropout kernels now (numba's import and cache, ~1 s once per process), so that
+    # the first dropout rate's "seconds" is training time like every other rate's.
+    dk_F.dropout(torch.zeros(2, requires_grad=True), 0.5, seed=0).sum().backward()  # type: ignore[no-untyped-call]
     try:
         folder = config_folder(output, config)
     except StoreError as error:
