@@ -57,10 +57,10 @@ class SlicedDropout(dk_nn.Dropout):
         # slices, S calls and a stack.
         scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
         shape, backend = tuple(x.shape[1:]), select(x)
-        masks = [
-            backend.scaled_mask(shape, self.p, seed, scale, x.dtype, x.device) for seed in seeds
-        ]
-        return x * torch.stack(masks)
+        masks = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        for run, seed in enumerate(seeds):  # each run's mask written in place, no stacking copy
+            backend.scaled_mask(shape, self.p, seed, scale, x.dtype, x.device, out=masks[run])
+        return x * masks
 
     def extra_repr(self) -> str:
         return f"p={self.p}, runs={len(self._generators)}"

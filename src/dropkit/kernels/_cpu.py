@@ -619,11 +619,17 @@ class NumbaBackend:
         scale: float,
         dtype: torch.dtype,
         device: torch.device,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         n = math.prod(shape)
         if p >= 1.0 or not n or (dtype is not torch.float32 and dtype is not torch.float64):
-            return REFERENCE.scaled_mask(shape, p, seed, scale, dtype, device)
-        out = torch.empty(shape, dtype=dtype)
+            return REFERENCE.scaled_mask(shape, p, seed, scale, dtype, device, out)
+        if out is None:
+            out = torch.empty(shape, dtype=dtype)
+        elif not (out.is_contiguous() and out.dtype == dtype and out.shape == shape):
+            raise ValueError(
+                "scaled_mask: out must be a contiguous tensor of the mask's shape and dtype"
+            )
         small = n < _SERIAL_BELOW
         if not small:
             _threads()

@@ -168,6 +168,7 @@ class Backend(Protocol):
         scale: float,
         dtype: torch.dtype,
         device: torch.device,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor: ...
 
     def bias_dropout(

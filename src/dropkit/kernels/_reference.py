@@ -123,10 +123,13 @@ class ReferenceBackend:
         scale: float,
         dtype: torch.dtype,
         device: torch.device,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``where(keep, scale, 0)`` in ``dtype``, ``keep`` the stream mask of ``shape``: what
-        :func:`affine` multiplies by when shift and fill are 0."""
-        return scaled_mask(stream_keep_mask(shape, p, seed, device), scale, dtype)
+        :func:`affine` multiplies by when shift and fill are 0. Written into ``out`` (a
+        contiguous tensor of ``shape`` and ``dtype``) if given."""
+        mask = scaled_mask(stream_keep_mask(shape, p, seed, device), scale, dtype)
+        return mask if out is None else out.copy_(mask)
 
     def bias_dropout(
         self,

@@ -233,8 +233,10 @@ class TritonBackend:
         scale: float,
         dtype: torch.dtype,
         device: torch.device,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        return scaled_mask(self.keep_mask(shape, p, seed, device), scale, dtype)
+        mask = scaled_mask(self.keep_mask(shape, p, seed, device), scale, dtype)
+        return mask if out is None else out.copy_(mask)
 
     def bias_dropout(
         self,
