@@ -281,3 +281,23 @@ def test_the_kernels_leave_torch_thread_count_alone() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     )
     assert result.stdout.strip() == "1"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaled_mask_into_a_given_tensor(dtype) -> None:
+    numba_backend = _cpu.NUMBA
+    cpu = torch.device("cpu")
+    fresh = numba_backend.scaled_mask((40, 70), 0.3, 5, 1 / 0.7, dtype, cpu)
+    with dropkit.backend("reference"):
+        expected = select(torch.ones(1, dtype=dtype)).scaled_mask(
+            (40, 70), 0.3, 5, 1 / 0.7, dtype, cpu
+        )
+    assert torch.equal(fresh, expected)
+    buffer = torch.full((3, 40, 70), -1.0, dtype=dtype)
+    written = numba_backend.scaled_mask((40, 70), 0.3, 5, 1 / 0.7, dtype, cpu, out=buffer[1])
+    assert written.data_ptr() == buffer[1].data_ptr()
+    assert torch.equal(buffer[1], fresh)
+    assert (buffer[0] == -1).all()
+    assert (buffer[2] == -1).all()
+    with pytest.raises(ValueError, match="contiguous tensor of the mask's shape and dtype"):
+        numba_backend.scaled_mask((40, 70), 0.3, 5, 1 / 0.7, dtype, cpu, out=buffer[:, 0])
