@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -73,10 +74,7 @@ class Store:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with closing(sqlite3.connect(self.path, timeout=60.0)) as db:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA busy_timeout=60000")
-                db.executescript(_SCHEMA)
-                _add_columns(db)
+                _prepare(db)
                 with db:  # one transaction, committed on success, rolled back on error
                     yield db
         except sqlite3.DatabaseError as error:
@@ -233,6 +231,31 @@ class Store:
                 db.execute("UPDATE runs SET experiment = ? WHERE experiment = ?", (key, staged))
                 db.execute("DELETE FROM experiments WHERE key = ?", (staged,))
         return files
+
+
+def _prepare(db: sqlite3.Connection, patience: float = 60.0) -> None:
+    """WAL mode, the schema and the added columns, retried while another process holds a lock.
+
+    Two processes opening a new database together (two ``dropkit compare`` on one folder) can
+    get "database is locked" at once from the switch to WAL or the schema, without SQLite
+    waiting for the busy timeout; each step is idempotent, so it is tried again, backing off,
+    for up to ``patience`` seconds.
+    """
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(_SCHEMA)
+            _add_columns(db)
+            return
+        except sqlite3.OperationalError as error:
+            transient = "locked" in str(error) or "busy" in str(error)
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.5)
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
