@@ -18,8 +18,9 @@ an output whose dim 0 is not S * N, a module with ``batch_first=False``) the inp
 instead, and :attr:`MCResult.strategy` says why.
 
 On the CPU the S samples run in groups when S copies of the first stochastic op's input would
-exceed :data:`REPLICATED_ELEMENTS` (2^18 elements): one pass per group, the prefix computed once
-per pass. Both strategies group alike, so they still give the same samples for a seed.
+exceed :data:`REPLICATED_ELEMENTS` (2^18 elements) and the prefix is cheap (its ops produced at
+most :data:`PREFIX_SHARE_ABOVE` times that input's elements): one pass per group, the prefix
+computed once per pass. Both strategies group alike, so they give the same samples for a seed.
 
 A mask shared over the whole batch (``WeightDrop``, ``EmbeddingDropout``, ``DropPath(mode=
 "batch")``, a ``noise_shape`` with 1 in dim 0) would give S identical samples once the batch is
@@ -146,13 +147,20 @@ class _Measured(Exception):
 #: in one pass.
 REPLICATED_ELEMENTS = 1 << 18
 
+#: ... but only where the prefix is cheap: when the prefix's ops produced more than this many
+#: times the first stochastic op's input in elements (convolutions before a head's dropout),
+#: computing it once is worth more than small passes, and all S run in one pass.
+PREFIX_SHARE_ABOVE = 8
 
-def samples_per_pass(samples: int, first: torch.Tensor) -> int:
-    """How many of ``samples`` one pass replicates, ``first`` the first stochastic op's input
-    (the N rows of one sample)."""
-    if first.is_cuda:
+
+def samples_per_pass(samples: int, first: torch.Tensor, prefix_elements: int) -> int:
+    """How many of ``samples`` one pass replicates: ``first`` is the first stochastic op's input
+    (the N rows of one sample), ``prefix_elements`` the elements the ops before it produced.
+    A function of shapes only, so the same call always makes the same groups."""
+    size = max(1, first.numel())
+    if first.is_cuda or prefix_elements > PREFIX_SHARE_ABOVE * size:
         return samples
-    return max(1, min(samples, REPLICATED_ELEMENTS // max(1, first.numel())))
+    return max(1, min(samples, REPLICATED_ELEMENTS // size))
 
 
 #: Stochastic calls whose batch is not dim 0 of their first argument: the prefix ends at the
@@ -194,6 +202,7 @@ class _Sampler(TorchFunctionMode):
         # (:func:`samples_per_pass`, ``samples`` is then updated); "measure": raise
         # :class:`_Measured` with that number at the first stochastic op.
         self.group = group
+        self.prefix_elements = 0  # elements produced by the ops before the first stochastic op
         self._busy = False  # inside our own repeat: let torch calls through untouched
         self._before: dict[int, weakref.ref[torch.Tensor]] = {}
         self._copies: dict[int, torch.Tensor] = {}
@@ -256,7 +265,7 @@ class _Sampler(TorchFunctionMode):
                 f"{tuple(first.shape)}, whose dim 0 is not the batch ({self.batch})"
             )
         if self.group != "fixed":
-            fit = samples_per_pass(self.samples, first)
+            fit = samples_per_pass(self.samples, first, self.prefix_elements)
             if self.group == "measure":
                 raise _Measured(fit)
             self.samples = fit
@@ -309,6 +318,8 @@ class _Sampler(TorchFunctionMode):
                 raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
             out = func(*args, **kwargs)
             self.remember(out)
+            if isinstance(out, torch.Tensor):
+                self.prefix_elements += out.numel()
             return out
         if not self.replicate:
             args, kwargs = self.map_call(args, kwargs)
