@@ -19,6 +19,7 @@ from torch.utils.hooks import RemovableHandle
 
 from dropkit._registry import Unmappable, layer_spec
 from dropkit._routing import route_functional
+from dropkit._state import state_kept
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -349,19 +350,9 @@ def _run_once(model: nn.Module, example_input: object) -> None:
         args, kwargs = example_input, {}
     else:
         args, kwargs = (example_input,), {}
-    flags = {m: m.training for m in model.modules()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
-    with torch.random.fork_rng(devices=[]):
-        try:
-            with torch.no_grad():
-                model.train()
-                model(*args, **kwargs)
-        finally:
-            with torch.no_grad():
-                for buffer, saved in buffers:
-                    buffer.copy_(saved)
-            for module, training in flags.items():
-                module.training = training
+    with torch.random.fork_rng(devices=[]), state_kept(model), torch.no_grad():
+        model.train()
+        model(*args, **kwargs)
 
 
 def _convert_children(

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 import torch
 from torch import nn
 
+from dropkit._state import state_kept
 from dropkit.doctor._flow import FlowRule, Traces
 from dropkit.doctor._rules import Finding, make_rules
 from dropkit.doctor._trace import trace
@@ -132,23 +133,16 @@ def split_inputs(example_input: object) -> tuple[tuple[object, ...], dict[str, o
 def _run_twice(model: nn.Module, args: tuple[object, ...], kwargs: dict[str, object]) -> Traces:
     """Trace one forward in training and one in eval mode, then put everything back: training
     flags, buffers (BatchNorm statistics move in training mode) and torch's RNG state."""
-    flags = {m: m.training for m in model.modules()}
-    buffers = [(b, b.detach().clone()) for b in model.buffers()]
     cpu_rng = torch.get_rng_state()
     cuda = torch.cuda.is_available() and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
     cuda_rng = torch.cuda.get_rng_state_all() if cuda else None
     try:
-        with torch.no_grad():
+        with state_kept(model), torch.no_grad():
             model.train()
             train_graph = trace(model, args, kwargs)
             model.eval()
             eval_graph = trace(model, args, kwargs)
     finally:
-        with torch.no_grad():
-            for buffer, saved in buffers:
-                buffer.copy_(saved)
-        for module, training in flags.items():
-            module.training = training
         torch.set_rng_state(cpu_rng)
         if cuda_rng is not None:
             torch.cuda.set_rng_state_all(cuda_rng)

@@ -35,6 +35,7 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
 from dropkit._registry import function_spec, is_random, layer_rate
+from dropkit._state import state_kept
 
 _T = TypeVar("_T")
 
@@ -206,20 +207,11 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             unchecked=list(cached.unchecked),
             memo=cached.memo,
         )
-    flags = {m: m.training for m in root.modules()}
-    buffers = [(b, b.detach().clone()) for b in root.buffers()]
     devices = sorted({t.device.index or 0 for t in _tensors(args, kwargs) if t.is_cuda})
-    try:
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
-            # Fresh copies for every probe: an in-place op in train mode must not reach the
-            # caller's tensors (nor the next probe's).
-            found = _discover(root, lambda: root(*_copies(args), **_copies(kwargs)))
-    finally:
-        for module, training in flags.items():
-            module.training = training
-        with torch.no_grad():
-            for buffer, value in buffers:
-                buffer.copy_(value)
+    with torch.random.fork_rng(devices=devices), state_kept(root), torch.no_grad():
+        # Fresh copies for every probe: an in-place op in train mode must not reach the
+        # caller's tensors (nor the next probe's).
+        found = _discover(root, lambda: root(*_copies(args), **_copies(kwargs)))
     _CACHE[root] = _Cached(
         signature,
         tuple(found.names[m] for m in found.on),
