@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +23,7 @@ from torch import nn
 
 from dropkit import mc
 from dropkit.experiments import real_models as rm
+from dropkit.experiments.bench import _interleaved
 
 SAMPLES = 20
 BATCH = 8
@@ -49,18 +48,6 @@ MODELS: dict[str, tuple[str, Callable[[], tuple[nn.Module, Any]]]] = {
         functools.partial(rm.torchvision_model, "vgg11", batch=BATCH, size=64),
     ),
 }
-
-
-def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
-    for run in contenders.values():
-        run()
-    times: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def bench(make: Callable[[], tuple[nn.Module, Any]], rounds: int) -> tuple[dict[str, float], str]:

@@ -21,6 +21,7 @@ from torch import nn
 
 from dropkit import dropout_layers, layer_spec
 from dropkit import nn as dk_nn
+from dropkit.functional._autograd import inverted_scale
 from dropkit.kernels import select
 
 __all__ = [
@@ -55,7 +56,7 @@ class SlicedDropout(dk_nn.Dropout):
         # One multiply by the stacked masks gives the same bits as the S calls and their
         # stack (dropout multiplies by the scaled mask), with one autograd node instead of S
         # slices, S calls and a stack.
-        scale = 1.0 / (1.0 - self.p) if self.p < 1.0 else 0.0
+        scale = inverted_scale(self.p)
         shape, backend = tuple(x.shape[1:]), select(x)
         masks = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         for run, seed in enumerate(seeds):  # each run's mask written in place, no stacking copy

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
@@ -293,7 +293,8 @@ class _DropBlock(_DropoutBase):
         self.rescale = rescale
         self.with_noise = bool(with_noise)
 
-    def _options(self) -> dict[str, object]:
+    def _options(self) -> dict[str, Any]:
+        """The keyword options of the functional op, as this layer holds them."""
         return {
             "block_size": self.block_size,
             "gamma": self.gamma,
@@ -342,21 +343,7 @@ class DropBlock2d(_DropBlock):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.drop_block2d(
-            input,
-            self.p,
-            self.training,
-            self.inplace,
-            block_size=self.block_size,
-            gamma=self.gamma,
-            gamma_scale=self.gamma_scale,
-            placement=self.placement,
-            block_clip=self.block_clip,
-            couple_channels=self.couple_channels,
-            rescale=self.rescale,
-            eps=self.eps,
-            with_noise=self.with_noise,
-        )
+        return F.drop_block2d(input, self.p, self.training, self.inplace, **self._options())
 
 
 class DropBlock3d(_DropBlock):
@@ -369,21 +356,7 @@ class DropBlock3d(_DropBlock):
     """
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.drop_block3d(
-            input,
-            self.p,
-            self.training,
-            self.inplace,
-            block_size=self.block_size,
-            gamma=self.gamma,
-            gamma_scale=self.gamma_scale,
-            placement=self.placement,
-            block_clip=self.block_clip,
-            couple_channels=self.couple_channels,
-            rescale=self.rescale,
-            eps=self.eps,
-            with_noise=self.with_noise,
-        )
+        return F.drop_block3d(input, self.p, self.training, self.inplace, **self._options())
 
 
 class LockedDropout(_DropoutBase):
