@@ -1,4 +1,5 @@
-"""Output allocation for the kernels: large outputs ask Linux for transparent huge pages.
+"""Output allocation for the kernels: large outputs ask Linux for transparent huge pages, small
+masks reuse memory that nothing refers to any more.
 
 A fresh large tensor is backed by fresh pages, and touching them for the first time costs a page
 fault per 4 KiB: for a 64 MiB output that is ~20 ms on a 2-core machine, several times the
@@ -12,11 +13,12 @@ from __future__ import annotations
 import ctypes
 import functools
 import sys
+import threading
 from collections.abc import Callable
 
 import torch
 
-__all__ = ["empty_like"]
+__all__ = ["empty_like", "spare"]
 
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -49,4 +51,84 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
         end = (out.data_ptr() + nbytes) // _HUGE_PAGE * _HUGE_PAGE
         if end > start:
             madvise(start, end - start, _MADV_HUGEPAGE)  # a hint: failure changes nothing
+    return out
+
+
+#: At most this many bytes of spare masks are kept per thread.
+SPARE_BYTES = 8 << 20
+_SPARES_PER_SHAPE = 16
+_spares = threading.local()
+
+# A kept spare: the tensor, its storage's Python object, that storage's address and its use
+# count when nothing but these two refers to it.
+_Kept = tuple[torch.Tensor, object, int, int]
+
+
+def _python_refs(kept: list[_Kept]) -> int:
+    """``sys.getrefcount`` of the last kept tensor, seen as :func:`spare` sees its tensors."""
+    for entry in kept[-1:]:
+        tensor = entry[0]
+        return sys.getrefcount(tensor)
+    return 0
+
+
+def _calibrate() -> int:
+    """The Python references to a kept tensor that nothing else refers to, on this interpreter
+    (the kept entry and the loop's own; an argument may or may not count). 0 where counting is
+    not possible: a torch without use counts, or a free-threaded Python."""
+    if not (hasattr(torch.Tensor, "_use_count") and hasattr(torch._C, "_storage_Use_Count")):
+        return 0
+    if not getattr(sys, "_is_gil_enabled", lambda: True)():
+        return 0
+    return _python_refs([(torch.empty(1), None, 0, 0)])  # held by its entry alone
+
+
+_UNUSED_REFS = _calibrate()
+
+
+def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+    """An uninitialized contiguous CPU tensor that nothing else refers to, often an earlier one.
+
+    The saved-mask road writes a small mask on every call; autograd keeps it until backward
+    and then drops it. Each thread keeps the masks it made (up to :data:`SPARE_BYTES`) and
+    hands one out again once nothing refers to it: not to the Python tensor (a saved-tensor
+    hook that packed it, ``grad_fn._saved_other``), not to the tensor itself (autograd's saved
+    copy, a retained graph) and not to its memory (a view, a detached alias). This saves the
+    allocation and writes memory that is likely still in cache; inside a training step, where
+    each call finds the caches cold, a fresh allocation costs several microseconds, as much as
+    the kernel that fills it.
+
+    The three are counted as torch's own CUDA-graph trees count them (``sys.getrefcount``,
+    ``Tensor._use_count``, ``torch._C._storage_Use_Count``); where one of them is missing or
+    unreliable (see :func:`_calibrate`), every call allocates.
+    """
+    pool: dict[tuple[torch.Size, torch.dtype], list[_Kept]] | None
+    pool = getattr(_spares, "pool", None)
+    if pool is None:
+        pool = _spares.pool = {}
+        _spares.nbytes = 0
+    key = (shape, dtype)
+    kept = pool.get(key)
+    if kept is not None:
+        for entry in kept:
+            tensor: torch.Tensor = entry[0]
+            if (
+                sys.getrefcount(tensor) == _UNUSED_REFS
+                and tensor._use_count() == 1  # type: ignore[attr-defined]
+                and torch._C._storage_Use_Count(entry[2]) == entry[3]
+            ):
+                return tensor
+    out: torch.Tensor = torch.empty(shape, dtype=dtype)
+    if not _UNUSED_REFS or _spares.nbytes + out.nbytes > SPARE_BYTES:
+        return out
+    if kept is None:
+        kept = pool[key] = []
+    elif len(kept) >= _SPARES_PER_SHAPE:
+        return out
+    # The storage's Python object is kept with the tensor, so that its own reference to the
+    # memory stays counted in the last field, the count when nothing else refers to it.
+    storage = out.untyped_storage()
+    address = storage._cdata
+    kept.append((out, storage, address, torch._C._storage_Use_Count(address)))
+    _spares.nbytes += out.nbytes
     return out
