@@ -15,6 +15,14 @@ times instead, on the same 64x256 float32 tensor and a random keep mask, the nat
 small-tensor road could apply a mask with (no autograd): ``torch.where``, ``masked_fill``,
 ``threshold_backward`` with a float mask, and a multiply by the scaled mask, next to ``x * 2``
 and the fused kernel (see docs/design.md, "The small-tensor path").
+
+    python benchmarks/bench_percall.py --in-step
+
+times one forward call of each dropout site inside the training step of the benchmark MLP
+(64-256-128-10, batches of 64, Adam; ``dropkit.experiments.bench.bench_mlp``'s model and loop),
+where each call finds the caches cold: ``nn.Identity`` (the module call alone), a multiply by
+a fixed scaled mask (the native floor of the saved-mask road), dropkit's and torch's dropout.
+The models' epochs are interleaved. See docs/design.md, "The small road".
 """
 
 import statistics
@@ -89,8 +97,17 @@ def main() -> None:
 
     backend = select(x)
     detached = x.detach()
+    cell, mask = torch.empty((), dtype=torch.int64), torch.empty(64, 256)
+
+    def native_parts() -> torch.Tensor:
+        """The forward's torch ops and kernel without its Python: draw, mask, multiply."""
+        cell.random_(0, 2**62)
+        backend.scaled_mask((64, 256), 0.5, 12345, 2.0, torch.float32, x.device, mask)
+        return torch.mul(x, mask)
+
     cases: dict[str, Callable[[], object]] = {
         "dropkit forward": lambda: layer(x),
+        "native parts of that forward": native_parts,
         "dropkit forward+backward": lambda: layer(x).backward(upstream),
         "kernel alone": lambda: backend.masked_affine(detached, (64, 256), 0.5, 1, 2.0),
         "x * 2 forward": lambda: x * 2.0,
@@ -103,12 +120,90 @@ def main() -> None:
             for _ in range(50):
                 fn()
             times[name].append((time.perf_counter() - start) / 50 * 1e6)
-    for name, values in times.items():
-        print(f"{name:26s} {statistics.median(values):8.1f} us")
+    medians = {name: statistics.median(values) for name, values in times.items()}
+    for name, value in medians.items():
+        print(f"{name:30s} {value:8.1f} us")
+    python_us = medians["dropkit forward"] - medians["native parts of that forward"]
+    print(f"{'Python of the forward':30s} {python_us:8.1f} us (the difference of the first two)")
+
+
+class _FixedMask(torch.nn.Module):
+    """A multiply by one fixed scaled mask per shape: the saved-mask road without its mask."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.masks: dict[torch.Size, torch.Tensor] = {}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = self.masks.get(x.shape)
+        if mask is None:
+            generator = torch.Generator().manual_seed(0)
+            keep = torch.rand(x.shape, generator=generator) >= 0.5
+            mask = self.masks[x.shape] = keep.to(x.dtype) * 2.0
+        return torch.mul(x, mask)
+
+
+class _Timed(torch.nn.Module):
+    """Runs ``inner`` and adds its wall time to ``total`` (nanoseconds, calls)."""
+
+    def __init__(self, inner: torch.nn.Module, total: list[int]) -> None:
+        super().__init__()
+        self.inner, self.total = inner, total
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        start = time.perf_counter_ns()
+        out: torch.Tensor = self.inner(x)
+        self.total[0] += time.perf_counter_ns() - start
+        self.total[1] += 1
+        return out
+
+
+def in_step(epochs: int = 15) -> None:
+    from dropkit.experiments.bench import _mlp
+
+    torch.set_num_threads(1)
+    variants: dict[str, Callable[[], torch.nn.Module]] = {
+        "nn.Identity (module call alone)": torch.nn.Identity,
+        "x * fixed scaled mask (floor)": _FixedMask,
+        "dropkit.nn.Dropout(0.5)": lambda: nn.Dropout(0.5),
+        "torch.nn.Dropout(0.5)": lambda: torch.nn.Dropout(0.5),
+    }
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(1200, 64, generator=generator)
+    targets = torch.randint(0, 10, (1200,), generator=generator)
+    totals = {name: [0, 0] for name in variants}
+    epochs_of: dict[str, Callable[[], None]] = {}
+    for name, make in variants.items():
+        torch.manual_seed(0)
+        total = totals[name]
+        model = _mlp(lambda make=make, total=total: _Timed(make(), total)).train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def epoch(model: torch.nn.Module = model, optimizer: torch.optim.Adam = optimizer) -> None:
+            order = torch.randperm(1200, generator=generator)
+            for start in range(0, 1200, 64):
+                index = order[start : start + 64]
+                optimizer.zero_grad(set_to_none=True)
+                loss = torch.nn.functional.cross_entropy(model(inputs[index]), targets[index])
+                loss.backward()  # type: ignore[no-untyped-call]
+                optimizer.step()
+
+        epochs_of[name] = epoch
+    for run in epochs_of.values():
+        run()  # warm-up, not counted
+    for total in totals.values():
+        total[:] = [0, 0]
+    for _ in range(epochs):
+        for run in epochs_of.values():
+            run()
+    for name, (nanoseconds, calls) in totals.items():
+        print(f"{name:34s} {nanoseconds / calls / 1e3:8.1f} us per forward call in the step")
 
 
 if __name__ == "__main__":
     if sys.argv[1:] == ["--ops"]:
         native_ops()
+    elif sys.argv[1:] == ["--in-step"]:
+        in_step()
     else:
         main()

@@ -151,3 +151,182 @@ def test_the_reference_backend_takes_the_saved_road_with_the_same_bits() -> None
 def test_double_backward_on_the_saved_road() -> None:
     x = torch.randn(20, 10, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradgradcheck(lambda t: F.dropout(t, 0.4, seed=5) ** 2, (x,))
+
+
+# ---------------------------------------------------------------- the unseeded small road
+# ``dropout(x, p)`` with no seed on a small recorded input takes ``small_dropout``: the seed
+# drawn into a tensor that the kernel reads, the mask written into a spare tensor.
+
+
+def _general(t: torch.Tensor, p: float) -> torch.Tensor:
+    """The same call by the general road: an explicit full noise_shape skips the small road."""
+    return F.dropout(t, p, noise_shape=[None] * t.dim())
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("shape", [(1,), (37, 23), (64, 256), (SAVED_MASK_BELOW - 1,)])
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_the_unseeded_small_road_gives_the_general_roads_bits(dtype, shape, p) -> None:
+    x = _special(shape, dtype, 21)
+    grad = _special(shape, dtype, 22)
+    results = []
+    for fn in (lambda t: F.dropout(t, p), lambda t: _general(t, p)):
+        torch.manual_seed(5)
+        results.append(_run(fn, x, grad))
+        results[-1] += (torch.rand(()),)  # the generator moved on by the same single draw
+    torch.manual_seed(5)
+    seed = int(torch.randint(0, 2**62, ()))
+    explicit = _run(lambda t: F.dropout(t, p, seed=seed), x, grad)
+    (small_out, small_grad, small_saved, after), (out, grad_in, saved, after_general) = results
+    assert torch.equal(_bits(small_out), _bits(out))
+    assert torch.equal(_bits(small_out), _bits(explicit[0]))
+    assert torch.equal(_bits(small_grad), _bits(grad_in))
+    assert small_saved == saved == x.numel() * x.element_size()
+    assert torch.equal(after, after_general)
+
+
+def test_the_unseeded_small_road_is_taken_and_left_where_it_should_be(monkeypatch) -> None:
+    taken: list[bool] = []
+    real = _autograd.small_dropout
+
+    def spy(input: torch.Tensor, p: float) -> torch.Tensor | None:
+        out = real(input, p)
+        taken.append(out is not None)
+        return out
+
+    monkeypatch.setattr(F._elementwise, "small_dropout", spy)
+    leaf = torch.randn(8, 16, requires_grad=True)
+    F.dropout(leaf, 0.5)
+    F.dropout(leaf.double(), 0.5)
+    F.dropout(leaf.half(), 0.5)  # half precision: mask-free
+    F.dropout(torch.randn(SAVED_MASK_BELOW, requires_grad=True), 0.5)  # too large
+    F.dropout(torch.randn(0, 4, requires_grad=True), 0.5)  # empty
+    with torch.no_grad():
+        F.dropout(leaf, 0.5)
+    with dropkit.backend("reference"):
+        F.dropout(leaf, 0.5)
+    F.dropout(leaf, 0.5, seed=1)  # not asked: explicit seed, shape, in place, eval, p = 0 or 1
+    F.dropout(leaf * 1.0, 0.5, inplace=True)
+    F.dropout(leaf, 0.5, noise_shape=(8, 1))
+    F.dropout(leaf, 0.5, training=False)
+    F.dropout(leaf, 0.0)
+    F.dropout(leaf, 1.0)
+    assert taken == [True, True, False, False, False, False, False]
+
+
+@pytest.mark.parametrize("rank", [1, 2, 5])
+def test_the_unseeded_small_road_folds_the_rank_in_as_the_general_road(monkeypatch, rank) -> None:
+    # Offsets of 2**63 and more reach the kernel as int64 with the same bits.
+    from dropkit.functional import _validation
+
+    monkeypatch.setattr(_validation, "_world", None)
+    monkeypatch.setattr(_validation, "_rank", lambda: rank)
+    x = torch.randn(40, 30, requires_grad=True)
+    torch.manual_seed(8)
+    small = F.dropout(x, 0.5)
+    torch.manual_seed(8)
+    general = _general(x, 0.5)
+    torch.manual_seed(8)
+    drawn = int(torch.randint(0, 2**62, ()))
+    offset = rank * 0x9E3779B97F4A7C15 % 2**64
+    explicit = F.dropout(x, 0.5, seed=(drawn + offset) % 2**64)
+    assert torch.equal(small, general)
+    assert torch.equal(small, explicit)
+    assert not torch.equal(small, F.dropout(x, 0.5, seed=drawn))
+
+
+def _masks_of(*outputs: torch.Tensor) -> list[torch.Tensor]:
+    return [out.detach() != 0 for out in outputs]
+
+
+def test_masks_alive_at_once_are_never_shared() -> None:
+    # Several sites of one shape in one graph: each keeps its own mask until backward.
+    torch.manual_seed(0)
+    x = torch.ones(64, 32, requires_grad=True)
+    outs = [F.dropout(x, 0.5) for _ in range(5)]
+    masks = _masks_of(*outs)
+    assert all(not torch.equal(masks[0], m) for m in masks[1:])
+    torch.stack(outs).sum().backward()
+    assert torch.equal(x.grad, sum(m.float() * 2.0 for m in masks))
+
+
+def test_a_retained_graph_keeps_its_mask_through_later_calls() -> None:
+    torch.manual_seed(1)
+    x = torch.ones(16, 16, requires_grad=True)
+    y = F.dropout(x, 0.5)
+    expected = (y.detach() != 0).float() * 2.0
+    y.sum().backward(retain_graph=True)
+    for _ in range(3):
+        F.dropout(x, 0.5).sum().backward()  # each frees its own graph
+    x.grad = None
+    y.sum().backward()
+    assert torch.equal(x.grad, expected)
+
+
+def test_a_saved_tensor_hook_that_keeps_an_alias_keeps_the_mask() -> None:
+    # The hook packs a detached alias (another tensor on the same memory): the mask's memory
+    # is still referred to, so later calls must not write into it.
+    torch.manual_seed(2)
+    x = torch.ones(16, 16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.detach(), lambda t: t):
+        y = F.dropout(x, 0.5)
+    expected = (y.detach() != 0).float() * 2.0
+    for _ in range(3):
+        F.dropout(x, 0.5).sum().backward()
+    x.grad = None
+    y.sum().backward()
+    assert torch.equal(x.grad, expected)
+
+
+def test_threads_draw_their_own_seeds_and_masks() -> None:
+    import threading
+
+    errors: list[str] = []
+    masks: dict[int, list[torch.Tensor]] = {}
+
+    def work(index: int) -> None:
+        x = torch.ones(32, 64, requires_grad=True)
+        kept = masks.setdefault(index, [])
+        for _ in range(200):
+            y = F.dropout(x, 0.5)
+            expected = (y.detach() != 0).float() * 2.0
+            y.sum().backward()
+            if not torch.equal(x.grad, expected):
+                errors.append("gradient does not match its output's mask")
+            x.grad = None
+            kept.append(expected)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
+    seen = {tuple(m.flatten().tolist()) for ms in masks.values() for m in ms}
+    assert len(seen) == 400  # no seed was read twice
+
+
+def test_a_saved_tensor_hook_that_keeps_the_tensor_itself_keeps_the_mask() -> None:
+    # torch's own save_on_cpu packs a CPU tensor as itself (``tensor.cpu()`` is the tensor).
+    torch.manual_seed(3)
+    x = torch.ones(16, 16, requires_grad=True)
+    with torch.autograd.graph.save_on_cpu():
+        y = F.dropout(x, 0.5)
+    expected = (y.detach() != 0).float() * 2.0
+    for _ in range(3):
+        F.dropout(x, 0.5).sum().backward()
+    x.grad = None
+    y.sum().backward()
+    assert torch.equal(x.grad, expected)
+
+
+def test_a_mask_read_back_from_the_graph_is_not_overwritten() -> None:
+    torch.manual_seed(4)
+    x = torch.ones(8, 8, requires_grad=True)
+    y = F.dropout(x, 0.5)
+    mask = y.grad_fn._saved_other  # the saved scaled mask, as users may inspect it
+    kept = mask.clone()
+    y.sum().backward()
+    for _ in range(3):
+        F.dropout(x, 0.5).sum().backward()
+    assert torch.equal(mask, kept)

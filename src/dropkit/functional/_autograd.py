@@ -15,6 +15,7 @@ from typing import Any, NamedTuple, Protocol, cast
 import torch
 
 from dropkit.functional._compile import compiled_masked_affine
+from dropkit.functional._validation import fresh_cell
 from dropkit.kernels._dispatch import masked_affine, select
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
@@ -29,6 +30,7 @@ __all__ = [
     "autograd_op",
     "inverted_scale",
     "recorded",
+    "small_dropout",
 ]
 
 
@@ -208,6 +210,41 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
         return input.mul_(mask) if inplace else torch.mul(input, mask)
     fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
+
+
+def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
+    """``dropout(input, p)`` in training by the saved-mask road of :func:`recorded`, in as few
+    Python steps as it takes; None, with nothing drawn, where this road does not apply.
+
+    This is the commonest call of all: a dropout layer on a small hidden activation while
+    training, where the cost is Python and dispatch rather than arithmetic. Inside a training
+    step each call finds the caches cold, and every Python frame or torch op then costs a few
+    microseconds (measured, docs/benchmarks.md): so this road is one frame with the checks
+    inline, draws the seed into a tensor that the kernel reads (no ``.item()``), and writes
+    the mask into a spare tensor (no allocation). The seed is the one the general road draws,
+    and the mask the same, so the bits are those of the general road. ``p`` is a float in
+    (0, 1); the caller has checked the other arguments.
+    """
+    if not (
+        input.requires_grad
+        and input.dtype in _SAVED_MASK_DTYPES
+        and input.is_cpu
+        and 0 < input.numel() < SAVED_MASK_BELOW
+        and torch.is_grad_enabled()
+    ) or (
+        torch.compiler.is_compiling()  # in_graph(), written out; dynamo must see this first
+        or torch._C._are_functorch_transforms_active()
+        or torch._C._is_tracing()
+    ):
+        return None
+    backend = select(input)
+    if backend.name != "numba":
+        return None
+    cell, offset = fresh_cell()
+    mask = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
+        input.shape, input.numel(), p, cell, offset, 1.0 / (1.0 - p), input.dtype
+    )
+    return torch.mul(input, mask)
 
 
 # ``Function.apply`` without its Python prologue (default-argument binding for setup_context,

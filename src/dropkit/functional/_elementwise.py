@@ -15,8 +15,10 @@ from dropkit.functional._autograd import (
     apply_noise,
     inverted_scale,
     recorded,
+    small_dropout,
 )
 from dropkit.functional._validation import (
+    BELOW_ONE,
     check_input,
     check_p,
     check_training,
@@ -111,8 +113,20 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    # inverted_dropout's steps written out, and apply_noise's common road taken directly: this
-    # is the most called op, and each Python frame costs every call.
+    # The commonest call first (see small_dropout); then inverted_dropout's steps written out,
+    # and apply_noise's common road taken directly: each Python frame costs every call.
+    if (
+        training is True
+        and type(p) is float
+        and 0.0 < p < BELOW_ONE
+        and noise_shape is None
+        and seed is None
+        and inplace is False
+        and isinstance(input, torch.Tensor)
+    ):
+        out = small_dropout(input, p)
+        if out is not None:
+            return out
     check_input("dropout", input)
     p = check_p("dropout", p)
     shape = resolve_noise_shape("dropout", input, noise_shape)

@@ -17,10 +17,13 @@ import torch
 from dropkit.kernels._philox import Seed
 
 __all__ = [
+    "BELOW_ONE",
     "check_input",
     "check_p",
     "check_rank",
     "check_training",
+    "drawn_seed",
+    "fresh_cell",
     "in_graph",
     "resolve_noise_shape",
     "resolve_seed",
@@ -29,6 +32,8 @@ __all__ = [
 #: A rate this close to 1 drops everything, as torch's dropout does at exactly 1: the keep
 #: probability left is below what the 32-bit keep threshold can express.
 _ONE_WITHIN = 1e-10
+#: Rates below this are used as given (the common case); those from it to 1 become 1.
+BELOW_ONE = 1.0 - _ONE_WITHIN
 
 
 def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
@@ -37,7 +42,7 @@ def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
     A 0-dim floating-point tensor is accepted, as torch accepts it; a ``p`` within 1e-10 of 1
     becomes 1 (everything dropped) where 1 is allowed.
     """
-    if type(p) is float and 0.0 <= p < 1.0 - _ONE_WITHIN:  # the common case, no ABC checks
+    if type(p) is float and 0.0 <= p < BELOW_ONE:  # the common case, no ABC checks
         return p
     if isinstance(p, torch.Tensor) and p.dim() == 0 and p.is_floating_point():
         p = float(p)
@@ -50,7 +55,7 @@ def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
     if math.isnan(value) or value < 0.0 or not upper_ok:
         expected = "[0, 1]" if allow_one else "[0, 1)"
         raise ValueError(f"{name}: expected p in {expected}, got {p!r}")
-    if allow_one and value >= 1.0 - _ONE_WITHIN:
+    if allow_one and value >= BELOW_ONE:
         return 1.0
     return value
 
@@ -96,20 +101,30 @@ def _rank() -> int:
     return dist.get_rank() if _DISTRIBUTED and dist.is_initialized() else 0
 
 
+# ``is_initialized()`` is ``_world.default_pg is not None``, three Python calls deep; the
+# common answer (no process group) is read straight from there where this torch keeps it.
+_world = getattr(torch.distributed.distributed_c10d, "_world", None) if _DISTRIBUTED else None
+if not hasattr(_world, "_default_pg"):
+    _world = None
+
+
 _draws = threading.local()
 
 
-def _draw() -> int:
-    """A uniform int in [0, 2**62) from torch's default CPU generator.
-
-    The same value as ``torch.randint(0, 2**62, ())`` (what the compiled path draws in-graph),
-    at half the cost: ``random_`` on a reused per-thread scalar does not allocate, and this runs
-    on every dropout call.
-    """
-    buffer = getattr(_draws, "buffer", None)
-    if buffer is None:
-        buffer = _draws.buffer = torch.empty((), dtype=torch.int64)
-    return int(buffer.random_(0, 2**62).item())
+def fresh_cell() -> tuple[torch.Tensor, int]:
+    """A seed drawn into a tensor: this thread's 0-dim int64 cell holding a fresh draw, and
+    this rank's offset. The seed is ``(cell + offset) % 2**64``, what :func:`resolve_seed`
+    returns as an int, for a kernel that reads it itself."""
+    cell = getattr(_draws, "cell", None)
+    if cell is None:
+        cell = _draws.cell = torch.empty((), dtype=torch.int64)
+    # The same value as ``torch.randint(0, 2**62, ())``, what the compiled path draws in-graph,
+    # at half the cost: ``random_`` on a reused scalar does not allocate. Per thread, so that
+    # two threads never read each other's draw.
+    cell.random_(0, 2**62)
+    if _world is not None and _world._default_pg is None:
+        return cell, 0
+    return cell, _rank() * _GOLDEN % 2**64
 
 
 def in_graph() -> bool:
@@ -173,10 +188,14 @@ def resolve_seed(name: str, seed: object) -> Seed:
             return in_graph_draw + _signed(rank * _GOLDEN % 2**64) if rank else in_graph_draw
         return torch.tensor(_signed(_check_seed(name, seed)), dtype=torch.int64)
     if seed is None:
-        drawn = _draw()
-        rank = _rank()
-        return drawn if rank == 0 else (drawn + rank * _GOLDEN) % 2**64
+        return drawn_seed()
     return _check_seed(name, seed)
+
+
+def drawn_seed() -> int:
+    """An eager seed from torch's default CPU generator, this rank's (see :func:`resolve_seed`)."""
+    cell, offset = fresh_cell()
+    return (int(cell.item()) + offset) % 2**64
 
 
 def resolve_noise_shape(

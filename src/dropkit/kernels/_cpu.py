@@ -24,7 +24,7 @@ import torch
 from numba import carray, float32, float64, njit, prange, types, uint16, uint32, uint64
 from numba.extending import intrinsic
 
-from dropkit.kernels._memory import empty_like
+from dropkit.kernels._memory import empty_like, spare
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
 
@@ -438,6 +438,15 @@ def _entry_mask(op, n, k0, k1, thr, scale, is64, serial):  # type: ignore[no-unt
 
 
 @njit(cache=True)
+def _entry_drawn_mask(op, n, cell, offset, thr, scale, is64, serial):  # type: ignore[no-untyped-def]
+    """``_entry_mask`` with the seed read where torch's generator just wrote it: the int64 at
+    address ``cell``, plus ``offset`` (an int64 with the bits of a uint64) modulo 2**64."""
+    seed = uint64(carray(_void_pointer(cell), (1,), np.int64)[0]) + uint64(offset)
+    low = uint64(0xFFFFFFFF)
+    _entry_mask(op, n, seed & low, seed >> uint64(32), thr, scale, is64, serial)
+
+
+@njit(cache=True)
 def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ignore[no-untyped-def]
     x = carray(_void_pointer(xp), (n,), np.uint16)
     out = carray(_void_pointer(op), (n,), np.uint16)
@@ -637,6 +646,32 @@ class NumbaBackend:
         _entry_mask(
             out.data_ptr(), n, seed & _LOW32, seed >> 32, thr, scale, dtype is torch.float64, small
         )
+        return out
+
+    def drawn_scaled_mask(
+        self,
+        shape: torch.Size,
+        n: int,
+        p: float,
+        cell: torch.Tensor,
+        offset: int,
+        scale: float,
+        dtype: torch.dtype,
+    ) -> torch.Tensor:
+        """:meth:`scaled_mask` of ``n`` > 0 float32 or float64 elements, 0 < p < 1, in a
+        :func:`~dropkit.kernels._memory.spare` tensor; the seed is the int64 in ``cell`` (a
+        0-dim CPU tensor) plus ``offset``, modulo 2**64, read by the kernel itself.
+
+        The road of :func:`dropkit.functional._autograd.small_dropout`: one torch op fewer
+        than reading the seed into Python, on the commonest call of all.
+        """
+        out = spare(shape, dtype)
+        serial = n < _SERIAL_BELOW
+        if not serial:
+            _threads()
+        signed = offset - 2**64 if offset >= 2**63 else offset
+        is64 = dtype is torch.float64
+        _entry_drawn_mask(out.data_ptr(), n, cell.data_ptr(), signed, _thr(p), scale, is64, serial)
         return out
 
     def bias_dropout(
