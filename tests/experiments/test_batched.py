@@ -125,6 +125,24 @@ def test_sliced_dropout_is_each_runs_own_dropout_in_one_multiply() -> None:
     assert torch.equal(x.grad, x_each.grad)
 
 
+def test_a_copied_sliced_dropout_draws_into_its_own_seeds() -> None:
+    import copy
+
+    import dropkit.functional as dk_F
+
+    sliced = SlicedDropout([torch.Generator().manual_seed(i) for i in range(2)], 0.5).train()
+    x = torch.randn(2, 8, 16, requires_grad=True)
+    sliced(x)  # its seed views exist now
+    twin = copy.deepcopy(sliced)
+    y_twin, y = twin(x), sliced(x)  # the generators were copied too: same second draws
+    assert torch.equal(y_twin, y)
+    again = [torch.Generator().manual_seed(i) for i in range(2)]
+    seeds = [[int(torch.randint(0, 2**62, (), generator=g)) for _ in range(2)][1] for g in again]
+    expected = torch.stack([dk_F.dropout(x[s], 0.5, seed=sd) for s, sd in enumerate(seeds)])
+    assert torch.equal(y, expected)
+    assert twin._seeds.data_ptr() != sliced._seeds.data_ptr()
+
+
 def test_the_compare_benchmark_trains_at_the_rate_it_names() -> None:
     # It once timed every rate at p = 0: the stacked sites start at 0 and only set_rate sets them.
     from dropkit.experiments import bench

@@ -51,17 +51,36 @@ class SlicedDropout(dk_nn.Dropout):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.p == 0.0:
             return x
-        seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators]
-        # Run s's mask is dk_F.dropout(x[s], p, seed=seeds[s])'s: the stream's keep mask, scaled.
-        # One multiply by the stacked masks gives the same bits as the S calls and their
-        # stack (dropout multiplies by the scaled mask), with one autograd node instead of S
-        # slices, S calls and a stack.
+        # Run s's mask is dk_F.dropout(x[s], p, seed=seeds[s])'s, seeds[s] drawn from its
+        # generator as torch.randint(0, 2**62, ()) draws: the stream's keep mask, scaled. One
+        # multiply by the stacked masks gives the same bits as the S calls and their stack
+        # (dropout multiplies by the scaled mask), with one autograd node instead of S slices,
+        # S calls and a stack.
         scale = inverted_scale(self.p)
-        shape, backend = tuple(x.shape[1:]), select(x)
+        backend = select(x)
+        if backend.name == "numba" and x.dtype in (torch.float32, torch.float64) and x.numel():
+            # The seeds drawn into one int64 tensor that the kernel reads, S masks in one call.
+            for generator, cell in zip(self._generators, self._cells(), strict=True):
+                cell.random_(0, 2**62, generator=generator)
+            masks = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
+                x.shape, x.numel(), self.p, self._seeds, 0, scale, x.dtype
+            )
+            return x * masks
+        seeds = [int(torch.randint(0, 2**62, (), generator=g)) for g in self._generators]
+        shape = tuple(x.shape[1:])
         masks = torch.empty(x.shape, dtype=x.dtype, device=x.device)
         for run, seed in enumerate(seeds):  # each run's mask written in place, no stacking copy
             backend.scaled_mask(shape, self.p, seed, scale, x.dtype, x.device, out=masks[run])
         return x * masks
+
+    def _cells(self) -> list[torch.Tensor]:
+        """One 0-dim view per run into ``self._seeds``, the int64 seeds the kernel reads (a
+        deep copy copies them as views of the copy's ``_seeds``)."""
+        cells: list[torch.Tensor] | None = getattr(self, "_seed_cells", None)
+        if cells is None:
+            self._seeds = torch.zeros(len(self._generators), dtype=torch.int64)
+            cells = self._seed_cells = list(self._seeds)
+        return cells
 
     def extra_repr(self) -> str:
         return f"p={self.p}, runs={len(self._generators)}"

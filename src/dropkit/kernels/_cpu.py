@@ -438,12 +438,17 @@ def _entry_mask(op, n, k0, k1, thr, scale, is64, serial):  # type: ignore[no-unt
 
 
 @njit(cache=True)
-def _entry_drawn_mask(op, n, cell, offset, thr, scale, is64, serial):  # type: ignore[no-untyped-def]
-    """``_entry_mask`` with the seed read where torch's generator just wrote it: the int64 at
-    address ``cell``, plus ``offset`` (an int64 with the bits of a uint64) modulo 2**64."""
-    seed = uint64(carray(_void_pointer(cell), (1,), np.int64)[0]) + uint64(offset)
+def _entry_drawn_mask(op, n, cells, runs, offset, thr, scale, is64, serial):  # type: ignore[no-untyped-def]
+    """``_entry_mask`` for ``runs`` equal consecutive parts of the ``n`` elements, part ``r``
+    with the seed that torch's generator just wrote at ``cells``: the ``r``-th int64 there,
+    plus ``offset`` (an int64 with the bits of a uint64), modulo 2**64."""
+    seeds = carray(_void_pointer(cells), (runs,), np.int64)
+    part = n // runs
+    step = part * (8 if is64 else 4)
     low = uint64(0xFFFFFFFF)
-    _entry_mask(op, n, seed & low, seed >> uint64(32), thr, scale, is64, serial)
+    for r in range(runs):
+        seed = uint64(seeds[r]) + uint64(offset)
+        _entry_mask(op + r * step, part, seed & low, seed >> uint64(32), thr, scale, is64, serial)
 
 
 @njit(cache=True)
@@ -653,25 +658,29 @@ class NumbaBackend:
         shape: torch.Size,
         n: int,
         p: float,
-        cell: torch.Tensor,
+        cells: torch.Tensor,
         offset: int,
         scale: float,
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """:meth:`scaled_mask` of ``n`` > 0 float32 or float64 elements, 0 < p < 1, in a
-        :func:`~dropkit.kernels._memory.spare` tensor; the seed is the int64 in ``cell`` (a
-        0-dim CPU tensor) plus ``offset``, modulo 2**64, read by the kernel itself.
+        :func:`~dropkit.kernels._memory.spare` tensor, with seeds that the kernel reads itself.
 
-        The road of :func:`dropkit.functional._autograd.small_dropout`: one torch op fewer
-        than reading the seed into Python, on the commonest call of all.
+        ``cells`` is a contiguous int64 CPU tensor of R seeds (0-dim for one); the output is
+        R equal consecutive parts, part r the mask of seed ``cells[r] + offset`` modulo 2**64.
+        The road of :func:`dropkit.functional._autograd.small_dropout` (and of the stacked
+        runs of ``dropkit compare``): one torch op fewer per seed than reading it into Python.
         """
         out = spare(shape, dtype)
-        serial = n < _SERIAL_BELOW
+        runs = cells.numel()
+        serial = n // runs < _SERIAL_BELOW
         if not serial:
             _threads()
         signed = offset - 2**64 if offset >= 2**63 else offset
         is64 = dtype is torch.float64
-        _entry_drawn_mask(out.data_ptr(), n, cell.data_ptr(), signed, _thr(p), scale, is64, serial)
+        _entry_drawn_mask(
+            out.data_ptr(), n, cells.data_ptr(), runs, signed, _thr(p), scale, is64, serial
+        )
         return out
 
     def bias_dropout(
