@@ -62,7 +62,7 @@ class SlicedDropout(dk_nn.Dropout):
             # The seeds drawn into one int64 tensor that the kernel reads, S masks in one call.
             for generator, cell in zip(self._generators, self._cells(), strict=True):
                 cell.random_(0, 2**62, generator=generator)
-            masks = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
+            masks: torch.Tensor = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
                 x.shape, x.numel(), self.p, self._seeds, 0, scale, x.dtype
             )
             return x * masks
