@@ -97,8 +97,8 @@ def test_bench_runs_and_writes_json(tmp_path) -> None:
     variants = [m["variant"] for m in data["mlp"]]
     assert variants[0] == "no dropout"
     assert variants[-2:] == ["torch dropout", "dropkit dropout"]
-    assert len(variants) == 5
-    assert all(v.startswith("floor: ") for v in variants[1:3])
+    assert len(variants) == 6  # no dropout, three floors, torch, dropkit
+    assert all(v.startswith("floor: ") for v in variants[1:4])
     assert data["convert_real"] == []
 
 

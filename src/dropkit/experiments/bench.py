@@ -22,6 +22,7 @@ from torch import nn
 
 import dropkit.functional as DF
 from dropkit import nn as dk_nn
+from dropkit.kernels import select
 
 __all__ = [
     "ConvertRow",
@@ -201,14 +202,32 @@ class _PythonScale(nn.Module):
         return out
 
 
+class _DrawMaskMultiply(nn.Module):
+    """Dropout's irreducible work on the saved-mask road, without its checks or its module
+    call into the function: one seed drawn from torch's default generator, the Philox mask
+    written by the numba kernel, one native multiply (a floor for any dropout whose masks
+    follow ``torch.manual_seed`` and come from a counter-based stream)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cell = torch.empty((), dtype=torch.int64)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.cell.random_(0, 2**62)
+        mask = select(x).drawn_scaled_mask(  # type: ignore[attr-defined]
+            x.shape, x.numel(), 0.5, self.cell, 0, 2.0, x.dtype
+        )
+        return torch.mul(x, mask)
+
+
 def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> list[MlpRow]:
     """Seconds per epoch of the MLP 64-256-128-10, dropout 0.5 after both hidden layers.
 
     Trained with Adam (lr 1e-3), batches of 64 drawn by indexing in-memory tensors, on
     ``samples`` inputs of 64 features (the size of the 8x8 digits; the values do not change the
-    time). Variants: no dropout, two floors in dropout's place (``x * 2`` as a native op and as
-    a Python ``autograd.Function``), ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all
-    are interleaved.
+    time). Variants: no dropout, three floors in dropout's place (``x * 2`` as a native op and
+    as a Python ``autograd.Function``; a seed draw, the Philox mask and a native multiply),
+    ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all are interleaved.
     """
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(samples, 64, generator=generator)
@@ -217,6 +236,7 @@ def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> 
         "no dropout": nn.Identity,
         "floor: x * 2, native": _NativeScale,
         "floor: x * 2, Python autograd.Function": _PythonScale,
+        "floor: seed draw + Philox mask + multiply": _DrawMaskMultiply,
         "torch dropout": lambda: nn.Dropout(0.5),
         "dropkit dropout": lambda: dk_nn.Dropout(0.5),
     }
