@@ -263,15 +263,40 @@ def _mask_serial(out, k0, k1, thr, scale):  # type: ignore[no-untyped-def]
         _chunk_mask(out[lo : min(n, lo + CHUNK)], bits, thr, scale)
 
 
+@njit(cache=True, inline="never")
+def _chunk_keep(out, bits, thr):  # type: ignore[no-untyped-def]
+    for j in range(out.size):
+        out[j] = bits[j] >= thr
+
+
 @njit(cache=True, parallel=True)
-def _keep_mask(out, k0, k1, thr):  # type: ignore[no-untyped-def]
+def _keep_mask_parallel(out, k0, k1, thr):  # type: ignore[no-untyped-def]
     n = out.size
     for c in prange((n + CHUNK - 1) // CHUNK):
         bits = np.empty(CHUNK, np.uint32)
         _philox_chunk(bits, c, k0, k1)
         lo = c * CHUNK
-        for j in range(min(CHUNK, n - lo)):
-            out[lo + j] = bits[j] >= thr
+        _chunk_keep(out[lo : min(n, lo + CHUNK)], bits, thr)
+
+
+@njit(cache=True)
+def _keep_mask_serial(out, k0, k1, thr):  # type: ignore[no-untyped-def]
+    n = out.size
+    bits = np.empty(CHUNK, np.uint32)
+    for c in range((n + CHUNK - 1) // CHUNK):
+        _philox_chunk(bits, c, k0, k1)
+        lo = c * CHUNK
+        _chunk_keep(out[lo : min(n, lo + CHUNK)], bits, thr)
+
+
+@njit(cache=True)
+def _entry_keep(op, n, k0, k1, thr, serial):  # type: ignore[no-untyped-def]
+    """``op`` (n bools) = the stream keep mask."""
+    out = carray(_void_pointer(op), (n,), np.bool_)
+    if serial:
+        _keep_mask_serial(out, uint32(k0), uint32(k1), uint32(thr))
+    else:
+        _keep_mask_parallel(out, uint32(k0), uint32(k1), uint32(thr))
 
 
 @njit(cache=True, parallel=True)
@@ -500,9 +525,12 @@ _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
 
 
 def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
-    """``out`` (bool) = the stream keep mask of ``out.numel()`` elements."""
-    _threads()
-    _keep_mask(out.view(-1).numpy(), *_key(seed), np.uint32(_thr(p)))
+    """``out`` (bool, contiguous) = the stream keep mask of ``out.numel()`` elements."""
+    n = out.numel()
+    serial = n < _SERIAL_BELOW
+    if not serial:
+        _threads()
+    _entry_keep(out.data_ptr(), n, seed & _LOW32, seed >> 32, _thr(p), serial)
 
 
 def _write_broadcast(
