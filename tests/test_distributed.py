@@ -135,3 +135,52 @@ def test_checkpointing_functional_dropout_and_drop_path() -> None:
     torch.manual_seed(3)
     checkpoint(branch, x, use_reentrant=False).sum().backward()
     assert torch.equal(plain, x.grad)
+
+
+THREADED_RANKS = textwrap.dedent(
+    """
+    import threading, torch, torch.distributed as dist
+    import dropkit.functional as F  # imported before the threaded group replaces c10d's world
+    from torch.testing._internal.distributed import multi_threaded_pg
+
+    multi_threaded_pg._install_threaded_pg()
+    torch._C._distributed_c10d._set_thread_isolation_mode(True)
+    store, results, barrier = dist.HashStore(), {}, threading.Barrier(2)
+
+    def rank_fn(rank):
+        dist.init_process_group("threaded", rank=rank, world_size=2, store=store)
+        x = torch.ones(64, requires_grad=True)
+        for turn in range(2):
+            barrier.wait()
+            if turn == rank:  # one rank at a time on the shared default generator
+                torch.manual_seed(0)
+                small = F.dropout(x, 0.5) != 0
+                torch.manual_seed(0)
+                drawn = int(torch.randint(0, 2**62, ()))
+                explicit = F.dropout(x, 0.5, seed=(drawn + rank * 0x9E3779B97F4A7C15) % 2**64)
+                results[rank] = (small, torch.equal(small, explicit != 0))
+        barrier.wait()
+
+    threads = [threading.Thread(target=rank_fn, args=(r,)) for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    print(results[0][1], results[1][1], not torch.equal(results[0][0], results[1][0]))
+    """
+)
+
+
+def test_a_process_group_installed_after_import_is_seen() -> None:
+    # torch's threaded test groups replace distributed_c10d's world object; dropkit reads it at
+    # every call, so ranks still fold their rank into the seed.
+    pytest.importorskip("torch.testing._internal.distributed.multi_threaded_pg")
+    done = subprocess.run(
+        [sys.executable, "-c", THREADED_RANKS],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["True", "True", "True"]

@@ -163,3 +163,12 @@ def test_the_compare_benchmark_trains_at_the_rate_it_names() -> None:
         SlicedDropout.forward = original  # type: ignore[method-assign]
     assert calls
     assert set(calls) == {0.5}
+
+
+def test_sliced_dropout_refuses_an_input_that_is_not_one_row_per_run() -> None:
+    import pytest
+
+    sliced = SlicedDropout([torch.Generator().manual_seed(i) for i in range(3)], 0.5).train()
+    for rows in (2, 4):
+        with pytest.raises(ValueError, match="expected an input of 3 stacked runs"):
+            sliced(torch.ones(rows, 5))

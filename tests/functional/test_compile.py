@@ -80,3 +80,35 @@ def test_inplace_under_compile(inplace) -> None:
 
     x = torch.randn(5, 5)
     assert torch.equal(torch.compile(fn, backend="aot_eager")(x), fn(x))
+
+
+def test_export_with_a_dynamic_batch_of_any_size_in_training_mode() -> None:
+    # The small road checks for a graph before it reads the input's size, so an exported or
+    # compiled graph carries no guard on it.
+    from torch.export import Dim
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = torch.nn.Linear(4, 4)
+
+        def forward(self, t: torch.Tensor) -> torch.Tensor:
+            return F.dropout(self.linear(t), 0.5)
+
+    exported = torch.export.export(
+        Model().train(), (torch.randn(8, 4),), dynamic_shapes={"t": {0: Dim("n", max=10**6)}}
+    )
+    assert exported.module()(torch.randn(20_000, 4)).shape == (20_000, 4)
+
+
+def test_one_dynamic_graph_serves_small_and_large_inputs() -> None:
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    compiled = torch.compile(lambda t: F.dropout(t, 0.5) * 3, backend="aot_eager", dynamic=True)
+    for n in (100, 300, 70_000, 200):
+        x = torch.randn(n, 1, requires_grad=True)
+        torch.manual_seed(0)
+        compiled(x).sum().backward()
+    assert counters["stats"]["unique_graphs"] == 1

@@ -300,13 +300,22 @@ def test_threads_draw_their_own_masks() -> None:
     assert len(set(masks)) == 400
 
 
-@pytest.mark.parametrize("p", [1.0 - 1e-10, 1.0 - 1e-11, 1.0 - 1e-15])
-def test_p_within_1e_10_of_one_gives_zeros(op: Op, p: float) -> None:
+# From 1 - 2**-33 on, the 32-bit keep threshold rounds to 2**32: nothing can be kept.
+@pytest.mark.parametrize(
+    "p", [1.0 - 2**-33, 0.9999999998999999, 1.0 - 1e-10, 1.0 - 1e-11, 1.0 - 1e-15]
+)
+@pytest.mark.parametrize("seed", [0, None])
+def test_p_within_2_33_of_one_gives_zeros(op: Op, p: float, seed: int | None) -> None:
     x = torch.randn(op.shape, requires_grad=True)
-    y = op(x, p, seed=0)
+    y = op(x, p, seed=seed)
     assert torch.equal(y, torch.zeros_like(x))
     y.sum().backward()
     assert torch.equal(x.grad, torch.zeros_like(x))
+
+
+def test_p_just_under_that_keeps_about_one_in_2_32(op: Op) -> None:
+    x = torch.ones(op.shape)
+    assert torch.isfinite(op(x, 1.0 - 2**-32, seed=0)).all()
 
 
 def test_p_as_a_0d_tensor_is_accepted(op: Op) -> None:

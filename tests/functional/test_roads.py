@@ -219,7 +219,7 @@ def test_the_unseeded_small_road_folds_the_rank_in_as_the_general_road(monkeypat
     # Offsets of 2**63 and more reach the kernel as int64 with the same bits.
     from dropkit.functional import _validation
 
-    monkeypatch.setattr(_validation, "_world", None)
+    monkeypatch.setattr(_validation, "_c10d", None)  # no process group to read: ask _rank
     monkeypatch.setattr(_validation, "_rank", lambda: rank)
     x = torch.randn(40, 30, requires_grad=True)
     torch.manual_seed(8)
@@ -330,3 +330,89 @@ def test_a_mask_read_back_from_the_graph_is_not_overwritten() -> None:
     for _ in range(3):
         F.dropout(x, 0.5).sum().backward()
     assert torch.equal(mask, kept)
+
+
+def test_a_saved_tensor_hook_that_keeps_the_storage_keeps_the_mask() -> None:
+    # The hook packs the mask's storage object (the very one the pool keeps) and rebuilds the
+    # tensor in unpack: only that object's Python refcount shows the mask is still needed.
+    def pack(t: torch.Tensor) -> tuple:
+        return (t.untyped_storage(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+
+    def unpack(packed: tuple) -> torch.Tensor:
+        storage, offset, shape, stride, dtype = packed
+        return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+
+    torch.manual_seed(5)
+    x = torch.ones(16, 16, requires_grad=True)
+    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+        y = F.dropout(x, 0.5)
+    expected = (y.detach() != 0).float() * 2.0
+    for _ in range(3):
+        F.dropout(x, 0.5).sum().backward()
+    x.grad = None
+    y.sum().backward()
+    assert torch.equal(x.grad, expected)
+
+
+def _python(code: str) -> str:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def test_a_tracer_active_at_import_does_not_skew_the_spare_counts() -> None:
+    # A tracer that reads f_locals (a debugger) adds a reference on CPython <= 3.12; counts
+    # calibrated under it would take a mask that save_on_cpu still holds for a free one.
+    out = _python(
+        "import sys, torch\n"
+        "def tracer(frame, event, arg):\n"
+        "    frame.f_locals\n"
+        "    return tracer\n"
+        "sys.settrace(tracer)\n"
+        "import dropkit.functional as F\n"
+        "F.dropout(torch.ones(4, requires_grad=True), 0.5)  # loads the kernels\n"
+        "sys.settrace(None)\n"
+        "torch.manual_seed(3)\n"
+        "x = torch.ones(16, 16, requires_grad=True)\n"
+        "with torch.autograd.graph.save_on_cpu():\n"
+        "    y = F.dropout(x, 0.5)\n"
+        "expected = (y.detach() != 0).float() * 2.0\n"
+        "for _ in range(3):\n"
+        "    F.dropout(x, 0.5).sum().backward()\n"
+        "x.grad = None\n"
+        "y.sum().backward()\n"
+        "print(torch.equal(x.grad, expected))\n"
+    )
+    assert out.split() == ["True"]
+
+
+def test_fake_tensor_modes_never_reach_the_kernel() -> None:
+    # A fake tensor has no memory: a kernel writing through its address would crash the
+    # process. Inside the mode dropkit raises as torch does; afterwards nothing is left over.
+    out = _python(
+        "import torch\n"
+        "import dropkit.functional as F\n"
+        "from torch._subclasses.fake_tensor import FakeTensorMode\n"
+        "from torch.fx.experimental.proxy_tensor import make_fx\n"
+        "x = torch.randn(8, 8, requires_grad=True)\n"
+        "live = F.dropout(x, 0.5)\n"
+        "for enter in (lambda: FakeTensorMode(allow_non_fake_inputs=True),):\n"
+        "    try:\n"
+        "        with enter():\n"
+        "            F.dropout(x, 0.5)\n"
+        "    except Exception as error:\n"
+        "        print(type(error).__name__)\n"
+        "try:\n"
+        "    make_fx(lambda t: F.dropout(t, 0.5), tracing_mode='fake')(x)\n"
+        "except Exception as error:\n"
+        "    print(type(error).__name__)\n"
+        "torch.manual_seed(0); a = F.dropout(x, 0.5)\n"
+        "torch.manual_seed(0); b = F.dropout(x, 0.5, noise_shape=[None, None])\n"
+        "print(torch.equal(a, b))\n"
+    )
+    assert out.split()[-1] == "True"

@@ -56,9 +56,20 @@ class SlicedDropout(dk_nn.Dropout):
         # multiply by the stacked masks gives the same bits as the S calls and their stack
         # (dropout multiplies by the scaled mask), with one autograd node instead of S slices,
         # S calls and a stack.
+        if x.dim() < 1 or x.shape[0] != len(self._generators):
+            raise ValueError(
+                f"SlicedDropout: expected an input of {len(self._generators)} stacked runs "
+                f"(dim 0), got shape {list(x.shape)}"
+            )
         scale = inverted_scale(self.p)
         backend = select(x)
-        if backend.name == "numba" and x.dtype in (torch.float32, torch.float64) and x.numel():
+        if (
+            backend.name == "numba"
+            and type(x) is torch.Tensor
+            and x.dtype in (torch.float32, torch.float64)
+            and x.numel()
+            and not torch._C._len_torch_dispatch_stack()
+        ):
             # The seeds drawn into one int64 tensor that the kernel reads, S masks in one call.
             for generator, cell in zip(self._generators, self._cells(), strict=True):
                 cell.random_(0, 2**62, generator=generator)

@@ -212,6 +212,9 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
     return fast
 
 
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+
+
 def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
     """``dropout(input, p)`` in training by the saved-mask road of :func:`recorded`, in as few
     Python steps as it takes; None, with nothing drawn, where this road does not apply.
@@ -225,16 +228,21 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
     and the mask the same, so the bits are those of the general road. ``p`` is a float in
     (0, 1); the caller has checked the other arguments.
     """
-    if not (
-        input.requires_grad
-        and input.dtype in _SAVED_MASK_DTYPES
-        and input.is_cpu
-        and 0 < input.numel() < SAVED_MASK_BELOW
-        and torch.is_grad_enabled()
-    ) or (
-        torch.compiler.is_compiling()  # in_graph(), written out; dynamo must see this first
+    if (
+        # in_graph(), written out, first: dynamo folds is_compiling() and reads no further, so
+        # a compiled or exported graph gets no guard on the input's size from this road.
+        torch.compiler.is_compiling()
         or torch._C._are_functorch_transforms_active()
         or torch._C._is_tracing()
+        or torch._C._len_torch_dispatch_stack()  # a fake-tensor mode: tensors without memory
+        or type(input) not in _PLAIN
+        or not (
+            input.requires_grad
+            and input.dtype in _SAVED_MASK_DTYPES
+            and input.is_cpu
+            and 0 < input.numel() < SAVED_MASK_BELOW
+            and torch.is_grad_enabled()
+        )
     ):
         return None
     backend = select(input)

@@ -30,8 +30,9 @@ __all__ = [
 ]
 
 #: A rate this close to 1 drops everything, as torch's dropout does at exactly 1: the keep
-#: probability left is below what the 32-bit keep threshold can express.
-_ONE_WITHIN = 1e-10
+#: probability left is below what the 32-bit keep threshold can express (from 1 - 2**-33 on,
+#: the threshold rounds to 2**32, which no stream value reaches).
+_ONE_WITHIN = 2**-33
 #: Rates below this are used as given (the common case); those from it to 1 become 1.
 BELOW_ONE = 1.0 - _ONE_WITHIN
 
@@ -39,7 +40,7 @@ BELOW_ONE = 1.0 - _ONE_WITHIN
 def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
     """Return ``p`` as a float after checking that it is a probability.
 
-    A 0-dim floating-point tensor is accepted, as torch accepts it; a ``p`` within 1e-10 of 1
+    A 0-dim floating-point tensor is accepted, as torch accepts it; a ``p`` within 2**-33 of 1
     becomes 1 (everything dropped) where 1 is allowed.
     """
     if type(p) is float and 0.0 <= p < BELOW_ONE:  # the common case, no ABC checks
@@ -101,11 +102,10 @@ def _rank() -> int:
     return dist.get_rank() if _DISTRIBUTED and dist.is_initialized() else 0
 
 
-# ``is_initialized()`` is ``_world.default_pg is not None``, three Python calls deep; the
-# common answer (no process group) is read straight from there where this torch keeps it.
-_world = getattr(torch.distributed.distributed_c10d, "_world", None) if _DISTRIBUTED else None
-if not hasattr(_world, "_default_pg"):
-    _world = None
+# ``is_initialized()`` is ``_world.default_pg is None``, three Python calls deep; the common
+# answer (no process group) is read from there where this torch keeps it. ``_world`` is looked
+# up on every call: torch's threaded test process groups replace it.
+_c10d = torch.distributed.distributed_c10d if _DISTRIBUTED else None
 
 
 _draws = threading.local()
@@ -117,12 +117,14 @@ def fresh_cell() -> tuple[torch.Tensor, int]:
     returns as an int, for a kernel that reads it itself."""
     cell = getattr(_draws, "cell", None)
     if cell is None:
-        cell = _draws.cell = torch.empty((), dtype=torch.int64)
+        cell = torch.empty((), dtype=torch.int64)
+        if type(cell) is torch.Tensor:  # not a fake or functional tensor made under a mode
+            _draws.cell = cell
     # The same value as ``torch.randint(0, 2**62, ())``, what the compiled path draws in-graph,
     # at half the cost: ``random_`` on a reused scalar does not allocate. Per thread, so that
     # two threads never read each other's draw.
     cell.random_(0, 2**62)
-    if _world is not None and _world._default_pg is None:
+    if getattr(getattr(_c10d, "_world", None), "default_pg", True) is None:
         return cell, 0
     return cell, _rank() * _GOLDEN % 2**64
 

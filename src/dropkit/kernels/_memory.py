@@ -64,26 +64,44 @@ _spares = threading.local()
 _Kept = tuple[torch.Tensor, object, int, int]
 
 
-def _python_refs(kept: list[_Kept]) -> int:
-    """``sys.getrefcount`` of the last kept tensor, seen as :func:`spare` sees its tensors."""
+def _python_refs(kept: list[_Kept]) -> tuple[int, int]:
+    """``sys.getrefcount`` of the last kept tensor and of its storage's Python object, seen as
+    :func:`spare`'s loop sees them."""
     for entry in kept[-1:]:
         tensor = entry[0]
-        return sys.getrefcount(tensor)
-    return 0
+        return sys.getrefcount(tensor), sys.getrefcount(entry[1])
+    return 0, 0
 
 
-def _calibrate() -> int:
-    """The Python references to a kept tensor that nothing else refers to, on this interpreter
-    (the kept entry and the loop's own; an argument may or may not count). 0 where counting is
-    not possible: a torch without use counts, or a free-threaded Python."""
+def _calibrate() -> tuple[int, int]:
+    """The Python references to a kept tensor and to its storage's Python object when nothing
+    else refers to them, on this interpreter and torch: the kept entry's and the loop's own (an
+    argument may or may not count; torch may hold the storage object while its storage is
+    shared). (0, 0) where counting is not possible: a torch without use counts, or a
+    free-threaded Python.
+
+    Measured with Python-level tracing and profiling off: a tracer that reads ``f_locals`` (a
+    debugger) adds a reference on CPython up to 3.12, and a count taken that high would make a
+    tensor with one outside reference look free. Under such a tracer later, the counts only
+    grow, and the pool allocates instead."""
     if not (hasattr(torch.Tensor, "_use_count") and hasattr(torch._C, "_storage_Use_Count")):
-        return 0
+        return 0, 0
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
-        return 0
-    return _python_refs([(torch.empty(1), None, 0, 0)])  # held by its entry alone
+        return 0, 0
+    trace, profile = sys.gettrace(), sys.getprofile()
+    sys.settrace(None)
+    sys.setprofile(None)
+    try:
+        tensor = torch.empty(1)
+        kept: list[_Kept] = [(tensor, tensor.untyped_storage(), 0, 0)]
+        del tensor  # held by its entry alone, as a spare is
+        return _python_refs(kept)
+    finally:
+        sys.settrace(trace)
+        sys.setprofile(profile)
 
 
-_UNUSED_REFS = _calibrate()
+_UNUSED_REFS, _UNUSED_STORAGE_REFS = _calibrate()
 
 
 def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
@@ -93,14 +111,16 @@ def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     and then drops it. Each thread keeps the masks it made (up to :data:`SPARE_BYTES`) and
     hands one out again once nothing refers to it: not to the Python tensor (a saved-tensor
     hook that packed it, ``grad_fn._saved_other``), not to the tensor itself (autograd's saved
-    copy, a retained graph) and not to its memory (a view, a detached alias). This saves the
+    copy, a retained graph), not to its memory (a view, a detached alias) and not to that
+    memory's Python object (a hook that packed ``untyped_storage()``). This saves the
     allocation and writes memory that is likely still in cache; inside a training step, where
     each call finds the caches cold, a fresh allocation costs several microseconds, as much as
     the kernel that fills it.
 
-    The three are counted as torch's own CUDA-graph trees count them (``sys.getrefcount``,
+    They are counted as torch's own CUDA-graph trees count them (``sys.getrefcount``,
     ``Tensor._use_count``, ``torch._C._storage_Use_Count``); where one of them is missing or
-    unreliable (see :func:`_calibrate`), every call allocates.
+    unreliable (see :func:`_calibrate`), every call allocates. Callers must not be inside a
+    torch dispatch mode (a fake-tensor mode would hand back a tensor without memory).
     """
     pool: dict[tuple[torch.Size, torch.dtype], list[_Kept]] | None
     pool = getattr(_spares, "pool", None)
@@ -114,6 +134,7 @@ def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
             tensor: torch.Tensor = entry[0]
             if (
                 sys.getrefcount(tensor) == _UNUSED_REFS
+                and sys.getrefcount(entry[1]) == _UNUSED_STORAGE_REFS
                 and tensor._use_count() == 1  # type: ignore[attr-defined]
                 and torch._C._storage_Use_Count(entry[2]) == entry[3]
             ):
