@@ -12,7 +12,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+import torch
 
 
 def pytest_configure() -> None:
@@ -32,3 +36,19 @@ def pytest_configure() -> None:
         sys.modules["zoo_models"] = module
         spec.loader.exec_module(module)
     sys.modules["zoo_models"].torchvision_placeholders()
+
+
+@pytest.fixture
+def special_values() -> Callable[[tuple[int, ...], torch.dtype, int], torch.Tensor]:
+    """``make(shape, dtype, seed)``: seeded normal values with NaN, +inf, -inf, +0.0 and -0.0
+    each at about one element in eight, for the bit-exact checks of the masks' semantics."""
+
+    def make(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
+        generator = torch.Generator().manual_seed(seed)
+        x = torch.randn(shape, generator=generator)
+        pick = torch.randint(0, 8, shape, generator=generator)
+        for code, value in enumerate([float("nan"), float("inf"), -float("inf"), 0.0, -0.0]):
+            x[pick == code] = value
+        return x.to(dtype)
+
+    return make

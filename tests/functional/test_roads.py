@@ -17,16 +17,6 @@ from dropkit.functional._autograd import SAVED_MASK_BELOW
 _INT_VIEW = {torch.float32: torch.int32, torch.float64: torch.int64}
 
 
-def _special(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> torch.Tensor:
-    """Seeded values with NaN, +-inf, +-0.0 and negatives sprinkled in."""
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(shape, generator=generator)
-    pick = torch.randint(0, 8, shape, generator=generator)
-    for code, value in enumerate([float("nan"), float("inf"), -float("inf"), 0.0, -0.0]):
-        x[pick == code] = value
-    return x.to(dtype)
-
-
 def _bits(t: torch.Tensor) -> torch.Tensor:
     """Bit patterns, NaN payloads normalised (torch and the kernels may quiet a NaN differently)."""
     t = torch.where(torch.isnan(t), torch.full_like(t, float("nan")), t)
@@ -66,10 +56,10 @@ def road(monkeypatch: pytest.MonkeyPatch) -> Callable[[str], None]:
 @pytest.mark.parametrize("numel", [SAVED_MASK_BELOW - 1, SAVED_MASK_BELOW, SAVED_MASK_BELOW + 1])
 @pytest.mark.parametrize("inplace", [False, True])
 def test_both_roads_give_the_same_bits_on_both_sides_of_the_threshold(
-    road, dtype, numel, inplace
+    road, special_values, dtype, numel, inplace
 ) -> None:
-    x = _special((numel,), dtype, numel)
-    grad = _special((numel,), dtype, numel + 1)
+    x = special_values((numel,), dtype, numel)
+    grad = special_values((numel,), dtype, numel + 1)
 
     def fn(t: torch.Tensor) -> torch.Tensor:
         return F.dropout(t, 0.3, inplace=inplace, seed=11)
@@ -99,9 +89,11 @@ def test_both_roads_give_the_same_bits_on_both_sides_of_the_threshold(
     ],
 )
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_shared_masks_give_the_same_bits_on_both_roads(road, fn, shape, mask_numel, dtype) -> None:
-    x = _special(shape, dtype, 5)
-    grad = _special(shape, dtype, 6)
+def test_shared_masks_give_the_same_bits_on_both_roads(
+    road, special_values, fn, shape, mask_numel, dtype
+) -> None:
+    x = special_values(shape, dtype, 5)
+    grad = special_values(shape, dtype, 6)
     road("mask-free")
     out_free, grad_free, saved_free = _run(fn, x, grad)
     road("auto")
@@ -136,9 +128,9 @@ def test_half_precision_stays_mask_free(dtype) -> None:
     assert saved < 1024
 
 
-def test_the_reference_backend_takes_the_saved_road_with_the_same_bits() -> None:
-    x = _special((70, 50), torch.float32, 9)
-    grad = _special((70, 50), torch.float32, 10)
+def test_the_reference_backend_takes_the_saved_road_with_the_same_bits(special_values) -> None:
+    x = special_values((70, 50), torch.float32, 9)
+    grad = special_values((70, 50), torch.float32, 10)
     fn = lambda t: F.dropout(t, 0.6, seed=4)  # noqa: E731
     with dropkit.backend("reference"):
         reference = _run(fn, x, grad)
@@ -166,9 +158,11 @@ def _general(t: torch.Tensor, p: float) -> torch.Tensor:
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("shape", [(1,), (37, 23), (64, 256), (SAVED_MASK_BELOW - 1,)])
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
-def test_the_unseeded_small_road_gives_the_general_roads_bits(dtype, shape, p) -> None:
-    x = _special(shape, dtype, 21)
-    grad = _special(shape, dtype, 22)
+def test_the_unseeded_small_road_gives_the_general_roads_bits(
+    special_values, dtype, shape, p
+) -> None:
+    x = special_values(shape, dtype, 21)
+    grad = special_values(shape, dtype, 22)
     results = []
     for fn in (lambda t: F.dropout(t, p), lambda t: _general(t, p)):
         torch.manual_seed(5)

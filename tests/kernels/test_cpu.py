@@ -52,16 +52,6 @@ def test_element_kernel_equals_reference(dtype, numel) -> None:
         assert torch.equal(_bits(fast), _bits(ref)), (dtype, numel, p)
 
 
-def _special_values(numel: int, dtype: torch.dtype) -> torch.Tensor:
-    """NaN, +-inf, +-0.0, negatives and ordinary values, seeded, in every chunk."""
-    generator = torch.Generator().manual_seed(numel)
-    x = torch.randn(numel, generator=generator)
-    pick = torch.randint(0, 6, (numel,), generator=generator)
-    for code, value in enumerate([float("nan"), float("inf"), -float("inf"), 0.0, -0.0]):
-        x[pick == code] = value
-    return x.to(dtype)
-
-
 def _same_bits_up_to_nan_payload(fast: torch.Tensor, ref: torch.Tensor) -> bool:
     nan = torch.isnan(ref)
     return torch.equal(torch.isnan(fast), nan) and torch.equal(_bits(fast)[~nan], _bits(ref)[~nan])
@@ -69,10 +59,12 @@ def _same_bits_up_to_nan_payload(fast: torch.Tensor, ref: torch.Tensor) -> bool:
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("noise_shape", [(40, 300), (40, 1), (1, 300)])
-def test_special_values_multiply_by_the_scaled_mask_as_the_reference(dtype, noise_shape) -> None:
+def test_special_values_multiply_by_the_scaled_mask_as_the_reference(
+    special_values, dtype, noise_shape
+) -> None:
     # NaN and inf stay NaN where dropped, -0.0 stays -0.0: the kernels multiply by the scaled
     # mask exactly as the reference (and torch) do, with the flat and the broadcast kernels.
-    x = _special_values(12_000, dtype).view(40, 300)
+    x = special_values((12_000,), dtype, 12_000).view(40, 300)
     fast, ref = _both(x, noise_shape, 0.5, 13, scale=2.0)
     assert _same_bits_up_to_nan_payload(fast, ref)
     keep = select(x).keep_mask(noise_shape, 0.5, 13, x.device).expand(40, 300)
