@@ -33,6 +33,7 @@ from collections.abc import Callable
 import torch
 
 from dropkit import nn
+from dropkit.experiments.bench import DrawMaskMultiply
 from dropkit.kernels import select
 
 
@@ -97,18 +98,13 @@ def main() -> None:
 
     backend = select(x)
     detached = x.detach()
-    cell = torch.empty((), dtype=torch.int64)
-
-    def native_parts() -> torch.Tensor:
-        """The forward's torch ops and kernel without the Python around them: the seed draw,
-        the mask written into a spare (numba), the multiply that autograd records."""
-        cell.random_(0, 2**62)
-        mask = backend.drawn_scaled_mask(x.shape, 16384, 0.5, cell, 0, 2.0, torch.float32)
-        return torch.mul(x, mask)
+    # The forward's torch ops and kernel without the Python around them: the seed draw, the
+    # mask written into a spare (numba), the multiply that autograd records.
+    native_parts = DrawMaskMultiply().forward
 
     cases: dict[str, Callable[[], object]] = {
         "dropkit forward": lambda: layer(x),
-        "native parts of that forward": native_parts,
+        "native parts of that forward": lambda: native_parts(x),
         "dropkit forward+backward": lambda: layer(x).backward(upstream),
         "kernel alone": lambda: backend.masked_affine(detached, (64, 256), 0.5, 1, 2.0),
         "x * 2 forward": lambda: x * 2.0,
@@ -160,7 +156,7 @@ class _Timed(torch.nn.Module):
 
 
 def in_step(epochs: int = 15) -> None:
-    from dropkit.experiments.bench import _mlp
+    from dropkit.experiments.bench import mlp_epochs
 
     torch.set_num_threads(1)
     variants: dict[str, Callable[[], torch.nn.Module]] = {
@@ -169,27 +165,12 @@ def in_step(epochs: int = 15) -> None:
         "dropkit.nn.Dropout(0.5)": lambda: nn.Dropout(0.5),
         "torch.nn.Dropout(0.5)": lambda: torch.nn.Dropout(0.5),
     }
-    generator = torch.Generator().manual_seed(0)
-    inputs = torch.randn(1200, 64, generator=generator)
-    targets = torch.randint(0, 10, (1200,), generator=generator)
     totals = {name: [0, 0] for name in variants}
-    epochs_of: dict[str, Callable[[], None]] = {}
-    for name, make in variants.items():
-        torch.manual_seed(0)
-        total = totals[name]
-        model = _mlp(lambda make=make, total=total: _Timed(make(), total)).train()
-        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-
-        def epoch(model: torch.nn.Module = model, optimizer: torch.optim.Adam = optimizer) -> None:
-            order = torch.randperm(1200, generator=generator)
-            for start in range(0, 1200, 64):
-                index = order[start : start + 64]
-                optimizer.zero_grad(set_to_none=True)
-                loss = torch.nn.functional.cross_entropy(model(inputs[index]), targets[index])
-                loss.backward()  # type: ignore[no-untyped-call]
-                optimizer.step()
-
-        epochs_of[name] = epoch
+    timed = {
+        name: lambda make=make, total=totals[name]: _Timed(make(), total)
+        for name, make in variants.items()
+    }
+    epochs_of = mlp_epochs(timed)
     for run in epochs_of.values():
         run()  # warm-up, not counted
     for total in totals.values():

@@ -13,7 +13,7 @@ import functools
 import itertools
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -26,6 +26,7 @@ from dropkit.kernels import select
 
 __all__ = [
     "ConvertRow",
+    "DrawMaskMultiply",
     "KernelRow",
     "LoopRow",
     "MlpRow",
@@ -39,6 +40,7 @@ __all__ = [
     "bench_training_loop",
     "convert_models",
     "mc_cnn",
+    "mlp_epochs",
     "real_convert_models",
 ]
 
@@ -70,7 +72,7 @@ class MlpRow:
         return asdict(self)
 
 
-def _interleaved(contenders: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+def _interleaved(contenders: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds of one call of each contender, timed round-robin after a warm-up call."""
     for run in contenders.values():
         run()
@@ -202,7 +204,7 @@ class _PythonScale(nn.Module):
         return out
 
 
-class _DrawMaskMultiply(nn.Module):
+class DrawMaskMultiply(nn.Module):
     """Dropout's irreducible work on the saved-mask road, without its checks or its module
     call into the function: one seed drawn from torch's default generator, the Philox mask
     written by the numba kernel, one native multiply (a floor for any dropout whose masks
@@ -211,35 +213,26 @@ class _DrawMaskMultiply(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.cell = torch.empty((), dtype=torch.int64)
+        self.backend = select(self.cell.float())  # the CPU float backend, chosen once
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.cell.random_(0, 2**62)
-        mask = select(x).drawn_scaled_mask(  # type: ignore[attr-defined]
+        mask = self.backend.drawn_scaled_mask(  # type: ignore[attr-defined]
             x.shape, x.numel(), 0.5, self.cell, 0, 2.0, x.dtype
         )
         return torch.mul(x, mask)
 
 
-def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> list[MlpRow]:
-    """Seconds per epoch of the MLP 64-256-128-10, dropout 0.5 after both hidden layers.
-
-    Trained with Adam (lr 1e-3), batches of 64 drawn by indexing in-memory tensors, on
-    ``samples`` inputs of 64 features (the size of the 8x8 digits; the values do not change the
-    time). Variants: no dropout, three floors in dropout's place (``x * 2`` as a native op and
-    as a Python ``autograd.Function``; a seed draw, the Philox mask and a native multiply),
-    ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all are interleaved.
-    """
+def mlp_epochs(
+    variants: dict[str, Callable[[], nn.Module]], *, samples: int = 1200, batch_size: int = 64
+) -> dict[str, Callable[[], None]]:
+    """One training epoch of the MLP 64-256-128-10 per variant of what sits at its two dropout
+    sites: Adam (lr 1e-3), cross-entropy, batches of ``batch_size`` drawn by indexing
+    ``samples`` seeded in-memory inputs of 64 features (the size of the 8x8 digits; the values
+    do not change the time). Each model starts from ``torch.manual_seed(0)``."""
     generator = torch.Generator().manual_seed(0)
     inputs = torch.randn(samples, 64, generator=generator)
     targets = torch.randint(0, 10, (samples,), generator=generator)
-    variants: dict[str, Callable[[], nn.Module]] = {
-        "no dropout": nn.Identity,
-        "floor: x * 2, native": _NativeScale,
-        "floor: x * 2, Python autograd.Function": _PythonScale,
-        "floor: seed draw + Philox mask + multiply": _DrawMaskMultiply,
-        "torch dropout": lambda: nn.Dropout(0.5),
-        "dropkit dropout": lambda: dk_nn.Dropout(0.5),
-    }
 
     def epoch_runner(make: Callable[[], nn.Module]) -> Callable[[], None]:
         torch.manual_seed(0)
@@ -258,7 +251,27 @@ def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> 
 
         return run
 
-    times = _interleaved({k: epoch_runner(v) for k, v in variants.items()}, epochs)
+    return {name: epoch_runner(make) for name, make in variants.items()}
+
+
+def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> list[MlpRow]:
+    """Seconds per epoch of the MLP 64-256-128-10 of :func:`mlp_epochs`, dropout 0.5 after
+    both hidden layers.
+
+    Variants: no dropout, three floors in dropout's place (``x * 2`` as a native op and as a
+    Python ``autograd.Function``; a seed draw, the Philox mask and a native multiply),
+    ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all are interleaved.
+    """
+    variants: dict[str, Callable[[], nn.Module]] = {
+        "no dropout": nn.Identity,
+        "floor: x * 2, native": _NativeScale,
+        "floor: x * 2, Python autograd.Function": _PythonScale,
+        "floor: seed draw + Philox mask + multiply": DrawMaskMultiply,
+        "torch dropout": lambda: nn.Dropout(0.5),
+        "dropkit dropout": lambda: dk_nn.Dropout(0.5),
+    }
+    runs = mlp_epochs(variants, samples=samples, batch_size=batch_size)
+    times = _interleaved(runs, epochs)
     base = times["no dropout"]
     return [MlpRow(k, v, (v / base - 1.0) * 100.0) for k, v in times.items()]
 
