@@ -244,32 +244,53 @@ def test_masks_alive_at_once_are_never_shared() -> None:
     assert torch.equal(x.grad, sum(m.float() * 2.0 for m in masks))
 
 
-def test_a_retained_graph_keeps_its_mask_through_later_calls() -> None:
-    torch.manual_seed(1)
-    x = torch.ones(16, 16, requires_grad=True)
-    y = F.dropout(x, 0.5)
-    expected = (y.detach() != 0).float() * 2.0
-    y.sum().backward(retain_graph=True)
-    for _ in range(3):
-        F.dropout(x, 0.5).sum().backward()  # each frees its own graph
-    x.grad = None
-    y.sum().backward()
-    assert torch.equal(x.grad, expected)
-
-
-def test_a_saved_tensor_hook_that_keeps_an_alias_keeps_the_mask() -> None:
-    # The hook packs a detached alias (another tensor on the same memory): the mask's memory
-    # is still referred to, so later calls must not write into it.
-    torch.manual_seed(2)
-    x = torch.ones(16, 16, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: t.detach(), lambda t: t):
-        y = F.dropout(x, 0.5)
+def _later_calls_leave_its_mask(x: torch.Tensor, y: torch.Tensor) -> None:
+    """``y = F.dropout(x, 0.5)`` of an all-ones ``x``, its graph still held: three later calls
+    of that shape (each freeing its own graph), then ``y``'s gradient must be its own mask."""
     expected = (y.detach() != 0).float() * 2.0
     for _ in range(3):
         F.dropout(x, 0.5).sum().backward()
     x.grad = None
     y.sum().backward()
     assert torch.equal(x.grad, expected)
+
+
+def test_a_retained_graph_keeps_its_mask_through_later_calls() -> None:
+    torch.manual_seed(1)
+    x = torch.ones(16, 16, requires_grad=True)
+    y = F.dropout(x, 0.5)
+    y.sum().backward(retain_graph=True)
+    _later_calls_leave_its_mask(x, y)
+
+
+def _pack_storage(t: torch.Tensor) -> tuple:
+    return (t.untyped_storage(), t.storage_offset(), t.shape, t.stride(), t.dtype)
+
+
+def _unpack_storage(packed: tuple) -> torch.Tensor:
+    storage, offset, shape, stride, dtype = packed
+    return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
+
+
+@pytest.mark.parametrize(
+    "hooks",
+    [
+        # a detached alias: another tensor on the mask's memory
+        lambda: torch.autograd.graph.saved_tensors_hooks(lambda t: t.detach(), lambda t: t),
+        # torch's own save_on_cpu packs a CPU tensor as itself (``tensor.cpu()`` is the tensor)
+        torch.autograd.graph.save_on_cpu,
+        # the mask's storage object, the very one the pool keeps, rebuilt in unpack: only that
+        # object's Python refcount shows that the mask is still needed
+        lambda: torch.autograd.graph.saved_tensors_hooks(_pack_storage, _unpack_storage),
+    ],
+    ids=["detached alias", "save_on_cpu", "storage object"],
+)
+def test_a_saved_tensor_hook_that_keeps_the_mask_keeps_it_from_later_calls(hooks) -> None:
+    torch.manual_seed(2)
+    x = torch.ones(16, 16, requires_grad=True)
+    with hooks():
+        y = F.dropout(x, 0.5)
+    _later_calls_leave_its_mask(x, y)
 
 
 def test_threads_draw_their_own_seeds_and_masks() -> None:
@@ -300,20 +321,6 @@ def test_threads_draw_their_own_seeds_and_masks() -> None:
     assert len(seen) == 400  # no seed was read twice
 
 
-def test_a_saved_tensor_hook_that_keeps_the_tensor_itself_keeps_the_mask() -> None:
-    # torch's own save_on_cpu packs a CPU tensor as itself (``tensor.cpu()`` is the tensor).
-    torch.manual_seed(3)
-    x = torch.ones(16, 16, requires_grad=True)
-    with torch.autograd.graph.save_on_cpu():
-        y = F.dropout(x, 0.5)
-    expected = (y.detach() != 0).float() * 2.0
-    for _ in range(3):
-        F.dropout(x, 0.5).sum().backward()
-    x.grad = None
-    y.sum().backward()
-    assert torch.equal(x.grad, expected)
-
-
 def test_a_mask_read_back_from_the_graph_is_not_overwritten() -> None:
     torch.manual_seed(4)
     x = torch.ones(8, 8, requires_grad=True)
@@ -324,28 +331,6 @@ def test_a_mask_read_back_from_the_graph_is_not_overwritten() -> None:
     for _ in range(3):
         F.dropout(x, 0.5).sum().backward()
     assert torch.equal(mask, kept)
-
-
-def test_a_saved_tensor_hook_that_keeps_the_storage_keeps_the_mask() -> None:
-    # The hook packs the mask's storage object (the very one the pool keeps) and rebuilds the
-    # tensor in unpack: only that object's Python refcount shows the mask is still needed.
-    def pack(t: torch.Tensor) -> tuple:
-        return (t.untyped_storage(), t.storage_offset(), t.shape, t.stride(), t.dtype)
-
-    def unpack(packed: tuple) -> torch.Tensor:
-        storage, offset, shape, stride, dtype = packed
-        return torch.empty(0, dtype=dtype).set_(storage, offset, shape, stride)
-
-    torch.manual_seed(5)
-    x = torch.ones(16, 16, requires_grad=True)
-    with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-        y = F.dropout(x, 0.5)
-    expected = (y.detach() != 0).float() * 2.0
-    for _ in range(3):
-        F.dropout(x, 0.5).sum().backward()
-    x.grad = None
-    y.sum().backward()
-    assert torch.equal(x.grad, expected)
 
 
 def _python(code: str) -> str:
