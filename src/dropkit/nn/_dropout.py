@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -317,15 +318,11 @@ class _DropBlock(_DropoutBase):
         return super().extra_repr() + ", " + ", ".join(shown)
 
 
+# The defaults of the layers' keyword options, read from their signature (one place to set).
 _BLOCK_DEFAULTS = {
-    "gamma": "exact",
-    "gamma_scale": 1.0,
-    "placement": "inside",
-    "block_clip": "axis",
-    "couple_channels": False,
-    "rescale": "expected",
-    "eps": 1e-6,
-    "with_noise": False,
+    name: parameter.default
+    for name, parameter in inspect.signature(_DropBlock.__init__).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
 }
 
 
