@@ -240,7 +240,7 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
             input.requires_grad
             and input.dtype in _SAVED_MASK_DTYPES
             and input.is_cpu
-            and 0 < input.numel() < SAVED_MASK_BELOW
+            and 0 < (n := input.numel()) < SAVED_MASK_BELOW
             and torch.is_grad_enabled()
         )
     ):
@@ -250,7 +250,7 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
         return None
     cell, offset = fresh_cell()
     mask = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
-        input.shape, input.numel(), p, cell, offset, 1.0 / (1.0 - p), input.dtype
+        input.shape, n, p, cell, offset, 1.0 / (1.0 - p), input.dtype
     )
     return torch.mul(input, mask)
 
