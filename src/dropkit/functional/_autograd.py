@@ -14,9 +14,12 @@ from typing import Any, NamedTuple, Protocol, cast
 
 import torch
 
+from dropkit.functional import _validation
 from dropkit.functional._compile import compiled_masked_affine
 from dropkit.functional._validation import fresh_cell
+from dropkit.kernels import _dispatch
 from dropkit.kernels._dispatch import masked_affine, select
+from dropkit.kernels._memory import spare
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
 
@@ -245,12 +248,35 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
         )
     ):
         return None
-    backend = select(input)
-    if backend.name != "numba":
+    # select(), fresh_cell() and the backend's drawn_scaled_mask(), written out: inside a
+    # training step each Python frame costs a few microseconds (docs/benchmarks.md).
+    if _dispatch._forced.get() is not None or _dispatch._environment != "auto":
         return None
-    cell, offset = fresh_cell()
-    mask = backend.drawn_scaled_mask(  # type: ignore[attr-defined]
-        input.shape, n, p, cell, offset, 1.0 / (1.0 - p), input.dtype
+    found = _dispatch._loaded.get("numba") or select(input)  # select() imports numba once
+    if found.name != "numba":
+        return None
+    backend: Any = found  # NumbaBackend, with the attributes below
+    cell = getattr(_validation._draws, "cell", None)
+    world = getattr(_validation._c10d, "_world", None)
+    if cell is None or getattr(world, "default_pg", True) is not None:
+        cell, offset = fresh_cell()  # this thread's first draw, or a process group: its rank
+    else:
+        cell.random_(0, 2**62)  # fresh_cell's draw
+        offset = 0
+    mask = spare(input.shape, input.dtype)
+    serial = n < backend.serial_below
+    if not serial:
+        backend.follow_threads()
+    backend.entry_drawn_mask(
+        mask.data_ptr(),
+        n,
+        cell.data_ptr(),
+        1,
+        offset - 2**64 if offset >= 2**63 else offset,
+        backend.threshold(p),
+        1.0 / (1.0 - p),
+        input.dtype is torch.float64,
+        serial,
     )
     return torch.mul(input, mask)
 

@@ -602,6 +602,13 @@ class NumbaBackend:
 
     name = "numba"
 
+    # What dropkit.functional._autograd.small_dropout calls itself, without a method's frame:
+    # drawn_scaled_mask's steps.
+    entry_drawn_mask = staticmethod(_entry_drawn_mask)
+    threshold = staticmethod(_thr)
+    follow_threads = staticmethod(_threads)
+    serial_below = _SERIAL_BELOW
+
     def masked_affine(
         self,
         x: torch.Tensor,
