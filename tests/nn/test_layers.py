@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
+from torch.overrides import TorchFunctionMode
 
 import dropkit.functional as F
 from dropkit import nn
@@ -56,6 +59,40 @@ def test_forward_calls_the_function_with_self_training(layer, fn, shape, kwargs)
     assert torch.equal(out, fn(x, 0.3, True, **kwargs))
     assert not torch.equal(out, x)
     module.eval()
+    assert module(x) is x
+
+
+class _Seen(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[str] = []
+
+    def __torch_function__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        self.seen.append(getattr(func, "__name__", ""))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_dropout_layers_own_road_gives_the_functions_bits_and_is_seen_by_modes(dtype) -> None:
+    # Dropout.forward takes F.dropout's small road itself (a recorded small input); the output,
+    # the gradient and the generator's next draw are those of the function.
+    module = nn.Dropout(0.3)
+    x = torch.randn(16, 24, dtype=dtype, requires_grad=True)
+    results = []
+    for call in (module, lambda t: F.dropout(t, 0.3)):
+        torch.manual_seed(3)
+        out = call(x)
+        (grad,) = torch.autograd.grad(out, x, torch.ones_like(out))
+        results.append((out, grad, torch.rand(())))
+    for ours, theirs in zip(*results, strict=True):
+        assert torch.equal(ours, theirs)
+    assert not torch.equal(results[0][0], x)
+    with _Seen() as mode:  # a mode still sees the function, as Monte Carlo and convert need
+        module(x)
+    assert "dropout" in mode.seen
+    module.p = 1  # an int set after construction: the function's checks
+    assert torch.equal(module(x), torch.zeros_like(x))
+    module.p = 0.0
     assert module(x) is x
 
 

@@ -8,8 +8,10 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
+from torch.overrides import has_torch_function_unary
 
 from dropkit import functional as F
+from dropkit.functional._autograd import small_dropout
 from dropkit.functional._structured import (
     BlockClip,
     Gamma,
@@ -17,7 +19,7 @@ from dropkit.functional._structured import (
     Rescale,
     check_block_options,
 )
-from dropkit.functional._validation import check_p
+from dropkit.functional._validation import BELOW_ONE, check_p
 
 __all__ = [
     "AlphaDropout",
@@ -103,7 +105,22 @@ class Dropout(_DropoutBase):
         self.noise_shape = None if noise_shape is None else tuple(noise_shape)
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
-        return F.dropout(input, self.p, self.training, self.inplace, noise_shape=self.noise_shape)
+        p = self.p
+        # F.dropout's first road, taken from here: one Python frame fewer on the commonest call
+        # (the same checks, in the same order; see small_dropout).
+        if (
+            self.training
+            and not has_torch_function_unary(input)
+            and type(p) is float
+            and 0.0 < p < BELOW_ONE
+            and self.noise_shape is None
+            and not self.inplace
+            and isinstance(input, torch.Tensor)
+        ):
+            out = small_dropout(input, p)
+            if out is not None:
+                return out
+        return F.dropout(input, p, self.training, self.inplace, noise_shape=self.noise_shape)
 
     def extra_repr(self) -> str:
         extra = "" if self.noise_shape is None else f", noise_shape={self.noise_shape}"
