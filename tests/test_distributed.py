@@ -28,7 +28,9 @@ WORKER = textwrap.dedent(
     explicit = (F.dropout(torch.ones(4096), 0.5, seed=7) != 0).to(torch.uint8)
     torch.manual_seed(0)  # the same draw again, on the recorded small-tensor road this time
     recorded = (F.dropout(torch.ones(4096, requires_grad=True), 0.5) != 0).to(torch.uint8)
-    same_road = torch.tensor([int(torch.equal(recorded, mask))])
+    torch.manual_seed(0)  # and once more, now that this thread's seed cell exists
+    again = (F.dropout(torch.ones(4096, requires_grad=True), 0.5) != 0).to(torch.uint8)
+    same_road = torch.tensor([int(torch.equal(recorded, mask) and torch.equal(again, mask))])
     dist.all_reduce(same_road)
     masks = [torch.empty_like(mask) for _ in range(dist.get_world_size())]
     dist.all_gather(masks, mask)
@@ -150,6 +152,7 @@ THREADED_RANKS = textwrap.dedent(
     def rank_fn(rank):
         dist.init_process_group("threaded", rank=rank, world_size=2, store=store)
         x = torch.ones(64, requires_grad=True)
+        F.dropout(x, 0.5)  # this thread's seed cell exists now: the calls below are not its first
         for turn in range(2):
             barrier.wait()
             if turn == rank:  # one rank at a time on the shared default generator

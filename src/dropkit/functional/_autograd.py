@@ -257,8 +257,11 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
         return None
     backend: Any = found  # NumbaBackend, with the attributes below
     cell = getattr(_validation._draws, "cell", None)
+    # The field under torch's ``_World.default_pg`` property (a property is one more frame);
+    # where it is missing (another world object, as torch's threaded test groups install),
+    # fresh_cell asks the property.
     world = getattr(_validation._c10d, "_world", None)
-    if cell is None or getattr(world, "default_pg", True) is not None:
+    if cell is None or getattr(world, "_default_pg", True) is not None:
         cell, offset = fresh_cell()  # this thread's first draw, or a process group: its rank
     else:
         cell.random_(0, 2**62)  # fresh_cell's draw
