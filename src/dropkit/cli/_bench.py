@@ -72,10 +72,15 @@ def bench(
     mlp_rows = bench_mlp(epochs=mlp_epochs or (7 if quick else 15)) if mlp else []
     if mlp_rows:
         mlp_table = Table(title="MLP 64-256-128-10, dropout 0.5, Adam, batch 64: ms per epoch")
-        for column in ("dropout", "ms per epoch", "added by dropout"):
+        for column in ("dropout", "ms per epoch", "added by dropout", "95% interval"):
             mlp_table.add_column(column, justify="right")
         for m in mlp_rows:
-            mlp_table.add_row(m.variant, f"{m.epoch_s * 1e3:.1f}", f"{m.overhead_pct:+.1f}%")
+            mlp_table.add_row(
+                m.variant,
+                f"{m.epoch_s * 1e3:.1f}",
+                f"{m.overhead_pct:+.1f}%",
+                f"{m.low_pct:+.1f}% to {m.high_pct:+.1f}%",
+            )
         console.print(mlp_table)
     convert_rows = bench_convert(rounds=5 if quick else 9) if convert else []
     if convert_rows:

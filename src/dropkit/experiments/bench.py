@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import itertools
+import math
+import random
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -23,6 +25,7 @@ from torch import nn
 import dropkit.functional as DF
 from dropkit import nn as dk_nn
 from dropkit.kernels import select
+from dropkit.kernels._memory import spare
 
 __all__ = [
     "ConvertRow",
@@ -66,10 +69,66 @@ class MlpRow:
 
     variant: str
     epoch_s: float
-    overhead_pct: float  # vs the same model without dropout
+    overhead_pct: float  # vs the same model without dropout, the median over paired epochs
+    low_pct: float  # its 95% confidence interval
+    high_pct: float
 
     def to_json(self) -> dict[str, object]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Paired:
+    """One contender against a base timed in the same rounds: its median seconds, and the median
+    of its per-round ratio to the base with a 95% confidence interval of that median."""
+
+    seconds: float
+    ratio: float
+    low: float
+    high: float
+
+
+def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values``: the order statistics
+    ``x_(j)`` and ``x_(n+1-j)`` with the largest ``j`` whose binomial(n, 1/2) coverage is at
+    least ``level`` (the whole range where even that falls short, n below 6 at 95%)."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if not n:
+        raise ValueError("median_interval: no values")
+    j, tail = 0, 0.0  # tail = P(Binomial(n, 1/2) <= j - 1), the chance the median is below x_(j)
+    while j + 1 <= n // 2:
+        nxt = tail + math.comb(n, j) / 2**n
+        if 1.0 - 2.0 * nxt < level:
+            break
+        j, tail = j + 1, nxt
+    return (ordered[j - 1], ordered[n - j]) if j else (ordered[0], ordered[-1])
+
+
+def _paired(
+    contenders: Mapping[str, Callable[[], object]], rounds: int, base: str
+) -> dict[str, Paired]:
+    """Each contender timed once per round after a warm-up call, in an order shuffled each
+    round (seeded), so that none always follows the same one; its ratio to ``base`` is taken
+    within each round, which cancels the machine's slow drifts, and summarized by the median
+    and :func:`median_interval`."""
+    for run in contenders.values():
+        run()
+    names = list(contenders)
+    order = random.Random(0)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        order.shuffle(names)
+        for name in names:
+            start = time.perf_counter()
+            contenders[name]()
+            samples[name].append(time.perf_counter() - start)
+    out = {}
+    for name, times in samples.items():
+        ratios = [t / b for t, b in zip(times, samples[base], strict=True)]
+        low, high = median_interval(ratios)
+        out[name] = Paired(statistics.median(times), statistics.median(ratios), low, high)
+    return out
 
 
 def _interleaved(contenders: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
@@ -213,12 +272,14 @@ class DrawMaskMultiply(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.cell = torch.empty((), dtype=torch.int64)
-        self.backend = select(self.cell.float())  # the CPU float backend, chosen once
+        backend: Any = select(self.cell.float())  # the CPU float backend, chosen once
+        self.backend, self.threshold = backend, backend.threshold(0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.cell.random_(0, 2**62)
-        mask = self.backend.drawn_scaled_mask(  # type: ignore[attr-defined]
-            x.shape, x.numel(), 0.5, self.cell, 0, 2.0, x.dtype
+        mask, n = spare(x.shape, x.dtype), x.numel()
+        self.backend.entry_drawn_mask(  # as small_dropout calls it (float32, one thread)
+            mask.data_ptr(), n, self.cell.data_ptr(), 1, 0, self.threshold, 2.0, False, True
         )
         return torch.mul(x, mask)
 
@@ -260,7 +321,8 @@ def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> 
 
     Variants: no dropout, three floors in dropout's place (``x * 2`` as a native op and as a
     Python ``autograd.Function``; a seed draw, the Philox mask and a native multiply),
-    ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; epochs of all are interleaved.
+    ``torch.nn.Dropout``, ``dropkit.nn.Dropout``; ``epochs`` paired rounds of all
+    (:func:`_paired`), each epoch's overhead taken against the no-dropout epoch of its round.
     """
     variants: dict[str, Callable[[], nn.Module]] = {
         "no dropout": nn.Identity,
@@ -271,9 +333,10 @@ def bench_mlp(*, epochs: int = 9, samples: int = 1200, batch_size: int = 64) -> 
         "dropkit dropout": lambda: dk_nn.Dropout(0.5),
     }
     runs = mlp_epochs(variants, samples=samples, batch_size=batch_size)
-    times = _interleaved(runs, epochs)
-    base = times["no dropout"]
-    return [MlpRow(k, v, (v / base - 1.0) * 100.0) for k, v in times.items()]
+    return [
+        MlpRow(k, v.seconds, (v.ratio - 1.0) * 100.0, (v.low - 1.0) * 100.0, (v.high - 1.0) * 100.0)
+        for k, v in _paired(runs, epochs, "no dropout").items()
+    ]
 
 
 @dataclass(frozen=True)
@@ -373,18 +436,19 @@ def _stacked_epoch(data: Any, rate: float, runs: int = 3) -> Callable[[], None]:
 
 def bench_compare_rates(
     *, epochs: int = 7, dataset: str = "mnist1d", rates: Sequence[float] = (0.0, 0.2, 0.5)
-) -> dict[float, float]:
+) -> dict[float, Paired]:
     """Seconds per epoch of what the default ``dropkit compare`` trains, at each rate.
 
     The default compare trains the runner's MLP, 3 seeds per rate stacked into one model (its
     ``--batched`` default), with Adam and batches of 64 drawn by indexing in-memory tensors.
-    Rates are interleaved epoch by epoch, so ``times[r] / times[0.0]`` is what dropout at rate
-    ``r`` costs the main job on this machine.
+    Rates are paired epoch by epoch (:func:`_paired`), against the first rate: ``ratio`` of
+    rate ``r`` is what dropout at that rate costs the main job on this machine.
     """
     from dropkit.experiments.datasets import load_dataset
 
     data = load_dataset(dataset)
-    times = _interleaved({str(rate): _stacked_epoch(data, rate) for rate in rates}, epochs)
+    runs = {str(rate): _stacked_epoch(data, rate) for rate in rates}
+    times = _paired(runs, epochs, str(rates[0]))
     return {rate: times[str(rate)] for rate in rates}
 
 
