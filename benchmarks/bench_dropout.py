@@ -27,16 +27,17 @@ from dropkit.experiments.bench import bench_compare_rates, bench_kernels, bench_
 
 def small(threads: int, rounds: int) -> None:
     torch.set_num_threads(threads)
+    compare_rounds = max(7, rounds // 8)
     print(
         f"torch threads: {torch.get_num_threads()}, paired rounds: {rounds} (MLP), "
-        f"{max(7, rounds // 8)} (compare)"
+        f"{compare_rounds} (compare)"
     )
     for m in bench_mlp(epochs=rounds):
         print(
             f"MLP epoch  {m.variant:42s} {m.epoch_s * 1e3:6.1f} ms  {m.overhead_pct:+6.1f}%  "
             f"95% interval {m.low_pct:+5.1f}% to {m.high_pct:+5.1f}%"
         )
-    for rate, t in bench_compare_rates(epochs=max(7, rounds // 8)).items():
+    for rate, t in bench_compare_rates(epochs=compare_rounds).items():
         print(
             f"compare    rate {rate:<4} {t.seconds * 1e3:7.1f} ms per epoch  "
             f"{t.ratio:5.3f}x rate 0  95% interval {t.low:5.3f}x to {t.high:5.3f}x"

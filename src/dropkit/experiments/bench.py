@@ -105,6 +105,25 @@ def median_interval(values: Sequence[float], level: float = 0.95) -> tuple[float
     return (ordered[j - 1], ordered[n - j]) if j else (ordered[0], ordered[-1])
 
 
+def _timed_rounds(
+    contenders: Mapping[str, Callable[[], object]], rounds: int, order: random.Random | None
+) -> dict[str, list[float]]:
+    """Seconds of each call of each contender: one warm-up call each, then ``rounds`` rounds of
+    one call each, in the mapping's order or, with ``order``, shuffled by it every round."""
+    for run in contenders.values():
+        run()
+    names = list(contenders)
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    for _ in range(rounds):
+        if order is not None:
+            order.shuffle(names)
+        for name in names:
+            start = time.perf_counter()
+            contenders[name]()
+            samples[name].append(time.perf_counter() - start)
+    return samples
+
+
 def _paired(
     contenders: Mapping[str, Callable[[], object]], rounds: int, base: str
 ) -> dict[str, Paired]:
@@ -112,17 +131,7 @@ def _paired(
     round (seeded), so that none always follows the same one; its ratio to ``base`` is taken
     within each round, which cancels the machine's slow drifts, and summarized by the median
     and :func:`median_interval`."""
-    for run in contenders.values():
-        run()
-    names = list(contenders)
-    order = random.Random(0)
-    samples: dict[str, list[float]] = {name: [] for name in names}
-    for _ in range(rounds):
-        order.shuffle(names)
-        for name in names:
-            start = time.perf_counter()
-            contenders[name]()
-            samples[name].append(time.perf_counter() - start)
+    samples = _timed_rounds(contenders, rounds, random.Random(0))
     out = {}
     for name, times in samples.items():
         ratios = [t / b for t, b in zip(times, samples[base], strict=True)]
@@ -133,14 +142,7 @@ def _paired(
 
 def _interleaved(contenders: Mapping[str, Callable[[], object]], rounds: int) -> dict[str, float]:
     """Median seconds of one call of each contender, timed round-robin after a warm-up call."""
-    for run in contenders.values():
-        run()
-    samples: dict[str, list[float]] = {name: [] for name in contenders}
-    for _ in range(rounds):
-        for name, run in contenders.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - start)
+    samples = _timed_rounds(contenders, rounds, None)
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
