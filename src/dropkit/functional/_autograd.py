@@ -229,7 +229,7 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
     inline, draws the seed into a tensor that the kernel reads (no ``.item()``), and writes
     the mask into a spare tensor (no allocation). The seed is the one the general road draws,
     and the mask the same, so the bits are those of the general road. ``p`` is a float in
-    (0, 1); the caller has checked the other arguments.
+    (0, 1); the caller has checked the other arguments, all but ``input``, checked here.
     """
     if (
         # in_graph(), written out, first: dynamo folds is_compiling() and reads no further, so

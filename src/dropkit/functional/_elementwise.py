@@ -122,7 +122,6 @@ def dropout(
         and noise_shape is None
         and seed is None
         and inplace is False
-        and isinstance(input, torch.Tensor)
     ):
         out = small_dropout(input, p)
         if out is not None:

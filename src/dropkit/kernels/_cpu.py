@@ -703,8 +703,9 @@ class NumbaBackend:
 
         ``cells`` is a contiguous int64 CPU tensor of R seeds (0-dim for one); the output is
         R equal consecutive parts, part r the mask of seed ``cells[r] + offset`` modulo 2**64.
-        The road of :func:`dropkit.functional._autograd.small_dropout` (and of the stacked
-        runs of ``dropkit compare``): one torch op fewer per seed than reading it into Python.
+        The road of the stacked runs of ``dropkit compare``: one torch op fewer per seed than
+        reading it into Python. (:func:`dropkit.functional._autograd.small_dropout` takes the
+        same steps for one seed itself, with the class attributes above.)
         """
         out = spare(shape, dtype)
         runs = cells.numel()

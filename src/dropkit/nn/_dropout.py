@@ -115,7 +115,6 @@ class Dropout(_DropoutBase):
             and 0.0 < p < BELOW_ONE
             and self.noise_shape is None
             and not self.inplace
-            and isinstance(input, torch.Tensor)
         ):
             out = small_dropout(input, p)
             if out is not None:
