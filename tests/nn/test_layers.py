@@ -77,7 +77,8 @@ def test_dropout_layers_own_road_gives_the_functions_bits_and_is_seen_by_modes(d
     # Dropout.forward takes F.dropout's small road itself (a recorded small input); the output,
     # the gradient and the generator's next draw are those of the function.
     module = nn.Dropout(0.3)
-    x = torch.randn(16, 24, dtype=dtype, requires_grad=True)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(16, 24, dtype=dtype, generator=generator).requires_grad_()
     results = []
     for call in (module, lambda t: F.dropout(t, 0.3)):
         torch.manual_seed(3)
