@@ -11,6 +11,9 @@ their training steps (Adam, lr 1e-4, loss: mean square of the main output) alter
 process: a warm-up step each, then ``--rounds`` rounds of one step each, median kept.
 ``dropkit bench`` runs the same code (``dropkit.experiments.bench.bench_convert_real``). Prints
 a markdown table for docs/benchmarks.md, then the median speed-up over the models.
+timm's and torchvision's models run where torchvision imports: in the vision environment
+(``pip install -r requirements/vision.txt`` in a venv of its own); elsewhere they are
+skipped with the reason.
 """
 
 from __future__ import annotations
@@ -82,9 +85,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     parser.add_argument("--scale", type=float, default=1.0, help=argparse.SUPPRESS)  # tests
     args = parser.parse_args(argv)
-    from _support import torchvision_placeholders
-
-    torchvision_placeholders()
     models = [m.strip() for m in args.models.split(",") if m.strip()] or None
     load = os.getloadavg()[0]
     rows, skipped = bench_convert_real(

@@ -9,6 +9,9 @@ same stochastic ops switched on) and S forward passes on the N inputs under ``no
 in one process after a warm-up (which also runs predict's one-off search for the modules to
 switch on), with one thread. Models are built from small configurations with random weights;
 nothing is downloaded. Prints a table; summarized in docs/benchmarks.md.
+timm's and torchvision's models run where torchvision imports: in the vision environment
+(``pip install -r requirements/vision.txt`` in a venv of its own); elsewhere their rows say
+why they were skipped.
 """
 
 from __future__ import annotations
@@ -71,9 +74,6 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
-    from _support import torchvision_placeholders
-
-    torchvision_placeholders()
     torch.set_num_threads(1)
     print(f"S = {SAMPLES}, N = {BATCH}, median of {args.rounds} interleaved rounds, 1 thread\n")
     print(

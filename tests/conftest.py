@@ -1,31 +1,26 @@
-"""Suite-wide set-up: let torchvision import with a torch build it was not compiled for.
+"""Suite-wide set-up: the zoo's helpers as ``zoo_models``, and the ``vision`` marker's check.
 
-PyPI's torchvision wheel is built against CUDA torch; with the CPU build its compiled extension
-does not load and ``import torchvision`` fails (``operator torchvision::nms does not exist``).
-torchmetrics (under ``dropkit.metrics``), timm and parts of transformers import torchvision when
-it is installed, so the whole suite needs the placeholders of ``tests/zoo/models.py`` before
-anything imports it.
+timm and torchvision run in an environment of their own (``requirements/vision.txt``): PyPI's
+torchvision is built for CUDA torch and does not import beside the CPU build that
+``requirements/test.txt`` installs. Tests that need them carry ``@pytest.mark.vision``;
+``zoo_models.import_torchvision`` and ``import_timm`` refuse an unmarked caller.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
 
 
-def pytest_configure() -> None:
-    # Subprocesses that tests spawn (dropkit compare, sweep workers) run the same hook at
-    # start-up: Python imports ``sitecustomize`` from PYTHONPATH.
-    support = str(Path(__file__).parent / "support")
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        [support, *filter(None, [os.environ.get("PYTHONPATH")])]
-    )
+def _zoo_models() -> ModuleType:
+    """``tests/zoo/models.py`` as the module ``zoo_models``, loaded once: the suite runs with
+    ``--import-mode=importlib``, which puts no test folder on ``sys.path``."""
     if "zoo_models" not in sys.modules:
         spec = importlib.util.spec_from_file_location(
             "zoo_models", Path(__file__).parent / "zoo" / "models.py"
@@ -35,7 +30,15 @@ def pytest_configure() -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules["zoo_models"] = module
         spec.loader.exec_module(module)
-    sys.modules["zoo_models"].torchvision_placeholders()
+    return sys.modules["zoo_models"]
+
+
+def pytest_configure() -> None:
+    _zoo_models()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _zoo_models().current_test_is_vision[0] = item.get_closest_marker("vision") is not None
 
 
 @pytest.fixture

@@ -218,6 +218,7 @@ class Keywords(torch.nn.Module):
         return self.drop(self.embed(ids))
 
 
+@pytest.mark.vision
 def test_timm_droppath_and_torchvision_stochastic_depth_keep_their_semantics() -> None:
     zoo_models = pytest.importorskip("zoo_models")
     timm = zoo_models.import_timm()
@@ -290,6 +291,7 @@ def _dropped(y: torch.Tensor, noise: bool) -> torch.Tensor:
     return y != 1 if noise else y == 0
 
 
+@pytest.mark.vision
 @pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
                          STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
 def test_stock_dropblock_converts_with_its_settings_and_eval_is_the_identity(
@@ -311,6 +313,7 @@ def test_stock_dropblock_converts_with_its_settings_and_eval_is_the_identity(
     assert new.train()(x) is not x
 
 
+@pytest.mark.vision
 @pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
                          STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
 def test_stock_dropblock_and_its_conversion_drop_the_same_fraction(
@@ -348,6 +351,7 @@ def _single_blocks(dropped: torch.Tensor, limit: int) -> set[tuple[tuple[int, in
     return found
 
 
+@pytest.mark.vision
 @pytest.mark.parametrize(
     ("library", "block", "options", "size", "limit"),
     [
@@ -373,6 +377,7 @@ def test_stock_dropblock_and_its_conversion_drop_the_same_blocks(
     assert ours == theirs
 
 
+@pytest.mark.vision
 @pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
                          STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
 def test_stock_dropblock_and_its_conversion_normalise_alike(
@@ -399,6 +404,7 @@ def test_stock_dropblock_and_its_conversion_normalise_alike(
             torch.testing.assert_close(values, torch.full_like(values, scale))
 
 
+@pytest.mark.vision
 @pytest.mark.parametrize(("library", "cls", "p", "block", "options", "shape", "mapped"),
                          STOCK_BLOCKS, ids=STOCK_IDS)  # fmt: skip
 def test_converted_dropblock_gradient_is_the_mask_it_applied(
@@ -419,6 +425,7 @@ def test_converted_dropblock_gradient_is_the_mask_it_applied(
     assert torch.equal(x.grad, g * applied)
 
 
+@pytest.mark.vision
 def test_convert_swaps_every_stock_dropblock_and_reports_them() -> None:
     shared = _stock("timm", "DropBlock2d", 0.1, 3)
     model = torch.nn.Sequential(
@@ -455,6 +462,7 @@ def test_convert_swaps_every_stock_dropblock_and_reports_them() -> None:
         dropkit.convert(model[8])
 
 
+@pytest.mark.vision
 def test_timm_resnet_with_drop_block_converts_and_trains_a_step() -> None:
     zoo_models = pytest.importorskip("zoo_models")
     timm = zoo_models.import_timm()

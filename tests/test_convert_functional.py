@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+from typing import Any
 
 import pytest
 import torch
@@ -116,9 +117,8 @@ CASES = {case.name: case for case in zoo_models.CASES}
 ATTENTION = ["nn-transformer-encoder", "bert", "bert-eager", "timm-vit", "llama"]
 
 
-@pytest.mark.parametrize("name", ATTENTION)
-def test_attention_models(name: str) -> None:
-    case = CASES[name]
+@pytest.mark.parametrize("case", zoo_models.case_params([CASES[name] for name in ATTENTION]))
+def test_attention_models(case: Any) -> None:
     model, x = case.build(), case.example()
     with torch.no_grad():
         expected = zoo_models.main_output(zoo_models.call(model, x))

@@ -72,9 +72,10 @@ def test_a_model_whose_library_is_missing_is_skipped_with_the_reason(monkeypatch
     assert "\n" not in reason
 
 
+@pytest.mark.vision
 def test_hugging_face_and_timm_models_run_tiny() -> None:
     pytest.importorskip("transformers")
-    pytest.importorskip("timm")
+    pytest.importorskip("zoo_models").import_timm()
     rows, skipped = bench_convert_real(**TINY, models=["bert", "gpt2", "timm-vit"])
     assert skipped == {}
     assert [row.model.split(" (")[0] for row in rows] == [

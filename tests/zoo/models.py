@@ -7,21 +7,22 @@ positional inputs, or a dict of keyword inputs (Hugging Face models); :func:`cal
 on it and :func:`main_output` picks the tensor to compare (``logits`` of a ``ModelOutput``, the
 first element of a tuple).
 
-The libraries are optional: a case whose library does not import skips with the reason.
-PyPI's torchvision wheel is built against CUDA torch; with the CPU build its compiled extension
-does not load and ``import torchvision`` fails on its fake-kernel registrations (``operator
-torchvision::nms does not exist``), and so do timm and some of transformers, which import it.
-:func:`torchvision_placeholders` registers placeholder schemas for those operators (the models
-here never call them); the suite's conftest calls it at start-up. A case skips with the reason
-if its library still does not import.
+The libraries are optional. Hugging Face models run in the test environment
+(``requirements/test.txt``); timm and torchvision need a torchvision built for the installed torch,
+which PyPI has only for CUDA builds, so they run in an environment of their own
+(``requirements/vision.txt``, made by ``.ci/run``). A test that needs them carries
+``@pytest.mark.vision`` and gets them from :func:`import_torchvision` or :func:`import_timm`: where
+the library does not import the test skips with the reason, or fails under
+``DROPKIT_REQUIRE_VISION=1`` (the vision environment of CI), and an unmarked caller fails, so
+that no vision test can be skipped everywhere.
 """
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -34,58 +35,49 @@ __all__ = [
     "Case",
     "call",
     "case_params",
+    "current_test_is_vision",
     "import_timm",
     "import_torchvision",
     "import_transformers",
     "main_output",
-    "torchvision_placeholders",
 ]
 
 BATCH = 4
+VISION_LIBRARIES = frozenset({"timm", "torchvision"})
 
 
-def _support() -> ModuleType:
-    """``tests/support/sitecustomize.py``, loaded once under a name of its own."""
-    import sys
-
-    module = sys.modules.get("dropkit_test_support")
-    if module is None:
-        path = Path(__file__).parent.parent / "support" / "sitecustomize.py"
-        spec = importlib.util.spec_from_file_location("dropkit_test_support", path)
-        assert spec is not None
-        assert spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["dropkit_test_support"] = module
-        spec.loader.exec_module(module)
-    return module
+# Set by the suite's conftest before each test: whether it carries ``@pytest.mark.vision``.
+current_test_is_vision: list[bool] = [False]
 
 
-def torchvision_placeholders() -> bool:
-    """Placeholder schemas for torchvision's operators when its extension does not load (see
-    ``tests/support/sitecustomize.py``); True if they were needed."""
-    return bool(_support().torchvision_placeholders())
+def _import_vision(name: str) -> ModuleType:
+    """``import name`` for a vision test, or skip it (fail in CI's vision environment)."""
+    if not current_test_is_vision[0]:
+        pytest.fail(
+            f"this test imports {name}: mark it @pytest.mark.vision, so that CI runs it in the "
+            "vision environment (requirements/vision.txt)",
+            pytrace=False,
+        )
+    try:
+        return importlib.import_module(name)
+    except (ImportError, RuntimeError) as error:  # RuntimeError: built for another torch
+        reason = f"{name} does not import: {error}"
+        if os.environ.get("DROPKIT_REQUIRE_VISION") == "1":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
 
 
 def import_torchvision() -> ModuleType:
-    """``import torchvision`` (with placeholders if needed), or skip the test with the reason."""
-    torchvision_placeholders()
-    try:
-        import torchvision
-    except ImportError as error:
-        pytest.skip(f"torchvision does not import: {error}")
-    except RuntimeError as error:
-        pytest.skip(f"torchvision does not import with this torch: {error}")
-    return torchvision
+    """``import torchvision`` in a ``vision`` test, or skip it with the reason."""
+    return _import_vision("torchvision")
 
 
 def import_timm() -> ModuleType:
-    import_torchvision()
-    timm = pytest.importorskip("timm")
-    return timm
+    """``import timm`` in a ``vision`` test, or skip it with the reason."""
+    return _import_vision("timm")
 
 
 def import_transformers() -> ModuleType:
-    torchvision_placeholders()  # some of transformers' modules import torchvision if installed
     transformers = pytest.importorskip("transformers")
     transformers.logging.set_verbosity_error()
     return transformers
@@ -410,8 +402,16 @@ CASES: list[Case] = [*TRANSFORMERS, *TIMM, *TORCHVISION, *TORCH]
 
 
 def case_params(cases: list[Case] | None = None) -> list[Any]:
-    """``pytest.param`` per case, id'd by name and marked ``slow`` where it is."""
+    """``pytest.param`` per case, id'd by name, marked ``slow`` where it is and ``vision`` for
+    timm's and torchvision's models."""
     return [
-        pytest.param(case, id=case.name, marks=[pytest.mark.slow] if case.slow else [])
+        pytest.param(
+            case,
+            id=case.name,
+            marks=[
+                *([pytest.mark.slow] if case.slow else []),
+                *([pytest.mark.vision] if case.library in VISION_LIBRARIES else []),
+            ],
+        )
         for case in (CASES if cases is None else cases)
     ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 
+import pytest
 import torch
 from zoo_models import import_torchvision
 
@@ -21,6 +22,7 @@ def test_the_doctor_finds_nothing_wrong_with_a_stock_model(zoo_case) -> None:
     assert not model.training
 
 
+@pytest.mark.vision
 def test_densenet_as_torchvision_ships_it_is_clean() -> None:
     # The zoo's DenseNet sets drop_rate=0.1, and its two findings (DK003 once, DK005 through
     # torch.cat into the next BatchNorm) are right for that recipe; torchvision's default,
