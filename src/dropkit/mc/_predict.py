@@ -30,6 +30,7 @@ that kind makes ``predict`` run S separate passes (strategy ``"loop"``).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -601,7 +602,11 @@ def predict(
             :data:`REPLICATED_ELEMENTS` replicated elements, see the module notes).
         share_prefix: compute the part before the first stochastic op once (see the module
             notes); otherwise replicate the input S times.
-        seed: makes the result reproducible (torch's global RNG is left as it was).
+        seed: makes the result reproducible: torch's global RNG is seeded with it for the
+            call and put back as it was afterwards. Without a seed (the default) they are
+            drawn from torch's global RNG, which they advance, as torch's random ops do: every
+            call gives fresh samples, and ``torch.manual_seed`` makes a sequence of calls
+            repeat.
         output: what to sample when the model returns more than a tensor: a key (mapping or
             ``ModelOutput``), an index (tuple), or a function of the output. Default: the
             tensor itself, ``"logits"`` of a mapping, the first element of a tuple.
@@ -652,7 +657,11 @@ def predict(
     strategy = ""
     devices = sorted({t.device.index or 0 for t in tree_flatten((args, kwargs))[0]
                       if isinstance(t, torch.Tensor) and t.is_cuda})  # fmt: skip
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
+    # Without a seed the masks come from torch's global generator and advance it, as torch's
+    # own random ops do: every call gives fresh samples. With one, the global generator is
+    # forked, so the call repeats exactly and leaves the caller's stream where it was.
+    rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
+    with rng, torch.no_grad():
         state = enable_mc(model)
         try:
             for start in range(0, n, chunk):
