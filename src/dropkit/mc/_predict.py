@@ -48,6 +48,7 @@ from dropkit._registry import (
     layer_rate,
     layer_shares_batch,
 )
+from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler
 from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._mode import disable_mc, enable_mc
 
@@ -573,16 +574,34 @@ def _loop(
     return torch.stack([_select(model(*args, **kwargs), output) for _ in range(samples)])
 
 
+def _consistent(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    masks: ConsistentMasks,
+    output: OutputSelector,
+) -> torch.Tensor:
+    """One pass per network of ``masks``, each stochastic call answered with its kept mask."""
+    n = _batch_size(args, kwargs)
+    outs = []
+    for sample in range(masks.samples):
+        with ConsistentSampler(masks, sample, n):
+            outs.append(_select(model(*args, **kwargs), output))
+    return torch.stack(outs)
+
+
 def predict(
     model: nn.Module,
     inputs: Inputs,
-    samples: int = 30,
+    samples: int | None = None,
     *,
     batch_size: int | None = None,
     share_prefix: bool = True,
     seed: int | None = None,
     output: OutputSelector = None,
     method: str = "sampling",
+    last_layer: bool = False,
+    masks: ConsistentMasks | None = None,
 ) -> MCResult:
     """Monte Carlo dropout predictions of ``model`` on ``inputs``: ``samples`` stochastic passes.
 
@@ -596,7 +615,7 @@ def predict(
         inputs: how the model is called: a tensor ``model(x)``, a tuple of positional inputs
             ``model(*inputs)``, or a dict of keyword inputs ``model(**inputs)`` (e.g. a
             tokenizer's output). The batch is dim 0 of every tensor in it.
-        samples: the number of passes S.
+        samples: the number of passes S. Default: 30, or the networks of ``masks``.
         batch_size: run at most this many inputs at once (memory grows with S * batch_size;
             on the CPU, samples are also split into passes of at most
             :data:`REPLICATED_ELEMENTS` replicated elements, see the module notes).
@@ -618,6 +637,12 @@ def predict(
             is a :class:`MomentResult` whose ``mean`` and ``variance`` are the propagated ones.
             Units are treated as independent (diagonal covariance); ops without a rule raise
             ``NotImplementedError``. See docs/uncertainty.md.
+        last_layer: Monte Carlo with only the last stochastic module that runs switched on,
+            every other dropout off (torch-uncertainty's ``last_layer=True``; see
+            :func:`enable_mc`). Default: False.
+        masks: a :class:`ConsistentMasks`: the S networks it holds, drawn once and kept, so
+            that sample s of every input in every call comes from one network s (one pass
+            per network; strategy ``"consistent"``). Default: fresh masks for every call.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]`` and the strategy used.
@@ -635,6 +660,18 @@ def predict(
         >>> result.samples.shape, result.probs.shape, result.strategy
         (torch.Size([8, 5, 3]), torch.Size([5, 3]), 'shared-prefix')
     """
+    if masks is not None:
+        if not isinstance(masks, ConsistentMasks):
+            raise TypeError(
+                f"predict: expected masks to be a ConsistentMasks, got {type(masks).__name__}"
+            )
+        if samples is not None and samples != masks.samples:
+            raise ValueError(
+                f"predict: samples={samples!r} but masks holds {masks.samples} networks; leave "
+                f"samples out or pass samples={masks.samples}"
+            )
+        samples = masks.samples
+    samples = 30 if samples is None else samples
     if method == "moments":
         from dropkit.mc._moments import predict_moments
 
@@ -642,6 +679,11 @@ def predict(
             raise ValueError(
                 "predict: method='moments' takes a single tensor input and the model's tensor "
                 "output; use method='sampling' for tuple or keyword inputs and output="
+            )
+        if last_layer or masks is not None:
+            raise ValueError(
+                "predict: last_layer= and masks= are options of method='sampling'; "
+                "method='moments' propagates every dropout's moments"
             )
         return predict_moments(model, inputs, samples, batch_size=batch_size, seed=seed)
     if method != "sampling":
@@ -662,16 +704,23 @@ def predict(
     # forked, so the call repeats exactly and leaves the caller's stream where it was.
     rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
     with rng, torch.no_grad():
-        state = enable_mc(model)
+        state = enable_mc(model, last_layer=last_layer)
         try:
             for start in range(0, n, chunk):
                 part = _batch_map(args, kwargs, n, _rows(start, start + chunk))
                 found = state.discover(*part, "predict")
                 if start == 0 and seed is not None:
                     torch.manual_seed(seed)
+                if last_layer and not found.on:
+                    raise ValueError(
+                        f"predict: last_layer=True, but no stochastic module of "
+                        f"{found.model_name} can be switched on (see the warnings above)"
+                    )
                 shared = [found.name(m) for m in found.on if layer_shares_batch(m)]
                 out = None
-                if shared:
+                if masks is not None:
+                    out, strategy = _consistent(model, *part, masks, output), "consistent"
+                elif shared:
                     strategy = (
                         f"loop (one mask over the batch in '{shared[0]}': one pass per sample)"
                     )
