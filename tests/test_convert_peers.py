@@ -137,6 +137,8 @@ def test_timm_drop_path_schedule_by_drop_prob_reaches_the_converted_layers() -> 
     timm = _timm()
     model = dropkit.convert(timm.create_model("test_vit", drop_path_rate=0.2))
     layers = [m for m in model.modules() if isinstance(m, nn.DropPath)]
+    assert {type(m).__name__ for m in layers} == {"TimmDropPath"}
+    assert not any(isinstance(m, timm.layers.DropPath) for m in layers)  # as for any convert
     assert layers
     assert all(hasattr(m, "drop_prob") for m in layers)
     for i, layer in enumerate(layers):
