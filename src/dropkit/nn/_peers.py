@@ -101,6 +101,23 @@ class TimmDropBlock2d(DropBlock2d):
     ``drop_prob`` is ``p``; ``scale_by_keep`` and ``with_noise`` set dropkit's ``rescale`` as
     timm's forward treats them: kept values scaled by the batch's kept fraction when
     ``scale_by_keep`` and not ``with_noise``, not scaled otherwise.
+
+    Example:
+        >>> import torch
+        >>> import dropkit
+        >>> class DropBlock2d(torch.nn.Module):  # stands in for timm.layers.DropBlock2d
+        ...     __module__ = "timm.layers.drop"
+        ...     def __init__(self, drop_prob=0.1, block_size=7):
+        ...         super().__init__()
+        ...         self.drop_prob, self.block_size, self.gamma_scale = drop_prob, block_size, 1.0
+        ...         self.with_noise, self.inplace, self.couple_channels = False, False, True
+        ...         self.scale_by_keep = True
+        >>> layer = dropkit.convert(DropBlock2d(0.1, 3))
+        >>> layer.drop_prob, layer.scale_by_keep, layer.rescale
+        (0.1, True, 'batch')
+        >>> layer.scale_by_keep = False
+        >>> layer.rescale
+        'none'
     """
 
     drop_prob = _Rate()
