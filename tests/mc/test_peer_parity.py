@@ -329,3 +329,26 @@ def test_last_layer_counts_functional_dropout() -> None:
     with mc.mc_mode(model, last_layer=True):
         model(torch.randn(2, 6))
         assert (model.training, model.drop.training) == (True, False)
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_consistent_one_pass_equals_one_pass_per_network(inplace: bool) -> None:
+    """The replicated pass and the pass per network (taken where a mask is on a weight) apply
+    the same kept masks; neither writes into the caller's input."""
+    from dropkit import nn as dk_nn
+
+    torch.manual_seed(0)
+    body = [nn.Dropout(0.3, inplace=inplace), nn.Linear(6, 6), nn.ReLU(), nn.Dropout(0.2)]
+    plain = nn.Sequential(*body, nn.Linear(6, 4))
+    # The same layers with a weight mask last (call 2, after the two dropouts' calls 0 and 1)
+    # that drops (almost) nothing: it takes the pass per network.
+    weighted = nn.Sequential(*body, dk_nn.WeightDrop(plain[-1], "weight", p=1e-9))
+    x = torch.randn(5, 6)
+    before = x.clone()
+    masks = mc.ConsistentMasks(7, seed=0)
+    one = mc.predict(plain, x, masks=masks)
+    assert one.strategy == "consistent"
+    per_network = mc.predict(weighted, x, masks=masks)
+    assert per_network.strategy.startswith("consistent (one pass per network")
+    torch.testing.assert_close(per_network.samples, one.samples)
+    assert torch.equal(x, before)

@@ -26,7 +26,7 @@ from torch.overrides import TorchFunctionMode
 
 from dropkit._registry import FunctionSpec, function_spec, is_random
 
-__all__ = ["ConsistentMasks"]
+__all__ = ["ConsistentMasks", "ConsistentSampler", "OnePassPerNetwork"]
 
 #: Variants whose noise is not a mask that multiplies the input, or is drawn inside a fused op.
 _NOT_A_MASK = {
@@ -97,7 +97,8 @@ class ConsistentMasks:
         kwargs: dict[str, Any],
         batch: int,
     ) -> torch.Tensor:
-        """``[S, ...]`` masks of the k-th stochastic call of a forward (drawn on first use)."""
+        """``[S, ...]`` masks of the k-th stochastic call of a forward (drawn on first use);
+        ``batch`` is the number of rows its input must have in dim 0 (unless it is a weight)."""
         if spec.variant in _NOT_A_MASK:
             raise ValueError(
                 f"predict: masks= cannot keep the masks of {spec.name}: "
@@ -108,7 +109,7 @@ class ConsistentMasks:
         if not weights and (x.dim() == 0 or x.shape[0] != batch):
             raise ValueError(
                 f"predict: masks= needs the batch in dim 0 of every dropout input; {spec.name} "
-                f"got shape {tuple(x.shape)} for a batch of {batch}"
+                f"got shape {tuple(x.shape)} for {batch} rows"
             )
         shape = tuple(x.shape) if weights else (1, *x.shape[1:])
         key = (k, spec.name, shape, x.dtype, x.device)
@@ -117,10 +118,10 @@ class ConsistentMasks:
             first = self._shapes.setdefault(k, key)
             if first != key:
                 warnings.warn(
-                    f"predict: masks=: stochastic call {k} ({spec.name}) drew its masks for "
-                    f"shape {first[2]} ({first[3]}) and now runs on {shape} ({x.dtype}); new "
-                    "masks are drawn for it, so inputs of different shapes do not share the "
-                    "networks",
+                    f"predict: masks=: stochastic call {k} of the forward first ran as "
+                    f"{first[1]} on {first[2]} ({first[3]}), now as {spec.name} on {shape} "
+                    f"({x.dtype}); new masks are drawn for it, so these inputs do not share the "
+                    "networks with the earlier ones",
                     RuntimeWarning,
                     stacklevel=4,
                 )
@@ -152,11 +153,20 @@ class ConsistentMasks:
             return draw()
 
 
-class ConsistentSampler(TorchFunctionMode):
-    """One forward as network ``sample`` of ``masks``: every stochastic call multiplied by its
-    kept mask; a random draw outside any dropout function raises."""
+class OnePassPerNetwork(RuntimeError):
+    """A mask that cannot be applied to the S networks' rows at once (a mask on a weight)."""
 
-    def __init__(self, masks: ConsistentMasks, sample: int, batch: int) -> None:
+
+class ConsistentSampler(TorchFunctionMode):
+    """One forward with the kept masks: every stochastic call multiplied by its mask; a random
+    draw outside any dropout function raises.
+
+    With ``sample=None`` the input holds all S networks' copies of the batch, network by network
+    (S blocks of ``batch`` rows), and each call gets its S masks at once; otherwise the forward
+    is network ``sample`` alone.
+    """
+
+    def __init__(self, masks: ConsistentMasks, sample: int | None, batch: int) -> None:
         super().__init__()
         self.masks, self.sample, self.batch = masks, sample, batch
         self.calls = 0
@@ -172,12 +182,21 @@ class ConsistentSampler(TorchFunctionMode):
         spec = function_spec(func)
         if spec is not None and spec.active(args, kwargs):
             k, self.calls = self.calls, self.calls + 1
-            mask = self.masks.mask(k, func, spec, args, kwargs, self.batch)[self.sample]
             x = args[0]
+            weights = spec.sharing == "batch"
+            if self.sample is None and weights:
+                raise OnePassPerNetwork(f"{spec.name} masks a weight, not rows")
+            rows = self.batch * (self.masks.samples if self.sample is None else 1)
+            masks = self.masks.mask(k, func, spec, args, kwargs, rows)
+            if self.sample is not None:
+                out = x * masks[self.sample]
+            else:  # [S * N, ...] rows times [S, 1, ...] masks
+                n = self.batch
+                out = (x.reshape(-1, n, *x.shape[1:]) * masks).reshape(x.shape)
             inplace = spec.name.endswith("_") or bool(
                 args[3] if len(args) > 3 else kwargs.get("inplace", False)
             )
-            return x.mul_(mask) if inplace and spec.sharing != "batch" else x * mask
+            return x.copy_(out) if inplace and not weights else out
         if is_random(func):
             raise ValueError(
                 f"predict: masks= cannot keep a random draw ({getattr(func, '__name__', func)}) "

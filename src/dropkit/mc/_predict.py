@@ -48,7 +48,7 @@ from dropkit._registry import (
     layer_rate,
     layer_shares_batch,
 )
-from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler
+from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler, OnePassPerNetwork
 from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._mode import disable_mc, enable_mc
 
@@ -580,14 +580,28 @@ def _consistent(
     kwargs: dict[str, Any],
     masks: ConsistentMasks,
     output: OutputSelector,
-) -> torch.Tensor:
-    """One pass per network of ``masks``, each stochastic call answered with its kept mask."""
-    n = _batch_size(args, kwargs)
+) -> tuple[torch.Tensor, str]:
+    """``[S, N, ...]`` samples of the networks of ``masks`` and the strategy: one pass on the
+    input replicated S times, each stochastic call answered with its kept masks, or one pass per
+    network where a mask cannot be applied to all networks' rows at once."""
+    n, s = _batch_size(args, kwargs), masks.samples
+    try:
+        copies = _batch_map(args, kwargs, n, lambda t: t.repeat(s, *[1] * (t.dim() - 1)))
+        with ConsistentSampler(masks, None, n):
+            out = _select(model(*copies[0], **copies[1]), output)
+        if out.dim() > 0 and out.shape[0] == s * n:
+            return out.reshape(s, n, *out.shape[1:]), "consistent"
+        why = f"the output's dim 0 is {out.shape[0] if out.dim() else None}, not S * N"
+    except (OnePassPerNetwork, RuntimeError) as error:
+        why = str(error)
+    # Masks drawn before the failure are kept, and used again; an in-place dropout must not
+    # write into the caller's tensors.
     outs = []
-    for sample in range(masks.samples):
+    for sample in range(s):
+        fresh = _batch_map(args, kwargs, n, torch.clone)
         with ConsistentSampler(masks, sample, n):
-            outs.append(_select(model(*args, **kwargs), output))
-    return torch.stack(outs)
+            outs.append(_select(model(*fresh[0], **fresh[1]), output))
+    return torch.stack(outs), f"consistent (one pass per network: {why})"
 
 
 def predict(
@@ -641,8 +655,9 @@ def predict(
             every other dropout off (torch-uncertainty's ``last_layer=True``; see
             :func:`enable_mc`). Default: False.
         masks: a :class:`ConsistentMasks`: the S networks it holds, drawn once and kept, so
-            that sample s of every input in every call comes from one network s (one pass
-            per network; strategy ``"consistent"``). Default: fresh masks for every call.
+            that sample s of every input in every call comes from one network s (strategy
+            ``"consistent"``: one pass on the input replicated S times, or one pass per
+            network where a mask is on a weight). Default: fresh masks for every call.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]`` and the strategy used.
@@ -719,7 +734,7 @@ def predict(
                 shared = [found.name(m) for m in found.on if layer_shares_batch(m)]
                 out = None
                 if masks is not None:
-                    out, strategy = _consistent(model, *part, masks, output), "consistent"
+                    out, strategy = _consistent(model, *part, masks, output)
                 elif shared:
                     strategy = (
                         f"loop (one mask over the batch in '{shared[0]}': one pass per sample)"
