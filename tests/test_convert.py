@@ -232,7 +232,8 @@ def test_timm_droppath_and_torchvision_stochastic_depth_keep_their_semantics() -
     ]
     for layer, mode, scale in cases:
         new = dropkit.convert(layer)
-        assert type(new) is nn.DropPath
+        assert isinstance(new, nn.DropPath)  # timm's: a subclass that only adds its names
+        assert type(new).forward is nn.DropPath.forward
         assert (new.p, new.mode, new.scale_by_keep) == (0.3, mode, scale)
         torch.manual_seed(0)
         y = new(torch.ones(n, 3))
@@ -299,7 +300,8 @@ def test_stock_dropblock_converts_with_its_settings_and_eval_is_the_identity(
 ) -> None:
     stock = _stock(library, cls, p, block, **options)
     new = dropkit.convert(stock)
-    assert type(new) is getattr(nn, cls)
+    assert isinstance(new, getattr(nn, cls))  # timm's: a subclass that only adds its names
+    assert type(new).forward is getattr(nn, cls).forward
     assert (new.p, new.block_size, new.inplace) == (p, block, False)
     expected = {
         "gamma": "paper", "gamma_scale": 1.0, "placement": "inside", "block_clip": "axis",
@@ -446,9 +448,11 @@ def test_convert_swaps_every_stock_dropblock_and_reports_them() -> None:
         "torchvision's DropBlock3d -> dropkit's DropBlock3d": 1,
     }
     assert converted[0] is converted[2]  # one new layer for the reused instance
-    assert [type(converted[i]) for i in (0, 3, 4, 7)] == [
-        nn.DropBlock2d, nn.DropBlock2d, nn.DropBlock2d, nn.DropBlock3d
+    assert [type(converted[i]).__name__ for i in (0, 3, 4, 7)] == [
+        "TimmDropBlock2d", "TimmDropBlock2d", "DropBlock2d", "DropBlock3d"
     ]  # fmt: skip
+    assert type(converted[4]) is nn.DropBlock2d  # torchvision's names are dropkit's own
+    assert isinstance(converted[0], nn.DropBlock2d)  # timm's: a subclass with timm's names
     assert type(converted[5][0]) is nn.DropBlock2d
     assert converted[5][0].eps == 1e-3
     assert type(converted[8]) is type(model[8])

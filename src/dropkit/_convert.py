@@ -17,9 +17,11 @@ import torch
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
+from dropkit import nn as dk_nn
 from dropkit._registry import Unmappable, layer_spec
 from dropkit._routing import route_functional
 from dropkit._state import state_kept
+from dropkit.nn._peers import with_peer_names
 
 __all__ = ["ConvertReport", "convert"]
 
@@ -98,6 +100,8 @@ def _library(cls: type) -> str:
 
 
 def _name(cls: type) -> str:
+    if _library(cls) == "dropkit":  # a layer under a peer's names: the dropkit class it extends
+        cls = next((c for c in cls.__mro__ if getattr(dk_nn, c.__name__, None) is c), cls)
     return f"{_library(cls)}'s {cls.__qualname__}"
 
 
@@ -162,8 +166,21 @@ def _swap(module: nn.Module) -> nn.Module | None:
     spec = layer_spec(module, exact=True)
     if spec is None or spec.to_dropkit is None:
         return None
-    new = spec.to_dropkit(module)
+    new = with_peer_names(spec.to_dropkit(module), module)
     new.train(module.training)
+    lost = [
+        name
+        for name, value in vars(module).items()
+        if not name.startswith("_") and name != "training" and not hasattr(new, name)
+    ]
+    if lost:
+        warnings.warn(
+            f"convert: {_name(type(module))} has {', '.join(map(repr, lost))}, which "
+            f"{_name(type(new))} does not keep; setting {'it' if len(lost) == 1 else 'them'} on "
+            "the converted layer changes nothing",
+            RuntimeWarning,
+            stacklevel=3,
+        )
     return new
 
 

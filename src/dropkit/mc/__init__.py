@@ -7,13 +7,18 @@
   tuple or keyword inputs, and the usual uncertainty scores in :class:`MCResult`;
   ``predict(..., method="moments")`` gets them from one pass of moment propagation instead
   (:class:`MomentResult`).
+- ``last_layer=True`` (``predict``, ``mc_mode``): only the last stochastic module that runs is
+  on; ``predict(..., masks=ConsistentMasks(S))``: S networks drawn once and kept across calls
+  and batches (for scores compared across a data set, as BatchBALD's).
 """
 
+from dropkit.mc._consistent import ConsistentMasks
 from dropkit.mc._mode import MCState, disable_mc, dropout_modules, enable_mc, mc_active, mc_mode
 from dropkit.mc._moments import MomentResult
 from dropkit.mc._predict import MCResult, predict
 
 __all__ = [
+    "ConsistentMasks",
     "MCResult",
     "MCState",
     "MomentResult",

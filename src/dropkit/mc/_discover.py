@@ -26,7 +26,7 @@ import warnings
 import weakref
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar, cast
 
 import torch
@@ -60,6 +60,10 @@ class Discovery:
     #: kept with the cached answer: where :func:`dropkit.mc.predict` could end the shared
     #: prefix last time (``"prefix_level"``)
     memo: dict[str, str] = field(default_factory=dict)
+    #: the switched-on module whose stochastic call ran last in the train-mode forward
+    last: nn.Module | None = None
+    #: :attr:`memo` of the answer with only :attr:`last` switched on
+    last_memo: dict[str, str] = field(default_factory=dict)
 
     @property
     def stochastic(self) -> bool:
@@ -75,6 +79,21 @@ class Discovery:
         for module in self.on:
             module.training = True
 
+    def only_last(self) -> Discovery:
+        """The same answer with only the last stochastic module switched on, and the modules
+        that merely gate its call (an ancestor that skips it in eval, issuing nothing itself).
+        """
+        if self.last is None:
+            return replace(self, on=[], calls={}, memo=self.last_memo)
+        name = self.names.get(self.last, "")
+        on = [
+            m
+            for m in self.on
+            if m is self.last or (m not in self.calls and _contains(self.names.get(m, ""), name))
+        ]
+        calls = {m: c for m, c in self.calls.items() if m in on}
+        return replace(self, on=on, calls=calls, memo=self.last_memo)
+
 
 class _Recorder(TorchFunctionMode):
     """Records ``(module, call)`` for each stochastic call; optionally sets every rate to 0."""
@@ -84,6 +103,7 @@ class _Recorder(TorchFunctionMode):
         self.stack = stack
         self.zero_rates = zero_rates
         self.calls: Counter[tuple[nn.Module, str]] = Counter()
+        self.order: list[nn.Module] = []  # the module of each stochastic call, in call order
 
     def __torch_function__(
         self,
@@ -96,11 +116,18 @@ class _Recorder(TorchFunctionMode):
         spec = function_spec(func)
         if spec is not None and spec.active(args, kwargs):
             self.calls[(self.stack[-1], spec.name)] += 1
+            self.order.append(self.stack[-1])
             if self.zero_rates:
                 args, kwargs = spec.with_rate(args, kwargs, 0.0)
         elif is_random(func):
             self.calls[(self.stack[-1], RANDOM + getattr(func, "__name__", str(func)))] += 1
+            self.order.append(self.stack[-1])
         return func(*args, **kwargs)
+
+
+def _contains(outer: str, inner: str) -> bool:
+    """Whether the module named ``outer`` contains the one named ``inner`` (the root: "")."""
+    return outer == "" or inner.startswith(outer + ".")
 
 
 def output_tensors(out: object) -> Iterator[torch.Tensor]:
@@ -175,6 +202,8 @@ class _Cached:
     unsafe: tuple[str, ...]
     unchecked: tuple[str, ...]
     memo: dict[str, str]
+    last: str | None
+    last_memo: dict[str, str]
 
 
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Cached] = weakref.WeakKeyDictionary()
@@ -206,6 +235,8 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
             unsafe=list(cached.unsafe),
             unchecked=list(cached.unchecked),
             memo=cached.memo,
+            last=None if cached.last is None else modules[cached.last],
+            last_memo=cached.last_memo,
         )
     devices = sorted({t.device.index or 0 for t in _tensors(args, kwargs) if t.is_cuda})
     with torch.random.fork_rng(devices=devices), state_kept(root), torch.no_grad():
@@ -219,6 +250,8 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         tuple(found.unsafe),
         tuple(found.unchecked),
         found.memo,
+        None if found.last is None else found.names[found.last],
+        found.last_memo,
     )
     return found
 
@@ -290,6 +323,7 @@ def _discover(root: nn.Module, call: Callable[[], object]) -> Discovery:
     for module in sorted(raw_only, key=lambda m: names.get(m, "")):
         found.unchecked.append(names.get(module) or found.model_name)
     found.on = [m for m in runner.modules if m in on]
+    found.last = next((m for m in reversed(train.order) if m in on), None)
     return found
 
 

@@ -48,6 +48,7 @@ class MCState:
     model: nn.Module
     require_dropout: bool = True
     training: dict[nn.Module, bool] = field(default_factory=dict)
+    last_layer: bool = False
     discovery: Discovery | None = None
     hook: RemovableHandle | None = None
     _busy: bool = False
@@ -69,15 +70,18 @@ class MCState:
                 )
             warn_about(found, where)
             self.discovery = found
-        self.discovery.apply()
-        return self.discovery
+        found = self.discovery.only_last() if self.last_layer else self.discovery
+        found.apply()
+        return found
 
     def _first_call(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.discovery is None and not self._busy and self in _ACTIVE:
             self.discover(args, kwargs, "mc_mode")
 
 
-def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
+def enable_mc(
+    model: nn.Module, *, require_dropout: bool = True, last_layer: bool = False
+) -> MCState:
     """Put ``model`` in eval mode with every stochastic op of train mode on; return the state.
 
     Registered dropout layers with ``p > 0`` are switched on at once; the modules whose own
@@ -88,13 +92,18 @@ def enable_mc(model: nn.Module, *, require_dropout: bool = True) -> MCState:
         model: the model (a ``torch.compile``'d one too).
         require_dropout: raise at the first call if nothing stochastic runs in the model's
             train-mode forward.
+        last_layer: switch on only the module whose stochastic call runs last in the forward
+            (torch-uncertainty's ``mc_dropout(..., last_layer=True)``), at the first call of
+            ``model``; every other dropout stays off. Where torch-uncertainty takes the last
+            dropout layer declared, dropkit takes the last that runs (declaration order need not
+            be call order), and counts functional dropout too.
 
     Raises:
         ValueError: (at the first call) nothing stochastic ran, naming the model.
     """
-    state = MCState(model, require_dropout, {m: m.training for m in model.modules()})
+    state = MCState(model, require_dropout, {m: m.training for m in model.modules()}, last_layer)
     model.eval()
-    for _, module, p in dropout_layers(model):
+    for _, module, p in [] if last_layer else dropout_layers(model):
         if p > 0:
             module.training = True
     state.hook = model.register_forward_pre_hook(state._first_call, with_kwargs=True)
@@ -124,8 +133,11 @@ def disable_mc(state: MCState) -> None:
 
 
 @contextlib.contextmanager
-def mc_mode(model: nn.Module, *, require_dropout: bool = True) -> Iterator[nn.Module]:
-    """Inside the block, ``model`` runs at inference with every stochastic op of train mode on.
+def mc_mode(
+    model: nn.Module, *, require_dropout: bool = True, last_layer: bool = False
+) -> Iterator[nn.Module]:
+    """Inside the block, ``model`` runs at inference with every stochastic op of train mode on
+    (with ``last_layer=True``, only the last one that runs; see :func:`enable_mc`).
 
     Example:
         >>> import torch
@@ -139,7 +151,7 @@ def mc_mode(model: nn.Module, *, require_dropout: bool = True) -> Iterator[nn.Mo
         >>> model.training  # as before the block
         True
     """
-    state = enable_mc(model, require_dropout=require_dropout)
+    state = enable_mc(model, require_dropout=require_dropout, last_layer=last_layer)
     try:
         yield model
     finally:

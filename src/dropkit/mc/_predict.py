@@ -30,6 +30,7 @@ that kind makes ``predict`` run S separate passes (strategy ``"loop"``).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ from dropkit._registry import (
     layer_rate,
     layer_shares_batch,
 )
+from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler, OnePassPerNetwork
 from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._mode import disable_mc, enable_mc
 
@@ -572,16 +574,48 @@ def _loop(
     return torch.stack([_select(model(*args, **kwargs), output) for _ in range(samples)])
 
 
+def _consistent(
+    model: nn.Module,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    masks: ConsistentMasks,
+    output: OutputSelector,
+) -> tuple[torch.Tensor, str]:
+    """``[S, N, ...]`` samples of the networks of ``masks`` and the strategy: one pass on the
+    input replicated S times, each stochastic call answered with its kept masks, or one pass per
+    network where a mask cannot be applied to all networks' rows at once."""
+    n, s = _batch_size(args, kwargs), masks.samples
+    try:
+        copies = _batch_map(args, kwargs, n, lambda t: t.repeat(s, *[1] * (t.dim() - 1)))
+        with ConsistentSampler(masks, None, n):
+            out = _select(model(*copies[0], **copies[1]), output)
+        if out.dim() > 0 and out.shape[0] == s * n:
+            return out.reshape(s, n, *out.shape[1:]), "consistent"
+        why = f"the output's dim 0 is {out.shape[0] if out.dim() else None}, not S * N"
+    except (OnePassPerNetwork, RuntimeError) as error:
+        why = str(error)
+    # Masks drawn before the failure are kept, and used again; an in-place dropout must not
+    # write into the caller's tensors.
+    outs = []
+    for sample in range(s):
+        fresh = _batch_map(args, kwargs, n, torch.clone)
+        with ConsistentSampler(masks, sample, n):
+            outs.append(_select(model(*fresh[0], **fresh[1]), output))
+    return torch.stack(outs), f"consistent (one pass per network: {why})"
+
+
 def predict(
     model: nn.Module,
     inputs: Inputs,
-    samples: int = 30,
+    samples: int | None = None,
     *,
     batch_size: int | None = None,
     share_prefix: bool = True,
     seed: int | None = None,
     output: OutputSelector = None,
     method: str = "sampling",
+    last_layer: bool = False,
+    masks: ConsistentMasks | None = None,
 ) -> MCResult:
     """Monte Carlo dropout predictions of ``model`` on ``inputs``: ``samples`` stochastic passes.
 
@@ -595,13 +629,17 @@ def predict(
         inputs: how the model is called: a tensor ``model(x)``, a tuple of positional inputs
             ``model(*inputs)``, or a dict of keyword inputs ``model(**inputs)`` (e.g. a
             tokenizer's output). The batch is dim 0 of every tensor in it.
-        samples: the number of passes S.
+        samples: the number of passes S. Default: 30, or the networks of ``masks``.
         batch_size: run at most this many inputs at once (memory grows with S * batch_size;
             on the CPU, samples are also split into passes of at most
             :data:`REPLICATED_ELEMENTS` replicated elements, see the module notes).
         share_prefix: compute the part before the first stochastic op once (see the module
             notes); otherwise replicate the input S times.
-        seed: makes the result reproducible (torch's global RNG is left as it was).
+        seed: makes the result reproducible: torch's global RNG is seeded with it for the
+            call and put back as it was afterwards. Without a seed (the default) they are
+            drawn from torch's global RNG, which they advance, as torch's random ops do: every
+            call gives fresh samples, and ``torch.manual_seed`` makes a sequence of calls
+            repeat.
         output: what to sample when the model returns more than a tensor: a key (mapping or
             ``ModelOutput``), an index (tuple), or a function of the output. Default: the
             tensor itself, ``"logits"`` of a mapping, the first element of a tuple.
@@ -613,6 +651,13 @@ def predict(
             is a :class:`MomentResult` whose ``mean`` and ``variance`` are the propagated ones.
             Units are treated as independent (diagonal covariance); ops without a rule raise
             ``NotImplementedError``. See docs/uncertainty.md.
+        last_layer: Monte Carlo with only the last stochastic module that runs switched on,
+            every other dropout off (torch-uncertainty's ``last_layer=True``; see
+            :func:`enable_mc`). Default: False.
+        masks: a :class:`ConsistentMasks`: the S networks it holds, drawn once and kept, so
+            that sample s of every input in every call comes from one network s (strategy
+            ``"consistent"``: one pass on the input replicated S times, or one pass per
+            network where a mask is on a weight). Default: fresh masks for every call.
 
     Returns:
         An :class:`MCResult` with ``samples`` of shape ``[S, N, ...]`` and the strategy used.
@@ -630,6 +675,18 @@ def predict(
         >>> result.samples.shape, result.probs.shape, result.strategy
         (torch.Size([8, 5, 3]), torch.Size([5, 3]), 'shared-prefix')
     """
+    if masks is not None:
+        if not isinstance(masks, ConsistentMasks):
+            raise TypeError(
+                f"predict: expected masks to be a ConsistentMasks, got {type(masks).__name__}"
+            )
+        if samples is not None and samples != masks.samples:
+            raise ValueError(
+                f"predict: samples={samples!r} but masks holds {masks.samples} networks; leave "
+                f"samples out or pass samples={masks.samples}"
+            )
+        samples = masks.samples
+    samples = 30 if samples is None else samples
     if method == "moments":
         from dropkit.mc._moments import predict_moments
 
@@ -637,6 +694,11 @@ def predict(
             raise ValueError(
                 "predict: method='moments' takes a single tensor input and the model's tensor "
                 "output; use method='sampling' for tuple or keyword inputs and output="
+            )
+        if last_layer or masks is not None:
+            raise ValueError(
+                "predict: last_layer= and masks= are options of method='sampling'; "
+                "method='moments' propagates every dropout's moments"
             )
         return predict_moments(model, inputs, samples, batch_size=batch_size, seed=seed)
     if method != "sampling":
@@ -652,17 +714,28 @@ def predict(
     strategy = ""
     devices = sorted({t.device.index or 0 for t in tree_flatten((args, kwargs))[0]
                       if isinstance(t, torch.Tensor) and t.is_cuda})  # fmt: skip
-    with torch.random.fork_rng(devices=devices), torch.no_grad():
-        state = enable_mc(model)
+    # Without a seed the masks come from torch's global generator and advance it, as torch's
+    # own random ops do: every call gives fresh samples. With one, the global generator is
+    # forked, so the call repeats exactly and leaves the caller's stream where it was.
+    rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
+    with rng, torch.no_grad():
+        state = enable_mc(model, last_layer=last_layer)
         try:
             for start in range(0, n, chunk):
                 part = _batch_map(args, kwargs, n, _rows(start, start + chunk))
                 found = state.discover(*part, "predict")
                 if start == 0 and seed is not None:
                     torch.manual_seed(seed)
+                if last_layer and not found.on:
+                    raise ValueError(
+                        f"predict: last_layer=True, but no stochastic module of "
+                        f"{found.model_name} can be switched on (see the warnings above)"
+                    )
                 shared = [found.name(m) for m in found.on if layer_shares_batch(m)]
                 out = None
-                if shared:
+                if masks is not None:
+                    out, strategy = _consistent(model, *part, masks, output)
+                elif shared:
                     strategy = (
                         f"loop (one mask over the batch in '{shared[0]}': one pass per sample)"
                     )

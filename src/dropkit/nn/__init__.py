@@ -15,7 +15,7 @@ from dropkit.nn._dropout import (
     LockedDropout,
 )
 from dropkit.nn._fused import BiasDropoutAdd
-from dropkit.nn._weight import EmbeddingDropout, WeightDrop
+from dropkit.nn._weight import EmbeddingDropout, WeightDrop, add_dropconnect, remove_dropconnect
 
 __all__ = [
     "AlphaDropout",
@@ -32,5 +32,7 @@ __all__ = [
     "GaussianDropout",
     "LockedDropout",
     "WeightDrop",
+    "add_dropconnect",
     "drop_path_rates",
+    "remove_dropconnect",
 ]

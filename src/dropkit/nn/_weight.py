@@ -1,7 +1,11 @@
-"""Layers that drop weights: EmbeddingDropout (whole words) and WeightDrop (DropConnect)."""
+"""Layers that drop weights: EmbeddingDropout (whole words) and WeightDrop (DropConnect), and
+:func:`add_dropconnect` / :func:`remove_dropconnect`, which put DropConnect on a whole model's
+chosen layers and take it off again."""
 
 from __future__ import annotations
 
+import copy
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,7 +18,7 @@ from dropkit import functional as F
 from dropkit.functional._validation import check_p
 from dropkit.nn._dropout import not_scriptable
 
-__all__ = ["EmbeddingDropout", "WeightDrop"]
+__all__ = ["EmbeddingDropout", "WeightDrop", "add_dropconnect", "remove_dropconnect"]
 
 
 class EmbeddingDropout(nn.Module):
@@ -122,3 +126,140 @@ class WeightDrop(nn.Module):
 
     def __prepare_scriptable__(self) -> nn.Module:
         raise not_scriptable(self)
+
+
+def _layer_types(layers: object) -> tuple[type[nn.Module], ...]:
+    chosen = (layers,) if isinstance(layers, type) else tuple(layers)  # type: ignore[arg-type]
+    for layer in chosen:
+        if not (isinstance(layer, type) and issubclass(layer, nn.Module)):
+            hint = f"; pass torch.nn.{layer}" if isinstance(layer, str) else ""
+            raise TypeError(
+                f"add_dropconnect: expected layers to be nn.Module classes (torch.nn.Linear, "
+                f"torch.nn.Conv2d...), got {layer!r}{hint}"
+            )
+    if not chosen:
+        raise ValueError("add_dropconnect: expected at least one layer class in layers")
+    return chosen
+
+
+def add_dropconnect(
+    model: nn.Module,
+    p: float = 0.5,
+    *,
+    layers: type[nn.Module] | Sequence[type[nn.Module]] = (nn.Linear,),
+    weights: str | Sequence[str] = "weight",
+    inplace: bool = False,
+) -> nn.Module:
+    """DropConnect on a whole model: each layer of the chosen classes is wrapped in a
+    :class:`WeightDrop` that drops its ``weights`` with probability ``p`` while it trains.
+
+    The layers keep their parameters (the trained weights, by the same tensors: gradients and
+    optimizers reach them); only ``state_dict`` keys gain a ``.module`` level, which
+    :func:`remove_dropconnect` takes away again. In eval mode the model computes what it did;
+    :func:`dropkit.mc.mc_mode` and :func:`dropkit.mc.predict` switch the wrappers on for Monte
+    Carlo DropConnect. Exact classes only (a subclass may read its weight elsewhere: the output
+    projection of ``nn.MultiheadAttention`` is one); other dropout layers stay as they are.
+    From Wan et al., "Regularization of Neural Networks using DropConnect" (ICML 2013,
+    https://proceedings.mlr.press/v28/wan13.html); as Monte Carlo DropConnect, Mobiny et al.,
+    "DropConnect Is Effective in Modeling Uncertainty of Bayesian Deep Networks"
+    (https://arxiv.org/abs/1906.04569).
+
+    Args:
+        model: the model.
+        p: probability of dropping a weight. Default: 0.5.
+        layers: the layer classes to wrap. Default: ``(torch.nn.Linear,)``.
+        weights: the parameter name or names to drop in each layer. Default: ``"weight"``.
+        inplace: change ``model`` itself; otherwise a deep copy (a layer passed as ``model``
+            is returned wrapped either way). Default: False.
+
+    Returns:
+        The model with the layers wrapped (``model`` itself when ``inplace=True``).
+
+    Raises:
+        TypeError: ``layers`` holds something other than module classes.
+        ValueError: a chosen layer has no parameter named in ``weights``, or a bad ``p``.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> patched = nn.add_dropconnect(torch.nn.Sequential(torch.nn.Linear(4, 4)), 0.2)
+        >>> patched
+        Sequential(
+          (0): WeightDrop(
+            weights=['weight'], p=0.2
+            (module): Linear(in_features=4, out_features=4, bias=True)
+          )
+        )
+        >>> nn.remove_dropconnect(patched)
+        Sequential(
+          (0): Linear(in_features=4, out_features=4, bias=True)
+        )
+    """
+    rate = check_p("add_dropconnect", p)
+    chosen = _layer_types(layers)
+    names = (weights,) if isinstance(weights, str) else tuple(weights)
+    if not inplace:
+        model = copy.deepcopy(model)
+    if type(model) in chosen:
+        return _wrap(model, names, rate)
+    wrapped: dict[int, WeightDrop] = {}  # one wrapper for an instance used in several places
+    for parent in list(model.modules()):
+        if isinstance(parent, WeightDrop):
+            continue  # already dropped
+        for name, child in list(parent._modules.items()):
+            if child is not None and type(child) in chosen:
+                if id(child) not in wrapped:
+                    wrapped[id(child)] = _wrap(child, names, rate)
+                parent._modules[name] = wrapped[id(child)]
+    if not wrapped:
+        kinds = ", ".join(layer.__name__ for layer in chosen)
+        warnings.warn(
+            f"add_dropconnect: {type(model).__name__} has no layer of class {kinds} outside a "
+            "WeightDrop (exact classes only); the model is returned unchanged",
+            stacklevel=2,
+        )
+    return model
+
+
+def _wrap(layer: nn.Module, weights: tuple[str, ...], p: float) -> WeightDrop:
+    new = WeightDrop(layer, weights, p)
+    new.train(layer.training)
+    return new
+
+
+def remove_dropconnect(model: nn.Module, *, inplace: bool = False) -> nn.Module:
+    """Undo :func:`add_dropconnect`: every :class:`WeightDrop` in ``model`` is replaced by the
+    module it wraps, which gives back the model as it was (its ``state_dict`` keys too).
+
+    Args:
+        model: the model.
+        inplace: change ``model`` itself; otherwise a deep copy (a ``WeightDrop`` passed as
+            ``model`` gives its module either way). Default: False.
+
+    Returns:
+        The model without DropConnect (``model`` itself when ``inplace=True``).
+
+    Example:
+        >>> import torch
+        >>> from dropkit import nn
+        >>> layer = nn.add_dropconnect(torch.nn.Linear(3, 3))
+        >>> type(nn.remove_dropconnect(layer)).__name__
+        'Linear'
+    """
+    if not inplace:
+        model = copy.deepcopy(model)
+    if isinstance(model, WeightDrop):
+        return model.module
+    found = False
+    for parent in list(model.modules()):
+        for name, child in list(parent._modules.items()):
+            if isinstance(child, WeightDrop):
+                parent._modules[name] = child.module
+                found = True
+    if not found:
+        warnings.warn(
+            f"remove_dropconnect: {type(model).__name__} has no WeightDrop; the model is "
+            "returned unchanged",
+            stacklevel=2,
+        )
+    return model
