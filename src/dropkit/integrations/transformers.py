@@ -65,13 +65,15 @@ class DropkitCallback(TrainerCallback, ExportableState):
       model must be in eval mode (the doctor's DK001, docs/rules/DK001.md): ``"error"`` raises
       ``RuntimeError``, ``"warn"`` warns once per evaluation, ``None`` does not check.
     - **Monte Carlo evaluation** (``mc_samples`` > 0): after each evaluation, the evaluation
-      data runs through :func:`dropkit.mc.predict` (``mc_method`` ``"sampling"`` or
-      ``"moments"``), and ``<prefix>_mc_nll``, ``_mc_ece``, ``_mc_mutual_information`` and
-      ``_mc_accuracy`` are added to the metrics ``evaluate()`` returns and to
-      ``state.log_history`` (the prefix is the evaluation's, ``eval`` by default). A batch's
-      ``labels`` are the targets, its other entries the keyword inputs. Under data-parallel
-      training the predictions of all processes are gathered first. :attr:`history` keeps
-      every evaluation's scores.
+      data runs through :func:`dropkit.mc.predict` (``mc_samples`` passes; moment
+      propagation, which takes one tensor input, does not apply to keyword inputs), and
+      ``<prefix>mc_nll``, ``mc_ece``, ``mc_mutual_information`` and ``mc_accuracy`` are added
+      to the metrics ``evaluate()`` returns and to the evaluation's row of
+      ``state.log_history`` (the prefix is the evaluation's, ``eval_`` by default; loggers
+      such as TensorBoard, which ``Trainer.log`` feeds before this event, do not see them).
+      A batch's ``labels`` are the targets, its other entries the keyword inputs. Under
+      data-parallel training the predictions of all processes are gathered first.
+      :attr:`history` keeps every evaluation's scores.
 
     Args:
         schedule: ``"constant"`` (no change), ``"early"``, ``"late"`` or a function of the
@@ -80,8 +82,8 @@ class DropkitCallback(TrainerCallback, ExportableState):
             callback restores its own state.
         schedule_epochs: the epochs with (``early``) or without (``late``) dropout.
         guard: ``"error"``, ``"warn"`` or ``None``.
-        mc_samples: passes (``sampling``) or Gaussian draws (``moments``) per input; 0: off.
-        mc_method: ``"sampling"`` or ``"moments"``.
+        mc_samples: stochastic passes per input; 0: off.
+        mc_method: ``"sampling"`` (the only method for keyword inputs; ``"moments"`` raises).
         mc_seed: batch ``i`` of an evaluation uses seed ``mc_seed + i`` (``None``: fresh draws).
 
     Example:
@@ -105,6 +107,12 @@ class DropkitCallback(TrainerCallback, ExportableState):
             )
         if mc_samples:
             check_method("DropkitCallback", mc_method, mc_samples)
+            if mc_method == "moments":
+                raise ValueError(
+                    "DropkitCallback: mc_method='moments' propagates a single tensor input, and a "
+                    "Trainer calls the model with keyword inputs (input_ids=, attention_mask=); "
+                    "use mc_method='sampling'"
+                )
         self.rates = ScheduledRates(RateSchedule(schedule, schedule_epochs))
         self.guard: GuardAction | None = guard
         self.mc_samples, self.mc_method, self.mc_seed = mc_samples, mc_method, mc_seed
@@ -218,7 +226,13 @@ class DropkitCallback(TrainerCallback, ExportableState):
         prefix = _prefix(metrics)
         named = {f"{prefix}mc_{name}": value for name, value in result.items()}
         metrics.update(named)
-        state.log_history.append({**named, "epoch": state.epoch, "step": state.global_step})
+        # The evaluation's own row of the log history (Trainer.log wrote it just before this
+        # event) gets the Monte Carlo scores, so that one row holds the whole evaluation.
+        last = state.log_history[-1] if state.log_history else {}
+        if f"{prefix}runtime" in last and last.get("step") == state.global_step:
+            last.update(named)
+        else:
+            state.log_history.append({**named, "epoch": state.epoch, "step": state.global_step})
 
 
 def _prefix(metrics: Mapping[str, float]) -> str:
