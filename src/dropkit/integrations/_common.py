@@ -287,6 +287,25 @@ def mc_batch(
     return result.probs, result.mutual_information
 
 
+def gathered(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The tensors of every process, concatenated in rank order, under ``torch.distributed``
+    (any sizes: each process may hold a different number of predictions); as given otherwise.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.integrations._common import gathered
+        >>> gathered(torch.ones(2))  # a single process
+        (tensor([1., 1.]),)
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return tensors
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, tuple(t.cpu() for t in tensors))
+    return tuple(torch.cat([part[i] for part in parts]) for i in range(len(tensors)))
+
+
 def all_rates_zero_warning(name: str, model: nn.Module) -> None:
     warnings.warn(
         f"{name}: every dropout layer of {type(model).__name__} has p = 0 now (a schedule's "

@@ -24,7 +24,6 @@ from dropkit.integrations._common import require
 
 require("transformers", "transformers", "transformers", "dropkit.integrations.transformers")
 
-import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from transformers import (  # noqa: E402
     TrainerCallback,
@@ -43,6 +42,7 @@ from dropkit.integrations._common import (  # noqa: E402
     all_rates_zero_warning,
     check_eval_mode,
     check_method,
+    gathered,
     mc_batch,
     scores,
 )
@@ -221,7 +221,7 @@ class DropkitCallback(TrainerCallback, ExportableState):
                 all_rates_zero_warning("DropkitCallback", model)
                 return
             collected.add(*scored, batch[label_names[0]])
-        result = scores(*_gathered(*collected.tensors()))
+        result = scores(*gathered(*collected.tensors()))
         self.history.append(result)
         prefix = _prefix(metrics)
         named = {f"{prefix}mc_{name}": value for name, value in result.items()}
@@ -241,14 +241,3 @@ def _prefix(metrics: Mapping[str, float]) -> str:
         if key.endswith("_runtime"):
             return key[: -len("runtime")]
     return "eval_"
-
-
-def _gathered(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """The tensors of every process, concatenated, under ``torch.distributed``."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return tensors
-    parts: list[Any] = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, tensors)
-    return tuple(torch.cat([part[i] for part in parts]) for i in range(len(tensors)))
