@@ -14,6 +14,7 @@ PUBLIC_MODULES = [
     "dropkit.metrics",
     "dropkit.experiments",
     "dropkit.doctor",
+    "dropkit.integrations",
 ]
 
 

@@ -70,7 +70,16 @@ def test_json_and_ignore(models) -> None:
     assert result.exit_code == 1
     findings = json.loads(result.output)
     assert [f["code"] for f in findings] == ["DK003"]
-    assert set(findings[0]) == {"code", "severity", "where", "message", "hint"}
+    assert set(findings[0]) == {"code", "severity", "where", "message", "hint", "doc"}
+    assert findings[0]["doc"] == "docs/rules/DK003.md"
+
+
+def test_text_report_names_each_findings_page(models) -> None:
+    result = runner.invoke(app, ["doctor", f"{models}:bad", "--input-shape", "2,3,8,8"])
+    assert result.exit_code == 1
+    flat = "".join(result.output.split())  # the table wraps long cells
+    assert "docs/rules/DK002.md" in flat
+    assert "docs/rules/DK003.md" in flat
 
 
 def test_info_only_is_not_a_failure_and_tree_only_without_input(models) -> None:

@@ -76,7 +76,7 @@ def doctor(
             for column in ("code", "where", "message", "hint"):
                 table.add_column(column)
             for f in rows:
-                table.add_row(f.code, f.where or "(model)", f.message, f.hint)
+                table.add_row(f.code, f.where or "(model)", f.message, f"{f.hint}; see {f.doc}")
             console.print(table)
         if inputs is None:
             console.print(

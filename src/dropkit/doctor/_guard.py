@@ -21,8 +21,9 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dropkit._registry import dropout_layers
+from dropkit.doctor._rules import rule_doc
 
-__all__ = ["DropoutWarning", "Guard", "guard"]
+__all__ = ["DropoutWarning", "Guard", "Mistake", "guard"]
 
 
 class DropoutWarning(UserWarning):
@@ -50,34 +51,67 @@ class Guard:
     def __exit__(self, *exc: object) -> None:
         self.remove()
 
-    def _check(self, module: nn.Module, args: Any) -> None:
-        if torch.is_grad_enabled() or _mc_active():
-            return
+    @classmethod
+    def of(cls, model: nn.Module) -> Guard:
+        """The check of ``model``, not installed: :meth:`mistakes` asks it at any moment."""
+        norms: list[tuple[str, nn.Module]] = [
+            (n, m)
+            for n, m in model.named_modules()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        ]
+        dropouts = [(n, m) for n, m, p in dropout_layers(model) if p > 0]
+        return cls(model, dropouts, norms)
+
+    def mistakes(self, during: str = "under torch.no_grad") -> list[Mistake]:
+        """DK001 and DK015 as the model's modes stand now, for an inference run ``during``
+        (words that follow "ran": "under torch.no_grad", "in a validation step"); none while
+        Monte Carlo mode is on."""
+        if _mc_active():
+            return []
         name = type(self.model).__name__
-        if "DK001" not in self.warned:
-            active = [n or "(the model)" for n, m in self.dropouts if m.training]
-            if active:
-                self.warned.add("DK001")
-                warnings.warn(
-                    f"DK001: {name} ran under torch.no_grad with dropout in training mode "
+        found = []
+        active = [n or "(the model)" for n, m in self.dropouts if m.training]
+        if active:
+            found.append(
+                Mistake(
+                    "DK001",
+                    f"DK001: {name} ran {during} with dropout in training mode "
                     f"({', '.join(active[:3])}{', ...' if len(active) > 3 else ''}), so its "
                     "predictions are random; call model.eval() before inference (or use "
-                    "dropkit.mc.mc_mode for Monte Carlo dropout)",
-                    DropoutWarning,
-                    stacklevel=4,
+                    f"dropkit.mc.mc_mode for Monte Carlo dropout); see {rule_doc('DK001')}",
+                    tuple(active),
                 )
-        if "DK015" not in self.warned:
-            training_norms = [n for n, m in self.norms if m.training]
-            if training_norms:
-                self.warned.add("DK015")
-                warnings.warn(
-                    f"DK015: {name} ran under torch.no_grad with BatchNorm in training mode "
+            )
+        training_norms = [n or "(the model)" for n, m in self.norms if m.training]
+        if training_norms:
+            found.append(
+                Mistake(
+                    "DK015",
+                    f"DK015: {name} ran {during} with BatchNorm in training mode "
                     f"({', '.join(training_norms[:3])}), which normalizes with batch statistics "
                     "and overwrites the running ones; for Monte Carlo dropout use "
-                    "dropkit.mc.mc_mode instead of model.train()",
-                    DropoutWarning,
-                    stacklevel=4,
+                    f"dropkit.mc.mc_mode instead of model.train(); see {rule_doc('DK015')}",
+                    tuple(training_norms),
                 )
+            )
+        return found
+
+    def _check(self, module: nn.Module, args: Any) -> None:
+        if torch.is_grad_enabled():
+            return
+        for mistake in self.mistakes():
+            if mistake.code not in self.warned:
+                self.warned.add(mistake.code)
+                warnings.warn(mistake.message, DropoutWarning, stacklevel=4)
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One run-time mistake: its code, the message, the modules in the wrong mode."""
+
+    code: str
+    message: str
+    modules: tuple[str, ...]
 
 
 def _mc_active() -> bool:
@@ -104,10 +138,6 @@ def guard(model: nn.Module) -> Guard:
         >>> [str(w.message)[:5] for w in caught if w.category is DropoutWarning]
         ['DK001']
     """
-    norms: list[tuple[str, nn.Module]] = [
-        (n, m) for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-    ]
-    dropouts = [(n, m) for n, m, p in dropout_layers(model) if p > 0]
-    installed = Guard(model, dropouts, norms)
+    installed = Guard.of(model)
     installed.handle = model.register_forward_pre_hook(installed._check)
     return installed

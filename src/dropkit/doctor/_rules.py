@@ -16,7 +16,17 @@ from torch import nn
 
 from dropkit._registry import dropout_layers, layer_rate, layer_spec
 
-__all__ = ["RULES", "Finding", "Rule", "Severity", "make_rules", "register", "rule_codes"]
+__all__ = [
+    "RULES",
+    "RUNTIME_RULES",
+    "Finding",
+    "Rule",
+    "Severity",
+    "make_rules",
+    "register",
+    "rule_codes",
+    "rule_doc",
+]
 
 Severity = Literal["error", "warning", "info"]
 
@@ -30,6 +40,8 @@ class Finding:
     where: str  # a qualified module name, as in named_modules() ("" is the model itself)
     message: str
     hint: str
+    #: the rule's page: what it finds, why it matters, a model that has it and the fix
+    doc: str = ""
 
     def to_json(self) -> dict[str, str]:
         return asdict(self)
@@ -48,10 +60,25 @@ class Rule:
         return iter(())
 
     def finding(self, where: str, message: str) -> Finding:
-        return Finding(self.code, self.severity, where, message, self.hint)
+        return Finding(self.code, self.severity, where, message, self.hint, rule_doc(self.code))
 
 
 RULES: dict[str, type[Rule]] = {}
+
+#: The run-time rules of :func:`dropkit.doctor.guard` (no class: they warn while the model runs).
+RUNTIME_RULES = ("DK001", "DK015")
+
+
+def rule_doc(code: str) -> str:
+    """The page of rule ``code`` in the documentation, as a path in the repository (the site
+    serves it at ``rules/<code>/``).
+
+    Example:
+        >>> from dropkit.doctor._rules import rule_doc
+        >>> rule_doc("DK004")
+        'docs/rules/DK004.md'
+    """
+    return f"docs/rules/{code}.md"
 
 
 def register(rule: type[Rule]) -> type[Rule]:
