@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import shutil
+import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from dropkit.cli import app
@@ -405,3 +410,56 @@ def test_own_model_with_a_layer_scale_it_cannot_take_is_refused_before_any_work(
     assert result.exit_code == 2, result.output
     assert "--layer-scale: has 3 entries but" in result.output
     assert not out.exists()
+
+
+def _stored_numbers(directory: Path) -> dict[str, object]:
+    """Every number a comparison stored: the database's results, metrics.csv and the weights.
+
+    Left out, as they are not results: wall-clock times (``seconds``), the time a run finished
+    and the checkpoints' random file names (the weights are compared, by (rate, seed)).
+    """
+
+    def untimed(value: object) -> object:
+        if isinstance(value, dict):
+            return {k: untimed(v) for k, v in value.items() if k != "seconds"}
+        if isinstance(value, list):
+            return [untimed(v) for v in value]
+        return value
+
+    with sqlite3.connect(directory / "results.sqlite") as db:
+        rows = db.execute("SELECT experiment, rate, seed, result, checkpoint FROM runs").fetchall()
+    numbers: dict[str, object] = {}
+    for experiment, rate, seed, result, checkpoint in sorted(rows):
+        numbers[f"{experiment}/{rate}/{seed}"] = untimed(json.loads(result))
+        state = torch.load(directory / checkpoint, weights_only=True)["state_dict"]
+        numbers[f"{experiment}/{rate}/{seed}/weights"] = {
+            name: tensor.numpy().tobytes() for name, tensor in state.items()
+        }
+    for csv_path in sorted(directory.glob("*/metrics.csv")):
+        lines = csv_path.read_text().splitlines()
+        assert lines[0].endswith(",seconds")
+        numbers[csv_path.parent.name] = [line.rsplit(",", 1)[0] for line in lines]
+    return numbers
+
+
+@pytest.mark.parametrize("mode", ["--batched", "--one-at-a-time"])
+def test_the_same_command_stores_the_same_numbers_beside_a_cpu_hog(tmp_path, mode) -> None:
+    # Issue 22: two identical runs, one on a busy machine, must store identical numbers (rate 0
+    # batched over seeds once differed from its second epoch). Rate 0 and a dropout rate, 3
+    # seeds (the stacked path), 2 epochs of 13 batches: small, as the test must be fast.
+    options = ["compare", "-d", "synthetic", "--epochs", "2", "--seeds", "3", "--rates", "0,0.5"]
+    options += ["--hidden", "32", mode]
+    alone, loaded = tmp_path / "alone", tmp_path / "loaded"
+    assert runner.invoke(app, [*options, "-o", str(alone)]).exit_code == 0
+    hog = [sys.executable, "-c", "while True: pass"]
+    hogs = [subprocess.Popen(hog) for _ in range(os.cpu_count() or 2)]
+    try:
+        result = runner.invoke(app, [*options, "-o", str(loaded)])
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    assert result.exit_code == 0, result.output
+    first, second = _stored_numbers(alone), _stored_numbers(loaded)
+    assert len(first) == 2 * 6 + 1  # 6 runs: result and weights each, and one metrics.csv
+    assert first == second
