@@ -54,7 +54,8 @@ def print_summary(console: Console, results: Sequence[object], paths: dict[str, 
     # No vertical rules and no outer padding: the table fits 80 columns (a narrow terminal).
     table = Table(
         title=title,
-        caption="gap: train - test accuracy; seconds: training time of all the rate's runs",
+        caption="±: standard deviation over seeds (not an interval); gap: train - test "
+        "accuracy; seconds: training time of all the rate's runs",
         box=box.SIMPLE_HEAD,
         show_edge=False,
     )

@@ -20,11 +20,18 @@ if TYPE_CHECKING:
     from dropkit.experiments.sweep import SweepResult
 
 __all__ = [
+    "CAPTIONS",
+    "FIELDS",
+    "LEVEL",
     "PLOTS",
+    "SELECTION_RULE",
+    "PairedEffect",
     "RateSummary",
     "Stat",
     "applicable_settings",
     "figures",
+    "paired_effect",
+    "paired_interval",
     "png_bytes",
     "summarize",
     "table_title",
@@ -135,43 +142,156 @@ def summarize(results: Sequence[RunResult]) -> list[RateSummary]:
     ]
 
 
-def verdict(results: Sequence[RunResult]) -> str:
-    """Did the best dropout rate beat no dropout on test accuracy beyond seed noise?
+#: The confidence level of the verdict's interval.
+LEVEL = 0.95
 
-    Runs with the same seed share data order and initialization, so rate ``p`` and rate 0 are
-    compared seed by seed: dropout helped (or hurt) when the mean paired difference is more than
-    two standard errors away from zero.
+SELECTION_RULE = "the dropout rate with the highest mean validation accuracy"
+
+
+@dataclass(frozen=True)
+class PairedEffect:
+    """The chosen dropout rate's effect on test accuracy against rate 0, paired by seed.
+
+    ``low`` and ``high`` bound a paired t-interval at ``level`` for the mean difference (test
+    accuracy at ``rate`` minus test accuracy at rate 0, seed by seed): the mean difference
+    ± t(1 - (1 - level) / 2, seeds - 1) times its standard error.
+    """
+
+    rate: float
+    val_acc: float  #: the mean validation accuracy that chose ``rate``
+    mean: float
+    low: float
+    high: float
+    level: float
+    seeds: int
+
+    @property
+    def call(self) -> str:
+        """``helped`` or ``hurt`` when the interval excludes 0, else ``no clear effect``."""
+        if self.low > 0:
+            return "helped"
+        if self.high < 0:
+            return "hurt"
+        return "no clear effect"
+
+
+def paired_interval(diffs: Sequence[float], level: float = LEVEL) -> tuple[float, float, float]:
+    """Mean and paired t-interval ``(mean, low, high)`` of per-seed differences.
+
+    Student's t with ``len(diffs) - 1`` degrees of freedom: with 3 seeds the half-width is
+    4.30 standard errors at 95%, not the 2 (or 1.96) of a normal approximation.
+
+    Example:
+        >>> mean, low, high = paired_interval([0.01, 0.02, 0.03])
+        >>> round(mean, 3), round(low, 4), round(high, 4)
+        (0.02, -0.0048, 0.0448)
+    """
+    if len(diffs) < 2:
+        raise ValueError(f"paired_interval: needs at least 2 differences, got {len(diffs)}")
+    if not 0 < level < 1:
+        raise ValueError(f"paired_interval: level must be in (0, 1), got {level}")
+    from scipy import stats
+
+    mean = statistics.fmean(diffs)
+    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
+    half = float(stats.t.ppf(0.5 + level / 2, len(diffs) - 1)) * se
+    return mean, mean - half, mean + half
+
+
+def paired_effect(results: Sequence[RunResult], level: float = LEVEL) -> PairedEffect:
+    """Choose a dropout rate on validation, then measure it against rate 0 on the test set.
+
+    The rate is the one with the highest mean validation accuracy among the rates above 0 (on
+    a tie, the lower rate); the test set is used only to measure that one rate, so picking the
+    best of several rates on it cannot inflate the effect (the winner's curse). Runs are paired
+    by seed (same data order and initialization).
+
+    Raises:
+        ValueError: naming what is missing (rate 0, a rate above 0, or 2 paired seeds).
     """
     groups = _by_rate(results)
     if 0.0 not in groups:
-        return "No verdict: the comparison has no rate 0 (no-dropout baseline)."
-    baseline = {r.seed: r.test_acc for r in groups[0.0]}
+        raise ValueError("the comparison has no rate 0 (no-dropout baseline)")
     candidates = [
-        (statistics.fmean(r.test_acc for r in runs), rate) for rate, runs in groups.items() if rate
+        (statistics.fmean(r.val_acc for r in runs), -rate, rate)
+        for rate, runs in groups.items()
+        if rate
     ]
     if not candidates:
-        return "No verdict: the comparison has no dropout rate above 0."
-    _, best = max(candidates)
-    diffs = [r.test_acc - baseline[r.seed] for r in groups[best] if r.seed in baseline]
+        raise ValueError("the comparison has no dropout rate above 0")
+    val_acc, _, chosen = max(candidates)
+    baseline = {r.seed: r.test_acc for r in groups[0.0]}
+    diffs = [r.test_acc - baseline[r.seed] for r in groups[chosen] if r.seed in baseline]
     if len(diffs) < 2:
-        return (
-            f"No verdict: fewer than 2 paired seeds for rate {best:g} (run with --seeds 3 or more)."
+        raise ValueError(
+            f"fewer than 2 paired seeds for rate {chosen:g} (run with --seeds 3 or more)"
         )
-    mean = statistics.fmean(diffs)
-    se = statistics.stdev(diffs) / math.sqrt(len(diffs))
-    change = f"{100 * mean:+.1f} ± {100 * se:.1f} points (paired over {len(diffs)} seeds)"
-    if mean - 2 * se > 0:
-        return f"Dropout helped: rate {best:g} changed test accuracy by {change}."
-    if mean + 2 * se < 0:
-        return f"Dropout hurt: even the best rate, {best:g}, changed test accuracy by {change}."
+    mean, low, high = paired_interval(diffs, level)
+    return PairedEffect(chosen, val_acc, mean, low, high, level, len(diffs))
+
+
+def verdict(results: Sequence[RunResult], level: float = LEVEL) -> str:
+    """Did dropout change test accuracy beyond seed noise? One sentence naming how it decided.
+
+    See :func:`paired_effect`: the rate is chosen on validation, and the call is ``helped`` or
+    ``hurt`` when the paired t-interval of its test effect against rate 0 excludes 0.
+    """
+    try:
+        effect = paired_effect(results, level)
+    except ValueError as error:
+        return f"No verdict: {error}."
+    interval = (
+        f"{100 * effect.level:g}% paired t-interval over {effect.seeds} seeds (t with "
+        f"{effect.seeds - 1} degrees of freedom)"
+    )
+    ends = f"{100 * effect.low:+.1f} to {100 * effect.high:+.1f}"
+    chosen = (
+        f"rate {effect.rate:g} ({SELECTION_RULE}, {100 * effect.val_acc:.1f}%) changed test "
+        f"accuracy vs rate 0 by {100 * effect.mean:+.1f} points"
+    )
+    if effect.call == "no clear effect":
+        return f"No clear effect of dropout: {chosen}; its {interval}, {ends}, includes 0."
+    return f"Dropout {effect.call}: {chosen} ({interval}: {ends})."
+
+
+def _curves(runs: Sequence[RunResult], attr: str, scale: float = 1.0) -> tuple[list[float], ...]:
+    """Mean, lowest and highest value over seeds of ``attr`` at each epoch all runs reached."""
+    length = min(len(r.history) for r in runs)
+    values = [[scale * getattr(r.history[i], attr) for r in runs] for i in range(length)]
     return (
-        f"No effect beyond seed noise: the best rate, {best:g}, changed test accuracy by {change}."
+        [statistics.fmean(v) for v in values],
+        [min(v) for v in values],
+        [max(v) for v in values],
     )
 
 
-def _mean_curve(runs: Sequence[RunResult], attr: str) -> list[float]:
-    length = min(len(r.history) for r in runs)
-    return [statistics.fmean(getattr(r.history[i], attr) for r in runs) for i in range(length)]
+def _plot_curves(ax: Any, groups: dict[float, list[RunResult]], attr: str, scale: float) -> None:
+    for rate, runs in groups.items():
+        mean, low, high = _curves(runs, attr, scale)
+        epochs = range(1, len(mean) + 1)
+        (line,) = ax.plot(epochs, mean, label=f"p = {rate:g}")
+        ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
+
+
+#: What each figure shows, for the report's captions.
+CAPTIONS = {
+    "loss.png": (
+        "Training loss (left) and validation loss (right), cross-entropy on a log scale, by "
+        "epoch and dropout rate p: line, the mean over seeds; shaded band, the range (lowest to "
+        "highest) over seeds. The training loss is the mean over the epoch's batches, with "
+        "dropout on; the validation loss is measured in eval mode after the epoch. Validation "
+        "loss rising while training loss falls is overfitting."
+    ),
+    "accuracy.png": (
+        "Validation accuracy in percent (eval mode, after each epoch) by epoch and dropout rate "
+        "p: line, the mean over seeds; shaded band, the range (lowest to highest) over seeds."
+    ),
+    "gap.png": (
+        "Generalization gap (train minus test accuracy, in points, both in eval mode after "
+        "training) by dropout rate: dot, the mean over seeds; error bars, ± one standard "
+        "deviation over seeds (the spread of the runs, not a confidence interval)."
+    ),
+}
 
 
 def figures(results: Sequence[RunResult]) -> dict[str, Any]:
@@ -179,6 +299,7 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
 
     ``loss.png``: training and validation loss side by side; ``accuracy.png``: validation
     accuracy in percent, as in the table; ``gap.png``: train minus test accuracy in points.
+    :data:`CAPTIONS` says what each shows, bands and error bars included.
     """
     import matplotlib
 
@@ -186,6 +307,7 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     from matplotlib import pyplot as plt
 
     groups = _by_rate(results)
+    band = "line: mean over seeds, band: range over seeds"
     figs: dict[str, Any] = {}
     # Training and validation loss side by side on one scale: validation loss rising while
     # training loss falls is overfitting, the picture dropout is meant to change.
@@ -193,24 +315,21 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     for ax, attr, label in zip(
         axes, ("train_loss", "val_loss"), ("training loss", "validation loss"), strict=True
     ):
-        for rate, runs in groups.items():
-            curve = _mean_curve(runs, attr)
-            ax.plot(range(1, len(curve) + 1), curve, label=f"p = {rate:g}")
+        _plot_curves(ax, groups, attr, 1.0)
         ax.set_xlabel("epoch")
-        ax.set_title(f"{label} (mean over seeds)")
+        ax.set_ylabel(f"{label} (cross-entropy)")
+        ax.set_title(label)
         ax.set_yscale("log")
+        ax.tick_params(labelleft=True)  # sharey hides the right panel's ticks otherwise
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("cross-entropy")
-    axes[0].legend()
+    axes[0].legend(title=band, title_fontsize="small")
     figs["loss.png"] = fig
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    for rate, runs in groups.items():
-        curve = [100 * v for v in _mean_curve(runs, "val_acc")]  # percent, as in the table
-        ax.plot(range(1, len(curve) + 1), curve, label=f"p = {rate:g}")
+    _plot_curves(ax, groups, "val_acc", 100.0)  # percent, as in the table
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("validation accuracy by dropout rate (mean over seeds)")
-    ax.legend()
+    ax.set_title("validation accuracy by dropout rate")
+    ax.legend(title=band, title_fontsize="small")
     ax.grid(alpha=0.3)
     figs["accuracy.png"] = fig
     summary = summarize(results)
@@ -221,10 +340,12 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
         yerr=[100 * s.gap.std for s in summary],
         marker="o",
         capsize=4,
+        label="mean ± std over seeds",
     )
     ax.set_xlabel("dropout rate p")
     ax.set_ylabel("train - test accuracy (points)")
     ax.set_title("generalization gap vs dropout rate")
+    ax.legend()
     ax.grid(alpha=0.3)
     figs["gap.png"] = fig
     return figs
@@ -248,10 +369,40 @@ def png_bytes(fig: object) -> bytes:
 
 
 _COMPARE_CAPTION = (
-    "Accuracies in percent, mean ± standard deviation over seeds; the gap is train minus test "
-    "accuracy in points (both measured in eval mode); NLL and ECE (15 equal-width bins) on the "
-    "test set; seconds: the training time of all the rate's runs."
+    "Accuracies in percent; every ± in the table is one standard deviation over seeds (the "
+    "spread of the runs, not a confidence interval). The gap is train minus test accuracy in "
+    "points (both measured in eval mode); NLL and ECE (15 equal-width bins) on the test set; "
+    "seconds: the training time of all the rate's runs. The verdict above chooses the dropout "
+    "rate on the validation split and gives a 95% paired t-interval (t with seeds - 1 degrees "
+    "of freedom) for its test-accuracy difference against rate 0."
 )
+
+#: What each configuration field of a comparison means (``CompareConfig.flat()``'s keys).
+FIELDS = {
+    "dataset": "the data set (a built-in name, or your code as FILE.py:NAME)",
+    "label_noise": "fraction of training labels replaced by random ones (0: none)",
+    "split_seed": "seed of the train/validation split and of the label noise",
+    "rates": "the dropout rates compared (0: no dropout, the baseline)",
+    "seeds": "runs per rate; runs with the same seed share initial weights and batch order",
+    "batched": (
+        "True: the seeds of a rate were trained together as one stacked model, each run with "
+        "its own initial weights, batch order and dropout masks (faster for small models); "
+        "False: one run at a time"
+    ),
+    "code": "digest of model or data code passed as Python objects",
+    "model": "the model (mlp, cnn, rescnn, or your code as FILE.py:NAME)",
+    "variant": "the cnn's conv-block dropout: channel, element or block (DropBlock)",
+    "hidden": "hidden layer widths (mlp) or the head's width (cnn)",
+    "layer_scale": "per-dropout-layer multipliers of the rate",
+    "optimizer": "the optimizer (adam, adamw, or sgd with momentum 0.9)",
+    "lr": "learning rate",
+    "weight_decay": "weight decay (L2 penalty; decoupled for adamw)",
+    "epochs": "training epochs per run (the most, with early stopping)",
+    "batch_size": "examples per training batch",
+    "early_stopping": "patience in epochs on validation loss (0: off)",
+    "schedule": "constant, early or late dropout (Liu et al. 2023)",
+    "schedule_epochs": "epochs with (early) or without (late) dropout",
+}
 
 
 def _html(
@@ -262,21 +413,29 @@ def _html(
     config: dict[str, object],
     environment: dict[str, str],
     caption: str,
+    *,
+    captions: dict[str, str] | None = None,
+    meanings: dict[str, str] | None = None,
 ) -> str:
     esc = html.escape
+    captions = captions or {}
     head = "".join(f"<th>{esc(k)}</th>" for k in rows[0]) if rows else ""
     body = "".join(
         "<tr>" + "".join(f"<td>{esc(v)}</td>" for v in row.values()) + "</tr>" for row in rows
     )
     figures = "".join(
         f'<figure><img alt="{esc(name)}" src="data:image/png;base64,'
-        f'{base64.b64encode(data).decode()}"><figcaption>{esc(name)}</figcaption></figure>'
+        f'{base64.b64encode(data).decode()}"><figcaption>'
+        f"{esc(captions.get(name, name))}</figcaption></figure>"
         for name, data in images.items()
     )
 
-    def pairs(d: dict[str, object] | dict[str, str]) -> str:
+    def pairs(d: dict[str, object] | dict[str, str], notes: dict[str, str] | None = None) -> str:
+        def note(k: object) -> str:
+            return f'<td class="meaning">{esc(notes.get(str(k), ""))}</td>' if notes else ""
+
         return "".join(
-            f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td></tr>" for k, v in d.items()
+            f"<tr><th>{esc(str(k))}</th><td>{esc(str(v))}</td>{note(k)}</tr>" for k, v in d.items()
         )
 
     return f"""<!DOCTYPE html>
@@ -287,17 +446,19 @@ table {{ border-collapse: collapse; margin: 1em 0; }}
 th, td {{ border: 1px solid #ccc; padding: 0.3em 0.7em; text-align: right; }}
 th {{ background: #f3f3f3; }}
 .verdict {{ font-size: 1.1em; font-weight: 600; }}
-figure {{ display: inline-block; margin: 0.5em; }}
+figure {{ display: inline-block; margin: 0.5em; max-width: 40em; vertical-align: top; }}
+figcaption {{ font-size: 0.9em; }}
+td.meaning {{ text-align: left; color: #555; }}
 img {{ max-width: 100%; }}
 </style></head><body>
 <h1>{esc(title)}</h1>
 <p class="verdict">{esc(verdict_line)}</p>
 <table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>{esc(caption)}</p>
-<h2>Curves</h2>
+<h2>Figures</h2>
 {figures}
 <h2>Configuration</h2>
-<table id="config">{pairs(config)}</table>
+<table id="config">{pairs(config, meanings)}</table>
 <h2>Environment</h2>
 <table id="environment">{pairs(environment)}</table>
 </body></html>
@@ -353,7 +514,17 @@ def write_report(
     title = f"dropkit compare: {config.get('dataset', '?')} / {config.get('model', '?')}"
     caption = f"{heading}. {_COMPARE_CAPTION}"
     settings = applicable_settings(config)
-    page = _html(title, rows, verdict(results), images, settings, environment, caption)
+    page = _html(
+        title,
+        rows,
+        verdict(results),
+        images,
+        settings,
+        environment,
+        caption,
+        captions=CAPTIONS,
+        meanings=FIELDS,
+    )
     (directory / "report.html").write_text(page, encoding="utf-8")
     paths["report.html"] = directory / "report.html"
     return paths
