@@ -75,12 +75,15 @@ def _uniforms(
 def _keep(
     like: torch.Tensor, shape: tuple[int, ...], p: float, seed: int, temperature: float
 ) -> torch.Tensor:
-    """The relaxed keep factor ``z`` of ``shape`` in the compute dtype of ``like``, in place on
-    the uniforms: five passes over the mask."""
-    z = _uniforms(like, shape, seed, compute_dtype(like.dtype))
+    """The relaxed keep factor ``z`` of ``shape`` in the compute dtype of ``like``: five passes
+    over the mask."""
+    u = _uniforms(like, shape, seed, compute_dtype(like.dtype))
     inv_t = 1.0 / temperature
     logit_p = math.log(p) - math.log1p(-p)
-    return z.logit_().mul_(-inv_t).sub_(logit_p * inv_t).sigmoid_()
+    # log(u) - log1p(-u) rather than torch.logit, which costs milliseconds per call on a small
+    # CPU tensor when other processes load the machine (measured, torch 2.13; logit_ is worse).
+    logit_u = torch.log(u).sub_(torch.log1p(u.neg_()))
+    return logit_u.mul_(-inv_t).sub_(logit_p * inv_t).sigmoid_()
 
 
 class _ConcreteFunction(torch.autograd.Function):
@@ -136,7 +139,8 @@ def concrete_reference(
     dtype = compute_dtype(input.dtype)
     u = stream_open_uniform(math.prod(shape), seed, input.device, dtype).view(shape)
     p_t = torch.as_tensor(p, device=input.device).to(dtype)
-    z = torch.sigmoid(-(torch.logit(p_t) + torch.logit(u)) / temperature)
+    logit_u = torch.log(u) - torch.log1p(-u)
+    z = torch.sigmoid(-(torch.log(p_t) - torch.log1p(-p_t) + logit_u) / temperature)
     return (input.to(dtype) * (z / (1.0 - p_t))).to(input.dtype)
 
 
@@ -389,5 +393,5 @@ def relaxed_moments(p: float, temperature: float) -> tuple[float, float]:
     """
     u = (torch.arange(_GRID, dtype=torch.float64) + 0.5) / _GRID
     logit_p = math.log(p) - math.log1p(-p)
-    m = torch.sigmoid(-(logit_p + torch.logit(u)) / temperature) / (1.0 - p)
+    m = torch.sigmoid(-(logit_p + torch.log(u) - torch.log1p(-u)) / temperature) / (1.0 - p)
     return float(m.mean()), float(m.square().mean())

@@ -231,7 +231,7 @@ class ConcreteDropout(_ConcreteBase):
     _op = "concrete_dropout"
 
     def _features(self, input: torch.Tensor) -> int:
-        return input[0].numel() if input.dim() > 1 else input.numel()
+        return math.prod(input.shape[1:]) if input.dim() > 1 else input.numel()
 
 
 class _ChannelConcrete(_ConcreteBase):
