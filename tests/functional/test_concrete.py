@@ -50,13 +50,14 @@ def test_cpu_kernel_matches_the_reference_bit_for_bit(numel: int, dtype: torch.d
 
 
 @pytest.mark.parametrize("name", OPS)
-def test_fast_road_matches_the_reference(name: str) -> None:
+@pytest.mark.parametrize("t", [0.1, 0.5, 0.3])  # 1/t = 10 and 2: the kernel without logs; 0.3: logs
+def test_fast_road_matches_the_reference(name: str, t: float) -> None:
     op, shape = OPS[name]
     x = torch.randn(shape, dtype=torch.float64, requires_grad=True)
     p = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
     g = torch.randn(shape, dtype=torch.float64)
-    y = op(x, p, seed=5)
-    ref = concrete_reference(x, p, _mask_shape(name, shape), 5, 0.1)
+    y = op(x, p, seed=5, temperature=t)
+    ref = concrete_reference(x, p, _mask_shape(name, shape), 5, t)
     # float64 through the same operations in another order: rounding only
     torch.testing.assert_close(y, ref, rtol=1e-12, atol=1e-12)
     grads = torch.autograd.grad((y * g).sum(), (x, p))
@@ -183,11 +184,15 @@ def test_under_a_transform_the_reference_road_gives_the_same_gradient() -> None:
     torch.testing.assert_close(under, eager.grad, rtol=1e-9, atol=1e-9)
 
 
-def test_reference_backend_gives_the_same_values() -> None:
+def test_reference_backend_gives_the_same_values_to_rounding() -> None:
     x = torch.randn(50, 100)
     with dropkit.backend("reference"):
         ref = concrete_dropout(x, 0.3, seed=3)
-    assert torch.equal(ref, concrete_dropout(x, 0.3, seed=3))
+    # float32 logs on the reference, the float64 power form in the CPU kernel: the reference's
+    # rounding of logits up to ~200 (a few 1e-5) through the sigmoid's slope (<= 1/4)
+    torch.testing.assert_close(
+        concrete_dropout(x, 0.3, seed=3), ref, rtol=1e-5, atol=1e-5 * x.abs().max().item()
+    )
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,38 @@ def _keep(
     return logit_u.mul_(-inv_t).sub_(logit_p * inv_t).sigmoid_()
 
 
+#: Temperatures ``1 / k`` with an integer ``k`` up to this take the CPU kernel without logs.
+_MAX_POWER = 16
+
+
+def _factor(
+    like: torch.Tensor, shape: tuple[int, ...], p: float, seed: int, temperature: float
+) -> torch.Tensor:
+    """The relaxed factor ``m = z / (1 - p)`` of ``shape`` in the compute dtype of ``like``.
+
+    On the CPU at a temperature ``1 / k`` (the paper's 0.1 is ``k = 10``), one fused kernel
+    pass: ``z = 1 / (1 + (p / (1 - p))**k * (u / (1 - u))**k)`` is the same sigmoid without a
+    logarithm or an exponential. Otherwise :func:`_keep`'s torch operations.
+    """
+    dtype = compute_dtype(like.dtype)
+    inverse = 1.0 / temperature
+    k = round(inverse)
+    if (
+        1 <= k <= _MAX_POWER
+        and abs(inverse - k) <= 1e-9 * k
+        and dtype in _NATIVE
+        and like.is_cpu
+        and select(like).name == "numba"
+    ):
+        from dropkit.kernels._uniform_cpu import write_concrete_factor
+
+        out = torch.empty(shape, dtype=dtype)
+        logit_p = math.log(p) - math.log1p(-p)
+        write_concrete_factor(out, seed, math.exp(k * logit_p), k, 1.0 / (1.0 - p))
+        return out
+    return _keep(like, shape, p, seed, temperature).mul_(1.0 / (1.0 - p))
+
+
 class _ConcreteFunction(torch.autograd.Function):
     @staticmethod
     def forward(
@@ -97,7 +129,7 @@ class _ConcreteFunction(torch.autograd.Function):
         seed: int,
         temperature: float,
     ) -> torch.Tensor:
-        m = _keep(input, shape, p, seed, temperature).mul_(1.0 / (1.0 - p))
+        m = _factor(input, shape, p, seed, temperature)
         out = (input.to(m.dtype) * m).to(input.dtype)
         ctx.settings = (p, shape, seed, temperature)
         ctx.p_dtype = p_tensor.dtype if p_tensor is not None else None
@@ -109,7 +141,7 @@ class _ConcreteFunction(torch.autograd.Function):
     @once_differentiable
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         p, shape, seed, temperature = ctx.settings
-        m = _keep(grad, shape, p, seed, temperature).mul_(1.0 / (1.0 - p))
+        m = _factor(grad, shape, p, seed, temperature)
         grad_x = grad.to(m.dtype) * m
         grad_p = None
         if ctx.needs_input_grad[1]:
@@ -196,7 +228,7 @@ def _concrete(
     p_tensor = p if isinstance(p, torch.Tensor) else None
     grad_p = p_tensor is not None and p_tensor.requires_grad
     if not (torch.is_grad_enabled() and (input.requires_grad or grad_p)):
-        m = _keep(input, shape, value, seed_value, t).mul_(1.0 / (1.0 - value))
+        m = _factor(input, shape, value, seed_value, t)
         return (input.to(m.dtype) * m).to(input.dtype)
     p_arg = p_tensor.reshape(()) if p_tensor is not None else None
     out: torch.Tensor = _ConcreteFunction.apply(  # type: ignore[no-untyped-call]

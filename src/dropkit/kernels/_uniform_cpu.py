@@ -18,7 +18,7 @@ from numba import float64, njit, prange, uint32
 from dropkit.kernels._cpu import _SERIAL_BELOW, _key, _philox_chunk, _threads
 from dropkit.kernels._philox import CHUNK
 
-__all__ = ["write_open_uniform"]
+__all__ = ["write_concrete_factor", "write_open_uniform"]
 
 _STEP = 2.0**-23
 
@@ -59,3 +59,52 @@ def write_open_uniform(out: torch.Tensor, seed: int) -> None:
     else:
         _threads()
         _uniform_parallel(flat, k0, k1)
+
+
+@njit(cache=True, inline="never")
+def _chunk_factor(out, bits, c, k, scale):  # type: ignore[no-untyped-def]
+    for j in range(out.size):
+        u = (float64(bits[j] >> uint32(9)) + 0.5) * _STEP
+        r = u / (1.0 - u)
+        power = 1.0
+        for _ in range(k):
+            power *= r
+        out[j] = scale / (1.0 + c * power)
+
+
+@njit(cache=True, parallel=True)
+def _factor_parallel(out, k0, k1, c, k, scale):  # type: ignore[no-untyped-def]
+    n = out.size
+    for chunk in prange((n + CHUNK - 1) // CHUNK):
+        bits = np.empty(CHUNK, np.uint32)
+        _philox_chunk(bits, chunk, k0, k1)
+        lo = chunk * CHUNK
+        _chunk_factor(out[lo : min(n, lo + CHUNK)], bits, c, k, scale)
+
+
+@njit(cache=True)
+def _factor_serial(out, k0, k1, c, k, scale):  # type: ignore[no-untyped-def]
+    n = out.size
+    bits = np.empty(CHUNK, np.uint32)
+    for chunk in range((n + CHUNK - 1) // CHUNK):
+        _philox_chunk(bits, chunk, k0, k1)
+        lo = chunk * CHUNK
+        _chunk_factor(out[lo : min(n, lo + CHUNK)], bits, c, k, scale)
+
+
+def write_concrete_factor(out: torch.Tensor, seed: int, c: float, k: int, scale: float) -> None:
+    """Fill ``out`` (contiguous float32/float64 CPU) with ``scale / (1 + c * (u / (1 - u))**k)``
+    for the open uniforms ``u`` of the stream: the relaxed factor ``m = z / (1 - p)`` of concrete
+    dropout at temperature ``1 / k`` with ``c = (p / (1 - p))**k``, since
+    ``sigmoid(-(logit p + logit u) / t) = 1 / (1 + exp(k logit p) (u / (1 - u))**k)``.
+
+    No logarithm or exponential per element, and in float64 (``(u / (1 - u))**k`` stays below
+    2**(24k), inside float64's range for ``k <= 16``), so it vectorizes and never overflows.
+    """
+    flat = out.view(-1).numpy()
+    k0, k1 = _key(seed)
+    if flat.size < _SERIAL_BELOW:
+        _factor_serial(flat, k0, k1, float64(c), k, float64(scale))
+    else:
+        _threads()
+        _factor_parallel(flat, k0, k1, float64(c), k, float64(scale))
