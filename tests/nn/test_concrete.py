@@ -174,6 +174,9 @@ def test_concrete_outside_a_sequential_needs_feeds() -> None:
     assert dropkit.concrete(_Custom(), weight_regularizer=0).drop.feeds is None
     with pytest.raises(ValueError, match="no module of the model"):
         dropkit.concrete(_Custom(), feeds={"drop": "fc9"})
+    last = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Dropout(0.1))
+    with pytest.raises(ValueError, match="no module with parameters follows it"):
+        dropkit.concrete(last)
     with pytest.raises(ValueError, match="no element or channel dropout"):
         dropkit.concrete(torch.nn.Linear(2, 2))
 

@@ -413,10 +413,15 @@ def concrete(
             else:
                 fed = _next_layer(parent, index)
             if fed is None and weight_regularizer > 0:
+                why = (
+                    "no module with parameters follows it in its nn.Sequential"
+                    if isinstance(parent, nn.Sequential)
+                    else f"its parent is a {type(parent).__name__}, not an nn.Sequential"
+                )
                 raise ValueError(
                     f"concrete: cannot tell which layer {name!r} ({type(child).__name__}) feeds "
-                    f"(its parent is a {type(parent).__name__}, not an nn.Sequential); pass "
-                    f"feeds={{{name!r}: '<name of the next layer>'}}, or weight_regularizer=0"
+                    f"({why}); pass feeds={{{name!r}: '<name of the next layer>'}}, or "
+                    "weight_regularizer=0"
                 )
             layer = cls(
                 start,
