@@ -212,3 +212,18 @@ def test_reference_backend_gives_the_same_values_to_rounding() -> None:
 def test_bad_arguments_raise_naming_the_problem(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises((ValueError, TypeError), match=message):
         call()
+
+
+def test_compiles_as_one_graph_with_the_gradient_in_p() -> None:
+    x = torch.randn(8, 20, dtype=torch.float64)
+    p = torch.tensor(0.3, dtype=torch.float64, requires_grad=True)
+    compiled = torch.compile(
+        lambda a, q: concrete_dropout(a, q, seed=6), backend="eager", fullgraph=True
+    )
+    y = compiled(x, p)
+    (grad,) = torch.autograd.grad(y.sum(), p)
+    eager = p.detach().clone().requires_grad_()
+    expected = concrete_dropout(x, eager, seed=6)
+    (expected_grad,) = torch.autograd.grad(expected.sum(), eager)
+    torch.testing.assert_close(y, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-9, atol=1e-9)

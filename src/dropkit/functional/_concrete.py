@@ -28,7 +28,13 @@ from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._channel import _channel_noise_shape
-from dropkit.functional._validation import check_input, check_rank, check_training, resolve_seed
+from dropkit.functional._validation import (
+    check_input,
+    check_rank,
+    check_training,
+    in_graph,
+    resolve_seed,
+)
 from dropkit.kernels._dispatch import select
 from dropkit.kernels._philox import Seed, random_uint32
 from dropkit.kernels._reference import compute_dtype
@@ -176,13 +182,17 @@ def concrete_reference(
     return (input.to(dtype) * (z / (1.0 - p_t))).to(input.dtype)
 
 
+def _check_p_tensor(name: str, p: torch.Tensor) -> None:
+    if p.numel() != 1 or not p.is_floating_point():
+        raise ValueError(
+            f"{name}: expected p to be a float or a one-element floating-point tensor, got a "
+            f"{p.dtype} tensor of shape {list(p.shape)}"
+        )
+
+
 def _check_p(name: str, p: object) -> float:
     if isinstance(p, torch.Tensor):
-        if p.numel() != 1 or not p.is_floating_point():
-            raise ValueError(
-                f"{name}: expected p to be a float or a one-element floating-point tensor, got a "
-                f"{p.dtype} tensor of shape {list(p.shape)}"
-            )
+        _check_p_tensor(name, p)
         value = float(p.detach().reshape(()))
     elif isinstance(p, int | float) and not isinstance(p, bool):
         value = float(p)
@@ -218,8 +228,15 @@ def _concrete(
     temperature: float,
     seed: int | None,
 ) -> torch.Tensor:
-    value = _check_p(name, p)
     t = _check_temperature(name, temperature)
+    if isinstance(p, torch.Tensor) and in_graph():
+        # Reading the rate's value would break the graph: its shape is checked, and a value
+        # outside (0, 1) gives NaN (the logs of the reference) rather than an error.
+        _check_p_tensor(name, p)
+        if not check_training(name, training):
+            return input
+        return concrete_reference(input, p.reshape(()), shape, resolve_seed(name, seed), t)
+    value = _check_p(name, p)
     if not check_training(name, training) or value == 0.0:
         return input
     seed_value = resolve_seed(name, seed)
