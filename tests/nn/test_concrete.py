@@ -218,3 +218,17 @@ def test_moments_match_sampling_for_one_layer() -> None:
     assert bool((rel < 5 * math.sqrt(2 / n) + 0.05).all())
     mean_m, _ = relaxed_moments(0.3, 0.1)
     torch.testing.assert_close(moments.mean, fc(x * mean_m))
+
+
+def test_concrete_converts_dropkits_own_layers_but_not_shaped_masks() -> None:
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 8),
+        dk_nn.Dropout(0.2),
+        torch.nn.Linear(8, 8),
+        dk_nn.Dropout(0.2, noise_shape=(1, 8)),  # one mask for the batch: no concrete equivalent
+        torch.nn.Linear(8, 1),
+    )
+    with pytest.warns(UserWarning, match=r"left 3 \(Dropout\) as they were"):
+        learned = dropkit.concrete(model)
+    assert type(learned[1]) is dk_nn.ConcreteDropout
+    assert type(learned[3]) is dk_nn.Dropout

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 from collections.abc import Mapping
 from typing import ClassVar
 
@@ -357,7 +358,8 @@ def concrete(
     Element dropout (``torch.nn.Dropout``, ``dropkit.nn.Dropout`` without ``noise_shape``)
     becomes :class:`ConcreteDropout`, channel dropout (``Dropout1d/2d/3d``, torch's or
     dropkit's) ``ConcreteDropout1d/2d/3d``; exact classes only, as :func:`dropkit.convert`
-    swaps them; ``model`` itself is not changed. Each new layer is told the layer it feeds:
+    swaps them; ``model`` itself is not changed. Other dropout layers stay as they were, with a
+    warning naming them. Each new layer is told the layer it feeds:
     inside an ``nn.Sequential`` the next module that has parameters; elsewhere give it in
     ``feeds``. This is a function of its own rather than an option of :func:`dropkit.convert`,
     since it changes what the model learns (new parameters, a term in the loss), where
@@ -395,17 +397,18 @@ def concrete(
         if name not in modules:
             raise ValueError(f"concrete: feeds names {name!r}, which is no module of the model")
     converted = 0
+    left: list[str] = []
     for parent_name, parent in list(copied.named_modules()):
         for index, (child_name, child) in enumerate(list(parent.named_children())):
             spec = layer_spec(child, exact=True)
             cls = _CONCRETE.get(spec.variant) if spec is not None else None
-            if (
-                cls is None
-                or isinstance(child, _ConcreteBase)
-                or getattr(child, "noise_shape", None) is not None
-            ):
-                continue
             name = f"{parent_name}.{child_name}" if parent_name else child_name
+            if isinstance(child, _ConcreteBase):
+                continue
+            if cls is None or getattr(child, "noise_shape", None) is not None:
+                if layer_spec(child) is not None:
+                    left.append(f"{name} ({type(child).__name__})")
+                continue
             p = float(getattr(child, spec.rate_attr))  # type: ignore[union-attr]
             start = init_p if init_p is not None else (p if 0.0 < p < 1.0 else 0.1)
             if name in named_feeds:
@@ -437,6 +440,13 @@ def concrete(
         raise ValueError(
             f"concrete: feeds names {sorted(named_feeds)}, which are no convertible dropout "
             "layers of the model"
+        )
+    if left and converted:
+        warnings.warn(
+            f"concrete: left {', '.join(left)} as they were: only element and channel dropout "
+            "without a noise_shape have a concrete equivalent",
+            UserWarning,
+            stacklevel=2,
         )
     if not converted:
         raise ValueError(
