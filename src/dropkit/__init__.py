@@ -4,6 +4,8 @@
   ``torch.nn.functional``'s, with reproducible, device-independent masks.
 - :mod:`dropkit.nn`: the same as layers, a drop-in for ``torch.nn``'s.
 - :func:`convert`: swap torch's dropout layers in an existing model for dropkit's.
+- :func:`concrete` and :func:`regularization`: learned rates (Concrete dropout): turn a model's
+  dropout layers into concrete ones, and the term to add to its loss.
 - :func:`dropout_layers`, :func:`layer_spec`, :func:`function_spec`: the registry of what
   counts as dropout (torch's, dropkit's and third-party layers and functions).
 - :func:`backend`: force the reference or a fast kernel backend inside a ``with`` block.
@@ -24,6 +26,7 @@ from dropkit._registry import (
 from dropkit._version import __version__
 from dropkit.functional import dropout_mask
 from dropkit.kernels import available_backends, backend
+from dropkit.nn._concrete import concrete, regularization
 
 __all__ = [
     "F",
@@ -32,6 +35,7 @@ __all__ = [
     "__version__",
     "available_backends",
     "backend",
+    "concrete",
     "convert",
     "dropout_layers",
     "dropout_mask",
@@ -39,4 +43,5 @@ __all__ = [
     "functional",
     "layer_spec",
     "nn",
+    "regularization",
 ]

@@ -206,6 +206,10 @@ def _build_function_specs() -> dict[Callable[..., Any], FunctionSpec]:
         dk_F.scaled_dot_product_attention: FunctionSpec(
             dk + "scaled_dot_product_attention", "attention", 4, "dropout_p", 0.0, None, None, None
         ),
+        dk_F.concrete_dropout: _elementwise(dk + "concrete_dropout", "element", "element"),
+        dk_F.concrete_dropout1d: _elementwise(dk + "concrete_dropout1d", "channel1d", "channel"),
+        dk_F.concrete_dropout2d: _elementwise(dk + "concrete_dropout2d", "channel2d", "channel"),
+        dk_F.concrete_dropout3d: _elementwise(dk + "concrete_dropout3d", "channel3d", "channel"),
         dk_F.bias_dropout: FunctionSpec(
             dk + "bias_dropout", "fused", 2, "p", 0.5, 3, "training", True
         ),
@@ -381,6 +385,11 @@ _LAYERS: dict[str, LayerSpec] = {
     _DK + "DropBlock2d": LayerSpec("block", "p", "block"),
     _DK + "DropBlock3d": LayerSpec("block", "p", "block"),
     _DK + "LockedDropout": LayerSpec("locked", "p", "time"),
+    # Concrete dropout: the learned rate, read as a float from ``p`` (a property)
+    "dropkit.nn._concrete.ConcreteDropout": LayerSpec("element", "p"),
+    "dropkit.nn._concrete.ConcreteDropout1d": LayerSpec("channel1d", "p", "channel"),
+    "dropkit.nn._concrete.ConcreteDropout2d": LayerSpec("channel2d", "p", "channel"),
+    "dropkit.nn._concrete.ConcreteDropout3d": LayerSpec("channel3d", "p", "channel"),
     "dropkit.nn._fused.BiasDropoutAdd": LayerSpec("fused", "p"),
     "dropkit.nn._weight.EmbeddingDropout": LayerSpec("embedding", "p", "batch"),
     "dropkit.nn._weight.WeightDrop": LayerSpec("dropconnect", "p", "batch"),

@@ -15,6 +15,12 @@ from dropkit.functional._channel import (
     feature_alpha_dropout,
     locked_dropout,
 )
+from dropkit.functional._concrete import (
+    concrete_dropout,
+    concrete_dropout1d,
+    concrete_dropout2d,
+    concrete_dropout3d,
+)
 from dropkit.functional._elementwise import alpha_dropout, dropout, dropout_mask, gaussian_dropout
 from dropkit.functional._fused import bias_dropout, bias_dropout_add
 from dropkit.functional._structured import drop_block2d, drop_block3d, drop_path, drop_path_rates
@@ -24,6 +30,10 @@ __all__ = [
     "alpha_dropout",
     "bias_dropout",
     "bias_dropout_add",
+    "concrete_dropout",
+    "concrete_dropout1d",
+    "concrete_dropout2d",
+    "concrete_dropout3d",
     "drop_block2d",
     "drop_block3d",
     "drop_path",

@@ -43,6 +43,7 @@ from torch.overrides import TorchFunctionMode
 
 from dropkit import functional as dk_F
 from dropkit.functional._autograd import alpha_constants
+from dropkit.functional._concrete import relaxed_moments
 from dropkit.mc._gaussian import (
     dropout_moments,
     leaky_relu_moments,
@@ -320,6 +321,25 @@ def _attention(
     return func(*args, **kwargs)
 
 
+def _concrete(
+    prop: _Propagation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Concrete dropout: ``x * m`` with the relaxed factor ``m``'s two moments
+    (:func:`~dropkit.functional._concrete.relaxed_moments`), as sampling draws them."""
+    x = args[0] if args else kwargs["input"]
+    if not _arg(args, kwargs, 2, "training", True):
+        return func(*args, **kwargs)
+    checked_args, checked_kwargs = _replace(args, kwargs, 2, "training", False)
+    func(*checked_args, **checked_kwargs)  # the op checks its arguments
+    prop.dropouts += 1
+    p = float(_arg(args, kwargs, 1, "p", 0.5))
+    if p == 0.0:
+        return x
+    mean, second = relaxed_moments(p, float(kwargs.get("temperature", 0.1)))
+    var = prop.zvar(x) * second + x.square() * (second - mean * mean)
+    return prop.bind(x * mean, var)
+
+
 def _rejected_dropout(why: str) -> _Handler:
     def rule(
         prop: _Propagation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -368,6 +388,15 @@ _DROPOUTS: dict[Callable[..., Any], _Handler] = {
     ),
     torch_F.scaled_dot_product_attention: _attention,
     dk_F.bias_dropout: _bias_dropout,
+    **dict.fromkeys(
+        (
+            dk_F.concrete_dropout,
+            dk_F.concrete_dropout1d,
+            dk_F.concrete_dropout2d,
+            dk_F.concrete_dropout3d,
+        ),
+        _concrete,
+    ),
     dk_F.bias_dropout_add: _bias_dropout,
     dk_F.drop_block2d: _rejected_dropout("DropBlock's blocks and renormalization"),
     dk_F.drop_block3d: _rejected_dropout("DropBlock's blocks and renormalization"),

@@ -1,6 +1,12 @@
 """Dropout layers: a drop-in for ``torch.nn``'s dropouts, and every variant, over the functions."""
 
 from dropkit.functional._structured import drop_path_rates
+from dropkit.nn._concrete import (
+    ConcreteDropout,
+    ConcreteDropout1d,
+    ConcreteDropout2d,
+    ConcreteDropout3d,
+)
 from dropkit.nn._dropout import (
     AlphaDropout,
     DropBlock2d,
@@ -20,6 +26,10 @@ from dropkit.nn._weight import EmbeddingDropout, WeightDrop, add_dropconnect, re
 __all__ = [
     "AlphaDropout",
     "BiasDropoutAdd",
+    "ConcreteDropout",
+    "ConcreteDropout1d",
+    "ConcreteDropout2d",
+    "ConcreteDropout3d",
     "DropBlock2d",
     "DropBlock3d",
     "DropPath",
