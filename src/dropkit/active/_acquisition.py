@@ -433,7 +433,7 @@ def batch_bald(
     result: MCResult,
     query_size: int,
     *,
-    configurations: int = 4096,
+    configurations: int = 1024,
     seed: int = 0,
 ) -> torch.Tensor:
     """Greedy BatchBALD: ``min(query_size, N)`` indices, in the order they were chosen.
@@ -577,7 +577,7 @@ def acquire(
     *,
     seed: int = 0,
     beta: float = 1.0,
-    configurations: int = 4096,
+    configurations: int = 1024,
 ) -> torch.Tensor:
     """The indices of the pool (dim 1 of ``result.samples``) that ``strategy`` picks to label.
 

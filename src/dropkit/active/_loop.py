@@ -74,19 +74,19 @@ class ActiveConfig:
     p: float = 0.5
     strategies: tuple[str, ...] = ("random", "entropy", "bald", "batchbald", "power-bald")
     seeds: int = 3
-    rounds: int = 10
+    rounds: int = 8
     initial: int = 20
     query: int = 10
     samples: int = 20
     method: str = "sampling"
-    steps: int = 300
+    steps: int = 200
     batch_size: int = 64
     lr: float = 1e-3
     weight_decay: float = 0.0
     warm_start: bool = False
-    pool: int | None = None
+    pool: int | None = 1000
     beta: float = 1.0
-    configurations: int = 4096
+    configurations: int = 1024
     code: str = ""
 
     def check(self) -> None:
@@ -407,12 +407,14 @@ def run_active(
     key = config.key()
     folder = store.register(key, config.to_json(), config.folder_name())
     results: list[RoundResult] = []
-    for strategy in config.strategies:
-        for seed in range(config.seeds):
+    # seed by seed, so that an interrupted run has paired curves of every strategy
+    for seed in range(config.seeds):
+        for strategy in config.strategies:
             results += _run_one(
                 config, data, model_fn, progress, store, key, output, folder, strategy, seed
             )
-    return results
+    order = {name: i for i, name in enumerate(config.strategies)}
+    return sorted(results, key=lambda r: (order[r.strategy], r.seed, r.round))
 
 
 def _run_one(
@@ -463,8 +465,8 @@ def _run_one(
         results.append(result)
         labelled = torch.cat([labelled, torch.tensor(result.picked, dtype=torch.long)])
         done.append((result, checkpoint))
-        if len(labelled) >= len(data.y_train):
-            break  # every pool example is labelled: the curve ends here
+        if not result.picked and len(labelled) >= len(data.y_train):
+            break  # every pool example is labelled and evaluated: the curve ends here
     return results
 
 
