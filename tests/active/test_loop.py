@@ -88,7 +88,7 @@ def test_a_killed_run_resumes_to_the_same_curve_with_nothing_lost_or_repeated(
     config = _config(warm_start=warm_start)
     whole = run_active(config, tmp_path / "whole", data=data, model_fn=net)
     assert len(whole) == 3 * 2 * 4
-    progress, seen = _killed_after(7)
+    progress, _ = _killed_after(7)
     with pytest.raises(Killed):
         run_active(config, tmp_path / "killed", data=data, model_fn=net, progress=progress)
     again, seen_again = _killed_after(10**6)
@@ -116,7 +116,9 @@ def test_strategies_are_paired_by_seed_and_the_labelled_set_grows_by_query(data)
             for r in range(4):
                 row = by[(strategy, seed, r)]
                 assert row.labelled == 6 + 5 * r == len(labelled)
-                assert 0 <= row.test_acc <= 1 and row.test_nll > 0 and 0 <= row.test_ece <= 1
+                assert 0 <= row.test_acc <= 1
+                assert row.test_nll > 0
+                assert 0 <= row.test_ece <= 1
                 assert len(row.picked) == (5 if r < 3 else 0)
                 assert not labelled & set(row.picked)  # never an example labelled already
                 labelled |= set(row.picked)
