@@ -8,6 +8,7 @@
 - The pool-based loop: :func:`active_learning` (your model and data, like
   :func:`dropkit.experiments.compare`) and :func:`run_active` (an :class:`ActiveConfig`), with
   results in an SQLite database that a killed run resumes from (:class:`ActiveStore`).
+- Summaries and the HTML report: :func:`summarize_active`, :func:`write_active_report`.
 
 Built on the public API of :mod:`dropkit.mc` only.
 """
@@ -39,6 +40,13 @@ from dropkit.active._loop import (
     initial_labelled,
     run_active,
 )
+from dropkit.active._report import (
+    Interval,
+    StrategySummary,
+    summarize_active,
+    table_rows,
+    write_active_report,
+)
 from dropkit.active._store import ActiveStore, ActiveStoreError, RoundResult
 
 __all__ = [
@@ -49,7 +57,9 @@ __all__ = [
     "ActiveProgress",
     "ActiveStore",
     "ActiveStoreError",
+    "Interval",
     "RoundResult",
+    "StrategySummary",
     "acquire",
     "active_learning",
     "bald",
@@ -66,6 +76,9 @@ __all__ = [
     "score",
     "stochastic_batch",
     "stochastic_weights",
+    "summarize_active",
+    "table_rows",
     "top_k",
     "variation_ratio",
+    "write_active_report",
 ]

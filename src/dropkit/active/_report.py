@@ -18,7 +18,13 @@ from pathlib import Path
 
 from dropkit.active._store import RoundResult
 
-__all__ = ["Interval", "StrategySummary", "summarize_active", "write_active_report"]
+__all__ = [
+    "Interval",
+    "StrategySummary",
+    "summarize_active",
+    "table_rows",
+    "write_active_report",
+]
 
 # two-sided 95% quantiles of Student's t, by degrees of freedom
 _T95 = (

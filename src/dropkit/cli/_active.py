@@ -69,8 +69,10 @@ def active(
         ActiveStoreError,
         RoundResult,
         run_active,
+        summarize_active,
+        table_rows,
+        write_active_report,
     )
-    from dropkit.active._report import summarize_active, table_rows, write_active_report
     from dropkit.experiments import DatasetError, load_dataset, user
 
     if threads < 1:
