@@ -69,6 +69,16 @@ def test_corrupt_and_foreign_checkpoints_are_named(tmp_path) -> None:
     result = runner.invoke(app, ["mc", str(tmp_path)])
     assert result.exit_code == 2
     assert "not a readable checkpoint" in result.output
+    # One line naming the file and the fix; never torch's advice to unpickle it anyway.
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 2, result.output  # the configuration line, then the error
+    assert lines[1].startswith(f"Error: {bad}: ")
+    assert "--fresh" in lines[1]
+    assert "weights_only" not in result.output
+    bad.write_bytes(b"")  # cut short
+    with pytest.raises(CheckpointError, match="damaged or cut short") as info:
+        load_checkpoint(bad)
+    assert "\n" not in str(info.value)
     torch.save({"weights": torch.zeros(2)}, bad)
     with pytest.raises(CheckpointError, match="not a dropkit compare checkpoint"):
         load_checkpoint(bad)
@@ -107,3 +117,39 @@ def test_mc_refuses_a_checkpoint_of_another_configuration(tmp_path) -> None:
     result = runner.invoke(app, ["mc", str(tmp_path), "--config", "hidden-16_epochs-1"])
     assert result.exit_code == 2
     assert "belongs to another configuration" in result.output
+
+
+def _stored_config_changed(folder, change) -> object:
+    """Rewrite one checkpoint of ``folder`` with ``change`` applied to its stored configuration."""
+    path = sorted((folder / "checkpoints").glob("rate-0.5_seed-0_*.pt"))[0]
+    payload = torch.load(path, weights_only=True)
+    change(payload["config"])
+    torch.save(payload, path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "shown"),
+    [
+        (lambda c: c.update(dataset="digits"), "dataset = 'digits' in the checkpoint, 'synthetic'"),
+        (lambda c: c["train"].update(hidden=[64, 64]), "hidden = [64, 64] in the checkpoint, [32]"),
+    ],
+)
+def test_a_checkpoint_that_disagrees_with_its_row_is_refused(
+    trained, tmp_path, change, shown
+) -> None:
+    import shutil
+
+    out = tmp_path / "runs"
+    shutil.copytree(trained, out)
+    path = _stored_config_changed(out / RUN, change)
+    (out / RUN / "report.html").unlink()
+    for command in (["mc", str(out), "--samples", "2"], ["report", str(out)]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, result.output
+        error = [line for line in result.output.splitlines() if line.startswith("Error:")]
+        assert len(error) == 1, result.output
+        assert str(path) in error[0]
+        assert str(out / "results.sqlite") in error[0]
+        assert shown in error[0]
+    assert not (out / RUN / "report.html").exists()  # refused before writing anything
