@@ -161,6 +161,14 @@ def _signed(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
+@torch.compiler.assume_constant_result
+def _onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, asked for real under ``torch.export``'s strict graph
+    capture too, which folds that call to False: ``torch.onnx.export(dynamo=True)`` captures
+    with it, so its training-mode exports would otherwise miss the refusal below."""
+    return torch.onnx.is_in_onnx_export()
+
+
 def resolve_seed(name: str, seed: object) -> Seed:
     """The seed to use: the given one, or a fresh one from torch's default CPU generator.
 
@@ -177,7 +185,7 @@ def resolve_seed(name: str, seed: object) -> Seed:
         # torch.jit.is_tracing, not torch._C._is_tracing: dynamo traces the former.
         tracing = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
         exporting = tracing or torch.compiler.is_exporting()
-        if exporting and torch.onnx.is_in_onnx_export():
+        if exporting and _onnx_exporting():
             raise RuntimeError(
                 f"{name}: a training-mode dropkit dropout cannot be exported to ONNX (its mask "
                 "comes from dropkit's Philox stream, which ONNX has no operator for); export the "
