@@ -161,7 +161,7 @@ def _signed(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
-@torch.compiler.assume_constant_result
+@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _onnx_exporting() -> bool:
     """``torch.onnx.is_in_onnx_export()``, asked for real under ``torch.export``'s strict graph
     capture too, which folds that call to False: ``torch.onnx.export(dynamo=True)`` captures
