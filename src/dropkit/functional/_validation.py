@@ -161,12 +161,19 @@ def _signed(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
-@torch.compiler.assume_constant_result  # type: ignore[untyped-decorator]
 def _onnx_exporting() -> bool:
-    """``torch.onnx.is_in_onnx_export()``, asked for real under ``torch.export``'s strict graph
-    capture too, which folds that call to False: ``torch.onnx.export(dynamo=True)`` captures
-    with it, so its training-mode exports would otherwise miss the refusal below."""
-    return torch.onnx.is_in_onnx_export()
+    """``torch.onnx.is_in_onnx_export()``, in a function that dynamo can be told to call.
+
+    ``torch.onnx.export(dynamo=True)`` captures the graph with ``torch.export`` twice: first
+    running the Python (non-strict), then, if that failed, tracing it with dynamo (strict),
+    which folds ``is_in_onnx_export()`` to False. The first capture sees the export and marks
+    this function with ``torch.compiler.assume_constant_result`` (not at import: that loads
+    dynamo), so that dynamo then calls it for real and the strict capture refuses too.
+    """
+    exporting = torch.onnx.is_in_onnx_export()
+    if exporting and not torch.compiler.is_dynamo_compiling():
+        torch.compiler.assume_constant_result(_onnx_exporting)  # type: ignore[no-untyped-call]
+    return exporting
 
 
 def resolve_seed(name: str, seed: object) -> Seed:
