@@ -16,10 +16,11 @@ def nonempty_path(what: str) -> Callable[[str], Path]:
     Example:
         >>> nonempty_path("a folder")("runs")
         PosixPath('runs')
-        >>> nonempty_path("a folder")("")
-        Traceback (most recent call last):
-        ...
-        click.exceptions.BadParameter: empty; give a folder (. for the current one)
+        >>> try:
+        ...     nonempty_path("a folder")("")
+        ... except typer.BadParameter as error:
+        ...     print(error.message)
+        empty; give a folder (. for the current one)
     """
     hint = f"give {what} (. for the current one)" if "folder" in what else f"give {what}"
 
@@ -34,7 +35,12 @@ def nonempty_path(what: str) -> Callable[[str], Path]:
 
 
 def nonempty_text(what: str) -> Callable[[str | None], str | None]:
-    """A callback for a text option: ``""`` is a usage error, not the default in disguise."""
+    """A callback for a text option: ``""`` is a usage error, not the default in disguise.
+
+    Example:
+        >>> nonempty_text("a database URL")("sqlite:///x.db")
+        'sqlite:///x.db'
+    """
 
     def check(text: str | None) -> str | None:
         if text is not None and not text.strip():
