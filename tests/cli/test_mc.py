@@ -82,6 +82,10 @@ def test_corrupt_and_foreign_checkpoints_are_named(tmp_path) -> None:
     assert lines[1].startswith(f"Error: {bad}: ")
     assert "--fresh" in lines[1]
     assert "weights_only" not in result.output
+    # report reads only the database: it warns about the file and writes the report.
+    report = runner.invoke(app, ["report", str(tmp_path)])
+    assert report.exit_code == 0, report.output
+    assert f"Warning: {bad}: not a readable checkpoint" in report.output
     bad.write_bytes(b"")  # cut short
     with pytest.raises(CheckpointError, match="damaged or cut short") as info:
         load_checkpoint(bad)
