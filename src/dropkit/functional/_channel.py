@@ -60,20 +60,8 @@ def _channel_dropout(
             f"{lower_layout}, or input.unsqueeze(0) for a single unbatched {unbatched}"
         )
     check_rank(name, input, (rank,), layout)
-    memory_format = torch.channels_last if rank == 4 else torch.channels_last_3d
-    if (
-        channels_last
-        or input.is_contiguous()
-        or not input.is_contiguous(memory_format=memory_format)
-    ):
-        shape = _channel_noise_shape(input, channels_last)
-        return inverted_dropout(name, input, p, training, inplace, shape, seed)
-    # torch's channels_last memory format: run on the (N, *spatial, C) view, which is
-    # contiguous, so the output keeps the input's layout. The mask is the same (one entry per
-    # (sample, channel), in that order), so the values equal those of a contiguous input.
-    last = input.movedim(1, -1)
-    out = inverted_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
-    return input if out is last else out.movedim(-1, 1)
+    shape = _channel_noise_shape(input, channels_last)
+    return inverted_dropout(name, input, p, training, inplace, shape, seed)
 
 
 def dropout1d(

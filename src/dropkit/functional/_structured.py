@@ -21,6 +21,7 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
+from dropkit.kernels._layout import placed
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine, compute_dtype
 
@@ -227,7 +228,7 @@ class BlockMask:
     with_noise: bool = False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reference(x)
+        return placed(x, self.reference(x))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep(x.device)
