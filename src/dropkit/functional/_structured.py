@@ -15,6 +15,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 from dropkit.functional._autograd import apply_noise, inverted_scale
 from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import (
+    InputError,
     check_input,
     check_p,
     check_rank,
@@ -25,7 +26,7 @@ from dropkit.kernels._layout import placed
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine, compute_dtype
 
-__all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates"]
+__all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates", "stochastic_depth"]
 
 
 def drop_path(
@@ -77,15 +78,59 @@ def drop_path(
             seed=seed,
         )
     check_input("drop_path", input)
+    if isinstance(training, str):
+        raise TypeError(
+            f"drop_path: got {training!r} where training goes; that is torchvision's "
+            "stochastic_depth(input, p, mode, training) order: call "
+            "dropkit.functional.stochastic_depth with it, or drop_path(input, p, training, "
+            f"mode={training!r})"
+        )
     if mode not in ("row", "batch"):
         raise ValueError(f"drop_path: expected mode 'row' or 'batch', got {mode!r}")
     if input.dim() < 1:
-        raise ValueError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
+        raise InputError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
     first = input.shape[0] if mode == "row" else 1
     shape = (first,) + (1,) * (input.dim() - 1)
     return inverted_dropout(
         "drop_path", input, p, training, inplace, shape, seed, scale_by_keep=scale_by_keep
     )
+
+
+def stochastic_depth(
+    input: torch.Tensor, p: float, mode: str, training: bool = True
+) -> torch.Tensor:
+    """Stochastic depth with the signature of :func:`torchvision.ops.stochastic_depth`.
+
+    ``stochastic_depth(input, p, mode, training)`` is ``drop_path(input, p, training,
+    mode=mode)``: the same semantics as torchvision's (one decision per sample for
+    ``mode="row"``, one for the batch for ``"batch"``, kept samples scaled by ``1/(1-p)``),
+    with dropkit's reproducible mask (Huang et al., "Deep Networks with Stochastic Depth",
+    ECCV 2016, https://arxiv.org/abs/1603.09382).
+
+    Args:
+        input: ``(N, *)``, the output of a residual branch.
+        p: probability of dropping the branch, in [0, 1].
+        mode: ``"row"`` or ``"batch"``.
+        training: apply it if True; otherwise return ``input`` itself. Default: True.
+
+    Shape:
+        - Input: ``(N, *)``. Output: the same shape.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.functional import drop_path, stochastic_depth
+        >>> x = torch.ones(8, 3)
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> y = stochastic_depth(x, 0.5, "batch")
+        >>> bool((y == 0).all() or (y == 2).all())
+        True
+        >>> stochastic_depth(x, 0.5, "row", False) is x
+        True
+    """
+    if mode not in ("row", "batch"):
+        raise ValueError(f"stochastic_depth: expected mode 'row' or 'batch', got {mode!r}")
+    return drop_path(input, p, training, mode=mode)  # type: ignore[arg-type]
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -290,6 +335,12 @@ def _drop_block(
     with_noise: bool,
 ) -> torch.Tensor:
     check_input(name, input)
+    if isinstance(training, numbers.Integral) and not isinstance(training, bool):
+        raise TypeError(
+            f"{name}: got {training!r} where training goes; that is torchvision's "
+            f"{name}(input, p, block_size, inplace, eps, training) order: pass "
+            f"block_size={training!r} as a keyword"
+        )
     layout = "(N, C, H, W)" if spatial_dims == 2 else "(N, C, D, H, W)"
     check_rank(name, input, (spatial_dims + 2,), layout)
     p = check_p(name, p)
@@ -319,7 +370,7 @@ def _drop_block(
         valid = math.prod([s - b + 1 for s, b in zip(spatial, blocks, strict=True)])
         rate = gamma_scale * p * math.prod(spatial) / (math.prod(blocks) * valid)
         if rate > 1.0:
-            raise ValueError(
+            raise InputError(
                 f"{name}: gamma='paper' gives a block-origin rate of {rate:.4g} > 1 for p={p}, "
                 f"gamma_scale={gamma_scale}, block {'x'.join(map(str, blocks))} on a "
                 f"{'x'.join(map(str, spatial))} map; lower p or gamma_scale, or use "
