@@ -176,6 +176,19 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
             out = cast(TraceableNoise, noise).reference(input)
         return input.copy_(out) if inplace else out
     if not (input.requires_grad and torch.is_grad_enabled()):
+        if (
+            type(noise) is ElementMask
+            and input.dtype in _SAVED_MASK_DTYPES
+            and not noise.shift
+            and not noise.fill
+            and input.is_cpu
+            and noise.noise_shape != input.shape
+            and math.prod(noise.noise_shape) < SAVED_MASK_BELOW
+        ):
+            # A small shared mask (drop_path's (N, 1, ...), channel dropout's (N, C, 1, ...)):
+            # the scaled mask times torch's broadcasting multiply, as with autograd recording;
+            # on a small input the broadcast kernel's set-up costs more than the input.
+            return recorded(input, noise, inplace)
         if type(noise) is ElementMask:
             out = select(input).masked_affine(input, *noise)  # type: ignore[arg-type]
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections import Counter
@@ -12,8 +13,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from dropkit.functional._autograd import apply_noise, inverted_scale
-from dropkit.functional._elementwise import inverted_dropout
+from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
     InputError,
     check_input,
@@ -22,6 +22,7 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
+from dropkit.kernels._dispatch import select
 from dropkit.kernels._layout import placed
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine, compute_dtype
@@ -89,11 +90,15 @@ def drop_path(
         raise ValueError(f"drop_path: expected mode 'row' or 'batch', got {mode!r}")
     if input.dim() < 1:
         raise InputError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
-    first = input.shape[0] if mode == "row" else 1
-    shape = (first,) + (1,) * (input.dim() - 1)
-    return inverted_dropout(
-        "drop_path", input, p, training, inplace, shape, seed, scale_by_keep=scale_by_keep
-    )
+    p = check_p("drop_path", p)
+    if not check_training("drop_path", training) or p == 0.0:
+        return input
+    # inverted_dropout's steps, without its checks of a mask shape built here: on the small
+    # inputs stochastic depth often sees, each Python step is a visible part of the call.
+    shape = (input.shape[0] if mode == "row" else 1,) + (1,) * (input.dim() - 1)
+    scale = inverted_scale(p) if scale_by_keep else 1.0
+    noise = ElementMask(shape, p, resolve_seed("drop_path", seed), scale)
+    return apply_noise(input, noise, inplace)
 
 
 def stochastic_depth(
@@ -218,10 +223,14 @@ def _coverage(size: int, block: int, placement: Placement) -> list[int]:
     return [min(i - before + block - 1, origins - 1) - max(0, i - before) + 1 for i in range(size)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _seed_rate(
     p: float, sizes: tuple[int, ...], blocks: tuple[int, ...], placement: Placement = "inside"
 ) -> float:
     """The block-origin rate gamma whose expected dropped fraction is exactly ``p``.
+
+    Cached: a layer sees the same map size and rate on every call, and the bisection (100
+    steps in Python) costs more than the small maps it is for.
 
     A position covered by ``k`` possible origins is dropped with probability ``1 - (1-gamma)^k``;
     the mean over positions increases with gamma from 0 to 1, so bisection finds it.
@@ -305,14 +314,26 @@ class BlockMask:
     def _keep(self, device: torch.device) -> torch.Tensor:
         origins = self._origin_shape()
         # An origin is "on" with probability gamma: the complement of a keep mask of rate gamma.
-        on = (~stream_keep_mask(origins, self.gamma, self.seed, device)).to(torch.float32)
+        if isinstance(self.seed, int):  # eagerly: the device's backend (the same bits)
+            probe = torch.empty((), device=device)
+            kept = select(probe).keep_mask(origins, self.gamma, self.seed, probe.device)
+        else:
+            kept = stream_keep_mask(origins, self.gamma, self.seed, device)
+        on = (~kept).to(torch.float32)
         padding: list[int] = []
         for s, b in reversed(tuple(zip(self.shape[2:], self.blocks, strict=True))):
             _, before, after = _axis_layout(s, b, self.placement)
             padding += [before, after]
-        on = torch_F.pad(on, padding)
-        pool = torch_F.max_pool2d if len(self.blocks) == 2 else torch_F.max_pool3d
-        dropped = pool(on, kernel_size=self.blocks, stride=1)
+        dropped = torch_F.pad(on, padding)
+        # A stride-1 max-pool of the block's size, one axis at a time: b - 1 maxima of shifted
+        # views per axis (exact on 0/1 values). torch's max_pool2d/3d start a parallel region
+        # for any size, which costs milliseconds on a busy machine and dominated small maps.
+        for axis, block in zip(range(2, 2 + len(self.blocks)), self.blocks, strict=True):
+            length = dropped.shape[axis] - block + 1
+            window = dropped.narrow(axis, 0, length)
+            for shift in range(1, block):
+                window = torch.maximum(window, dropped.narrow(axis, shift, length))
+            dropped = window
         return dropped == 0
 
 
