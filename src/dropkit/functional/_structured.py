@@ -81,8 +81,8 @@ def drop_path(
     check_input("drop_path", input)
     if isinstance(training, str):
         raise TypeError(
-            f"drop_path: got {training!r} where training goes; that is torchvision's "
-            "stochastic_depth(input, p, mode, training) order: call "
+            f"drop_path: expected training to be a bool, got {training!r}; a mode there is "
+            "torchvision's stochastic_depth(input, p, mode, training) order: call "
             "dropkit.functional.stochastic_depth with it, or drop_path(input, p, training, "
             f"mode={training!r})"
         )
@@ -358,8 +358,8 @@ def _drop_block(
     check_input(name, input)
     if isinstance(training, numbers.Integral) and not isinstance(training, bool):
         raise TypeError(
-            f"{name}: got {training!r} where training goes; that is torchvision's "
-            f"{name}(input, p, block_size, inplace, eps, training) order: pass "
+            f"{name}: expected training to be a bool, got {training!r}; an int there is "
+            f"torchvision's {name}(input, p, block_size, inplace, eps, training) order: pass "
             f"block_size={training!r} as a keyword"
         )
     layout = "(N, C, H, W)" if spatial_dims == 2 else "(N, C, D, H, W)"
