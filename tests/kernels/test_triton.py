@@ -57,6 +57,31 @@ CHECKS = textwrap.dedent(
         fast, ref = both(fn)
         print(name, torch.equal(fast, ref))
 
+    # The output has the layout of torch.empty_like (the input's strides where it is dense),
+    # and the values of a contiguous input (the mask is on logical indices).
+    base = torch.randn(6, 8, 5, 7)
+    for name, xs in [
+        ("channels_last", base.contiguous(memory_format=torch.channels_last)),
+        ("transposed", base.transpose(1, 3)),
+        ("sliced", torch.randn(6, 8, 5, 14)[..., ::2]),
+        ("expanded", torch.randn(6, 1, 5, 7).expand(6, 8, 5, 7)),
+    ]:
+        for dtype in INT:
+            xd = xs.to(dtype) if name in ("sliced", "expanded") else xs.to(dtype).clone(
+                memory_format=torch.preserve_format
+            )
+            want = torch.empty_like(xd).stride()
+            for op, fn in [
+                ("dropout", lambda: F.dropout(xd, 0.3, seed=2)),
+                ("alpha", lambda: F.alpha_dropout(xd, 0.3, seed=2)),
+                ("dropout2d", lambda: F.dropout2d(xd, 0.3, seed=2)),
+            ]:
+                fast, ref = both(fn)
+                with dropkit.backend("reference"):
+                    flat = F.dropout(xd.contiguous(), 0.3, seed=2) if op == "dropout" else ref
+                same = same_bits(fast, ref) and same_bits(fast, flat)
+                print("layout", name, op, dtype, same and fast.stride() == want)
+
     leaf = torch.randn(40, 70, requires_grad=True)
     grads = []
     for backend in ("triton", "reference"):
@@ -93,7 +118,9 @@ def test_triton_kernels_equal_reference_in_the_interpreter() -> None:
     failed = [line for line in lines if not line.endswith("True")]
     assert not failed, failed
     checked = {line.split()[0] for line in lines}
-    assert checked >= {"affine", "dropout2d", "gradient", "bias_dropout", "bias_dropout_add"}
+    assert checked >= {
+        "affine", "dropout2d", "layout", "gradient", "bias_dropout", "bias_dropout_add"
+    }  # fmt: skip
 
 
 def test_forcing_triton_on_cpu_outside_the_interpreter_is_an_error(monkeypatch) -> None:

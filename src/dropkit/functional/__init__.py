@@ -23,10 +23,19 @@ from dropkit.functional._concrete import (
 )
 from dropkit.functional._elementwise import alpha_dropout, dropout, dropout_mask, gaussian_dropout
 from dropkit.functional._fused import bias_dropout, bias_dropout_add
-from dropkit.functional._structured import drop_block2d, drop_block3d, drop_path, drop_path_rates
+from dropkit.functional._structured import (
+    drop_block2d,
+    drop_block3d,
+    drop_path,
+    drop_path_rates,
+    stochastic_depth,
+)
+from dropkit.functional._validation import InputError, InputTypeError
 from dropkit.functional._weight import dropconnect, embedding_dropout
 
 __all__ = [
+    "InputError",
+    "InputTypeError",
     "alpha_dropout",
     "bias_dropout",
     "bias_dropout_add",
@@ -49,4 +58,5 @@ __all__ = [
     "gaussian_dropout",
     "locked_dropout",
     "scaled_dot_product_attention",
+    "stochastic_depth",
 ]

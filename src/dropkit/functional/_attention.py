@@ -8,7 +8,7 @@ import torch
 from torch.overrides import handle_torch_function, has_torch_function
 
 from dropkit.functional._elementwise import dropout
-from dropkit.functional._validation import check_input, check_p
+from dropkit.functional._validation import InputError, check_input, check_p
 
 __all__ = ["scaled_dot_product_attention"]
 
@@ -87,7 +87,7 @@ def scaled_dot_product_attention(
     if enable_gqa and key.dim() >= 3 and key.size(-3) != query.size(-3):
         heads, kv_heads = query.size(-3), key.size(-3)
         if heads % kv_heads:
-            raise ValueError(
+            raise InputError(
                 f"{name}: enable_gqa needs the query's heads ({heads}) to be a multiple of "
                 f"the key's ({kv_heads})"
             )

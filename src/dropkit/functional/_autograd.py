@@ -19,6 +19,7 @@ from dropkit.functional._compile import compiled_masked_affine
 from dropkit.functional._validation import fresh_cell
 from dropkit.kernels import _dispatch
 from dropkit.kernels._dispatch import masked_affine, select
+from dropkit.kernels._layout import placed
 from dropkit.kernels._memory import spare
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine
@@ -104,7 +105,7 @@ class GaussianNoise:
     seed: Seed
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reference(x)
+        return placed(x, self.reference(x))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         noise = 1.0 + self.sigma * stream_normal(self.noise_shape, self.seed, x.device)
@@ -122,6 +123,7 @@ class _NoiseFunction(torch.autograd.Function):
         else:
             out = noise.apply(input)
         ctx.noise = noise
+        ctx.strides = out.stride()
         if inplace:
             ctx.mark_dirty(input)
             return input.copy_(out)
@@ -131,11 +133,22 @@ class _NoiseFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         linear = ctx.noise.linear_part()
         if torch.is_grad_enabled():  # create_graph=True: stay differentiable (double backward)
-            return apply_noise(grad_output, linear, False), None, None
-        if type(linear) is ElementMask:  # the common case: straight to the backend
+            grad = apply_noise(grad_output, linear, False)
+        elif type(linear) is ElementMask:  # the common case: straight to the backend
             grad = select(grad_output).masked_affine(grad_output, *linear)  # type: ignore[arg-type]
-            return grad, None, None
-        return linear.apply(grad_output), None, None
+        else:
+            grad = linear.apply(grad_output)
+        return _grad_layout(grad, grad_output, ctx.strides), None, None
+
+
+def _grad_layout(grad: torch.Tensor, grad_output: torch.Tensor, strides: Any) -> torch.Tensor:
+    """The gradient in torch's layout: ``grad_output``'s where it is dense (the backends give
+    that), the forward output's where it is not (an expanded gradient, as ``y.sum()`` sends:
+    torch multiplies it by a mask laid out as the input)."""
+    if grad.stride() == grad_output.stride() or grad.stride() == strides:
+        return grad
+    out = torch.empty_strided(grad.shape, strides, dtype=grad.dtype, device=grad.device)
+    return out.copy_(grad)
 
 
 def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
@@ -163,6 +176,19 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
             out = cast(TraceableNoise, noise).reference(input)
         return input.copy_(out) if inplace else out
     if not (input.requires_grad and torch.is_grad_enabled()):
+        if (
+            type(noise) is ElementMask
+            and input.dtype in _SAVED_MASK_DTYPES
+            and not noise.shift
+            and not noise.fill
+            and input.is_cpu
+            and noise.noise_shape != input.shape
+            and math.prod(noise.noise_shape) < SAVED_MASK_BELOW
+        ):
+            # A small shared mask (drop_path's (N, 1, ...), channel dropout's (N, C, 1, ...)):
+            # the scaled mask times torch's broadcasting multiply, as with autograd recording;
+            # on a small input the broadcast kernel's set-up costs more than the input.
+            return recorded(input, noise, inplace)
         if type(noise) is ElementMask:
             out = select(input).masked_affine(input, *noise)  # type: ignore[arg-type]
         else:
@@ -210,6 +236,8 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
             input.dtype,
             input.device,
         )
+        if not input.is_contiguous() and mask.shape == input.shape:
+            mask = torch.empty_like(input).copy_(mask)  # laid out as the input: see below
         return input.mul_(mask) if inplace else torch.mul(input, mask)
     fast: torch.Tensor = autograd_op(input, noise, inplace)  # type: ignore[no-untyped-call]
     return fast
@@ -281,6 +309,11 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
         input.dtype is torch.float64,
         serial,
     )
+    if not input.is_contiguous():
+        # The mask laid out as the input, as torch's dropout lays its own (torch.empty_like):
+        # the product then has torch's layout, and so has its gradient, even one expanded
+        # from y.sum() (which takes the mask's layout).
+        mask = torch.empty_like(input).copy_(mask)
     return torch.mul(input, mask)
 
 

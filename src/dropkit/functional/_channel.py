@@ -8,6 +8,7 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 from dropkit.functional._autograd import ElementMask, alpha_constants, apply_noise
 from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import (
+    InputError,
     check_input,
     check_p,
     check_rank,
@@ -55,25 +56,13 @@ def _channel_dropout(
     check_input(name, input)
     layout, lower, lower_layout, unbatched = _SPATIAL[rank]
     if input.dim() == rank - 1:
-        raise ValueError(
+        raise InputError(
             f"{name}: expected a {rank}D input {layout}, got {rank - 1}D; use {lower} for "
             f"{lower_layout}, or input.unsqueeze(0) for a single unbatched {unbatched}"
         )
     check_rank(name, input, (rank,), layout)
-    memory_format = torch.channels_last if rank == 4 else torch.channels_last_3d
-    if (
-        channels_last
-        or input.is_contiguous()
-        or not input.is_contiguous(memory_format=memory_format)
-    ):
-        shape = _channel_noise_shape(input, channels_last)
-        return inverted_dropout(name, input, p, training, inplace, shape, seed)
-    # torch's channels_last memory format: run on the (N, *spatial, C) view, which is
-    # contiguous, so the output keeps the input's layout. The mask is the same (one entry per
-    # (sample, channel), in that order), so the values equal those of a contiguous input.
-    last = input.movedim(1, -1)
-    out = inverted_dropout(name, last, p, training, inplace, _channel_noise_shape(last, True), seed)
-    return input if out is last else out.movedim(-1, 1)
+    shape = _channel_noise_shape(input, channels_last)
+    return inverted_dropout(name, input, p, training, inplace, shape, seed)
 
 
 def dropout1d(
@@ -229,7 +218,7 @@ def feature_alpha_dropout(
         )
     check_input("feature_alpha_dropout", input)
     if input.dim() < 2:
-        raise ValueError(
+        raise InputError(
             f"feature_alpha_dropout: expected an input (N, C, *) with at least 2 dims, got "
             f"{input.dim()}D; use alpha_dropout for element-wise masks"
         )
@@ -288,7 +277,7 @@ def locked_dropout(
     check_input("locked_dropout", input)
     layout = "(N, T, *)" if batch_first else "(T, N, *)"
     if input.dim() < 2:
-        raise ValueError(
+        raise InputError(
             f"locked_dropout: expected an input {layout} with at least 2 dims, got {input.dim()}D"
         )
     time_dim = 1 if batch_first else 0

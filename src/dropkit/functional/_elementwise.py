@@ -19,6 +19,7 @@ from dropkit.functional._autograd import (
 )
 from dropkit.functional._validation import (
     BELOW_ONE,
+    InputError,
     check_input,
     check_p,
     check_training,
@@ -170,7 +171,7 @@ def dropout_mask(
     seed_value = resolve_seed("dropout_mask", seed)
     dims = tuple(int(n) for n in shape)
     if any(n < 0 for n in dims):
-        raise ValueError(f"dropout_mask: expected a shape of non-negative sizes, got {list(dims)}")
+        raise InputError(f"dropout_mask: expected a shape of non-negative sizes, got {list(dims)}")
     if p == 0.0:
         return torch.ones(dims, dtype=torch.bool, device=device)
     if isinstance(seed_value, int):  # eagerly: the device's fastest backend (numba, Triton)

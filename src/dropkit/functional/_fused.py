@@ -18,6 +18,8 @@ from torch.overrides import handle_torch_function, has_torch_function_unary
 
 from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
+    InputError,
+    InputTypeError,
     check_input,
     check_p,
     check_training,
@@ -37,22 +39,22 @@ _ACTIVATIONS = (None, "relu", "gelu")
 def _check(name: str, x: torch.Tensor, bias: torch.Tensor, residual: torch.Tensor | None) -> None:
     check_input(name, x)
     if not isinstance(bias, torch.Tensor) or bias.dim() != 1 or x.dim() < 1:
-        raise ValueError(
+        raise InputError(
             f"{name}: expected a 1D bias of size {x.shape[-1] if x.dim() else '?'} (the last dim "
             f"of x), got {tuple(bias.shape) if isinstance(bias, torch.Tensor) else type(bias)}"
         )
     if bias.shape[0] != x.shape[-1]:
-        raise ValueError(
+        raise InputError(
             f"{name}: bias has {bias.shape[0]} entries but x's last dim is {x.shape[-1]}"
         )
     if residual is not None and residual.shape != x.shape:
-        raise ValueError(
+        raise InputError(
             f"{name}: residual shape {tuple(residual.shape)} differs from x's {tuple(x.shape)}"
         )
     others = (bias,) if residual is None else (bias, residual)
     for t in others:
         if t.dtype != x.dtype or t.device != x.device:
-            raise TypeError(
+            raise InputTypeError(
                 f"{name}: x, bias and residual must share dtype and device; got x {x.dtype} on "
                 f"{x.device} and {t.dtype} on {t.device}"
             )
@@ -218,7 +220,7 @@ def bias_dropout(
             f"bias_dropout: expected activation None, 'relu' or 'gelu', got {activation!r}"
         )
     if activation is not None and x.is_complex():
-        raise TypeError(
+        raise InputTypeError(
             f"bias_dropout: activation {activation!r} is not defined for complex inputs (got "
             f"{x.dtype}); use activation=None, or apply it to the real and imaginary parts"
         )

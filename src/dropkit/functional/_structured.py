@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections import Counter
@@ -12,19 +13,21 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
-from dropkit.functional._autograd import apply_noise, inverted_scale
-from dropkit.functional._elementwise import inverted_dropout
+from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
+    InputError,
     check_input,
     check_p,
     check_rank,
     check_training,
     resolve_seed,
 )
+from dropkit.kernels._dispatch import select
+from dropkit.kernels._layout import placed
 from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
 from dropkit.kernels._reference import affine, compute_dtype
 
-__all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates"]
+__all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates", "stochastic_depth"]
 
 
 def drop_path(
@@ -76,15 +79,63 @@ def drop_path(
             seed=seed,
         )
     check_input("drop_path", input)
+    if isinstance(training, str):
+        raise TypeError(
+            f"drop_path: expected training to be a bool, got {training!r}; a mode there is "
+            "torchvision's stochastic_depth(input, p, mode, training) order: call "
+            "dropkit.functional.stochastic_depth with it, or drop_path(input, p, training, "
+            f"mode={training!r})"
+        )
     if mode not in ("row", "batch"):
         raise ValueError(f"drop_path: expected mode 'row' or 'batch', got {mode!r}")
     if input.dim() < 1:
-        raise ValueError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
-    first = input.shape[0] if mode == "row" else 1
-    shape = (first,) + (1,) * (input.dim() - 1)
-    return inverted_dropout(
-        "drop_path", input, p, training, inplace, shape, seed, scale_by_keep=scale_by_keep
-    )
+        raise InputError("drop_path: expected an input (N, *) with at least 1 dim, got 0D")
+    p = check_p("drop_path", p)
+    if not check_training("drop_path", training) or p == 0.0:
+        return input
+    # inverted_dropout's steps, without its checks of a mask shape built here: on the small
+    # inputs stochastic depth often sees, each Python step is a visible part of the call.
+    shape = (input.shape[0] if mode == "row" else 1,) + (1,) * (input.dim() - 1)
+    scale = inverted_scale(p) if scale_by_keep else 1.0
+    noise = ElementMask(shape, p, resolve_seed("drop_path", seed), scale)
+    return apply_noise(input, noise, inplace)
+
+
+def stochastic_depth(
+    input: torch.Tensor, p: float, mode: str, training: bool = True
+) -> torch.Tensor:
+    """Stochastic depth with the signature of :func:`torchvision.ops.stochastic_depth`.
+
+    ``stochastic_depth(input, p, mode, training)`` is ``drop_path(input, p, training,
+    mode=mode)``: the same semantics as torchvision's (one decision per sample for
+    ``mode="row"``, one for the batch for ``"batch"``, kept samples scaled by ``1/(1-p)``),
+    with dropkit's reproducible mask (Huang et al., "Deep Networks with Stochastic Depth",
+    ECCV 2016, https://arxiv.org/abs/1603.09382).
+
+    Args:
+        input: ``(N, *)``, the output of a residual branch.
+        p: probability of dropping the branch, in [0, 1].
+        mode: ``"row"`` or ``"batch"``.
+        training: apply it if True; otherwise return ``input`` itself. Default: True.
+
+    Shape:
+        - Input: ``(N, *)``. Output: the same shape.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.functional import drop_path, stochastic_depth
+        >>> x = torch.ones(8, 3)
+        >>> torch.manual_seed(0)
+        <torch._C.Generator object at ...>
+        >>> y = stochastic_depth(x, 0.5, "batch")
+        >>> bool((y == 0).all() or (y == 2).all())
+        True
+        >>> stochastic_depth(x, 0.5, "row", False) is x
+        True
+    """
+    if mode not in ("row", "batch"):
+        raise ValueError(f"stochastic_depth: expected mode 'row' or 'batch', got {mode!r}")
+    return drop_path(input, p, training, mode=mode)  # type: ignore[arg-type]
 
 
 def drop_path_rates(rate: float, depth: int) -> list[float]:
@@ -172,10 +223,14 @@ def _coverage(size: int, block: int, placement: Placement) -> list[int]:
     return [min(i - before + block - 1, origins - 1) - max(0, i - before) + 1 for i in range(size)]
 
 
+@functools.lru_cache(maxsize=1024)
 def _seed_rate(
     p: float, sizes: tuple[int, ...], blocks: tuple[int, ...], placement: Placement = "inside"
 ) -> float:
     """The block-origin rate gamma whose expected dropped fraction is exactly ``p``.
+
+    Cached: a layer sees the same map size and rate on every call, and the bisection (100
+    steps in Python) costs more than the small maps it is for.
 
     A position covered by ``k`` possible origins is dropped with probability ``1 - (1-gamma)^k``;
     the mean over positions increases with gamma from 0 to 1, so bisection finds it.
@@ -227,7 +282,7 @@ class BlockMask:
     with_noise: bool = False
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reference(x)
+        return placed(x, self.reference(x))
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         keep = self._keep(x.device)
@@ -259,14 +314,26 @@ class BlockMask:
     def _keep(self, device: torch.device) -> torch.Tensor:
         origins = self._origin_shape()
         # An origin is "on" with probability gamma: the complement of a keep mask of rate gamma.
-        on = (~stream_keep_mask(origins, self.gamma, self.seed, device)).to(torch.float32)
+        if isinstance(self.seed, int):  # eagerly: the device's backend (the same bits)
+            probe = torch.empty((), device=device)
+            kept = select(probe).keep_mask(origins, self.gamma, self.seed, probe.device)
+        else:
+            kept = stream_keep_mask(origins, self.gamma, self.seed, device)
+        on = (~kept).to(torch.float32)
         padding: list[int] = []
         for s, b in reversed(tuple(zip(self.shape[2:], self.blocks, strict=True))):
             _, before, after = _axis_layout(s, b, self.placement)
             padding += [before, after]
-        on = torch_F.pad(on, padding)
-        pool = torch_F.max_pool2d if len(self.blocks) == 2 else torch_F.max_pool3d
-        dropped = pool(on, kernel_size=self.blocks, stride=1)
+        dropped = torch_F.pad(on, padding)
+        # A stride-1 max-pool of the block's size, one axis at a time: b - 1 maxima of shifted
+        # views per axis (exact on 0/1 values). torch's max_pool2d/3d start a parallel region
+        # for any size, which costs milliseconds on a busy machine and dominated small maps.
+        for axis, block in zip(range(2, 2 + len(self.blocks)), self.blocks, strict=True):
+            length = dropped.shape[axis] - block + 1
+            window = dropped.narrow(axis, 0, length)
+            for shift in range(1, block):
+                window = torch.maximum(window, dropped.narrow(axis, shift, length))
+            dropped = window
         return dropped == 0
 
 
@@ -289,6 +356,12 @@ def _drop_block(
     with_noise: bool,
 ) -> torch.Tensor:
     check_input(name, input)
+    if isinstance(training, numbers.Integral) and not isinstance(training, bool):
+        raise TypeError(
+            f"{name}: expected training to be a bool, got {training!r}; an int there is "
+            f"torchvision's {name}(input, p, block_size, inplace, eps, training) order: pass "
+            f"block_size={training!r} as a keyword"
+        )
     layout = "(N, C, H, W)" if spatial_dims == 2 else "(N, C, D, H, W)"
     check_rank(name, input, (spatial_dims + 2,), layout)
     p = check_p(name, p)
@@ -318,7 +391,7 @@ def _drop_block(
         valid = math.prod([s - b + 1 for s, b in zip(spatial, blocks, strict=True)])
         rate = gamma_scale * p * math.prod(spatial) / (math.prod(blocks) * valid)
         if rate > 1.0:
-            raise ValueError(
+            raise InputError(
                 f"{name}: gamma='paper' gives a block-origin rate of {rate:.4g} > 1 for p={p}, "
                 f"gamma_scale={gamma_scale}, block {'x'.join(map(str, blocks))} on a "
                 f"{'x'.join(map(str, spatial))} map; lower p or gamma_scale, or use "

@@ -18,6 +18,8 @@ from dropkit.kernels._philox import Seed
 
 __all__ = [
     "BELOW_ONE",
+    "InputError",
+    "InputTypeError",
     "check_input",
     "check_p",
     "check_rank",
@@ -28,6 +30,23 @@ __all__ = [
     "resolve_noise_shape",
     "resolve_seed",
 ]
+
+
+class InputError(ValueError, RuntimeError):
+    """A bad argument value: a wrong rank or shape, a rate outside [0, 1] or NaN.
+
+    A ValueError, as dropkit has always raised, and a RuntimeError, as torch raises for the same
+    mistakes (``dropout1d``'s and ``feature_alpha_dropout``'s ranks, a NaN rate, shapes that do
+    not broadcast): code written for either catches it. (torch raises ValueError for a rate
+    outside [0, 1], torchvision for a DropBlock input of the wrong rank.)
+    """
+
+
+class InputTypeError(TypeError, ValueError, RuntimeError):
+    """A bad argument type: an integer input, a rate that is not a number, tensors on different
+    devices. A TypeError, and the RuntimeError torch raises for an integer input or a device
+    mismatch, and a ValueError as dropkit raised for a rate that is not a number."""
+
 
 #: A rate this close to 1 drops everything, as torch's dropout does at exactly 1: the keep
 #: probability left is below what the 32-bit keep threshold can express (from 1 - 2**-33 on,
@@ -48,14 +67,14 @@ def check_p(name: str, p: object, *, allow_one: bool = True) -> float:
     if isinstance(p, torch.Tensor) and p.dim() == 0 and p.is_floating_point():
         p = float(p)
     if isinstance(p, bool) or not isinstance(p, numbers.Real):
-        raise ValueError(
+        raise InputTypeError(
             f"{name}: expected p to be a number in [0, 1], got {p!r} ({type(p).__name__})"
         )
     value = float(p)
     upper_ok = value <= 1.0 if allow_one else value < 1.0
     if math.isnan(value) or value < 0.0 or not upper_ok:
         expected = "[0, 1]" if allow_one else "[0, 1)"
-        raise ValueError(f"{name}: expected p in {expected}, got {p!r}")
+        raise InputError(f"{name}: expected p in {expected}, got {p!r}")
     if allow_one and value >= BELOW_ONE:
         return 1.0
     return value
@@ -76,7 +95,7 @@ def check_input(name: str, input: object) -> torch.Tensor:
     if not isinstance(input, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor input, got {type(input).__name__}")
     if not (input.is_floating_point() or input.is_complex()):
-        raise TypeError(
+        raise InputTypeError(
             f"{name}: expected a floating-point tensor, got dtype {input.dtype}; "
             "convert it first, e.g. input.float()"
         )
@@ -84,10 +103,10 @@ def check_input(name: str, input: object) -> torch.Tensor:
 
 
 def check_rank(name: str, input: torch.Tensor, ranks: Sequence[int], layout: str) -> None:
-    """Raise a ValueError naming the expected ranks (``layout`` describes them) when wrong."""
+    """Raise an :class:`InputError` naming the expected ranks (``layout`` describes them)."""
     if input.dim() not in ranks:
         expected = " or ".join(f"{r}D" for r in ranks)
-        raise ValueError(f"{name}: expected a {expected} input {layout}, got {input.dim()}D")
+        raise InputError(f"{name}: expected a {expected} input {layout}, got {input.dim()}D")
 
 
 _GOLDEN = 0x9E3779B97F4A7C15  # 2**64 / golden ratio: spreads ranks far apart in seed space
@@ -223,7 +242,7 @@ def resolve_noise_shape(
         return tuple(input.shape)
     shape = tuple(noise_shape)
     if len(shape) != input.dim():
-        raise ValueError(
+        raise InputError(
             f"{name}: noise_shape {list(shape)} has {len(shape)} dims but the input has "
             f"{input.dim()} (shape {list(input.shape)}); give one entry per input dim"
         )
@@ -232,7 +251,7 @@ def resolve_noise_shape(
         if n is None:
             n = size
         if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n not in (1, size):
-            raise ValueError(
+            raise InputError(
                 f"{name}: noise_shape[{dim}] must be 1 (shared mask) or {size} (the input's "
                 f"size), got {n!r}"
             )

@@ -24,6 +24,7 @@ import torch
 from numba import carray, float32, float64, njit, prange, types, uint16, uint32, uint64
 from numba.extending import intrinsic
 
+from dropkit.kernels._layout import placed, storage_order, strided_plan
 from dropkit.kernels._memory import empty_like, spare
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
@@ -234,6 +235,122 @@ def _stream_half(x, out, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ign
             _chunk_bf16(x[lo:hi], out[lo:hi], bits, thr, scale, shift, fill, work)
         else:
             _chunk_f16(x[lo:hi], out[lo:hi], bits, thr, scale, shift, fill, work)
+
+
+# ------------------------------------------------------------------ strided layouts
+# An input that is not contiguous (channels_last, transposed, a slice, an expanded view) is read
+# where it lies, and the output is written in the layout torch.empty_like gives. The mask is
+# defined on LOGICAL indices, so each task still takes one chunk of CHUNK consecutive logical
+# elements (one Philox chunk): it gathers them into a contiguous buffer, runs the contiguous
+# chunk body on it, and scatters the result. The bits are those of a contiguous input, and no
+# input-sized copy is made. Tensors arrive collapsed to 4 dims (shape and element strides);
+# the memory is a flat array spanning every element the strides reach.
+
+
+@njit(cache=True, inline="never")
+def _gather(src, strides, shape, lo, count, buf):  # type: ignore[no-untyped-def]
+    """``buf[:count]`` = the elements of logical indices ``lo .. lo+count-1``."""
+    s1, s2, s3 = shape[1], shape[2], shape[3]
+    i3 = lo % s3
+    rest = lo // s3
+    i2 = rest % s2
+    rest //= s2
+    i1 = rest % s1
+    i0 = rest // s1
+    step = strides[3]
+    j = 0
+    while j < count:
+        run = min(count - j, s3 - i3)
+        at = i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * step
+        for t in range(run):
+            buf[j + t] = src[at + t * step]
+        j += run
+        i3 = 0
+        i2 += 1
+        if i2 == s2:
+            i2 = 0
+            i1 += 1
+            if i1 == s1:
+                i1 = 0
+                i0 += 1
+
+
+@njit(cache=True, inline="never")
+def _scatter(buf, dst, strides, shape, lo, count):  # type: ignore[no-untyped-def]
+    """The elements of logical indices ``lo .. lo+count-1`` = ``buf[:count]``."""
+    s1, s2, s3 = shape[1], shape[2], shape[3]
+    i3 = lo % s3
+    rest = lo // s3
+    i2 = rest % s2
+    rest //= s2
+    i1 = rest % s1
+    i0 = rest // s1
+    step = strides[3]
+    j = 0
+    while j < count:
+        run = min(count - j, s3 - i3)
+        at = i0 * strides[0] + i1 * strides[1] + i2 * strides[2] + i3 * step
+        for t in range(run):
+            dst[at + t * step] = buf[j + t]
+        j += run
+        i3 = 0
+        i2 += 1
+        if i2 == s2:
+            i2 = 0
+            i1 += 1
+            if i1 == s1:
+                i1 = 0
+                i0 += 1
+
+
+@njit(cache=True, inline="never")
+def _strided_float_task(x, out, shape, xs, os, c, n, k0, k1, thr, scale, shift, fill, bits, xb, ob):  # type: ignore[no-untyped-def]
+    _philox_chunk(bits, c, k0, k1)
+    lo = c * CHUNK
+    count = min(n, lo + CHUNK) - lo
+    _gather(x, xs, shape, lo, count, xb)
+    _chunk_float(xb[:count], ob[:count], bits, thr, scale, shift, fill)
+    _scatter(ob, out, os, shape, lo, count)
+
+
+@njit(cache=True, parallel=True)
+def _strided_float_parallel(x, out, shape, xs, os, n, k0, k1, thr, scale, shift, fill):  # type: ignore[no-untyped-def]
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        bits = np.empty(CHUNK, np.uint32)
+        xb = np.empty(CHUNK, x.dtype)
+        ob = np.empty(CHUNK, x.dtype)
+        _strided_float_task(
+            x, out, shape, xs, os, c, n, k0, k1, thr, scale, shift, fill, bits, xb, ob
+        )  # fmt: skip
+
+
+@njit(cache=True)
+def _strided_float_serial(x, out, shape, xs, os, n, k0, k1, thr, scale, shift, fill):  # type: ignore[no-untyped-def]
+    bits = np.empty(CHUNK, np.uint32)
+    xb = np.empty(CHUNK, x.dtype)
+    ob = np.empty(CHUNK, x.dtype)
+    for c in range((n + CHUNK - 1) // CHUNK):
+        _strided_float_task(
+            x, out, shape, xs, os, c, n, k0, k1, thr, scale, shift, fill, bits, xb, ob
+        )  # fmt: skip
+
+
+@njit(cache=True, parallel=True)
+def _strided_half(x, out, shape, xs, os, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ignore[no-untyped-def]
+    for c in prange((n + CHUNK - 1) // CHUNK):
+        bits = np.empty(CHUNK, np.uint32)
+        work = np.empty(CHUNK, np.uint32)
+        xb = np.empty(CHUNK, np.uint16)
+        ob = np.empty(CHUNK, np.uint16)
+        _philox_chunk(bits, c, k0, k1)
+        lo = c * CHUNK
+        count = min(n, lo + CHUNK) - lo
+        _gather(x, xs, shape, lo, count, xb)
+        if is_bf16:
+            _chunk_bf16(xb[:count], ob[:count], bits, thr, scale, shift, fill, work)
+        else:
+            _chunk_f16(xb[:count], ob[:count], bits, thr, scale, shift, fill, work)
+        _scatter(ob, out, os, shape, lo, count)
 
 
 @njit(cache=True, inline="never")
@@ -477,6 +594,38 @@ def _entry_drawn_mask(op, n, cells, runs, offset, thr, scale, is64, serial):  # 
 
 
 @njit(cache=True)
+def _entry_strided(  # type: ignore[no-untyped-def]
+    xp, x_span, op, o_span, shape, xs, os, n, k0, k1, thr, scale, shift, fill, kind, serial
+):
+    """The masked affine map of ``n`` elements in the layouts ``xs`` (input) and ``os``
+    (output), element strides over the 4-dim ``shape``; ``kind``: 0 float32, 1 float64,
+    2 bfloat16, 3 float16. ``x_span``/``o_span``: elements from each data pointer to the last
+    one its strides reach, plus one."""
+    key = (uint32(k0), uint32(k1), uint32(thr))
+    if kind == 0:
+        x32 = carray(_void_pointer(xp), (x_span,), np.float32)
+        o32 = carray(_void_pointer(op), (o_span,), np.float32)
+        floats32 = (float32(scale), float32(shift), float32(fill))
+        if serial:
+            _strided_float_serial(x32, o32, shape, xs, os, n, *key, *floats32)
+        else:
+            _strided_float_parallel(x32, o32, shape, xs, os, n, *key, *floats32)
+    elif kind == 1:
+        x64 = carray(_void_pointer(xp), (x_span,), np.float64)
+        o64 = carray(_void_pointer(op), (o_span,), np.float64)
+        floats64 = (float64(scale), float64(shift), float64(fill))
+        if serial:
+            _strided_float_serial(x64, o64, shape, xs, os, n, *key, *floats64)
+        else:
+            _strided_float_parallel(x64, o64, shape, xs, os, n, *key, *floats64)
+    else:
+        x16 = carray(_void_pointer(xp), (x_span,), np.uint16)
+        o16 = carray(_void_pointer(op), (o_span,), np.uint16)
+        floats = (float32(scale), float32(shift), float32(fill))
+        _strided_half(x16, o16, shape, xs, os, n, *key, *floats, kind == 2)
+
+
+@njit(cache=True)
 def _entry_half(xp, op, n, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ignore[no-untyped-def]
     x = carray(_void_pointer(xp), (n,), np.uint16)
     out = carray(_void_pointer(op), (n,), np.uint16)
@@ -522,6 +671,7 @@ def _thr(p: float) -> int:
 
 
 _NUMPY_FLOATS = {torch.float32: np.float32, torch.float64: np.float64}
+_KINDS = {torch.float32: 0, torch.float64: 1, torch.bfloat16: 2, torch.float16: 3}
 
 
 def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
@@ -621,15 +771,16 @@ class NumbaBackend:
     ) -> torch.Tensor:
         n = x.numel()
         if noise_shape == x.shape and p < 1.0 and n:  # the common case, straight to the kernel
-            xc = x.contiguous()
+            if not x.is_contiguous():
+                return self._strided_affine(x, p, seed, scale, shift, fill)
             small = n < _SERIAL_BELOW  # no huge-page hint below this (and one call less)
             out = (
-                torch.empty_like(xc, memory_format=torch.contiguous_format)
+                torch.empty_like(x, memory_format=torch.contiguous_format)
                 if small
-                else empty_like(xc)
+                else empty_like(x)
             )
             dtype = x.dtype
-            xp, op, k0, k1, thr = xc.data_ptr(), out.data_ptr(), seed & _LOW32, seed >> 32, _thr(p)
+            xp, op, k0, k1, thr = x.data_ptr(), out.data_ptr(), seed & _LOW32, seed >> 32, _thr(p)
             if dtype is torch.float32 or dtype is torch.float64:
                 if not small:
                     _threads()
@@ -642,13 +793,41 @@ class NumbaBackend:
         if p >= 1.0 or not x.numel():
             return REFERENCE.masked_affine(x, noise_shape, p, seed, scale, shift, fill)
         keep = self.keep_mask(noise_shape, p, seed, x.device)
-        abc = _collapse(tuple(x.shape), noise_shape)
+        out = empty_like(x)
+        # Walk the input in its memory order: permuted alike, the output is contiguous and the
+        # mask keeps its values per logical element (a dense input is then read where it lies).
+        order = storage_order(out)
+        x_mem = x.permute(order)
+        abc = _collapse(tuple(x_mem.shape), tuple(noise_shape[d] for d in order))
         if abc is None or x.dtype not in _NUMPY_FLOATS:
-            return affine(x, keep, scale, shift, fill)
+            return placed(x, affine(x, keep, scale, shift, fill))
         a, b, c = abc
-        xc = x.contiguous()
-        out = empty_like(xc)
-        _write_broadcast(xc.view(a, b, c), keep.view(a, c), out.view(a, b, c), scale, shift, fill)
+        keep_mem = keep.permute(order).contiguous()  # the mask is small: (N, C) for channels
+        x3 = x_mem.contiguous().view(a, b, c)  # a view where the input is dense
+        out3 = out.permute(order).view(a, b, c)
+        _write_broadcast(x3, keep_mem.view(a, c), out3, scale, shift, fill)
+        return out
+
+    def _strided_affine(
+        self, x: torch.Tensor, p: float, seed: int, scale: float, shift: float, fill: float
+    ) -> torch.Tensor:
+        """:meth:`masked_affine` of a non-contiguous ``x`` with a full mask, read where it
+        lies and written in the layout of ``torch.empty_like(x)`` (``_layout``)."""
+        out = empty_like(x)
+        plan = strided_plan(x.shape, x.stride(), out.stride())
+        if plan is None:  # a layout of more than 4 dims that do not merge: copy
+            flat = self.masked_affine(x.contiguous(), tuple(x.shape), p, seed, scale, shift, fill)
+            return out.copy_(flat)
+        shape, xs, os, x_span, o_span = plan
+        n = x.numel()
+        kind = _KINDS[x.dtype]
+        serial = n < _SERIAL_BELOW and kind < 2  # the half-precision driver is always parallel
+        if not serial:
+            _threads()
+        _entry_strided(
+            x.data_ptr(), x_span, out.data_ptr(), o_span, shape, xs, os, n,
+            seed & _LOW32, seed >> 32, _thr(p), scale, shift, fill, kind, serial,
+        )  # fmt: skip
         return out
 
     def keep_mask(
@@ -735,7 +914,7 @@ class NumbaBackend:
         out = empty_like(xc)
         res = residual.contiguous() if residual is not None else None
         _write_bias_dropout(xc, bias.contiguous(), res, out, p, seed, scale, activation)
-        return out
+        return out if xc is x else placed(x, out)  # a non-contiguous x: copied to its layout
 
 
 NUMBA = NumbaBackend()

@@ -40,8 +40,9 @@ def _madvise() -> Callable[[int, int, int], int] | None:
 
 
 def empty_like(x: torch.Tensor) -> torch.Tensor:
-    """A contiguous uninitialized tensor like ``x``, with the huge-page hint when it is large."""
-    out = torch.empty_like(x, memory_format=torch.contiguous_format)
+    """``torch.empty_like(x)`` (``x``'s strides where ``x`` is dense: the layout every op's
+    output has, see ``_layout``), with the huge-page hint when it is large."""
+    out = torch.empty_like(x)
     nbytes = out.nbytes
     if nbytes < _HINT_FROM_BYTES or not out.is_cpu:
         return out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from dropkit.kernels._layout import placed
 from dropkit.kernels._philox import Seed, stream_keep_mask
 
 __all__ = [
@@ -106,8 +107,9 @@ class ReferenceBackend:
         fill: float = 0.0,
     ) -> torch.Tensor:
         """:func:`affine` of ``x`` with ``keep`` the stream mask of ``noise_shape``
-        broadcast to ``x``."""
-        return affine(x, stream_keep_mask(noise_shape, p, seed, x.device), scale, shift, fill)
+        broadcast to ``x``, in the layout of ``torch.empty_like(x)``."""
+        keep = stream_keep_mask(noise_shape, p, seed, x.device)
+        return placed(x, affine(x, keep, scale, shift, fill))
 
     def keep_mask(
         self, shape: tuple[int, ...], p: float, seed: Seed, device: torch.device
@@ -141,9 +143,10 @@ class ReferenceBackend:
         scale: float,
         activation: str | None,
     ) -> torch.Tensor:
-        """``activation(x + bias) * where(keep, scale, 0) (+ residual)``, keep of x's shape."""
+        """``activation(x + bias) * where(keep, scale, 0) (+ residual)``, keep of x's shape,
+        in the layout of ``torch.empty_like(x)``."""
         keep = stream_keep_mask(tuple(x.shape), p, seed, x.device)
-        return bias_dropout(x, bias, residual, keep, scale, activation)
+        return placed(x, bias_dropout(x, bias, residual, keep, scale, activation))
 
 
 REFERENCE = ReferenceBackend()

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from dropkit.kernels._layout import Plan, placed, strided_plan
 from dropkit.kernels._memory import empty_like
 from dropkit.kernels._philox import CHUNK, LANES, keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine, scaled_mask
@@ -80,6 +81,58 @@ def _affine_kernel(
                 y = y + shift
             y = tl.where(keep, y, fill)
         _store(out_ptr, index, y, inside)
+
+
+@triton.jit
+def _affine_strided_kernel(
+    x_ptr,
+    out_ptr,
+    n,
+    s1,
+    s2,
+    s3,
+    xs0,
+    xs1,
+    xs2,
+    xs3,
+    os0,
+    os1,
+    os2,
+    os3,
+    seed,
+    threshold,
+    scale,
+    shift,
+    fill,
+    LANES: tl.constexpr,
+    HAS_SHIFT: tl.constexpr,
+    MULTIPLY: tl.constexpr,
+):
+    """``_affine_kernel`` on tensors in any layout, given as 4 dims of (size, element stride)
+    (``_layout.strided_plan``): the mask stays on logical indices, each element is loaded and
+    stored where its strides put it."""
+    words, base = _chunk_words(seed, LANES)
+    for w in tl.static_range(4):
+        index = base + w * LANES
+        inside = index < n
+        i3 = index % s3
+        rest = index // s3
+        i2 = rest % s2
+        rest = rest // s2
+        i1 = rest % s1
+        i0 = rest // s1
+        x_at = i0 * xs0 + i1 * xs1 + i2 * xs2 + i3 * xs3
+        out_at = i0 * os0 + i1 * os1 + i2 * os2 + i3 * os3
+        x = tl.load(x_ptr + x_at, mask=inside, other=0.0).to(tl.float32)
+        keep = words[w] >= threshold
+        if MULTIPLY:
+            y = x * tl.where(keep, scale, 0.0)
+        else:
+            y = x * scale
+            if HAS_SHIFT:
+                y = y + shift
+            y = tl.where(keep, y, fill)
+        _store(out_ptr, out_at, y, inside)
 
 
 @triton.jit
@@ -158,6 +211,39 @@ def _write_masked_affine(
     )
 
 
+def _write_strided_affine(
+    x: torch.Tensor,
+    out: torch.Tensor,
+    plan: Plan,
+    p: float,
+    seed: int,
+    scale: float,
+    shift: float,
+    fill: float,
+) -> None:
+    (_, s1, s2, s3), xs, os, _, _ = plan
+    n = x.numel()
+    _affine_strided_kernel[_grid(n)](
+        x,
+        out,
+        n,
+        s1,
+        s2,
+        s3,
+        *xs,
+        *os,
+        seed,
+        _threshold(p),
+        scale,
+        shift,
+        fill,
+        LANES=LANES,
+        HAS_SHIFT=shift != 0.0,
+        MULTIPLY=shift == 0.0 and fill == 0.0,
+        enable_fp_fusion=False,
+    )
+
+
 def _write_keep_mask(out: torch.Tensor, p: float, seed: int) -> None:
     n = out.numel()
     _keep_kernel[_grid(n)](out.view(torch.int8), n, seed, _threshold(p), LANES=LANES)
@@ -210,11 +296,21 @@ class TritonBackend:
         if p >= 1.0 or not x.numel():
             return REFERENCE.masked_affine(x, noise_shape, p, seed, scale, shift, fill)
         if noise_shape == x.shape:
-            xc = x.contiguous()
-            out = empty_like(xc)
-            _write_masked_affine(xc, out, p, seed, scale, shift, fill)
+            # The output in the layout of torch.empty_like(x) (``_layout``); a non-contiguous
+            # input is read where it lies.
+            out = empty_like(x)
+            plan = None if x.is_contiguous() else strided_plan(x.shape, x.stride(), out.stride())
+            if plan is not None:
+                _write_strided_affine(x, out, plan, p, seed, scale, shift, fill)
+            elif out.is_contiguous():
+                _write_masked_affine(x.contiguous(), out, p, seed, scale, shift, fill)
+            else:  # more than 4 dims that do not merge: through a contiguous copy
+                flat = torch.empty_like(x, memory_format=torch.contiguous_format)
+                _write_masked_affine(x.contiguous(), flat, p, seed, scale, shift, fill)
+                out.copy_(flat)
             return out
-        return affine(x, self.keep_mask(noise_shape, p, seed, x.device), scale, shift, fill)
+        keep = self.keep_mask(noise_shape, p, seed, x.device)
+        return placed(x, affine(x, keep, scale, shift, fill))
 
     def keep_mask(
         self, shape: tuple[int, ...], p: float, seed: int, device: torch.device
@@ -254,7 +350,7 @@ class TritonBackend:
         out = empty_like(xc)
         res = residual.contiguous() if residual is not None else None
         _write_bias_dropout(xc, bias.contiguous(), res, out, p, seed, scale, activation)
-        return out
+        return out if xc is x else placed(x, out)  # a non-contiguous x: copied to its layout
 
 
 TRITON = TritonBackend()

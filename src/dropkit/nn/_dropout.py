@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Sequence
 from typing import Any, ClassVar, Literal
 
@@ -225,6 +226,9 @@ class GaussianDropout(_DropoutBase):
 class DropPath(_DropoutBase):
     """Stochastic depth for a residual branch; see :func:`dropkit.functional.drop_path`.
 
+    Also takes torchvision's ``StochasticDepth(p, mode)`` positional call: a string second
+    argument is the mode.
+
     Example:
         >>> import torch
         >>> from dropkit import nn
@@ -233,6 +237,8 @@ class DropPath(_DropoutBase):
         >>> x = torch.randn(8, 4)
         >>> (x + drop(branch(x))).shape
         torch.Size([8, 4])
+        >>> nn.DropPath(0.2, "batch")  # torchvision's StochasticDepth(p, mode)
+        DropPath(p=0.2, inplace=False, mode='batch', scale_by_keep=True)
     """
 
     def __init__(
@@ -243,6 +249,12 @@ class DropPath(_DropoutBase):
         mode: Literal["row", "batch"] = "row",
         scale_by_keep: bool = True,
     ) -> None:
+        if isinstance(inplace, str):
+            # torchvision's StochasticDepth(p, mode): a mode where dropkit has inplace (a bool,
+            # so a string can mean nothing else; bool("batch") would silently be in-place).
+            if mode != "row":
+                raise TypeError(f"DropPath: got mode twice, {inplace!r} and mode={mode!r}")
+            inplace, mode = False, inplace
         super().__init__(p, inplace)
         if mode not in ("row", "batch"):
             raise ValueError(f"DropPath: expected mode 'row' or 'batch', got {mode!r}")
@@ -277,8 +289,8 @@ class _DropBlock(_DropoutBase):
     def __init__(
         self,
         p: float = 0.5,
+        *positional: Any,
         inplace: bool = False,
-        *,
         block_size: int = 7,
         gamma: Gamma = "exact",
         gamma_scale: float = 1.0,
@@ -289,8 +301,11 @@ class _DropBlock(_DropoutBase):
         eps: float = 1e-6,
         with_noise: bool = False,
     ) -> None:
-        super().__init__(p, inplace)
         name = type(self).__name__
+        inplace, block_size, eps = _block_positional(
+            name, positional, inplace=inplace, block_size=block_size, eps=eps
+        )
+        super().__init__(p, inplace)
         if isinstance(block_size, bool) or not isinstance(block_size, int) or block_size < 1:
             raise ValueError(f"{name}: expected block_size to be an int >= 1, got {block_size!r}")
         self.block_size = block_size
@@ -338,17 +353,56 @@ class _DropBlock(_DropoutBase):
 _BLOCK_DEFAULTS = {
     name: parameter.default
     for name, parameter in inspect.signature(_DropBlock.__init__).parameters.items()
-    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY and name != "inplace"
 }
+
+
+def _block_positional(
+    name: str, positional: tuple[Any, ...], *, inplace: bool, block_size: int, eps: float
+) -> tuple[bool, int, float]:
+    """``(inplace, block_size, eps)`` from the arguments after ``p``: dropkit's
+    ``(p, inplace)``, or torchvision's ``(p, block_size, inplace=False, eps=1e-6)``, told apart
+    by the second argument (a bool is dropkit's ``inplace``, an int torchvision's
+    ``block_size``). Raises naming the layer for anything else, or for a value given twice."""
+    if not positional:
+        return inplace, block_size, eps
+    first = positional[0]
+    if isinstance(first, bool) and len(positional) == 1:  # dropkit's (p, inplace)
+        if inplace:
+            raise TypeError(f"{name}: got inplace twice, positionally and as a keyword")
+        return first, block_size, eps
+    if isinstance(first, numbers.Integral) and not isinstance(first, bool) and len(positional) <= 3:
+        twice = (
+            block_size != 7  # block_size given as a keyword as well
+            or (len(positional) > 1 and inplace)
+            or (len(positional) > 2 and eps != 1e-6)
+        )
+        if twice:
+            raise TypeError(f"{name}: got an argument twice, positionally and as a keyword")
+        torchvision_inplace = positional[1] if len(positional) > 1 else inplace
+        torchvision_eps = positional[2] if len(positional) > 2 else eps
+        return bool(torchvision_inplace), int(first), float(torchvision_eps)
+    raise TypeError(
+        f"{name}: expected {name}(p, inplace) or torchvision's {name}(p, block_size, "
+        f"inplace, eps), got positional arguments {positional!r} after p; pass the options as "
+        "keywords, e.g. block_size=5"
+    )
 
 
 class DropBlock2d(_DropBlock):
     """DropBlock on ``(N, C, H, W)``; see :func:`dropkit.functional.drop_block2d`, which also
     documents the options (and those that make it torchvision's or timm's DropBlock).
 
+    Takes dropkit's positional arguments ``(p, inplace)`` and torchvision's
+    ``(p, block_size, inplace, eps)`` (an int second argument is the block size); the other
+    options are keywords. Either way the block-origin rate is dropkit's exact one unless
+    ``gamma="paper"`` is passed (README, compatibility).
+
     Example:
         >>> from dropkit import nn
         >>> nn.DropBlock2d(0.1, block_size=5)
+        DropBlock2d(p=0.1, inplace=False, block_size=5)
+        >>> nn.DropBlock2d(0.1, 5, False, 1e-6)  # torchvision's positional order
         DropBlock2d(p=0.1, inplace=False, block_size=5)
         >>> nn.DropBlock2d(0.1, block_size=3, gamma="paper", block_clip="square", rescale="batch")
         DropBlock2d(p=0.1, inplace=False, block_size=3, gamma='paper', block_clip='square',
@@ -361,6 +415,8 @@ class DropBlock2d(_DropBlock):
 
 class DropBlock3d(_DropBlock):
     """DropBlock on ``(N, C, D, H, W)``; see :func:`dropkit.functional.drop_block3d`.
+
+    Takes the positional arguments of :class:`DropBlock2d` (dropkit's and torchvision's).
 
     Example:
         >>> from dropkit import nn
