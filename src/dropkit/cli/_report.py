@@ -49,7 +49,7 @@ def report(
     from dropkit.experiments.mc_eval import CheckpointError, resolve_configuration
     from dropkit.experiments.options import ConfigError, check_results_database
     from dropkit.experiments.report import write_report
-    from dropkit.experiments.store import DB_NAME, StoreError
+    from dropkit.experiments.store import AUTO, DB_NAME, StoreError
 
     try:  # read-only, before the store opens (and so changes) a file that is not dropkit's
         database = directory / DB_NAME
@@ -60,7 +60,7 @@ def report(
     try:
         store, chosen, others = resolve_configuration(directory, config)
         settings = CompareConfig.from_json(chosen.config)
-        results = store.results(chosen.key)
+        results = store.results(chosen.key) + store.results(chosen.key + AUTO)
     except (CheckpointError, StoreError) as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
