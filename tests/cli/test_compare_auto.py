@@ -182,3 +182,38 @@ def test_auto_with_what_it_cannot_honour_is_refused_before_any_work(
     assert "--rates" in result.output
     assert needle in result.output
     assert not (tmp_path / "o").exists()
+
+
+OWN = """
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self, p):
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(40, 16), nn.Dropout(p), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+
+def sequential(p):
+    return nn.Sequential(nn.Linear(40, 16), nn.ReLU(), nn.Dropout(p), nn.Linear(16, 4))
+"""
+
+
+def test_own_model_learns_its_rates_or_is_refused_in_one_line(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "own.py").write_text(OWN)
+    options = ["-d", "synthetic", "--epochs", "1", "--seeds", "2", "--rates", "0,auto"]
+    refused = runner.invoke(app, ["compare", *options, "-m", "own.py:Net", "-o", "a"])
+    assert refused.exit_code == 2, refused.output
+    assert refused.output.count("\n") == 1
+    assert "cannot tell which layer 'drop'" in refused.output
+    assert "inside an nn.Sequential" in refused.output
+    assert not (tmp_path / "a").exists()
+    ok = runner.invoke(app, ["compare", *options, "-m", "own.py:sequential", "-o", "b"])
+    assert ok.exit_code == 0, ok.output
+    learned = _learned(tmp_path / "b")
+    assert [len(r.layer_rates) for r in learned] == [1, 1]

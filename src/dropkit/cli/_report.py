@@ -68,5 +68,8 @@ def report(
         typer.echo(f"Error: {directory}: not a dropkit compare configuration ({error})", err=True)
         raise typer.Exit(2) from None
     announce(store.directory, chosen, others)
-    paths = write_report(store.directory / chosen.folder, results, settings.flat(), environment())
+    flat = settings.flat()
+    if any(r.learned for r in results):  # the grid may have been stored before auto was added
+        flat["auto"] = True
+    paths = write_report(store.directory / chosen.folder, results, flat, environment())
     print_summary(summary_console(), results, paths)

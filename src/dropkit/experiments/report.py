@@ -573,7 +573,13 @@ def _learned_section(results: Sequence[RunResult]) -> str:
         body += "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
     head = "".join(
         f"<th>{esc(h)}</th>"
-        for h in ("metric", "against", "learned minus it", "95% paired t-interval", "seeds")
+        for h in (
+            "metric",
+            "against",
+            "learned minus against",
+            f"{100 * LEVEL:g}% paired t-interval",
+            "seeds",
+        )
     )
     note = (
         "The learned-rate runs (auto) against the grid, seed by seed (the same data, "

@@ -30,6 +30,9 @@ from dropkit.experiments.models import build_model, set_rate
 from dropkit.experiments.options import OPTIMIZERS, SCHEDULES, ConfigError, check_options
 
 __all__ = [
+    "AUTO_INIT_P",
+    "AUTO_LENGTH_SCALE",
+    "AUTO_TEMPERATURE",
     "OPTIMIZERS",
     "SCHEDULES",
     "ConfigError",
@@ -37,6 +40,8 @@ __all__ = [
     "ModelFn",
     "RunResult",
     "TrainConfig",
+    "layer_rates",
+    "make_learned_model",
     "make_model",
     "save_atomically",
     "train",
@@ -331,8 +336,14 @@ def make_learned_model(
                 feeds=feeds,
             )
     except (ValueError, UserWarning) as error:
+        hint = ""
+        if "cannot tell which layer" in str(error):
+            hint = (
+                "; dropkit compare finds the layer a dropout feeds inside an nn.Sequential: "
+                "build your model so, or leave out auto"
+            )
         raise ConfigError(
-            "rates", f"auto (learned rates) cannot learn {config.model}'s dropout: {error}"
+            "rates", f"auto (learned rates) cannot learn {config.model}'s dropout: {error}{hint}"
         ) from None
     return learned
 
