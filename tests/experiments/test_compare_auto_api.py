@@ -45,3 +45,17 @@ def test_the_learned_model_starts_from_the_grids_weights_at_the_same_seed() -> N
     n = len(data.y_train)
     drops = [m for m in learned.modules() if hasattr(m, "p_logit")]
     assert {(m.weight_regularizer, m.dropout_regularizer) for m in drops} == {(1e-4 / n, 2 / n)}
+
+
+def test_with_early_stopping_the_learned_rates_are_the_best_epochs() -> None:
+    # lr 0.3 overshoots: validation loss rises after the first epoch and the run stops.
+    results = compare(
+        net, blobs, rates=(0.0,), seeds=2, epochs=12, lr=0.3, early_stopping=1, auto=True
+    )
+    learned = [r for r in results if r.learned]
+    assert all(r.epochs_run < 12 for r in learned)
+    for run in learned:
+        losses = [e.val_loss for e in run.history]
+        best = run.history[losses.index(min(losses))]
+        assert best is not run.history[-1]  # the case where keeping the best epoch matters
+        assert run.layer_rates == best.layer_rates  # its weights and rates were kept
