@@ -122,7 +122,8 @@ class Store:
         return config
 
     def experiments(self) -> list[str]:
-        """Experiment keys, oldest first (unfinished ``--fresh`` sets left out)."""
+        """Experiment keys, oldest first (unfinished ``--fresh`` sets and the learned-rate runs
+        of a configuration, its key with ``+auto``, left out)."""
         with self._connect() as db:
             rows = db.execute("SELECT key FROM experiments ORDER BY created, key").fetchall()
         return [r[0] for r in rows if _own(r[0])]
