@@ -7,6 +7,7 @@ import pytest
 
 PUBLIC_MODULES = [
     "dropkit",
+    "dropkit.active",
     "dropkit.functional",
     "dropkit.nn",
     "dropkit.kernels",

@@ -230,6 +230,8 @@ def test_compare_prints_plain_progress_lines_when_not_a_terminal(tmp_path) -> No
     )
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
+    # The first line comes before the data set, the model and the kernels are prepared (seconds).
+    assert lines[0] == "preparing the data set synthetic, the model mlp and the kernels ..."
     table = next(i for i, line in enumerate(lines) if "dropout comparison" in line)
     progress = lines[:table]
     for rate in ("0", "0.5"):
@@ -263,8 +265,36 @@ def test_a_torchvision_that_breaks_torchmetrics_stops_compare_before_training(
         app, ["compare", "--epochs", "1", "--seeds", "1", "--output", str(tmp_path / "out")]
     )
     assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
+    assert result.stdout.startswith("preparing the data set mnist1d")  # progress, on stdout
+    lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.output
     assert "torchvision 0.0-test does not load with torch" in lines[0]
     assert "install the torchvision that matches this torch" in lines[0]
     assert not any(tmp_path.rglob("*.pt"))  # no run trained
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["compare", "-o", ""], "'--output' / '-o'"),
+        (["compare", "--output", " "], "'--output' / '-o'"),
+        (["sweep", "-o", ""], "'--output' / '-o'"),
+        (["sweep", "--storage", ""], "'--storage'"),
+        (["report", "somewhere", "-o", ""], "'--output' / '-o'"),
+        (["bench", "--output", ""], "'--output'"),
+    ],
+)
+def test_an_empty_output_or_storage_is_a_usage_error(tmp_path, monkeypatch, capsys, args, option):
+    # "" is not the current folder (Path("") is ".") nor the default database: one line, exit 2.
+    from dropkit.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dropkit", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"Error: Invalid value for {option}: empty; give "), lines[0]
+    assert list(tmp_path.iterdir()) == []  # nothing written into the current folder

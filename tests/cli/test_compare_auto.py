@@ -178,7 +178,7 @@ def test_auto_with_what_it_cannot_honour_is_refused_before_any_work(
 ) -> None:
     result = runner.invoke(app, ["compare", "-d", "synthetic", *options, "-o", str(tmp_path / "o")])
     assert result.exit_code == 2, result.output
-    assert result.output.count("\n") == 1
+    assert result.stderr.count("\n") == 1  # one line, no traceback
     assert "--rates" in result.output
     assert needle in result.output
     assert not (tmp_path / "o").exists()
@@ -209,7 +209,7 @@ def test_own_model_learns_its_rates_or_is_refused_in_one_line(tmp_path, monkeypa
     options = ["-d", "synthetic", "--epochs", "1", "--seeds", "2", "--rates", "0,auto"]
     refused = runner.invoke(app, ["compare", *options, "-m", "own.py:Net", "-o", "a"])
     assert refused.exit_code == 2, refused.output
-    assert refused.output.count("\n") == 1
+    assert refused.stderr.count("\n") == 1  # one line, no traceback
     assert "cannot tell which layer 'drop'" in refused.output
     assert "inside an nn.Sequential" in refused.output
     assert not (tmp_path / "a").exists()

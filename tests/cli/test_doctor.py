@@ -178,3 +178,80 @@ def test_an_input_shape_too_large_to_run_is_refused(models) -> None:
     )
     assert result.exit_code == 2
     assert "too large for a check" in result.output
+
+
+OWN_MODELS = textwrap.dedent(
+    """
+    from torch import nn
+
+    def make_model(p):
+        return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(p), nn.Linear(8, 2))
+
+    def two_args(p, width):
+        return nn.Sequential(nn.Linear(2, width), nn.Dropout(p))
+
+    def no_args():
+        return nn.Sequential(nn.Linear(2, 8), nn.ReLU(), nn.Dropout(0.1), nn.Linear(8, 2))
+    """
+)
+
+
+def test_the_readme_own_model_passes_the_doctor() -> None:
+    # The own-model convention of dropkit compare: make_model(p), called with the rate.
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "examples" / "own_model.py"
+    result = runner.invoke(app, ["doctor", f"{example}:make_model", "--input-shape", "8,2"])
+    assert result.exit_code == 0, result.output
+    assert "No dropout mistakes found." in result.output
+
+
+@pytest.mark.parametrize(("args", "rate"), [([], 0.2), (["--rate", "0.35"], 0.35)])
+def test_a_factory_of_the_rate_gets_the_rate(tmp_path, args, rate) -> None:
+    from dropkit.doctor._load import DEFAULT_RATE, load_model
+
+    path = tmp_path / "own.py"
+    path.write_text(OWN_MODELS)
+    assert DEFAULT_RATE == 0.2
+    model = load_model(f"{path}:make_model", *([rate] if args else []))
+    assert [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)] == [rate]
+    result = runner.invoke(app, ["doctor", f"{path}:make_model", "--input-shape", "4,2", *args])
+    assert result.exit_code == 0, result.output
+
+
+def test_the_help_says_which_rate_a_factory_gets() -> None:
+    from dropkit.doctor._load import DEFAULT_RATE
+
+    result = runner.invoke(app, ["doctor", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert f"(default: {DEFAULT_RATE:g})" in result.output
+    assert "make_model(p)" in result.output
+
+
+@pytest.mark.parametrize(
+    ("name", "args", "message"),
+    [
+        ("two_args", [], "calling it needs p, width"),
+        ("no_args", ["--rate", "0.3"], "takes no argument, so no rate"),
+        ("make_model", ["--rate", "1.5"], "expected a dropout rate in [0, 1)"),
+    ],
+)
+def test_a_rate_that_cannot_be_used_is_a_usage_error(tmp_path, name, args, message) -> None:
+    path = tmp_path / "own.py"
+    path.write_text(OWN_MODELS)
+    result = runner.invoke(app, ["doctor", f"{path}:{name}", *args])
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_an_unreadable_input_file_never_advises_unpickling_it(tmp_path) -> None:
+    saved = tmp_path / "x.pt"
+    saved.write_bytes(b"not a tensor file")
+    result = runner.invoke(app, ["doctor", "torch.nn:Identity", "--input", str(saved)])
+    assert result.exit_code == 2
+    assert "weights_only" not in result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1, result.output
+    assert str(saved) in lines[0]
+    assert "torch.save" in lines[0]

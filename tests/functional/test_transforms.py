@@ -266,12 +266,26 @@ def test_legacy_onnx_export_in_eval_mode_works() -> None:
     assert buffer.getvalue()
 
 
-def test_dynamo_onnx_export_in_training_mode_names_the_op_it_cannot_translate() -> None:
-    # ONNX has no Philox stream to regenerate the mask from: torch's exporter stops at the
-    # dropkit op and names it (exporting in eval mode, above, is the way).
+@pytest.mark.parametrize(
+    ("layer", "name"),
+    [(nn.Dropout(0.5), "dropout"), (nn.GaussianDropout(0.2), "gaussian_dropout"),
+     (nn.Dropout1d(0.3), "dropout1d")],
+)  # fmt: skip
+def test_dynamo_onnx_export_in_training_mode_says_what_to_do(layer, name) -> None:
+    # The same message as the legacy exporter's, not torch's ConversionError at the dropkit op
+    # (and no silent export of a Gaussian dropout, whose noise ONNX would draw its own way).
     pytest.importorskip("onnxscript")
-    with pytest.raises(Exception, match=r"No ONNX function found for .*dropkit\.masked_affine"):
-        torch.onnx.export(_training_model(), (torch.randn(2, 6),), dynamo=True)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 6), torch.nn.Unflatten(1, (2, 3)), layer)
+    with pytest.raises(
+        Exception, match=rf"{name}: a training-mode dropkit dropout .*ONNX.*model\.eval\(\)"
+    ):
+        torch.onnx.export(model, (torch.randn(2, 6),), dynamo=True)
+
+
+def test_dynamo_onnx_export_in_eval_mode_works() -> None:
+    pytest.importorskip("onnxscript")
+    program = torch.onnx.export(_training_model().eval(), (torch.randn(2, 6),), dynamo=True)
+    assert program is not None
 
 
 def test_torch_export_keeps_a_training_mode_dropout() -> None:

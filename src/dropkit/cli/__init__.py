@@ -4,7 +4,7 @@ import sys
 
 import typer
 
-from dropkit.cli import _bench, _compare, _doctor, _info, _mc, _report, _sweep  # noqa: F401  (registers the commands)
+from dropkit.cli import _active, _bench, _compare, _doctor, _info, _mc, _report, _sweep  # noqa: F401  (registers the commands)
 from dropkit.cli._app import app
 
 __all__ = ["app", "main"]

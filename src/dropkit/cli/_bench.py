@@ -12,6 +12,7 @@ from rich.table import Table
 
 from dropkit._env import environment
 from dropkit.cli._app import app
+from dropkit.cli._options import nonempty_path
 
 _QUICK_SIZES = [1 << 16, 1 << 20, 1 << 24]
 _FULL_SIZES = [1 << k for k in range(16, 26)]
@@ -44,7 +45,12 @@ def bench(
         help="Include real models (BERT, GPT-2, timm ViT, VGG-11) before/after convert, "
         "one thread; skipped under --quick.",
     ),
-    output: Path | None = typer.Option(None, help="Write the results as JSON here."),
+    output: Path | None = typer.Option(
+        None,
+        parser=nonempty_path("a file name"),
+        metavar="FILE",
+        help="Write the results as JSON here.",
+    ),
 ) -> None:
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch

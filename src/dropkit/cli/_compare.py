@@ -10,6 +10,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from dropkit import functional as dk_F
 from dropkit.cli._app import app
+from dropkit.cli._options import nonempty_path
 from dropkit.cli._summary import (
     PlainProgress,
     config_error,
@@ -85,6 +86,8 @@ def compare(
         None,
         "--output",
         "-o",
+        parser=nonempty_path("a folder"),
+        metavar="DIR",
         help="Output directory (default: dropkit-runs/DATASET-MODEL); each configuration gets "
         "its own sub-folder there.",
     ),
@@ -165,6 +168,8 @@ def compare(
     except ConfigError as error:
         config_error(error)
     console = summary_console()
+    # Data, model, metrics and kernels take seconds before the first run starts: say so.
+    console.print(f"preparing the data set {short[0]}, the model {short[1]} and the kernels ...")
     try:
         data = load_dataset(dataset, split_seed=split_seed, label_noise=label_noise)
     except DatasetError as error:

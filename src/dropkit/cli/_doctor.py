@@ -14,7 +14,11 @@ from dropkit.cli._summary import summary_console
 
 @app.command()
 def doctor(
-    model: str = typer.Argument(..., help="path/to/file.py:make_model or package.module:attr."),
+    model: str = typer.Argument(
+        ...,
+        help="path/to/file.py:NAME or package.module:NAME: a model, or a factory called with no "
+        "argument or, as dropkit compare calls make_model(p), with the dropout rate --rate.",
+    ),
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="An input shape such as 8,3,32,32 (repeat for several inputs)."
     ),
@@ -26,6 +30,12 @@ def doctor(
     ),
     output_format: str = typer.Option("text", "--format", help="text or json."),
     ignore: list[str] = typer.Option([], "--ignore", help="A rule code to skip (repeatable)."),
+    rate: float | None = typer.Option(
+        None,
+        "--rate",
+        help="The dropout rate given to a factory that takes one, such as make_model(p) "
+        "(default: 0.2).",
+    ),
 ) -> None:
     """Check a model for dropout mistakes; exit 1 if any error or warning is found."""
     from dropkit.doctor import check
@@ -36,7 +46,7 @@ def doctor(
             f"expected text or json, got {output_format!r}", param_hint="--format"
         )
     try:
-        module = load_model(model)
+        module = load_model(model, rate)
         inputs = load_inputs(input_shape, input_file)
     except LoadError as error:
         typer.echo(f"Error: {error}", err=True)

@@ -9,20 +9,32 @@ import typer
 from rich.table import Table
 
 from dropkit.cli._app import app
+from dropkit.cli._options import nonempty_path, nonempty_text
 from dropkit.cli._summary import config_error, require_experiments_extra, summary_console
 
 
 @app.command()
 def sweep(
     dataset: str = typer.Option(
-        "mnist1d", "--dataset", "-d", help="A data set of dropkit compare."
+        "mnist1d",
+        "--dataset",
+        "-d",
+        help="mnist1d, digits, synthetic, mnist, fashion-mnist, cifar10, or your own as "
+        "FILE.py:NAME or package.module:NAME, as in dropkit compare.",
     ),
-    model: str = typer.Option("mlp", "--model", "-m", help="mlp, cnn or rescnn."),
+    model: str = typer.Option(
+        "mlp",
+        "--model",
+        "-m",
+        help="mlp, cnn, rescnn, or your own as FILE.py:NAME or package.module:NAME (a callable "
+        "taking the dropout rate and returning an nn.Module), as in dropkit compare.",
+    ),
     epochs: int = typer.Option(20, help="Training epochs per trial."),
     n_trials: int = typer.Option(20, "--n-trials", help="Finished trials the study should hold."),
     timeout: float | None = typer.Option(None, help="Stop each worker after this many seconds."),
     storage: str | None = typer.Option(
         None,
+        callback=nonempty_text("a database URL"),
         help="A database URL Optuna accepts, e.g. postgresql://user:pw@host/db (default: "
         "a SQLite file in the output directory).",
     ),
@@ -30,7 +42,12 @@ def sweep(
     workers: int = typer.Option(1, help="Local worker processes on the same storage."),
     label_noise: float = typer.Option(0.0, help="Fraction of training labels made random."),
     output: Path = typer.Option(
-        Path("dropkit-runs/sweep"), "--output", "-o", help="Output directory."
+        Path("dropkit-runs/sweep"),
+        "--output",
+        "-o",
+        parser=nonempty_path("a folder"),
+        metavar="DIR",
+        help="Output directory.",
     ),
 ) -> None:
     """Search dropout rate, per-layer rates, schedule and weight decay on validation accuracy."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import inspect
 import math
 import sys
 from pathlib import Path
@@ -19,8 +20,25 @@ class LoadError(RuntimeError):
     """The model or input cannot be loaded; the message says what and why."""
 
 
-def load_model(spec: str) -> nn.Module:
-    """``path/to/file.py:name`` or ``package.module:name``; a callable is called with no args."""
+#: The rate given to a factory that takes one (``make_model(p)``) when ``--rate`` is not given.
+DEFAULT_RATE = 0.2
+
+
+def load_model(spec: str, rate: float | None = None) -> nn.Module:
+    """The model ``path/to/file.py:name`` or ``package.module:name`` names.
+
+    A module is used as it is. A callable is a factory: one with no required argument is called
+    with none; one with a single required positional argument follows the own-model convention
+    of ``dropkit compare`` (``make_model(p)``) and is called with ``rate`` (default
+    :data:`DEFAULT_RATE`). Giving ``rate`` for a factory that takes no rate is an error, so a
+    rate is never silently ignored.
+
+    Example:
+        >>> load_model("torch.nn:Dropout", rate=0.3)
+        Dropout(p=0.3, inplace=False)
+    """
+    if rate is not None and not (isinstance(rate, int | float) and 0.0 <= rate < 1.0):
+        raise LoadError(f"--rate {rate!r}: expected a dropout rate in [0, 1)")
     if ":" not in spec:
         raise LoadError(f"{spec!r}: expected FILE.py:NAME or MODULE:NAME")
     where, _, attr = spec.rpartition(":")
@@ -51,9 +69,13 @@ def load_model(spec: str) -> nn.Module:
     if not hasattr(module, attr):
         raise LoadError(f"{where} has no attribute {attr!r}")
     obj = getattr(module, attr)
-    if not isinstance(obj, nn.Module) and callable(obj):
+    if isinstance(obj, nn.Module):
+        if rate is not None:
+            raise LoadError(f"--rate: {spec} is a model, not a factory taking a rate; leave it out")
+    elif callable(obj):
+        args = _factory_args(spec, obj, rate)
         try:
-            obj = obj()
+            obj = obj(*args)
         except SystemExit as error:
             raise LoadError(
                 f"{spec}: calling it exits (SystemExit({error.code!r})) instead of returning "
@@ -66,6 +88,33 @@ def load_model(spec: str) -> nn.Module:
     if not isinstance(obj, nn.Module):
         raise LoadError(f"{spec} is a {type(obj).__name__}, not an nn.Module (or a factory of one)")
     return obj
+
+
+def _factory_args(spec: str, factory: object, rate: float | None) -> tuple[float, ...]:
+    """No argument, or the rate for a factory whose one required argument is positional."""
+    try:
+        signature = inspect.signature(factory)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # a builtin without a signature: call it as it is
+        return () if rate is None else (rate,)
+    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    required = [
+        p
+        for p in signature.parameters.values()
+        if p.default is inspect.Parameter.empty
+        and p.kind not in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)
+    ]
+    positional = [p for p in signature.parameters.values() if p.kind in kinds]
+    if not required:
+        if rate is not None and not positional:
+            raise LoadError(f"--rate: {spec} takes no argument, so no rate; leave --rate out")
+        return () if rate is None else (rate,)
+    if len(required) == 1 and required[0].kind in kinds:
+        return (DEFAULT_RATE if rate is None else rate,)
+    names = ", ".join(p.name for p in required)
+    raise LoadError(
+        f"{spec}: calling it needs {names}; give a model, a factory with no required argument, "
+        "or one that takes only the dropout rate (make_model(p), called with --rate)"
+    )
 
 
 #: A doctor check runs the model twice on the input; refuse inputs above this many elements.
@@ -105,8 +154,12 @@ def _read_inputs(path: Path) -> object:
         raise LoadError(f"--input {path}: no such file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
-        raise LoadError(f"--input {path}: not a readable tensor file ({error})") from error
+    except Exception as error:  # torch's text may advise weights_only=False: never pass that on
+        raise LoadError(
+            f"--input {path}: not a readable tensor file (damaged, or it holds more than tensors, "
+            f"which dropkit does not load: {type(error).__name__}); save a tensor, a list or a "
+            "dict of tensors with torch.save"
+        ) from None
     if isinstance(data, torch.Tensor):
         return (data,)
     if isinstance(data, tuple | list) and all(isinstance(t, torch.Tensor) for t in data):

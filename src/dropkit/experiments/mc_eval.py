@@ -27,9 +27,11 @@ from dropkit.metrics import (
 __all__ = [
     "CheckpointError",
     "McRow",
+    "check_checkpoint",
     "evaluate_checkpoints",
     "load_checkpoint",
     "resolve_configuration",
+    "verify_checkpoints",
 ]
 
 
@@ -56,10 +58,27 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Read a ``dropkit compare`` checkpoint safely (``weights_only=True``) and check it."""
     if not path.is_file():  # a FIFO or a device would block or never end
         raise CheckpointError(f"{path}: not a regular file; remove it from checkpoints/")
+    retrain = (
+        "delete it and run the same dropkit compare command again to retrain that run (or with "
+        "--fresh to retrain them all)"
+    )
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, OSError) as error:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({error})") from None
+    except pickle.UnpicklingError:
+        # torch's own text here suggests weights_only=False, that is, running whatever code
+        # the file holds: advice dropkit never passes on about a file that fails this check.
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (damaged, or it holds more than tensors and "
+            f"plain data, which dropkit does not load); {retrain}"
+        ) from None
+    except (zipfile.BadZipFile, RuntimeError, EOFError) as error:
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (damaged or cut short: {type(error).__name__}); "
+            f"{retrain}"
+        ) from None
+    except OSError as error:
+        reason = error.strerror or type(error).__name__
+        raise CheckpointError(f"{path}: cannot be read ({reason}); {retrain}") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(
             f"{path}: not a dropkit compare checkpoint (expected format {CHECKPOINT_FORMAT!r})"
@@ -78,6 +97,75 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
             f"{path}: its configuration is missing or unreadable ({type(error).__name__}: {error})"
         ) from None
     return payload
+
+
+def _settings(config: dict[str, Any]) -> dict[str, object]:
+    """A stored configuration's settings, one level deep, without the rates and seed count
+    (a configuration's runs share everything else; see :meth:`CompareConfig.key`)."""
+    flat = CompareConfig.from_json(config).flat()
+    return {k: v for k, v in flat.items() if k not in ("rates", "seeds")}
+
+
+def check_checkpoint(
+    path: Path, payload: dict[str, Any], store: Store, chosen: Configuration, rate: float, seed: int
+) -> None:
+    """Raise :class:`CheckpointError` unless the checkpoint is the run its database row names.
+
+    Its configuration key, rate and seed must be the row's, and the configuration stored in it
+    must be the row's (all but the rates and the seed count): a mismatch means a mixed-up
+    folder, and the message names the file, the database and the settings that differ.
+    """
+    if payload.get("experiment") != chosen.key or (payload["rate"], payload["seed"]) != (
+        rate,
+        seed,
+    ):
+        raise CheckpointError(f"{path}: belongs to another configuration or run")
+    try:
+        row = _settings(chosen.config)
+    except (KeyError, TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{store.path}: configuration {chosen.folder} is not a dropkit compare one ({error})"
+        ) from None
+    stored = _settings(payload["config"])  # load_checkpoint has read it
+    differ = [k for k in sorted(row.keys() | stored.keys()) if row.get(k) != stored.get(k)]
+    if differ:
+        shown = "; ".join(
+            f"{k} = {_shown(stored.get(k))} in the checkpoint, {_shown(row.get(k))} in the row"
+            for k in differ[:3]
+        )
+        more = f" (and {len(differ) - 3} more)" if len(differ) > 3 else ""
+        raise CheckpointError(
+            f"{path} disagrees with its row in {store.path} (configuration {chosen.folder}): "
+            f"{shown}{more}; the folder is mixed up: restore the checkpoint, or delete it and "
+            "run the same dropkit compare command again"
+        )
+
+
+def _shown(value: object) -> str:
+    if isinstance(value, tuple):
+        value = list(value)
+    return "absent" if value is None else repr(value)
+
+
+def verify_checkpoints(store: Store, chosen: Configuration) -> list[str]:
+    """Check the checkpoints on disk that the rows of ``chosen`` name against their rows.
+
+    Used by ``dropkit report``, which reads only the database: a checkpoint that disagrees with
+    its row raises :class:`CheckpointError` (a mixed-up folder), while one that is missing or
+    unreadable does not stop a report; the unreadable ones come back as messages to show.
+    """
+    unreadable = []
+    for (rate, seed), checkpoint in sorted(store.done(chosen.key).items()):
+        path = store.directory / checkpoint if checkpoint else None
+        if path is None or not path.exists():
+            continue
+        try:
+            payload = load_checkpoint(path)
+        except CheckpointError as error:
+            unreadable.append(str(error))
+            continue
+        check_checkpoint(path, payload, store, chosen, rate, seed)
+    return unreadable
 
 
 def _scores(probs: torch.Tensor, y: torch.Tensor, uncertainty: torch.Tensor) -> dict[str, float]:
@@ -154,11 +242,7 @@ def evaluate_checkpoints(
                 f"{path}: missing; run the same dropkit compare command again to train it"
             )
         payload = load_checkpoint(path)
-        if payload.get("experiment") != chosen.key or (payload["rate"], payload["seed"]) != (
-            rate,
-            seed,
-        ):
-            raise CheckpointError(f"{path}: belongs to another configuration or run")
+        check_checkpoint(path, payload, store, chosen, rate, seed)
         for spec, digest in dict(payload.get("sources", {})).items():
             if user.digest(spec) != digest:
                 raise CheckpointError(

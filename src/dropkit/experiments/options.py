@@ -252,7 +252,9 @@ def check_results_database(path: Path, option: str = "output") -> None:
     if not path.is_file():
         raise ConfigError(option, f"{path} is not a regular file; {fix}")
     try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+        from dropkit.experiments.store import read_only_uri
+
+        with closing(sqlite3.connect(read_only_uri(path), uri=True)) as db:
             tables = {
                 name: {row[1] for row in db.execute(f"PRAGMA table_info({name})")}
                 for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")

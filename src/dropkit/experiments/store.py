@@ -10,6 +10,7 @@ database is in WAL mode with a busy timeout, so several processes can write to i
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -81,10 +82,17 @@ class Store:
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        read_only = self.path.is_file() and not os.access(self.directory, os.W_OK)
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with closing(sqlite3.connect(self.path, timeout=60.0)) as db:
-                _prepare(db)
+            if read_only:  # a folder this user cannot write: read it (report, mc) as it is
+                connection = sqlite3.connect(read_only_uri(self.path), uri=True, timeout=60.0)
+            else:
+                connection = sqlite3.connect(self.path, timeout=60.0)
+            with closing(connection) as db:
+                if not read_only:
+                    _prepare(db)
                 with db:  # one transaction, committed on success, rolled back on error
                     yield db
         except sqlite3.DatabaseError as error:
@@ -242,6 +250,18 @@ class Store:
                 db.execute("UPDATE runs SET experiment = ? WHERE experiment = ?", (key, staged))
                 db.execute("DELETE FROM experiments WHERE key = ?", (staged,))
         return files
+
+
+def read_only_uri(path: Path) -> str:
+    """The URI that reads the database at ``path`` without writing anything next to it.
+
+    A database in WAL mode needs its ``-shm`` index to be read; in a folder the user cannot
+    write, SQLite cannot create it. When it is absent no process has the database open (the
+    last to close it removes it), so the file is read as immutable; when it is there, through it.
+    """
+    uri = f"{Path(path).resolve().as_uri()}?mode=ro"
+    shm = Path(f"{path}-shm")
+    return uri if shm.exists() or os.access(Path(path).parent, os.W_OK) else f"{uri}&immutable=1"
 
 
 def _prepare(db: sqlite3.Connection, patience: float = 60.0) -> None:

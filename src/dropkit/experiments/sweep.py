@@ -27,6 +27,7 @@ from dropkit.experiments.options import check_options
 from dropkit.experiments.train import TrainConfig, make_model, train
 
 __all__ = [
+    "SURPLUS",
     "SweepConfig",
     "SweepError",
     "SweepResult",
@@ -135,11 +136,22 @@ def _sampler(seed: int) -> Any:
     return TrialSeededTPE()
 
 
+class _SurplusTrial(Exception):
+    """A trial past ``n_trials``, started by a worker racing another; it is never run."""
+
+
+#: The user attribute that marks a :class:`_SurplusTrial` in the study's storage.
+SURPLUS = "dropkit_surplus"
+
+
 class _OptunaLines(logging.Handler):
     """Optuna's warnings and errors as dropkit prints its own: one plain line on stderr."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        sys.stderr.write(f"{record.levelname.capitalize()} (optuna): {record.getMessage()}\n")
+        message = record.getMessage()
+        if _SurplusTrial.__name__ in message:  # dropkit's own bookkeeping, not a failure
+            return
+        sys.stderr.write(f"{record.levelname.capitalize()} (optuna): {message}\n")
 
 
 def route_optuna_logging() -> None:
@@ -272,10 +284,18 @@ def _objective(config: SweepConfig) -> Any:
     return objective
 
 
-def _optimize(config: SweepConfig, url: str) -> None:
-    """One worker: optimize until the study holds ``n_trials`` finished trials."""
+def _optimize(config: SweepConfig, url: str, poll: float = 1.0) -> None:
+    """One worker: run trials until the study holds ``n_trials`` finished ones in all.
+
+    Workers share the count through the storage. While the finished and running trials of all
+    workers reach ``n_trials``, a worker starts none: it waits for the running ones, since a
+    worker that died leaves its trial running until the heartbeat check fails it and queues it
+    again (then a waiting worker takes it). Two workers that decide at the same moment could
+    still start one trial too many, so each trial first checks its place: the storage numbers
+    trials in the order they start, and a trial with ``n_trials`` live ones (finished, running
+    or waiting) before it is not run but stored as failed, marked :data:`SURPLUS`.
+    """
     import optuna
-    from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
     route_optuna_logging()  # again: a spawned worker starts with Optuna's defaults
@@ -283,14 +303,39 @@ def _optimize(config: SweepConfig, url: str) -> None:
         study_name=config.study, storage=_storage(url), sampler=_sampler(config.sampler_seed)
     )
     done = (TrialState.COMPLETE, TrialState.PRUNED)
-    if len(study.get_trials(deepcopy=False, states=done)) >= config.n_trials:
-        return
-    study.optimize(
-        _objective(config),
-        timeout=config.timeout,
-        callbacks=[MaxTrialsCallback(config.n_trials, states=done)],
-        catch=(),
-    )
+    live = (*done, TrialState.RUNNING, TrialState.WAITING)
+    objective = _objective(config)
+
+    def bounded(trial: optuna.Trial) -> float:
+        before = [
+            t
+            for t in trial.study.get_trials(deepcopy=False, states=live)
+            if t.number < trial.number
+        ]
+        if len(before) >= config.n_trials:
+            trial.set_user_attr(SURPLUS, True)
+            raise _SurplusTrial(f"trial {trial.number}: the study has {config.n_trials} already")
+        return float(objective(trial))
+
+    start = time.monotonic()
+    while config.timeout is None or time.monotonic() - start < config.timeout:
+        with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        states = Counter(
+            t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)
+        )
+        finished = sum(states[s] for s in done)
+        if finished >= config.n_trials:
+            return
+        if (
+            finished + states[TrialState.RUNNING] >= config.n_trials
+            and not states[TrialState.WAITING]
+        ):
+            time.sleep(poll)  # the last trials are running elsewhere
+            continue
+        left = None if config.timeout is None else config.timeout - (time.monotonic() - start)
+        study.optimize(bounded, n_trials=1, timeout=left, catch=(_SurplusTrial,))
 
 
 def _worker(config_json: dict[str, Any], url: str) -> None:
@@ -333,7 +378,7 @@ def summarize(config: SweepConfig, url: str) -> SweepResult:
     from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=config.study, storage=_storage(url))
-    every = study.get_trials(deepcopy=False)
+    every = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
     complete = sorted(
         (t for t in every if t.state == TrialState.COMPLETE and t.value is not None),
         key=lambda t: -float(t.value),

@@ -185,6 +185,9 @@ def save_atomically(payload: object, path: Path, *, durable: bool = False) -> No
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)

@@ -161,6 +161,21 @@ def _signed(value: int) -> int:
     return value - 2**64 if value >= 2**63 else value
 
 
+def _onnx_exporting() -> bool:
+    """``torch.onnx.is_in_onnx_export()``, in a function that dynamo can be told to call.
+
+    ``torch.onnx.export(dynamo=True)`` captures the graph with ``torch.export`` twice: first
+    running the Python (non-strict), then, if that failed, tracing it with dynamo (strict),
+    which folds ``is_in_onnx_export()`` to False. The first capture sees the export and marks
+    this function with ``torch.compiler.assume_constant_result`` (not at import: that loads
+    dynamo), so that dynamo then calls it for real and the strict capture refuses too.
+    """
+    exporting = torch.onnx.is_in_onnx_export()
+    if exporting and not torch.compiler.is_dynamo_compiling():
+        torch.compiler.assume_constant_result(_onnx_exporting)  # type: ignore[no-untyped-call]
+    return exporting
+
+
 def resolve_seed(name: str, seed: object) -> Seed:
     """The seed to use: the given one, or a fresh one from torch's default CPU generator.
 
@@ -177,7 +192,7 @@ def resolve_seed(name: str, seed: object) -> Seed:
         # torch.jit.is_tracing, not torch._C._is_tracing: dynamo traces the former.
         tracing = torch.jit.is_tracing()  # type: ignore[attr-defined, no-untyped-call]
         exporting = tracing or torch.compiler.is_exporting()
-        if exporting and torch.onnx.is_in_onnx_export():
+        if exporting and _onnx_exporting():
             raise RuntimeError(
                 f"{name}: a training-mode dropkit dropout cannot be exported to ONNX (its mask "
                 "comes from dropkit's Philox stream, which ONNX has no operator for); export the "
