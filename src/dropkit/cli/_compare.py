@@ -39,7 +39,10 @@ def _rates(text: str) -> tuple[tuple[float, ...], bool]:
     grid = [part for part in parts if part.lower() != "auto"]
     if auto and not grid:
         return (0.0, 0.2, 0.5), True
-    return _numbers("--rates", ",".join(grid)), bool(auto)
+    try:
+        return tuple(float(part) for part in grid), bool(auto)
+    except ValueError:
+        usage_error("--rates", f"expected comma-separated numbers and auto, got {text!r}")
 
 
 @app.command()
