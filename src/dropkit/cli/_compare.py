@@ -29,6 +29,22 @@ def _numbers(option: str, text: str, kind: type = float) -> tuple:  # type: igno
         usage_error(option, f"expected comma-separated numbers, got {text!r}")
 
 
+def _rates(text: str) -> tuple[tuple[float, ...], bool]:
+    """``--rates``: the grid and whether ``auto`` (a learned-rate run) is in it; ``auto``
+    alone means the default grid and the learned run."""
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    auto = [part for part in parts if part.lower() == "auto"]
+    if len(auto) > 1:
+        usage_error("--rates", f"give auto once, got {text!r}")
+    grid = [part for part in parts if part.lower() != "auto"]
+    if auto and not grid:
+        return (0.0, 0.2, 0.5), True
+    try:
+        return tuple(float(part) for part in grid), bool(auto)
+    except ValueError:
+        usage_error("--rates", f"expected comma-separated numbers and auto, got {text!r}")
+
+
 @app.command()
 def compare(
     dataset: str = typer.Option(
@@ -49,7 +65,11 @@ def compare(
     variant: str = typer.Option(
         "channel", help="The cnn's conv-block dropout: channel, element or block (DropBlock)."
     ),
-    rates: str = typer.Option("0,0.2,0.5", help="Comma-separated dropout rates in [0, 1)."),
+    rates: str = typer.Option(
+        "0,0.2,0.5",
+        help="Comma-separated dropout rates in [0, 1); add auto for a learned-rate run per seed "
+        "(Concrete dropout), e.g. 0,0.2,0.5,auto; auto alone: 0,0.2,0.5,auto.",
+    ),
     seeds: int = typer.Option(3, help="Seeds per rate (runs are paired by seed)."),
     epochs: int = typer.Option(60, help="Training epochs per run."),
     batch_size: int = typer.Option(64, help="Batch size."),
@@ -131,14 +151,16 @@ def compare(
         schedule=schedule,
         schedule_epochs=schedule_epochs,
     )
+    grid, auto = _rates(rates)
     config = CompareConfig(
         dataset=dataset,
         label_noise=label_noise,
         split_seed=split_seed,
         train=train,
-        rates=_numbers("--rates", rates),
+        rates=grid,
         seeds=seeds,
         batched=batched,
+        auto=auto,
     )
     short = [user.describe(n) if user.is_spec(n) else n for n in (dataset, model)]
     output = output or Path("dropkit-runs") / "-".join(short)
@@ -173,7 +195,7 @@ def compare(
     except StoreError as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
-    total = len(config.rates) * config.seeds
+    total = (len(config.rates) + config.auto) * config.seeds
     finished = [0]
     # A progress bar draws nothing into a file or a pipe: print plain lines there instead.
     plain = None if console.is_terminal else PlainProgress(total)
@@ -188,8 +210,9 @@ def compare(
         runs = bar.add_task("runs", total=total)
         epoch_task = bar.add_task("epochs", total=config.train.epochs)
 
-        def start(rate: float, seed: int, n_epochs: int) -> None:
-            bar.update(runs, description=f"rate {rate:g}, seed {seed}")
+        def start(rate: float | str, seed: int, n_epochs: int) -> None:
+            what = rate if isinstance(rate, str) else f"{rate:g}"
+            bar.update(runs, description=f"rate {what}, seed {seed}")
             bar.reset(epoch_task, total=n_epochs)
             if plain:
                 plain.start(rate, seed, n_epochs)

@@ -36,7 +36,7 @@ def mc(
         resolve_configuration,
         summarize_rows,
     )
-    from dropkit.experiments.store import StoreError
+    from dropkit.experiments.store import AUTO, StoreError
 
     try:
         wanted = tuple(float(r) for r in rates.split(",") if r.strip()) or None
@@ -56,6 +56,7 @@ def mc(
     except (CheckpointError, StoreError) as error:
         typer.echo(f"Error: {error}", err=True)
         raise typer.Exit(2) from None
+    learned = len(store.done(chosen.key + AUTO))
     table_rows = summarize_rows(rows)
     title = f"test set: deterministic vs Monte Carlo dropout ({store.directory / chosen.folder})"
     table = Table(title=title)
@@ -68,3 +69,8 @@ def mc(
         "Uncertainty for the error AUROC: 1 - max probability (deterministic), "
         "predictive entropy (MC, moments)."
     )
+    if learned:
+        typer.echo(
+            f"Not scored here: the {learned} learned-rate (auto) runs; dropkit mc scores the runs "
+            "at fixed rates (the learned runs' test accuracy, NLL and ECE are in dropkit report)."
+        )

@@ -68,7 +68,7 @@ def report(
     )
     from dropkit.experiments.options import ConfigError, check_output, check_results_database
     from dropkit.experiments.report import write_report
-    from dropkit.experiments.store import DB_NAME, StoreError
+    from dropkit.experiments.store import AUTO, DB_NAME, StoreError
 
     try:  # read-only, before the store opens (and so changes) a file that is not dropkit's
         database = directory / DB_NAME
@@ -79,7 +79,7 @@ def report(
     try:
         store, chosen, others = resolve_configuration(directory, config)
         settings = CompareConfig.from_json(chosen.config)
-        results = store.results(chosen.key)
+        results = store.results(chosen.key) + store.results(chosen.key + AUTO)
         unreadable = verify_checkpoints(store, chosen)
     except (CheckpointError, StoreError) as error:
         typer.echo(f"Error: {error}", err=True)
@@ -99,8 +99,11 @@ def report(
     announce(store.directory, chosen, others)
     for message in unreadable:
         typer.echo(f"Warning: {message}", err=True)
+    flat = settings.flat()
+    if any(r.learned for r in results):  # the grid may have been stored before auto was added
+        flat["auto"] = True
     try:
-        paths = write_report(target, results, settings.flat(), environment())
+        paths = write_report(target, results, flat, environment())
     except OSError as error:
         reason = error.strerror or type(error).__name__
         where = error.filename or target

@@ -48,7 +48,7 @@ def summary_console(width: int = 120) -> Console:
 
 
 def print_summary(console: Console, results: Sequence[object], paths: dict[str, Path]) -> None:
-    from dropkit.experiments.report import summarize, table_title, verdict
+    from dropkit.experiments.report import learned_lines, summarize, table_title, verdict
 
     title, rows = table_title(summarize(results))  # type: ignore[arg-type]
     # No vertical rules and no outer padding: the table fits 80 columns (a narrow terminal).
@@ -65,6 +65,8 @@ def print_summary(console: Console, results: Sequence[object], paths: dict[str, 
         table.add_row(*row.values())
     console.print(table)
     console.print(verdict(results), style="bold")  # type: ignore[arg-type]
+    for line in learned_lines(results):  # type: ignore[arg-type]
+        console.print(line)
     for name, path in paths.items():
         console.print(f"  {name:12s} {path}")
 
@@ -82,8 +84,9 @@ class PlainProgress:
         self._where = ""
         self._epochs = 0
 
-    def start(self, rate: float, seed: int, epochs: int) -> None:
-        self._where, self._epochs = f"rate {rate:g}, seed {seed}", epochs
+    def start(self, rate: float | str, seed: int, epochs: int) -> None:
+        what = rate if isinstance(rate, str) else f"{rate:g}"  # "auto": a learned-rate run
+        self._where, self._epochs = f"rate {what}, seed {seed}", epochs
         typer.echo(f"{self._where}: training for {epochs} epochs")
 
     def epoch(self, m: EpochMetrics) -> None:
@@ -95,7 +98,9 @@ class PlainProgress:
     def done(self, r: RunResult, skipped: bool) -> None:
         self.finished += 1
         how = "already done" if skipped else f"done in {r.seconds:.1f} s"
+        learned = "/".join(f"{p:.3g}" for p in r.layer_rates or [])
+        what = f"auto, learned p {learned}" if r.learned else f"rate {r.rate:g}"
         typer.echo(
-            f"run {self.finished}/{self.total} (rate {r.rate:g}, seed {r.seed}) {how}: "
+            f"run {self.finished}/{self.total} ({what}, seed {r.seed}) {how}: "
             f"test acc {100 * r.test_acc:.1f}%"
         )

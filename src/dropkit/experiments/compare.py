@@ -18,20 +18,23 @@ from typing import Any
 from dropkit.experiments import user
 from dropkit.experiments.batched import can_batch, train_batched
 from dropkit.experiments.datasets import Dataset, from_splits, load_dataset
-from dropkit.experiments.options import check_options
-from dropkit.experiments.store import STAGED, Store
+from dropkit.experiments.options import ConfigError, check_options
+from dropkit.experiments.store import AUTO, STAGED, Store
 from dropkit.experiments.train import (
+    AUTO_INIT_P,
     EpochMetrics,
     ModelFn,
     RunResult,
     TrainConfig,
     _rate_setter,
+    make_learned_model,
     make_model,
     save_atomically,
     train,
 )
 
 __all__ = [
+    "AUTO_LABEL",
     "CHECKPOINT_FORMAT",
     "CompareConfig",
     "check_model",
@@ -47,7 +50,11 @@ class CompareConfig:
     """A comparison: data, training, the rates to compare and the number of seeds.
 
     Saved as JSON next to the results (never executed). Runs are identified by everything but
-    ``rates`` and ``seeds``, so adding a rate or a seed later reuses the finished runs.
+    ``rates``, ``auto`` and ``seeds``, so adding a rate or a seed later reuses the finished runs.
+    ``auto`` adds one learned-rate run per seed beside the grid (Concrete dropout, see
+    :func:`~dropkit.experiments.train.make_learned_model`); those runs are stored apart from the
+    grid's, under the configuration's key with ``+auto``, so adding ``auto`` later reuses the
+    grid and a learned run is never read as one at a fixed rate.
     ``batched`` trains the seeds of a rate together as one stacked model where the model allows
     (see :mod:`dropkit.experiments.batched`); it is part of the runs' identity.
 
@@ -64,6 +71,7 @@ class CompareConfig:
     seeds: int = 3
     batched: bool = True
     code: str = ""
+    auto: bool = False
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
@@ -75,12 +83,16 @@ class CompareConfig:
             seeds=self.seeds,
             **dataclasses.asdict(self.train),
         )
+        if self.auto:
+            _check_auto(self.train)
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
         data["rates"] = list(self.rates)
         if not self.code:
             del data["code"]  # absent unless set, so built-in configurations keep their keys
+        if not self.auto:
+            del data["auto"]
         return data
 
     @classmethod
@@ -99,6 +111,7 @@ class CompareConfig:
         """Identity of the runs: a hash of everything except the rates and the seed count."""
         identity = self.to_json()
         del identity["rates"], identity["seeds"]
+        identity.pop("auto", None)  # a "rate" of its own: its runs have their own key
         sources = [user.digest(s) for s in (self.dataset, self.train.model) if user.is_spec(s)]
         if sources:
             identity["sources"] = sources
@@ -112,7 +125,7 @@ class CompareConfig:
         store appends part of the key when another configuration of the folder has the name.
         """
         default = CompareConfig().flat()
-        skip = {"dataset", "model", "rates", "seeds", "code"}
+        skip = {"dataset", "model", "rates", "seeds", "code", "auto"}
         parts = []
         for name, value in self.flat().items():
             if name in skip or value == default.get(name):
@@ -138,11 +151,37 @@ class CompareConfig:
         return flat
 
 
+def _check_auto(train: TrainConfig) -> None:
+    """Refuse the settings a learned-rate run cannot honour, naming them."""
+    if train.schedule != "constant":
+        raise ConfigError(
+            "rates",
+            f"auto learns the rates, which --schedule {train.schedule} would set by epoch; "
+            "leave out auto or the schedule",
+        )
+    if train.layer_scale is not None:
+        raise ConfigError("rates", "auto learns each layer's rate; leave out auto or --layer-scale")
+    if train.model == "rescnn" or (train.model == "cnn" and train.variant == "block"):
+        what = "DropPath" if train.model == "rescnn" else "DropBlock"
+        raise ConfigError(
+            "rates",
+            f"auto learns element and channel dropout rates; {train.model}'s {what} has no "
+            "learned (Concrete) form; use --model mlp or cnn (--variant channel or element)",
+        )
+
+
+#: How a progress display names the learned-rate runs in place of a rate.
+AUTO_LABEL = "auto"
+
+
 @dataclass
 class Progress:
-    """Callbacks for a progress display; the library itself prints nothing."""
+    """Callbacks for a progress display; the library itself prints nothing.
 
-    on_run_start: Callable[[float, int, int], None] = lambda rate, seed, epochs: None
+    ``on_run_start`` gets the rate, or :data:`AUTO_LABEL` for a learned-rate run.
+    """
+
+    on_run_start: Callable[[float | str, int, int], None] = lambda rate, seed, epochs: None
     on_epoch: Callable[[EpochMetrics], None] = lambda metrics: None
     on_run_done: Callable[[RunResult, bool], None] = lambda result, skipped: None
 
@@ -162,8 +201,9 @@ class _Place:
     folder: str
     progress: str  # sub-folder of the training states of unfinished runs
 
-    def state_path(self, rate: float, seeds: Sequence[int]) -> Path:
-        name = f"rate-{rate:g}_seeds-{'-'.join(map(str, seeds))}.pt"
+    def state_path(self, rate: float | str, seeds: Sequence[int]) -> Path:
+        what = rate if isinstance(rate, str) else f"{rate:g}"
+        name = f"rate-{what}_seeds-{'-'.join(map(str, seeds))}.pt"
         return self.output / self.folder / self.progress / name
 
 
@@ -183,6 +223,8 @@ def run_compare(
     one run and a second call resumes. ``fresh`` trains the runs again as a new set and replaces
     the earlier ones only when that set is complete (an interrupted ``fresh`` call resumes it).
     ``model_fn`` is your model as a Python callable (``config.train.model`` then only names it).
+    With ``config.auto`` the learned-rate runs (one per seed, one at a time) follow the grid,
+    resume and ``fresh`` as the grid's do, and come last in the list (``result.learned``).
     """
     config.check()
     progress = progress or Progress()
@@ -213,13 +255,22 @@ def run_compare(
             if state is not None:
                 state.unlink(missing_ok=True)
             progress.on_run_done(result, False)
+    if config.auto:
+        learned_place = _Place(place.key + AUTO, output, folder, place.progress)
+        store.register(learned_place.key, config.to_json(), folder + AUTO)
+        _learn(config, data, store, learned_place, progress, model_fn)
     if fresh:
-        for name in store.promote(place.key, key):
-            (output / name).unlink(missing_ok=True)
+        sets = [(place.key, key)] + ([(place.key + AUTO, key + AUTO)] if config.auto else [])
+        for staged, final in sets:
+            for name in store.promote(staged, final):
+                (output / name).unlink(missing_ok=True)
         shutil.rmtree(output / folder / place.progress, ignore_errors=True)
     wanted = {(r, s) for r in config.rates for s in range(config.seeds)}
     results = [r for r in store.results(key) if (r.rate, r.seed) in wanted]
-    if len(results) == len(wanted):
+    learned = [r for r in store.results(key + AUTO) if r.seed < config.seeds] if config.auto else []
+    complete = len(learned) == (config.seeds if config.auto else 0)
+    results += sorted(learned, key=lambda r: r.seed)
+    if len(results) == len(wanted) + len(learned) and complete:
         # States left by runs that were interrupted and then finished with other seeds; a
         # process still training here writes its state again after its next epoch.
         shutil.rmtree(output / folder / "progress", ignore_errors=True)
@@ -228,10 +279,45 @@ def run_compare(
 
 def check_model(config: CompareConfig, data: Dataset, model_fn: ModelFn | None = None) -> None:
     """Build your model once at the highest rate, so that a mistake in it (or a schedule or
-    ``layer_scale`` it cannot take) is reported before any work as a ``ConfigError``."""
+    ``layer_scale`` it cannot take) is reported before any work as a ``ConfigError``; with
+    ``auto``, also its learned-rate form (every model: a dropout layer without one is refused)."""
     if model_fn is not None or user.is_spec(config.train.model):
         rate = max(config.rates)
         _rate_setter(config.train, make_model(config.train, data, rate, model_fn), rate)
+    if config.auto:
+        make_learned_model(config.train, data, model_fn)
+
+
+def _learn(
+    config: CompareConfig,
+    data: Dataset,
+    store: Store,
+    place: _Place,
+    progress: Progress,
+    model_fn: ModelFn | None,
+) -> None:
+    """The learned-rate runs not yet stored under ``place``, one seed at a time."""
+    done = {seed for (_, seed) in _verified(store, place)}
+    for seed in range(config.seeds):
+        if seed in done:
+            stored = next(r for r in store.results(place.key) if r.seed == seed)
+            progress.on_run_done(stored, True)
+            continue
+        progress.on_run_start(AUTO_LABEL, seed, config.train.epochs)
+        state = place.state_path(AUTO_LABEL, [seed])
+        result = train(
+            config.train,
+            data,
+            AUTO_INIT_P,
+            seed,
+            on_epoch=progress.on_epoch,
+            model_fn=model_fn,
+            state_path=state,
+            learned=True,
+        )
+        _finish(store, place, config, result)
+        state.unlink(missing_ok=True)
+        progress.on_run_done(result, False)
 
 
 def _verified(store: Store, place: _Place) -> set[tuple[float, int]]:
@@ -247,7 +333,8 @@ def _verified(store: Store, place: _Place) -> set[tuple[float, int]]:
 
 def _finish(store: Store, place: _Place, config: CompareConfig, result: RunResult) -> None:
     """Checkpoint first (atomically, flushed to disk), then the row that makes the run done."""
-    name = f"rate-{result.rate:g}_seed-{result.seed}_{uuid.uuid4().hex[:8]}.pt"
+    what = AUTO_LABEL if result.learned else f"{result.rate:g}"
+    name = f"rate-{what}_seed-{result.seed}_{uuid.uuid4().hex[:8]}.pt"
     relative = f"{place.folder}/checkpoints/{name}"
     save_checkpoint(place.output / relative, config, result)
     if not store.save(place.key, result, relative):
@@ -302,6 +389,9 @@ def save_checkpoint(path: Path, config: CompareConfig, result: RunResult) -> Pat
         "sources": _sources(config),
         "state_dict": result.model_state,
     }
+    if result.learned:  # the weights of the concrete model (make_learned_model), not the grid's
+        payload["experiment"] = config.key() + AUTO
+        payload["learned"] = list(result.layer_rates or ())
     save_atomically(payload, path, durable=True)
     return path
 
@@ -338,6 +428,7 @@ def compare(
     label_noise: float = 0.0,
     split_seed: int = 0,
     batched: bool = True,
+    auto: bool = False,
     progress: Progress | None = None,
     **train_options: Any,
 ) -> list[RunResult]:
@@ -350,6 +441,8 @@ def compare(
             ``(train, test)`` or ``(train, val, test)`` torch ``Dataset``s of
             ``(input, integer label)`` pairs (validation is split off ``train`` when absent).
         rates, seeds, label_noise, split_seed, batched: as for ``dropkit compare``.
+        auto: add a learned-rate run per seed (``--rates ...,auto``; see
+            :class:`CompareConfig`).
         output: the output folder (its database, one sub-folder per configuration with the
             report, plots and checkpoints); None: a temporary folder, removed afterwards.
         fresh: train again, replacing the earlier runs once the new set is complete.
@@ -357,7 +450,8 @@ def compare(
             (``epochs``, ``lr``, ``batch_size``, ``schedule``, ...).
 
     Returns:
-        One :class:`~dropkit.experiments.train.RunResult` per (rate, seed), by rate then seed.
+        One :class:`~dropkit.experiments.train.RunResult` per (rate, seed), by rate then seed,
+        then with ``auto`` the learned-rate runs by seed (``result.learned``).
 
     Example:
         >>> import torch
@@ -396,6 +490,7 @@ def compare(
         seeds=seeds,
         batched=batched,
         code=_code_digest(*code) if code else "",
+        auto=auto,
     )
     if output is None:
         with tempfile.TemporaryDirectory(prefix="dropkit-") as tmp:

@@ -25,11 +25,14 @@ __all__ = [
     "LEVEL",
     "PLOTS",
     "SELECTION_RULE",
+    "LearnedEffect",
     "PairedEffect",
     "RateSummary",
     "Stat",
     "applicable_settings",
     "figures",
+    "learned_effects",
+    "learned_lines",
     "paired_effect",
     "paired_interval",
     "png_bytes",
@@ -73,6 +76,8 @@ class RateSummary:
     #: Training time of all the rate's runs together. Not a mean ± std per run: seeds trained
     #: together as one stacked model have one time between them.
     seconds: float
+    #: The row's name in place of the rate: the learned-rate runs' ``auto (p1/p2/...)``.
+    label: str = ""
 
     def row(self, *, seeds: bool = False, epochs: bool = False) -> dict[str, str]:
         """The table row (terminal and HTML); ``seeds``/``epochs`` add those columns.
@@ -80,7 +85,7 @@ class RateSummary:
         Compact enough for 80 columns: the seed and epoch counts go into the title when every
         rate has the same (see :func:`table_title`).
         """
-        row = {"rate": f"{self.rate:g}"}
+        row = {"rate": self.label or f"{self.rate:g}"}
         if seeds:
             row["seeds"] = str(self.seeds)
         row |= {
@@ -118,28 +123,54 @@ def table_title(summaries: Sequence[RateSummary]) -> tuple[str, list[dict[str, s
 
 
 def _by_rate(results: Sequence[RunResult]) -> dict[float, list[RunResult]]:
+    """The runs at fixed rates by rate (learned-rate runs left out: see :func:`_learned`)."""
     groups: dict[float, list[RunResult]] = defaultdict(list)
     for r in results:
-        groups[r.rate].append(r)
+        if not r.learned:
+            groups[r.rate].append(r)
     return dict(sorted(groups.items()))
 
 
+def _learned(results: Sequence[RunResult]) -> list[RunResult]:
+    """The learned-rate runs (``--rates auto``), by seed."""
+    return sorted((r for r in results if r.learned), key=lambda r: r.seed)
+
+
+def _mean_layer_rates(runs: Sequence[RunResult]) -> list[float]:
+    """Each layer's final learned rate, the mean over the runs."""
+    layers = [r.layer_rates or [] for r in runs]
+    return [statistics.fmean(values) for values in zip(*layers, strict=True)]
+
+
+def _summary(runs: Sequence[RunResult], rate: float, label: str = "") -> RateSummary:
+    return RateSummary(
+        rate=rate,
+        seeds=len(runs),
+        train_acc=Stat.of([r.train_acc for r in runs]),
+        test_acc=Stat.of([r.test_acc for r in runs]),
+        gap=Stat.of([r.gap for r in runs]),
+        test_nll=Stat.of([r.test_nll for r in runs]),
+        test_ece=Stat.of([r.test_ece for r in runs]),
+        epochs=Stat.of([r.epochs_run for r in runs]),
+        seconds=math.fsum(r.seconds for r in runs),
+        label=label,
+    )
+
+
 def summarize(results: Sequence[RunResult]) -> list[RateSummary]:
-    """Mean ± standard deviation over seeds of each rate's metrics."""
-    return [
-        RateSummary(
-            rate=rate,
-            seeds=len(runs),
-            train_acc=Stat.of([r.train_acc for r in runs]),
-            test_acc=Stat.of([r.test_acc for r in runs]),
-            gap=Stat.of([r.gap for r in runs]),
-            test_nll=Stat.of([r.test_nll for r in runs]),
-            test_ece=Stat.of([r.test_ece for r in runs]),
-            epochs=Stat.of([r.epochs_run for r in runs]),
-            seconds=math.fsum(r.seconds for r in runs),
-        )
-        for rate, runs in _by_rate(results).items()
-    ]
+    """Mean ± standard deviation over seeds of each rate's metrics.
+
+    Learned-rate runs (``--rates auto``) come last as one row labelled ``auto`` with each
+    layer's final learned rate (mean over seeds), e.g. ``auto (0.12/0.08)``; its ``rate`` is
+    the mean of those.
+    """
+    summaries = [_summary(runs, rate) for rate, runs in _by_rate(results).items()]
+    learned = _learned(results)
+    if learned:
+        rates = _mean_layer_rates(learned)
+        label = "auto (" + "/".join(f"{p:.3g}" for p in rates) + ")"
+        summaries.append(_summary(learned, statistics.fmean(r.rate for r in learned), label))
+    return summaries
 
 
 #: The confidence level of the verdict's interval.
@@ -212,14 +243,7 @@ def paired_effect(results: Sequence[RunResult], level: float = LEVEL) -> PairedE
     groups = _by_rate(results)
     if 0.0 not in groups:
         raise ValueError("the comparison has no rate 0 (no-dropout baseline)")
-    candidates = [
-        (statistics.fmean(r.val_acc for r in runs), -rate, rate)
-        for rate, runs in groups.items()
-        if rate
-    ]
-    if not candidates:
-        raise ValueError("the comparison has no dropout rate above 0")
-    val_acc, _, chosen = max(candidates)
+    val_acc, chosen = _chosen_rate(groups)
     baseline = {r.seed: r.test_acc for r in groups[0.0]}
     diffs = [r.test_acc - baseline[r.seed] for r in groups[chosen] if r.seed in baseline]
     if len(diffs) < 2:
@@ -228,6 +252,115 @@ def paired_effect(results: Sequence[RunResult], level: float = LEVEL) -> PairedE
         )
     mean, low, high = paired_interval(diffs, level)
     return PairedEffect(chosen, val_acc, mean, low, high, level, len(diffs))
+
+
+def _chosen_rate(groups: dict[float, list[RunResult]]) -> tuple[float, float]:
+    """``(mean validation accuracy, rate)`` of the rate above 0 that :data:`SELECTION_RULE`
+    picks (on a tie, the lower rate)."""
+    candidates = [
+        (statistics.fmean(r.val_acc for r in runs), -rate, rate)
+        for rate, runs in groups.items()
+        if rate
+    ]
+    if not candidates:
+        raise ValueError("the comparison has no dropout rate above 0")
+    val_acc, _, chosen = max(candidates)
+    return val_acc, chosen
+
+
+#: The test metrics the learned-rate run is compared on: (attribute, name, scale, unit).
+_LEARNED_METRICS = (
+    ("test_acc", "test accuracy", 100.0, " points"),
+    ("test_nll", "test NLL", 1.0, ""),
+    ("test_ece", "test ECE", 1.0, ""),
+)
+
+
+@dataclass(frozen=True)
+class LearnedEffect:
+    """The learned-rate runs against one grid rate on one test metric, paired by seed.
+
+    ``mean``, ``low`` and ``high``: the mean per-seed difference (learned minus the grid rate)
+    and its paired t-interval at ``level`` (see :func:`paired_interval`), in the metric's own
+    units (accuracy as a fraction). ``against`` says which rate and why it was chosen.
+    """
+
+    metric: str  #: ``test_acc``, ``test_nll`` or ``test_ece``
+    rate: float
+    against: str  #: ``rate 0`` or ``rate R (chosen on validation)``
+    mean: float
+    low: float
+    high: float
+    level: float
+    seeds: int
+
+
+def learned_effects(results: Sequence[RunResult], level: float = LEVEL) -> list[LearnedEffect]:
+    """The learned-rate runs' test accuracy, NLL and ECE against rate 0 and against the grid's
+    rate chosen on validation (the verdict's rate, :data:`SELECTION_RULE`), paired by seed.
+
+    Empty without learned-rate runs. A baseline the grid lacks (no rate 0, no rate above 0) is
+    left out; fewer than 2 paired seeds raise.
+
+    Raises:
+        ValueError: fewer than 2 seeds pair a learned run with a grid run.
+    """
+    learned = _learned(results)
+    if not learned:
+        return []
+    groups = _by_rate(results)
+    baselines: list[tuple[float, str]] = []
+    if 0.0 in groups:
+        baselines.append((0.0, "rate 0"))
+    try:
+        _, chosen = _chosen_rate(groups)
+        baselines.append((chosen, f"rate {chosen:g} (chosen on validation)"))
+    except ValueError:
+        pass
+    effects = []
+    for rate, against in baselines:
+        grid = {r.seed: r for r in groups[rate]}
+        pairs = [(r, grid[r.seed]) for r in learned if r.seed in grid]
+        if len(pairs) < 2:
+            raise ValueError(
+                f"fewer than 2 seeds pair the learned-rate runs with rate {rate:g} (run with "
+                "--seeds 3 or more)"
+            )
+        for metric, *_ in _LEARNED_METRICS:
+            diffs = [getattr(a, metric) - getattr(b, metric) for a, b in pairs]
+            mean, low, high = paired_interval(diffs, level)
+            effects.append(LearnedEffect(metric, rate, against, mean, low, high, level, len(pairs)))
+    return effects
+
+
+def learned_lines(results: Sequence[RunResult], level: float = LEVEL) -> list[str]:
+    """The learned-rate runs' effects as sentences (empty without such runs).
+
+    Each line: one baseline rate, the mean learned-minus-baseline difference of test accuracy
+    (points), NLL and ECE with their paired t-intervals.
+    """
+    if not _learned(results):
+        return []
+    try:
+        effects = learned_effects(results, level)
+    except ValueError as error:
+        return [f"Learned rates (auto): no paired comparison: {error}."]
+    lines = []
+    for against in dict.fromkeys(e.against for e in effects):
+        parts = []
+        for e in (e for e in effects if e.against == against):
+            _, name, scale, unit = next(m for m in _LEARNED_METRICS if m[0] == e.metric)
+            digits = 1 if scale > 1 else 3
+            parts.append(
+                f"{name} {scale * e.mean:+.{digits}f}{unit} ({scale * e.low:+.{digits}f} to "
+                f"{scale * e.high:+.{digits}f})"
+            )
+        seeds = effects[0].seeds
+        lines.append(
+            f"Learned rates (auto) vs {against}, {100 * level:g}% paired t-intervals over "
+            f"{seeds} seeds: " + "; ".join(parts) + "."
+        )
+    return lines
 
 
 def verdict(results: Sequence[RunResult], level: float = LEVEL) -> str:
@@ -291,6 +424,11 @@ CAPTIONS = {
         "training) by dropout rate: dot, the mean over seeds; error bars, ± one standard "
         "deviation over seeds (the spread of the runs, not a confidence interval)."
     ),
+    "learned_rates.png": (
+        "The learned-rate runs (--rates auto, Concrete dropout): each dropout layer's learned "
+        "rate p after each epoch, layers in forward order: line, the mean over seeds; shaded "
+        "band, the range (lowest to highest) over seeds. Every layer starts at p = 0.1."
+    ),
 }
 
 
@@ -309,6 +447,7 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     groups = _by_rate(results)
     band = "line: mean over seeds, band: range over seeds"
     figs: dict[str, Any] = {}
+    learned = _learned(results)
     # Training and validation loss side by side on one scale: validation loss rising while
     # training loss falls is overfitting, the picture dropout is meant to change.
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
@@ -332,7 +471,7 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     ax.legend(title=band, title_fontsize="small")
     ax.grid(alpha=0.3)
     figs["accuracy.png"] = fig
-    summary = summarize(results)
+    summary = [s for s in summarize(results) if not s.label]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.errorbar(
         [s.rate for s in summary],
@@ -348,7 +487,35 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     ax.legend()
     ax.grid(alpha=0.3)
     figs["gap.png"] = fig
+    if learned:
+        figs["learned_rates.png"] = _learned_figure(plt, learned, band)
     return figs
+
+
+def _learned_figure(plt: Any, learned: Sequence[RunResult], band: str) -> Any:
+    """Each concrete layer's learned rate by epoch: mean over seeds, band the range."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    length = min(len(r.history) for r in learned)
+    layers = min(len(r.history[0].layer_rates or []) for r in learned) if length else 0
+    epochs = range(1, length + 1)
+    for layer in range(layers):
+        values = [[(r.history[i].layer_rates or [])[layer] for r in learned] for i in range(length)]
+        mean = [statistics.fmean(v) for v in values]
+        (line,) = ax.plot(epochs, mean, label=f"layer {layer + 1}")
+        ax.fill_between(
+            epochs,
+            [min(v) for v in values],
+            [max(v) for v in values],
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("learned dropout rate p")
+    ax.set_title("learned dropout rate by layer (Concrete dropout)")
+    ax.legend(title=band, title_fontsize="small")
+    ax.grid(alpha=0.3)
+    return fig
 
 
 def _plots(results: Sequence[RunResult]) -> dict[str, bytes]:
@@ -377,6 +544,56 @@ _COMPARE_CAPTION = (
     "of freedom) for its test-accuracy difference against rate 0."
 )
 
+_LEARNED_CAPTION = (
+    "The auto row: the learned-rate runs (Concrete dropout, one per seed, the same seeds and "
+    "data), with each dropout layer's final learned rate (mean over seeds) in brackets."
+)
+
+
+def _learned_section(results: Sequence[RunResult]) -> str:
+    """The HTML of the learned-rate runs' paired comparison (empty without such runs)."""
+    if not _learned(results):
+        return ""
+    esc = html.escape
+    try:
+        effects = learned_effects(results)
+    except ValueError as error:
+        return f"<h2>Learned rates (auto)</h2><p>No paired comparison: {esc(str(error))}.</p>"
+    body = ""
+    for e in effects:
+        _, name, scale, unit = next(m for m in _LEARNED_METRICS if m[0] == e.metric)
+        digits = 1 if scale > 1 else 3
+        cells = (
+            name + unit.replace(" points", " (points)"),
+            e.against,
+            f"{scale * e.mean:+.{digits}f}",
+            f"{scale * e.low:+.{digits}f} to {scale * e.high:+.{digits}f}",
+            str(e.seeds),
+        )
+        body += "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>"
+    head = "".join(
+        f"<th>{esc(h)}</th>"
+        for h in (
+            "metric",
+            "against",
+            "learned minus against",
+            f"{100 * LEVEL:g}% paired t-interval",
+            "seeds",
+        )
+    )
+    note = (
+        "The learned-rate runs (auto) against the grid, seed by seed (the same data, "
+        "initialization and batch order): the mean difference (learned minus the grid rate; "
+        "accuracy in points, higher is better; NLL and ECE, lower is better) and its paired "
+        "t-interval (t with seeds - 1 degrees of freedom). The grid rate is chosen on the "
+        f"validation split ({SELECTION_RULE}), never on the test set."
+    )
+    return (
+        f'<h2>Learned rates (auto)</h2><table id="learned"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{body}</tbody></table><p>{esc(note)}</p>"
+    )
+
+
 #: What each configuration field of a comparison means (``CompareConfig.flat()``'s keys).
 FIELDS = {
     "dataset": "the data set (a built-in name, or your code as FILE.py:NAME)",
@@ -390,6 +607,10 @@ FIELDS = {
         "False: one run at a time"
     ),
     "code": "digest of model or data code passed as Python objects",
+    "auto": (
+        "True: one learned-rate run per seed beside the rates (Concrete dropout, every layer "
+        "from p = 0.1, regularizer weights l**2 / N and 2 / N with l = 0.01)"
+    ),
     "model": "the model (mlp, cnn, rescnn, or your code as FILE.py:NAME)",
     "variant": "the cnn's conv-block dropout: channel, element or block (DropBlock)",
     "hidden": "hidden layer widths (mlp) or the head's width (cnn)",
@@ -416,6 +637,7 @@ def _html(
     *,
     captions: dict[str, str] | None = None,
     meanings: dict[str, str] | None = None,
+    extra: str = "",
 ) -> str:
     esc = html.escape
     captions = captions or {}
@@ -455,6 +677,7 @@ img {{ max-width: 100%; }}
 <p class="verdict">{esc(verdict_line)}</p>
 <table id="summary"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
 <p>{esc(caption)}</p>
+{extra}
 <h2>Figures</h2>
 {figures}
 <h2>Configuration</h2>
@@ -475,6 +698,10 @@ def write_report(
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {}
     csv_path = directory / "metrics.csv"
+    learned = _learned(results)
+    # Learned-rate runs: "auto" in the rate column, the epoch's mean learned rate in
+    # epoch_rate, and each layer's rate in a column of its own (empty for the fixed rates).
+    layers = max((len(e.layer_rates or []) for r in learned for e in r.history), default=0)
     with csv_path.open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(
@@ -488,13 +715,15 @@ def write_report(
                 "val_loss",
                 "val_acc",
                 "seconds",
+                *(f"layer_{i + 1}_p" for i in range(layers)),
             ]
         )
         for r in results:
             for e in r.history:
+                rates = list(e.layer_rates or [])
                 writer.writerow(
                     [
-                        r.rate,
+                        "auto" if r.learned else r.rate,
                         r.seed,
                         e.epoch,
                         e.rate,
@@ -503,6 +732,7 @@ def write_report(
                         e.val_loss,
                         e.val_acc,
                         e.seconds,
+                        *(rates + [""] * (layers - len(rates))),
                     ]
                 )
     paths["metrics.csv"] = csv_path
@@ -513,6 +743,8 @@ def write_report(
     heading, rows = table_title(summarize(results))
     title = f"dropkit compare: {config.get('dataset', '?')} / {config.get('model', '?')}"
     caption = f"{heading}. {_COMPARE_CAPTION}"
+    if learned:
+        caption += f" {_LEARNED_CAPTION}"
     settings = applicable_settings(config)
     page = _html(
         title,
@@ -524,6 +756,7 @@ def write_report(
         caption,
         captions=CAPTIONS,
         meanings=FIELDS,
+        extra=_learned_section(results),
     )
     (directory / "report.html").write_text(page, encoding="utf-8")
     paths["report.html"] = directory / "report.html"

@@ -22,11 +22,21 @@ from typing import Any
 
 from dropkit.experiments.train import RunResult
 
-__all__ = ["DB_NAME", "Configuration", "Store", "StoreError"]
+__all__ = ["AUTO", "DB_NAME", "Configuration", "Store", "StoreError"]
 
 DB_NAME = "results.sqlite"
 #: Marks the key of a ``--fresh`` set of runs that is not finished yet.
 STAGED = "+fresh"
+#: Appended to a configuration's key for its learned-rate runs (``--rates auto``): kept apart
+#: from the runs at fixed rates, and listed with their configuration, not as one of their own.
+AUTO = "+auto"
+
+
+def _own(key: str) -> bool:
+    """A configuration of its own: not an unfinished ``--fresh`` set nor learned-rate runs."""
+    return STAGED not in key and not key.endswith(AUTO)
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS experiments (
     key TEXT PRIMARY KEY,
@@ -120,10 +130,11 @@ class Store:
         return config
 
     def experiments(self) -> list[str]:
-        """Experiment keys, oldest first (unfinished ``--fresh`` sets left out)."""
+        """Experiment keys, oldest first (unfinished ``--fresh`` sets and the learned-rate runs
+        of a configuration, its key with ``+auto``, left out)."""
         with self._connect() as db:
             rows = db.execute("SELECT key FROM experiments ORDER BY created, key").fetchall()
-        return [r[0] for r in rows if STAGED not in r[0]]
+        return [r[0] for r in rows if _own(r[0])]
 
     def configurations(self) -> list[Configuration]:
         """The configurations with finished runs, the one whose last run finished last, last."""
@@ -135,7 +146,7 @@ class Store:
             ).fetchall()
         found = []
         for key, folder, config, runs, last, created in rows:
-            if STAGED in key:
+            if not _own(key):
                 continue
             try:
                 parsed = json.loads(config)

@@ -30,6 +30,9 @@ from dropkit.experiments.models import build_model, set_rate
 from dropkit.experiments.options import OPTIMIZERS, SCHEDULES, ConfigError, check_options
 
 __all__ = [
+    "AUTO_INIT_P",
+    "AUTO_LENGTH_SCALE",
+    "AUTO_TEMPERATURE",
     "OPTIMIZERS",
     "SCHEDULES",
     "ConfigError",
@@ -37,6 +40,8 @@ __all__ = [
     "ModelFn",
     "RunResult",
     "TrainConfig",
+    "layer_rates",
+    "make_learned_model",
     "make_model",
     "save_atomically",
     "train",
@@ -83,6 +88,9 @@ class EpochMetrics:
     val_loss: float
     val_acc: float
     seconds: float
+    #: A learned-rate run's rate of each concrete dropout layer after the epoch (forward
+    #: order); None for a run at a fixed rate, whose ``rate`` says it all.
+    layer_rates: list[float] | None = None
 
 
 @dataclass
@@ -99,14 +107,26 @@ class RunResult:
     history: list[EpochMetrics] = field(default_factory=list)
     #: The trained weights, for the checkpoint; not part of the stored results.
     model_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+    #: A learned-rate run (``--rates auto``): each concrete layer's final rate, and ``rate``
+    #: their mean; None for a run at a fixed rate.
+    layer_rates: list[float] | None = None
 
     @property
     def gap(self) -> float:
         return self.train_acc - self.test_acc
 
+    @property
+    def learned(self) -> bool:
+        """A learned-rate run (Concrete dropout), not a run at a fixed rate."""
+        return self.layer_rates is not None
+
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(dataclasses.replace(self, model_state=None))
         del data["model_state"]
+        if self.layer_rates is None:  # fixed-rate runs keep the keys they always had
+            del data["layer_rates"]
+            for epoch in data["history"]:
+                del epoch["layer_rates"]
         return data
 
     @classmethod
@@ -125,7 +145,12 @@ def _rate_at(config: TrainConfig, rate: float, epoch: int) -> float:
 
 
 def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
-    params = model.parameters()
+    rates = [p for name, p in model.named_parameters() if name.endswith("p_logit")]
+    params: Any = model.parameters()
+    if rates:  # learned rates: weight decay would pull their logits to 0, i.e. p to 0.5
+        ids = {id(p) for p in rates}
+        weights = [p for p in model.parameters() if id(p) not in ids]
+        params = [{"params": weights}, {"params": rates, "weight_decay": 0.0}]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "adamw":
@@ -265,12 +290,103 @@ def _rate_setter(
     return set_user_rate
 
 
+#: The learned-rate run's settings (``--rates auto``): every concrete layer starts at the
+#: paper's rate 0.1 and temperature 0.1; the prior length scale ``l`` sets the weight term.
+AUTO_INIT_P = 0.1
+AUTO_TEMPERATURE = 0.1
+AUTO_LENGTH_SCALE = 1e-2
+
+
+def make_learned_model(
+    config: TrainConfig, data: Dataset, model_fn: ModelFn | None = None
+) -> nn.Module:
+    """The model of ``config`` with its dropout layers made Concrete dropout (learned rates).
+
+    Built as :func:`make_model` builds it at rate :data:`AUTO_INIT_P` (so the same seed gives
+    the same initial weights as the fixed-rate runs), then converted by
+    :func:`dropkit.concrete`. The regularizer weights are the paper's for a loss that is the
+    mean negative log-likelihood (cross-entropy, ``tau = 1``): ``weight_regularizer = l**2 / N``
+    and ``dropout_regularizer = 2 / N``, ``N`` the training set size and ``l`` =
+    :data:`AUTO_LENGTH_SCALE` (Gal, Hron & Kendall, "Concrete Dropout",
+    https://arxiv.org/abs/1705.07832).
+
+    Raises:
+        ConfigError: (``rates``) the model has a dropout layer that cannot learn its rate.
+
+    Example:
+        >>> from dropkit.experiments.datasets import load_dataset
+        >>> data = load_dataset("synthetic")
+        >>> model = make_learned_model(TrainConfig(hidden=(32,)), data)
+        >>> [round(p, 6) for p in layer_rates(model)]
+        [0.1]
+    """
+    from dropkit import concrete
+    from dropkit.experiments import user
+
+    model = make_model(config, data, AUTO_INIT_P, model_fn)
+    n = len(data.y_train)
+    feeds = None if user.is_spec(config.model) or model_fn is not None else _built_in_feeds(model)
+    try:
+        with warnings.catch_warnings():
+            # A layer left at a fixed rate: the run would not be what its row says.
+            warnings.filterwarnings("error", message="concrete: left", category=UserWarning)
+            learned = concrete(
+                model,
+                init_p=AUTO_INIT_P,
+                temperature=AUTO_TEMPERATURE,
+                weight_regularizer=AUTO_LENGTH_SCALE**2 / n,
+                dropout_regularizer=2.0 / n,
+                feeds=feeds,
+            )
+    except (ValueError, UserWarning) as error:
+        hint = ""
+        if "cannot tell which layer" in str(error):
+            hint = (
+                "; dropkit compare finds the layer a dropout feeds inside an nn.Sequential: "
+                "build your model so, or leave out auto"
+            )
+        raise ConfigError(
+            "rates", f"auto (learned rates) cannot learn {config.model}'s dropout: {error}{hint}"
+        ) from None
+    return learned
+
+
+def _built_in_feeds(model: nn.Module) -> dict[str, str]:
+    """For the built-in models: each dropout layer feeds the next module with weights (the
+    cnn's last conv-block dropout feeds the head's linear layer, outside its Sequential)."""
+    from dropkit import layer_spec
+
+    names = list(model.named_modules())
+    feeds = {}
+    for i, (name, module) in enumerate(names):
+        if layer_spec(module) is None:
+            continue
+        for later, candidate in names[i + 1 :]:
+            if any(True for _ in candidate.parameters(recurse=False)):
+                feeds[name] = later
+                break
+    return feeds
+
+
+def layer_rates(model: nn.Module) -> list[float]:
+    """The learned rate of each concrete dropout layer of ``model``, in registration order."""
+    from dropkit.nn import ConcreteDropout, ConcreteDropout1d, ConcreteDropout2d, ConcreteDropout3d
+
+    kinds = (ConcreteDropout, ConcreteDropout1d, ConcreteDropout2d, ConcreteDropout3d)
+    return [float(m.p) for m in model.modules() if isinstance(m, kinds)]
+
+
 _STATE_FORMAT = "dropkit.train-state/1"
 
 
-def state_identity(config: TrainConfig, rate: float, seeds: list[int]) -> str:
+def state_identity(
+    config: TrainConfig, rate: float, seeds: list[int], *, learned: bool = False
+) -> str:
     """What a saved training state must match to be resumed."""
-    return json.dumps([dataclasses.asdict(config), rate, seeds], sort_keys=True)
+    identity: list[object] = [dataclasses.asdict(config), rate, seeds]
+    if learned:
+        identity.append(["auto", AUTO_INIT_P, AUTO_TEMPERATURE, AUTO_LENGTH_SCALE])
+    return json.dumps(identity, sort_keys=True)
 
 
 def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
@@ -309,8 +425,14 @@ def train(
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     model_fn: ModelFn | None = None,
     state_path: Path | None = None,
+    learned: bool = False,
 ) -> RunResult:
     """Train ``config.model`` on ``data`` with dropout ``rate`` and ``seed``; return the metrics.
+
+    ``learned``: learn the rates instead (``--rates auto``): the model from
+    :func:`make_learned_model`, :func:`dropkit.regularization` added to the loss, each layer's
+    rate recorded every epoch (``EpochMetrics.layer_rates``); ``rate`` is ignored, and the
+    result's ``rate`` is the mean of the final rates.
 
     With ``state_path``, the training state (weights, optimizer, random generators, epoch,
     history) is saved there after every epoch and a run that finds one of its own there goes on
@@ -328,12 +450,28 @@ def train(
     config.check()
     start = time.perf_counter()
     torch.manual_seed(seed)
-    model = make_model(config, data, rate, model_fn)
+    if learned:
+        if config.schedule != "constant" or config.layer_scale is not None:
+            raise ConfigError("rates", "auto learns the rates: give no schedule or layer scale")
+        model = make_learned_model(config, data, model_fn)
+        set_epoch_rate = None
+    else:
+        model = make_model(config, data, rate, model_fn)
+        set_epoch_rate = _rate_setter(config, model, rate)
     optimizer = _optimizer(config, model)
-    set_epoch_rate = _rate_setter(config, model, rate)
     with guard(model):  # DK001/DK015: warns if evaluation ever runs with dropout still on
         return _fit(
-            config, data, model, optimizer, rate, seed, start, on_epoch, set_epoch_rate, state_path
+            config,
+            data,
+            model,
+            optimizer,
+            rate,
+            seed,
+            start,
+            on_epoch,
+            set_epoch_rate,
+            state_path,
+            learned,
         )
 
 
@@ -348,14 +486,17 @@ def _fit(
     on_epoch: Callable[[EpochMetrics], None] | None,
     set_epoch_rate: Callable[[float], None] | None,
     state_path: Path | None,
+    learned: bool = False,
 ) -> RunResult:
+    if learned:
+        from dropkit import regularization
     order_generator = torch.Generator().manual_seed(seed)
     x, y = data.x_train, data.y_train
     n = len(y)
     history: list[EpochMetrics] = []
     best_loss, best_state, stale = math.inf, None, 0
     first_epoch, earlier_seconds = 0, 0.0
-    identity = state_identity(config, rate, [seed])
+    identity = state_identity(config, rate, [seed], learned=learned)
     saved = load_state(state_path, identity)
     if saved is not None:
         model.load_state_dict(saved["model"])
@@ -382,20 +523,23 @@ def _fit(
             xb, yb = x[index], y[index]
             logits = model(xb)
             loss = torch_F.cross_entropy(logits, yb)
+            objective = loss + regularization(model) if learned else loss
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # type: ignore[no-untyped-call]
+            objective.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             loss_sum += loss.detach() * len(yb)
             correct += (logits.detach().argmax(1) == yb).sum()
         val_loss, val_acc, _ = _evaluate(model, data.x_val, data.y_val)
+        rates = layer_rates(model) if learned else None
         metrics = EpochMetrics(
             epoch=epoch + 1,
-            rate=epoch_rate,
+            rate=sum(rates) / len(rates) if rates else epoch_rate,
             train_loss=loss_sum.item() / n,
             train_acc=correct.item() / n,
             val_loss=val_loss,
             val_acc=val_acc,
             seconds=time.perf_counter() - epoch_start,
+            layer_rates=rates,
         )
         history.append(metrics)
         if config.early_stopping:
@@ -426,8 +570,9 @@ def _fit(
     _, train_acc, _ = _evaluate(model, x, y)
     _, val_acc, _ = _evaluate(model, data.x_val, data.y_val)
     test_nll, test_acc, test_logits = _evaluate(model, data.x_test, data.y_test)
+    final = layer_rates(model) if learned else None
     return RunResult(
-        rate=rate,
+        rate=sum(final) / len(final) if final else rate,
         seed=seed,
         train_acc=train_acc,
         test_acc=test_acc,
@@ -438,4 +583,5 @@ def _fit(
         seconds=earlier_seconds + time.perf_counter() - start,
         history=history,
         model_state=model.state_dict(),
+        layer_rates=final,
     )
