@@ -247,16 +247,21 @@ def _stream_half(x, out, k0, k1, thr, scale, shift, fill, is_bf16):  # type: ign
 # the memory is a flat array spanning every element the strides reach.
 
 
+@njit(cache=True, inline="always")
+def _unravel(lo, shape):  # type: ignore[no-untyped-def]
+    """The 4-dim index of logical element ``lo``: where a gather or scatter starts."""
+    i3 = lo % shape[3]
+    rest = lo // shape[3]
+    i2 = rest % shape[2]
+    rest //= shape[2]
+    return rest // shape[1], rest % shape[1], i2, i3
+
+
 @njit(cache=True, inline="never")
 def _gather(src, strides, shape, lo, count, buf):  # type: ignore[no-untyped-def]
     """``buf[:count]`` = the elements of logical indices ``lo .. lo+count-1``."""
     s1, s2, s3 = shape[1], shape[2], shape[3]
-    i3 = lo % s3
-    rest = lo // s3
-    i2 = rest % s2
-    rest //= s2
-    i1 = rest % s1
-    i0 = rest // s1
+    i0, i1, i2, i3 = _unravel(lo, shape)
     step = strides[3]
     j = 0
     while j < count:
@@ -279,12 +284,7 @@ def _gather(src, strides, shape, lo, count, buf):  # type: ignore[no-untyped-def
 def _scatter(buf, dst, strides, shape, lo, count):  # type: ignore[no-untyped-def]
     """The elements of logical indices ``lo .. lo+count-1`` = ``buf[:count]``."""
     s1, s2, s3 = shape[1], shape[2], shape[3]
-    i3 = lo % s3
-    rest = lo // s3
-    i2 = rest % s2
-    rest //= s2
-    i1 = rest % s1
-    i0 = rest // s1
+    i0, i1, i2, i3 = _unravel(lo, shape)
     step = strides[3]
     j = 0
     while j < count:
