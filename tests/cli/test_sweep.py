@@ -288,3 +288,26 @@ def test_sweep_help_names_your_own_model_and_data() -> None:
         line = text[text.index(option) :][:400]
         assert "FILE.py:NAME" in line, line
         assert "package.module:NAME" in line, line
+
+
+def test_a_running_trial_that_never_had_a_heartbeat_is_retried_not_waited_for(tmp_path) -> None:
+    # A worker killed between creating its trial and its heartbeat thread's first write leaves
+    # a running trial that Optuna's stale check never fails. Here ask() makes such a trial, and
+    # a later sweep, whose last trial it would wait for, must finish with the count exact.
+    import optuna
+
+    from dropkit.experiments.sweep import SweepConfig
+
+    assert (
+        runner.invoke(app, ["sweep", *SMALL, "--n-trials", "1", "-o", str(tmp_path)]).exit_code == 0
+    )
+    url = SweepConfig(dataset="synthetic", epochs=2).storage_url(tmp_path)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.load_study(study_name="dropkit-sweep", storage=url).ask()  # the orphan, no heartbeat
+    assert [s for _, s in _trials(tmp_path)] == ["COMPLETE", "RUNNING"]
+    result = runner.invoke(app, ["sweep", *SMALL, "--n-trials", "3", "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    states = [s for _, s in _trials(tmp_path)]
+    assert states[1] == "FAIL"  # the orphan, failed as stale once it had a heartbeat
+    assert states.count("RUNNING") == 0
+    assert sum(s in ("COMPLETE", "PRUNED") for s in states) == 3

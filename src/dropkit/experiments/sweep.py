@@ -299,9 +299,12 @@ def _optimize(config: SweepConfig, url: str, poll: float = 1.0) -> None:
     from optuna.trial import TrialState
 
     route_optuna_logging()  # again: a spawned worker starts with Optuna's defaults
+    storage = _storage(url)
     study = optuna.load_study(
-        study_name=config.study, storage=_storage(url), sampler=_sampler(config.sampler_seed)
+        study_name=config.study, storage=storage, sampler=_sampler(config.sampler_seed)
     )
+    study_id = storage.get_study_id_from_name(config.study)
+    vouched: set[int] = set()  # running trials this worker has given a first heartbeat
     done = (TrialState.COMPLETE, TrialState.PRUNED)
     live = (*done, TrialState.RUNNING, TrialState.WAITING)
     objective = _objective(config)
@@ -322,9 +325,8 @@ def _optimize(config: SweepConfig, url: str, poll: float = 1.0) -> None:
         with warnings.catch_warnings():  # heartbeats are "experimental" in Optuna's terms
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-        states = Counter(
-            t.state for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)
-        )
+        trials = [t for t in study.get_trials(deepcopy=False) if not t.user_attrs.get(SURPLUS)]
+        states = Counter(t.state for t in trials)
         finished = sum(states[s] for s in done)
         if finished >= config.n_trials:
             return
@@ -332,6 +334,17 @@ def _optimize(config: SweepConfig, url: str, poll: float = 1.0) -> None:
             finished + states[TrialState.RUNNING] >= config.n_trials
             and not states[TrialState.WAITING]
         ):
+            # A worker killed between creating its trial and its heartbeat thread's first write
+            # leaves a running trial with no heartbeat, which the stale check never fails: it
+            # would be waited for forever. Each running trial gets one heartbeat from the first
+            # worker that waits on it; a live trial's own heartbeats then keep it fresh, and
+            # an orphan turns stale after the grace period and is retried like any other.
+            for trial in trials:
+                if trial.state == TrialState.RUNNING and trial.number not in vouched:
+                    storage.record_heartbeat(
+                        storage.get_trial_id_from_study_id_trial_number(study_id, trial.number)
+                    )
+                    vouched.add(trial.number)
             time.sleep(poll)  # the last trials are running elsewhere
             continue
         left = None if config.timeout is None else config.timeout - (time.monotonic() - start)
