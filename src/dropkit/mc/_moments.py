@@ -52,7 +52,7 @@ from dropkit.mc._gaussian import (
     relu_moments,
 )
 from dropkit.mc._mode import disable_mc, dropout_modules, enable_mc
-from dropkit.mc._predict import MCResult
+from dropkit.mc._result import MCResult
 
 __all__ = ["MomentResult", "predict_moments"]
 
