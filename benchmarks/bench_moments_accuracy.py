@@ -37,6 +37,7 @@ from dropkit.metrics import (
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+PROTOTYPES = ("jacobian", "full")  # research forms, scored beside the library's
 DRAWS = 1000  # draws from a moment method's Gaussian for the scores: the network is not rerun
 
 
@@ -83,7 +84,11 @@ def regression_mlp(inputs: int, width: int = 64, p: float = 0.1) -> nn.Module:
 
 
 def _train(
-    model: nn.Module, x: torch.Tensor, y: torch.Tensor, loss: Callable[..., torch.Tensor], epochs: int
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss: Callable[..., torch.Tensor],
+    epochs: int,
 ) -> nn.Module:
     g = torch.Generator().manual_seed(0)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -152,7 +157,7 @@ def _relu_cov_exact(
     phi2(a, b; t) dt], by Gauss-Legendre on [0, rho]: the quantity Wu et al. (2019)
     approximate in closed form. The diagonal is the rectified Gaussian's (exact).
     """
-    from dropkit.mc._gaussian import relu_moments
+    from dropkit.mc._moments._gaussian import relu_moments
 
     v = torch.diagonal(c, dim1=-2, dim2=-1).clamp_min(1e-30)
     mean, var = relu_moments(m, v.clone())
@@ -224,7 +229,7 @@ class Proto:
         raise NotImplementedError(type(mod).__name__)
 
     def _total(self, st: Any) -> torch.Tensor:
-        m, e, f = st
+        _m, e, f = st
         if self.form == "full" and f is not None:
             return torch.diagonal(f, dim1=-2, dim2=-1)
         return e if f is None else e + f.square().sum(-1)
@@ -274,7 +279,7 @@ class Proto:
         return mean, torch.zeros_like(mean), f
 
     def relu(self, st: Any) -> Any:
-        from dropkit.mc._gaussian import relu_moments
+        from dropkit.mc._moments._gaussian import relu_moments
 
         m, e, f = st
         if self.form == "full" and f is not None:
@@ -295,7 +300,9 @@ class Proto:
         d = m.shape[-1]
         v = self._total(st)
         centered = m - m.mean(-1, keepdim=True)
-        inv = (centered.square().mean(-1, keepdim=True) + v.mean(-1, keepdim=True) + mod.eps).rsqrt()
+        inv = (
+            centered.square().mean(-1, keepdim=True) + v.mean(-1, keepdim=True) + mod.eps
+        ).rsqrt()
         scale = inv * mod.weight
         mean = centered * scale + mod.bias
         if self.form == "full":
@@ -321,7 +328,9 @@ class Proto:
         return ma + mb, ea + eb, f
 
 
-def proto_predict(form: str, model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def proto_predict(
+    form: str, model: nn.Module, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(mean, covariance) of the logits by a prototype form; the CNN's convolutional body runs
     through the library's (diagonal) moments up to its last channel dropout."""
     if isinstance(model, nn.Sequential) and isinstance(model[0], nn.Sequential):
@@ -383,9 +392,12 @@ def _score(
         mean = samples.mean(0)
         # Gaussian predictive log-likelihood, with observation noise 1/tau: log-mean-exp over
         # the draws (as Gal & Ghahramani's code does for MC).
-        ll = torch.logsumexp(
-            -0.5 * tau * (y[None] - samples) ** 2, 0
-        ) - math.log(samples.shape[0]) - 0.5 * math.log(2 * math.pi) + 0.5 * math.log(tau)
+        ll = (
+            torch.logsumexp(-0.5 * tau * (y[None] - samples) ** 2, 0)
+            - math.log(samples.shape[0])
+            - 0.5 * math.log(2 * math.pi)
+            + 0.5 * math.log(tau)
+        )
         row["nll"] = float(-ll.mean())
         row["rmse"] = float(((mean - y) ** 2).mean().sqrt())
         return row
@@ -395,7 +407,9 @@ def _score(
     ent = -(probs * probs.clamp_min(1e-12).log()).sum(-1)
     row["error_auroc"] = misclassification_auroc(probs, y, ent)
     pr = ref["probs"]
-    row["kl"] = float((pr * (pr.clamp_min(1e-12).log() - probs.clamp_min(1e-12).log())).sum(-1).mean())
+    row["kl"] = float(
+        (pr * (pr.clamp_min(1e-12).log() - probs.clamp_min(1e-12).log())).sum(-1).mean()
+    )
     row["bald_spearman"] = _spearman(bald, ref["bald"])
     return row
 
@@ -427,13 +441,18 @@ def evaluate(
     for s in (10, 30):
         rs = mc.predict(model, x, s, seed=1)
         rows[f"MC S={s}"] = _score(rs.samples, rs.variance, ref, y, task)
-    diag = mc.predict(model, x, DRAWS, method="moments", seed=1)
-    rows["diagonal"] = _score(diag.samples, diag.variance, ref, y, task)
-    times = {
-        "MC S=30": lambda: mc.predict(model, x, 30, seed=1),
-        "diagonal": lambda: mc.predict(model, x, method="moments", seed=1),
-    }
-    for form in ("lowrank", "jacobian", "full"):
+    times: dict[str, Callable[[], Any]] = {"MC S=30": lambda: mc.predict(model, x, 30, seed=1)}
+    for form in ("diagonal", "auto"):
+        res = mc.predict(model, x, DRAWS, method="moments", seed=1, covariance=form)
+        rows[form] = _score(res.samples, res.variance, ref, y, task)
+        forms = getattr(res, "covariance", {})
+        rows[form]["diagonal_places"] = float(sum(v != "lowrank" for v in forms.values()))
+        times[form] = lambda form=form: mc.predict(
+            model, x, method="moments", seed=1, covariance=form
+        )
+    for form in PROTOTYPES:
+        if form == "full" and task != "regression":
+            continue  # N x D x D x 24 quadrature nodes per ReLU: minutes on the wider models
         try:
             mean, cov = proto_predict(form, model, x)
         except NotImplementedError:
@@ -465,7 +484,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         keys = sorted({k for row in rows.values() for k in row})
         print("| method | " + " | ".join(keys) + " |")
         for method, row in rows.items():
-            print(f"| {method} | " + " | ".join(f"{row.get(k, float('nan')):.4g}" for k in keys) + " |")
+            print(
+                f"| {method} | "
+                + " | ".join(f"{row.get(k, float('nan')):.4g}" for k in keys)
+                + " |"
+            )
         sys.stdout.flush()
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "moments_accuracy.json").write_text(json.dumps(report, indent=2) + "\n")
