@@ -60,7 +60,15 @@ def test_two_dropouts_and_two_linears_are_exact() -> None:
     h_var = (x * x) @ (wa * wa).T * (0.3 / 0.7)
     d_var = (h_var + h_mean**2) / 0.6 - h_mean**2  # Wang & Manning's dropout variance
     torch.testing.assert_close(result.mean, h_mean @ wb.T + b.bias.detach())
-    torch.testing.assert_close(result.variance, d_var @ (wb * wb).T)
+    # h's units covary through the first mask: Cov(h) = Wa diag(r x^2) Wa^T off the diagonal,
+    # which the second mask keeps (E[m] = 1); covariance="auto" carries it, exactly.
+    cov = torch.einsum("oi,ni,ki->nok", wa, (x * x) * (0.3 / 0.7), wa)
+    idx = torch.arange(6)
+    cov[:, idx, idx] = d_var
+    torch.testing.assert_close(result.variance, torch.einsum("ai,nij,aj->na", wb, cov, wb))
+    # The diagonal form sums the units as if independent.
+    diagonal = _moments(model, x, covariance="diagonal")
+    torch.testing.assert_close(diagonal.variance, d_var @ (wb * wb).T)
 
 
 _ELEMENTWISE_DROPOUTS = [
