@@ -22,8 +22,10 @@ class MomentResult(MCResult):
     """:class:`MCResult` of moment propagation: the output's Gaussian, and draws from it.
 
     ``output_mean`` and ``output_variance`` (``[N, ...]``) are the propagated moments, returned
-    by :attr:`mean` and :attr:`variance`. ``samples`` (``[S, N, ...]``) are draws from
-    ``N(output_mean, output_variance)``, independent per output, from which the classification
+    by :attr:`mean` and :attr:`variance`; ``output_covariance`` (``[N, K, K]``) the covariance
+    between the outputs where it was carried (``covariance="auto"``), and ``covariance`` which
+    form each layer used. ``samples`` (``[S, N, ...]``) are draws from that Gaussian
+    (independent per output where the covariance is diagonal), from which the classification
     scores (:attr:`probs`, entropies, mutual information, variation ratio) are computed exactly
     as for Monte Carlo samples.
 
@@ -35,8 +37,10 @@ class MomentResult(MCResult):
         >>> result = mc.predict(model, torch.randn(5, 4), method="moments", seed=0)
         >>> result.mean.shape, result.variance.shape, result.samples.shape
         (torch.Size([5, 3]), torch.Size([5, 3]), torch.Size([30, 5, 3]))
-        >>> result.strategy, result.probs.shape
-        ('moments', torch.Size([5, 3]))
+        >>> result.strategy, result.probs.shape, result.output_covariance.shape
+        ('moments', torch.Size([5, 3]), torch.Size([5, 3, 3]))
+        >>> result.covariance
+        {'3 (torch.nn.functional.linear)': 'lowrank'}
     """
 
     output_mean: torch.Tensor
