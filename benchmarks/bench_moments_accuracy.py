@@ -442,7 +442,7 @@ def evaluate(
         rs = mc.predict(model, x, s, seed=1)
         rows[f"MC S={s}"] = _score(rs.samples, rs.variance, ref, y, task)
     times: dict[str, Callable[[], Any]] = {"MC S=30": lambda: mc.predict(model, x, 30, seed=1)}
-    for form in ("diagonal", "auto"):
+    for form in ("diagonal", "lowrank"):
         res = mc.predict(model, x, DRAWS, method="moments", seed=1, covariance=form)
         rows[form] = _score(res.samples, res.variance, ref, y, task)
         forms = getattr(res, "covariance", {})

@@ -1,4 +1,4 @@
-"""``predict(method="moments", covariance="auto")``: the low-rank covariance between units."""
+"""``predict(method="moments", covariance="lowrank")``: the low-rank covariance between units."""
 
 from __future__ import annotations
 
@@ -40,12 +40,12 @@ def _exact_linear_chain(p: float) -> tuple[nn.Module, torch.Tensor, torch.Tensor
 
 def test_linear_chain_covariance_is_exact() -> None:
     model, x, exact = _exact_linear_chain(0.3)
-    result = mc.predict(model, x, method="moments", seed=0)
+    result = mc.predict(model, x, method="moments", seed=0, covariance="lowrank")
     assert result.output_covariance is not None
     torch.testing.assert_close(result.output_covariance.double(), exact, rtol=1e-9, atol=1e-12)
     torch.testing.assert_close(result.variance, torch.diagonal(exact, dim1=-2, dim2=-1))
     # The diagonal form misses the cross terms of the second layer.
-    diagonal = mc.predict(model, x, method="moments", seed=0, covariance="diagonal")
+    diagonal = mc.predict(model, x, method="moments", seed=0)
     gap = (diagonal.variance - torch.diagonal(exact, dim1=-2, dim2=-1)).abs().max()
     assert gap > 1e-2 * exact.diagonal(dim1=-2, dim2=-1).abs().max()
     assert diagonal.output_covariance is None
@@ -55,7 +55,9 @@ def test_linear_chain_covariance_is_exact() -> None:
 def test_draws_have_the_propagated_covariance() -> None:
     model, x, exact = _exact_linear_chain(0.5)
     samples = 20_000
-    s = mc.predict(model, x, samples, method="moments", seed=3).samples.double()
+    s = mc.predict(
+        model, x, samples, method="moments", seed=3, covariance="lowrank"
+    ).samples.double()
     d = s - s.mean(0)
     prod = d.unsqueeze(-1) * d.unsqueeze(-2)
     cov = prod.mean(0)
@@ -78,7 +80,7 @@ def test_shared_masks_covariance_is_exact(kind: str) -> None:
     same = (group[:, None] == group[None, :]).double()
     inner = p / (1 - p) * flat[:, :, None] * flat[:, None, :] * same
     exact = head.weight @ inner @ head.weight.T
-    result = mc.predict(model, x, method="moments", seed=0)
+    result = mc.predict(model, x, method="moments", seed=0, covariance="lowrank")
     assert result.output_covariance is not None
     torch.testing.assert_close(result.output_covariance.double(), exact, rtol=1e-9, atol=1e-12)
 
@@ -100,7 +102,7 @@ def test_relu_network_against_monte_carlo() -> None:
     x = torch.randn(6, 32, dtype=torch.float64) + 0.5
     cov, se = _mc_moments(model, x, 100_000)
     var, var_se = cov.diagonal(dim1=-2, dim2=-1), se.diagonal(dim1=-2, dim2=-1)
-    auto = mc.predict(model, x, method="moments", seed=0)
+    auto = mc.predict(model, x, method="moments", seed=0, covariance="lowrank")
     diagonal = mc.predict(model, x, method="moments", seed=0, covariance="diagonal")
     excess = ((auto.variance - var).abs() - 5 * var_se).clamp_min(0.0) / var
     assert excess.median() <= 0.03
@@ -124,7 +126,7 @@ def test_result_names_the_form_per_layer() -> None:
         dk_nn.Dropout(0.2),
         nn.Linear(8, 3),
     )
-    forms = mc.predict(mlp, torch.randn(2, 5), method="moments").covariance
+    forms = mc.predict(mlp, torch.randn(2, 5), method="moments", covariance="lowrank").covariance
     assert forms == {
         "3 (torch.nn.functional.linear)": "lowrank",
         "6 (torch.nn.functional.linear)": "lowrank",
@@ -137,13 +139,15 @@ def test_result_names_the_form_per_layer() -> None:
         nn.Flatten(),
         nn.Linear(64, 3),
     )
-    forms = mc.predict(cnn, torch.randn(2, 1, 4, 4), method="moments").covariance
+    forms = mc.predict(
+        cnn, torch.randn(2, 1, 4, 4), method="moments", covariance="lowrank"
+    ).covariance
     assert forms["2 (dropkit.functional._channel.dropout2d)"] == "lowrank"
     assert forms["3 (torch.conv2d)"] == "diagonal: convolution maps"
     assert forms["5 (torch.nn.functional.linear)"] == "lowrank"
     # A layer whose factor would be too big stays diagonal, and says why.
     wide = nn.Sequential(dk_nn.Dropout(0.2), nn.Linear(300, 300), nn.Linear(300, 2))
-    result = mc.predict(wide, torch.randn(2, 300), method="moments")
+    result = mc.predict(wide, torch.randn(2, 300), method="moments", covariance="lowrank")
     assert result.covariance["1 (torch.nn.functional.linear)"].startswith(
         "diagonal: a factor of 300 x 300 sources exceeds max_factor"
     )
@@ -163,7 +167,7 @@ def test_an_op_without_a_covariance_rule_is_named() -> None:
             h = self.fc(self.drop(x))
             return self.out(torch.cat([h[:, :2], h[:, 2:]], 1))
 
-    result = mc.predict(Clamped(), torch.randn(3, 6), method="moments")
+    result = mc.predict(Clamped(), torch.randn(3, 6), method="moments", covariance="lowrank")
     assert result.covariance["Clamped (torch.Tensor.__getitem__)"] == (
         "diagonal: no covariance rule for this op"
     )
@@ -172,7 +176,7 @@ def test_an_op_without_a_covariance_rule_is_named() -> None:
 
 def test_bad_covariance_option() -> None:
     model = nn.Sequential(dk_nn.Dropout(0.3), nn.Linear(4, 2))
-    with pytest.raises(ValueError, match="expected covariance 'auto' or 'diagonal', got 'full'"):
+    with pytest.raises(ValueError, match="expected covariance 'diagonal' or 'lowrank', got 'full'"):
         mc.predict(model, torch.randn(2, 4), method="moments", covariance="full")
     with pytest.raises(ValueError, match="covariance= is an option of method='moments'"):
         mc.predict(model, torch.randn(2, 4), covariance="diagonal")

@@ -16,8 +16,8 @@ Dropout Approximation", 2020, https://arxiv.org/abs/2007.03293):
 Every activation is treated as Gaussian. With ``covariance="diagonal"`` each is also
 **independent of every other**, as in both papers: the covariance the network creates (units
 after one mask, a residual branch and its skip connection, the units of one channel-dropout or
-DropPath mask) is ignored, and a layer that sums such units gets too little variance. The
-default, ``covariance="auto"``, carries that covariance as a low-rank factor over the noise
+DropPath mask) is ignored, and a layer that sums such units gets too little variance.
+``covariance="lowrank"`` carries that covariance as a low-rank factor over the noise
 sources through dense layers (``_covariance.py``: :class:`FactorPropagation` and its rules,
 registered with :func:`factor_rule`); convolution maps, layers whose factor would be too big
 and ops without a covariance rule stay diagonal, each named in ``MomentResult.covariance``.

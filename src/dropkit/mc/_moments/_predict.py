@@ -23,7 +23,7 @@ class MomentResult(MCResult):
 
     ``output_mean`` and ``output_variance`` (``[N, ...]``) are the propagated moments, returned
     by :attr:`mean` and :attr:`variance`; ``output_covariance`` (``[N, K, K]``) the covariance
-    between the outputs where it was carried (``covariance="auto"``), and ``covariance`` which
+    between the outputs where it was carried (``covariance="lowrank"``), and ``covariance`` which
     form each layer used. ``samples`` (``[S, N, ...]``) are draws from that Gaussian
     (independent per output where the covariance is diagonal), from which the classification
     scores (:attr:`probs`, entropies, mutual information, variation ratio) are computed exactly
@@ -37,15 +37,16 @@ class MomentResult(MCResult):
         >>> result = mc.predict(model, torch.randn(5, 4), method="moments", seed=0)
         >>> result.mean.shape, result.variance.shape, result.samples.shape
         (torch.Size([5, 3]), torch.Size([5, 3]), torch.Size([30, 5, 3]))
-        >>> result.strategy, result.probs.shape, result.output_covariance.shape
-        ('moments', torch.Size([5, 3]), torch.Size([5, 3, 3]))
-        >>> result.covariance
-        {'3 (torch.nn.functional.linear)': 'lowrank'}
+        >>> result.strategy, result.probs.shape, result.output_covariance is None
+        ('moments', torch.Size([5, 3]), True)
+        >>> joint = mc.predict(model, torch.randn(5, 4), method="moments", covariance="lowrank")
+        >>> joint.output_covariance.shape, joint.covariance
+        (torch.Size([5, 3, 3]), {'3 (torch.nn.functional.linear)': 'lowrank'})
     """
 
     output_mean: torch.Tensor
     output_variance: torch.Tensor
-    #: ``[N, K, K]`` the propagated covariance of ``[N, K]`` outputs (``covariance="auto"``),
+    #: ``[N, K, K]`` the propagated covariance of ``[N, K]`` outputs (``covariance="lowrank"``),
     #: or None where every output was diagonal.
     output_covariance: torch.Tensor | None = None
     #: ``{"module (op)": form}`` for every place where the covariance was or was not carried:
@@ -120,19 +121,19 @@ def predict_moments(
     *,
     batch_size: int | None = None,
     seed: int | None = None,
-    covariance: str = "auto",
+    covariance: str = "diagonal",
     max_factor: int = MAX_FACTOR,
 ) -> MomentResult:
     """The output's mean and variance under MC dropout by moment propagation, in one pass.
 
     See :func:`dropkit.mc.predict` with ``method="moments"`` and the notes of this module.
-    ``covariance="auto"`` also carries the cross-unit covariance as a low-rank factor where
-    it fits ``max_factor`` (see :mod:`dropkit.mc._moments._covariance`); ``"diagonal"``
-    treats every unit as independent.
+    ``covariance="lowrank"`` also carries the cross-unit covariance as a low-rank factor where
+    it fits ``max_factor`` (see :mod:`dropkit.mc._moments._covariance`); ``"diagonal"`` (the
+    default) treats every unit as independent.
     """
-    if covariance not in ("auto", "diagonal"):
+    if covariance not in ("diagonal", "lowrank"):
         raise ValueError(
-            f"predict(method='moments'): expected covariance 'auto' or 'diagonal', got "
+            f"predict(method='moments'): expected covariance 'diagonal' or 'lowrank', got "
             f"{covariance!r}"
         )
     if isinstance(max_factor, bool) or not isinstance(max_factor, int) or max_factor < 1:
@@ -164,7 +165,7 @@ def predict_moments(
                 part = x[start : start + chunk]
                 # Discovery runs the model in train mode: on a copy, in case it works in place.
                 state.discover((part.clone(),), {}, "predict(method='moments')")
-                prop = FactorPropagation(max_factor) if covariance == "auto" else None
+                prop = FactorPropagation(max_factor) if covariance == "lowrank" else None
                 mean, var, seen = _forward(model, part, dropouts, prop)
                 if prop is not None:
                     factors.append(_output_factor(prop, mean, var))
