@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dropkit import nn as dk_nn
-from dropkit._registry import Unmappable, layer_spec
+from dropkit._registry import Unmappable, layer_spec, variant
 from dropkit._routing import route_functional
 from dropkit._state import state_kept
 from dropkit.nn._peers import with_peer_names
@@ -28,12 +28,6 @@ __all__ = ["ConvertReport", "convert"]
 _logger = logging.getLogger("dropkit")
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
-
-#: Why a registered layer without a dropkit equivalent stays, by variant.
-_NO_EQUIVALENT = {
-    "attention": "the dropout runs inside torch's fused attention (F.multi_head_attention_forward)",
-    "rnn": "the dropout between layers runs inside torch's fused RNN kernel",
-}
 
 
 @dataclass(frozen=True)
@@ -388,7 +382,7 @@ def _convert_children(
         if root_left is not None:
             why = root_left
         elif spec.to_dropkit is None:
-            why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
+            why = spec.kept_because
         else:
             why = "a subclass of a dropout layer, whose forward may differ"
         left[f"{_name(type(model))}: {why}"] += 1
@@ -408,9 +402,9 @@ def _convert_children(
                 continue
             p = float(getattr(child, spec.rate_attr, 0.0))
             if spec.to_dropkit is None:
-                if first and p > 0 and not (functional and spec.variant == "attention"):
-                    why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
-                    left[f"{_name(type(child))}: {why}"] += 1
+                routed = functional and variant(spec.variant).site == "attention"
+                if first and p > 0 and not routed:
+                    left[f"{_name(type(child))}: {spec.kept_because}"] += 1
                 continue
             if layer_spec(child, exact=True) is not spec:
                 if first:

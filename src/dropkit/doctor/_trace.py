@@ -20,9 +20,66 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from dropkit._registry import function_spec, layer_spec
+from dropkit._registry import FunctionSpec, Variant, function_spec, layer_spec, variant
 
-__all__ = ["Graph", "Node", "trace"]
+__all__ = ["DropoutCall", "Graph", "Node", "trace"]
+
+
+@dataclass(frozen=True)
+class DropoutCall:
+    """What one dropout layer or function did in a recorded forward pass.
+
+    Attributes:
+        p: its rate.
+        variant: its registered variant; None where only the rate is known (a subclass of a
+            dropout layer with a forward of its own, a dropkit ``Dropout`` with a
+            ``noise_shape``, which shares its mask in ways the rules do not reason about).
+        active: it was switched on (a layer in training mode, an RNN with stacked layers; a
+            function called with its flag on and a rate above 0).
+        functional: a function call rather than a layer.
+    """
+
+    p: float
+    variant: Variant | None
+    active: bool
+    functional: bool
+
+    @classmethod
+    def of_call(
+        cls, spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> DropoutCall:
+        return cls(spec.rate(args, kwargs), variant(spec.variant), spec.active(args, kwargs), True)
+
+    @property
+    def plain(self) -> bool:
+        """A bare dropout of one tensor (the structural rules skip the others)."""
+        return self.variant is None or self.variant.plain
+
+    @property
+    def element_or_channel(self) -> bool:
+        return self.variant is not None and self.variant.element_or_channel
+
+    @property
+    def element_wise(self) -> bool:
+        """Plain element-wise Bernoulli dropout (``nn.Dropout``, ``F.dropout``)."""
+        return (
+            self.element_or_channel
+            and self.variant is not None
+            and (self.variant.sharing == "element")
+        )
+
+    @property
+    def per_sample(self) -> bool:
+        """Drops whole samples (stochastic depth)."""
+        return self.variant is not None and self.variant.sharing == "sample"
+
+    @property
+    def attention(self) -> bool:
+        return self.variant is not None and self.variant.site == "attention"
+
+    @property
+    def channel_ranks(self) -> tuple[int, ...] | None:
+        return None if self.variant is None else self.variant.channel_ranks
 
 
 @dataclass
@@ -35,7 +92,7 @@ class Node:
     inputs: list[int]  # producing node of each tensor input (-1: the model input or a constant)
     kind: str  # "module", "function", or "input" (the model's inputs, node 0)
     rank: int  # dims of the first tensor input (-1 if none)
-    dropout: dict[str, Any] | None = None  # p, variant, active, functional
+    dropout: DropoutCall | None = None
     consumers: list[int] = field(default_factory=list)
 
 
@@ -59,16 +116,12 @@ class Graph:
         return seen
 
 
-#: Rules skip these variants where they reason about a bare dropout of one tensor.
-ELEMENT_OR_CHANNEL = frozenset({"element", "channel", "channel1d", "channel2d", "channel3d"})
-
-
 def _own_forward(module: nn.Module, base: type) -> bool:
     """Whether ``module``'s class runs ``base``'s forward (a subclass may do something else)."""
     return getattr(type(module), "forward", None) is getattr(base, "forward", None)
 
 
-def module_dropout(module: nn.Module) -> dict[str, Any] | None:
+def module_dropout(module: nn.Module) -> DropoutCall | None:
     """What a registered dropout layer does on this call: rate, variant, whether it is on."""
     spec = layer_spec(module)
     if spec is None:
@@ -77,16 +130,16 @@ def module_dropout(module: nn.Module) -> dict[str, Any] | None:
         p = float(getattr(module, spec.rate_attr))
     except (AttributeError, TypeError, ValueError):
         return None
-    variant = spec.variant
+    kind: Variant | None = variant(spec.variant)
     registered = next(c for c in type(module).__mro__ if layer_spec(c, exact=True) is spec)
     if not _own_forward(module, registered):
-        variant = "other"  # a subclass with its own forward: only its rate is known
-    elif variant == "element" and getattr(module, "noise_shape", None) is not None:
-        variant = "shaped"
+        kind = None  # a subclass with its own forward: only its rate is known
+    elif getattr(module, "noise_shape", None) is not None:
+        kind = None  # dropkit's Dropout with a noise_shape: shares its mask its own way
     active = module.training
-    if variant == "rnn":  # between stacked layers only
+    if kind is not None and kind.site == "rnn":  # between stacked layers only
         active = active and getattr(module, "num_layers", 1) > 1
-    return {"p": p, "variant": variant, "active": bool(active), "functional": False}
+    return DropoutCall(p, kind, bool(active), functional=False)
 
 
 def opaque(module: nn.Module) -> bool:
@@ -123,7 +176,7 @@ class _Recorder(TorchFunctionMode):
         args: Any,
         kind: str,
         out: Any,
-        dropout: dict[str, Any] | None = None,
+        dropout: DropoutCall | None = None,
     ) -> None:
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         node = Node(
@@ -176,16 +229,8 @@ class _Recorder(TorchFunctionMode):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self._leaf_depth == 0 and func not in _IGNORED:
-            dropout = None
             spec = function_spec(func)
-            if spec is not None:
-                dropout = {
-                    "p": spec.rate(args, kwargs),
-                    "variant": spec.variant,
-                    "active": spec.active(args, kwargs),
-                    "switched_on": spec.training(args, kwargs),
-                    "functional": True,
-                }
+            dropout = None if spec is None else DropoutCall.of_call(spec, args, kwargs)
             name = getattr(func, "__name__", str(func))
             self._add(name, self._stack[-1], (args, kwargs), "function", out, dropout)
         return out

@@ -27,6 +27,7 @@ import torch
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._channel import _channel_noise_shape
 from dropkit.functional._validation import (
     check_input,
@@ -254,6 +255,7 @@ def _concrete(
     return out
 
 
+@register_function("element")
 def concrete_dropout(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -333,6 +335,7 @@ def _channel(
     return _concrete(name, input, p, training, shape, temperature, seed)
 
 
+@register_function("channel1d")
 def concrete_dropout1d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -362,6 +365,7 @@ def concrete_dropout1d(
     return _channel("concrete_dropout1d", input, p, training, temperature, seed, 3)
 
 
+@register_function("channel2d")
 def concrete_dropout2d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -391,6 +395,7 @@ def concrete_dropout2d(
     return _channel("concrete_dropout2d", input, p, training, temperature, seed, 4)
 
 
+@register_function("channel3d")
 def concrete_dropout3d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,

@@ -6,8 +6,10 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import (
     ElementMask,
     GaussianNoise,
@@ -59,6 +61,7 @@ def inverted_dropout(
     return apply_noise(input, ElementMask(shape, p, resolve_seed(name, seed), scale), inplace)
 
 
+@register_function("element", sharing="argument", replaces=torch_F.dropout)
 def dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -180,6 +183,7 @@ def dropout_mask(
     return stream_keep_mask(dims, p, seed_value, device)
 
 
+@register_function("alpha", replaces=torch_F.alpha_dropout)
 def alpha_dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -229,6 +233,7 @@ def alpha_dropout(
     return apply_noise(input, noise, inplace)
 
 
+@register_function("gaussian")
 def gaussian_dropout(
     input: torch.Tensor,
     p: float = 0.5,

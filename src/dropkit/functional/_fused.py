@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
     InputError,
@@ -137,6 +138,7 @@ def _fused(
     return out
 
 
+@register_function("fused", p_at=3, training_at=4)
 def bias_dropout_add(
     x: torch.Tensor,
     bias: torch.Tensor,
@@ -178,6 +180,7 @@ def bias_dropout_add(
     return _fused("bias_dropout_add", x, bias, residual, p, seed, None)
 
 
+@register_function("fused", p_at=2, training_at=3)
 def bias_dropout(
     x: torch.Tensor,
     bias: torch.Tensor,

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
     InputError,
@@ -30,6 +31,7 @@ from dropkit.kernels._reference import affine, compute_dtype
 __all__ = ["drop_block2d", "drop_block3d", "drop_path", "drop_path_rates", "stochastic_depth"]
 
 
+@register_function("path", sharing="argument")
 def drop_path(
     input: torch.Tensor,
     p: float = 0.5,
@@ -411,6 +413,7 @@ def _drop_block(
     return apply_noise(input, noise, inplace)
 
 
+@register_function("block")
 def drop_block2d(
     input: torch.Tensor,
     p: float = 0.5,
@@ -526,6 +529,7 @@ def drop_block2d(
     )  # fmt: skip
 
 
+@register_function("block")
 def drop_block3d(
     input: torch.Tensor,
     p: float = 0.5,

@@ -44,6 +44,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 from dropkit._registry import (
     call_shares_batch,
     function_spec,
+    function_specs,
     is_random,
     layer_rate,
     layer_shares_batch,
@@ -163,14 +164,6 @@ def samples_per_pass(samples: int, first: torch.Tensor, prefix_elements: int) ->
     if first.is_cuda or prefix_elements > PREFIX_SHARE_ABOVE * size:
         return samples
     return max(1, min(samples, REPLICATED_ELEMENTS // size))
-
-
-#: Stochastic calls whose batch is not dim 0 of their first argument: the prefix ends at the
-#: start of the module that makes them (``nn.LSTM``, ``nn.MultiheadAttention``) instead.
-_MODULE_LEVEL = (
-    "torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu",
-    "torch.nn.functional.multi_head_attention_forward",
-)  # fmt: skip
 
 
 def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
@@ -307,7 +300,7 @@ class _Sampler(TorchFunctionMode):
             if spec.sharing == "batch":  # a mask on weights: no batch to split
                 raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
             if not self.started:
-                if spec.name in _MODULE_LEVEL:
+                if spec.module_level:
                     raise _CannotShare(f"{spec.name} was called outside its module")
                 self._start(args[0], spec.name)
             if not self.replicate:
@@ -429,10 +422,11 @@ def _module_starts(found: Discovery, level: str) -> list[nn.Module]:
     module reads its input's shape before it calls ``scaled_dot_product_attention``).
     """
     registered = {m for m in found.on if layer_rate(m) is not None}
+    module_level = {spec.name for spec in function_specs().values() if spec.module_level}
     return [
         m
         for m, calls in found.calls.items()
-        if any(c in _MODULE_LEVEL or c.startswith(RANDOM) for c in calls)
+        if any(c in module_level or c.startswith(RANDOM) for c in calls)
         or (level == "module" and m not in registered and m is not found.root)
     ]
 
