@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dropkit import nn as dk_nn
-from dropkit._registry import Unmappable, layer_spec, variant
+from dropkit._registry import Unmappable, layer_spec, layer_specs, variant
 from dropkit._routing import route_functional
 from dropkit._state import state_kept
 from dropkit.nn._peers import with_peer_names
@@ -28,6 +28,15 @@ __all__ = ["ConvertReport", "convert"]
 _logger = logging.getLogger("dropkit")
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def _swappable() -> str:
+    """The registered layers with a dropkit equivalent, by library: "torch's Dropout, ..."."""
+    by_library: dict[str, list[str]] = {}
+    for name, spec in layer_specs().items():
+        if spec.to_dropkit is not None:
+            by_library.setdefault(name.partition(".")[0], []).append(name.rpartition(".")[2])
+    return "; ".join(f"{lib}'s {', '.join(names)}" for lib, names in by_library.items())
 
 
 @dataclass(frozen=True)
@@ -319,9 +328,7 @@ def convert(
     nothing_routed = not functional or report.functional_ran is False
     if report.count + sum(report.never_ran.values()) == 0 and nothing_routed:
         warnings.warn(
-            "convert: found no dropout layer to swap (torch's nn.Dropout, Dropout1d/2d/3d, "
-            "AlphaDropout, FeatureAlphaDropout, timm's DropPath and DropBlock2d, torchvision's "
-            "StochasticDepth and DropBlock2d/3d); "
+            f"convert: found no dropout layer to swap ({_swappable()}); "
             "the model is returned unchanged"
             + (f"; {'; '.join(report.left)}" if report.left else ""),
             stacklevel=2,
