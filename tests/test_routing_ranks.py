@@ -57,3 +57,32 @@ def test_dropout2d_of_a_3d_input_stays_torchs() -> None:
 def test_doctor_takes_the_same_ranks_for_dropout1d() -> None:
     for x in (torch.randn(8, 5), torch.randn(2, 8, 5)):
         assert "DK010" not in check(torch.nn.Sequential(torch.nn.Dropout1d(0.2)), x).codes()
+
+
+def _takes(func: object, rank: int) -> bool:
+    try:
+        func(torch.ones([2] * rank), 0.5)  # type: ignore[operator]
+    except ValueError:
+        return False
+    return True
+
+
+def test_the_registry_ranks_are_those_dropkits_functions_take() -> None:
+    # The functions that replace torch's take exactly their variant's ranks (the routing sends
+    # them those); the concrete ones may take fewer (concrete_dropout1d: batched only), never
+    # more, so that no rank the doctor calls wrong is taken silently.
+    from dropkit import _registry as registry
+
+    replacing = {registry.replacement(f) for f in registry.function_specs()} - {None}
+    exact = 0
+    for func, spec in registry.function_specs().items():
+        ranks = registry.variant(spec.variant).channel_ranks
+        if ranks is None or not spec.name.startswith("dropkit.functional."):
+            continue
+        taken = tuple(rank for rank in range(1, 7) if _takes(func, rank))
+        assert taken, spec.name
+        assert set(taken) <= set(ranks), spec.name
+        if func in replacing:
+            assert taken == ranks, spec.name
+            exact += 1
+    assert exact == 3  # dropout1d, dropout2d, dropout3d

@@ -45,7 +45,9 @@ class Variant:
         site: where the mask is applied (:data:`Site`).
         channel_ranks: for channel dropout, the input ranks on which whole channels are
             dropped (``(2, 3)`` for ``(C, L)`` and ``(N, C, L)``); a call on another rank drops
-            something else (the doctor's DK010), and torch's is not routed to dropkit's.
+            something else (the doctor's DK010), and torch's is not routed to dropkit's. The
+            dropkit functions that replace torch's take exactly these; another function of the
+            variant may take fewer (``concrete_dropout1d``: batched inputs only), never more.
         element_or_channel: Bernoulli dropout of elements or whole channels, scaled by
             ``1/(1-p)``: the usual rates apply (the doctor's DK004, DK016, DK017).
         not_a_mask: why its noise is not a mask multiplying its input (``mc``'s ``masks=``
