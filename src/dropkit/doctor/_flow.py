@@ -39,7 +39,7 @@ def _plain_active(node: Node) -> bool:
     return node.dropout is not None and node.dropout.p > 0 and node.dropout.plain
 
 
-def _is(node: Node, *families: OpFamily) -> bool:
+def _in_family(node: Node, *families: OpFamily) -> bool:
     """Whether the op ``node`` recorded is in one of ``families`` (see the registry)."""
     return op_family(node.name) in families
 
@@ -54,7 +54,7 @@ def _downstream(graph: Graph, start: Node, through: tuple[OpFamily, ...]) -> Ite
         seen.add(i)
         node = graph.nodes[i]
         yield node
-        if _is(node, *through):
+        if _in_family(node, *through):
             stack.extend(node.consumers)
 
 
@@ -71,12 +71,13 @@ class DropoutOnOutput(FlowRule):
         for node in graph.dropouts():
             if not _plain_active(node):
                 continue
-            chain = [node, *(n for n in _downstream(graph, node, ("shape",)) if _is(n, "shape"))]
+            after = _downstream(graph, node, ("shape",))
+            chain = [node, *(n for n in after if _in_family(n, "shape"))]
             if not {n.index for n in chain} & outputs:
                 continue
             # A tensor that the model also computes with (an encoder's last hidden state, which
             # feeds the decoder's cross-attention) is not a dropout on the output.
-            used = any(not _is(graph.nodes[c], "shape") for n in chain for c in n.consumers)
+            used = any(not _in_family(graph.nodes[c], "shape") for n in chain for c in n.consumers)
             if not used:
                 yield self.finding(node.module, f"{node.name} is applied to the model's output")
 
@@ -98,9 +99,10 @@ class ElementDropoutOnConvMaps(FlowRule):
             if d is None or d.p <= 0 or not d.element_wise or node.rank not in (4, 5):
                 continue
             source = node.inputs[0] if node.inputs else -1
-            while source >= 0 and _is(graph.nodes[source], "activation", "batch_norm", "pool"):
+            between: tuple[OpFamily, ...] = ("activation", "batch_norm", "pool")
+            while source >= 0 and _in_family(graph.nodes[source], *between):
                 source = graph.nodes[source].inputs[0] if graph.nodes[source].inputs else -1
-            if source >= 0 and _is(graph.nodes[source], "conv"):
+            if source >= 0 and _in_family(graph.nodes[source], "conv"):
                 yield self.finding(
                     node.module,
                     f"{node.name} drops single elements of a {node.rank}D convolutional "
@@ -124,14 +126,14 @@ class DropoutBeforeBatchNorm(FlowRule):
             if not _plain_active(node):
                 continue
             through: tuple[OpFamily, ...] = ("shape", "activation", "concat")
-            if any(_is(n, "batch_norm") for n in _downstream(graph, node, through)):
+            if any(_in_family(n, "batch_norm") for n in _downstream(graph, node, through)):
                 yield self.finding(node.module, f"{node.name}'s output reaches a BatchNorm")
 
 
 def _residual_adds(graph: Graph) -> Iterator[tuple[Node, int, int]]:
     """Additions ``skip + branch`` where ``skip`` is an ancestor of ``branch``."""
     for node in graph.nodes:
-        if _is(node, "add") and len(node.inputs) == 2 and min(node.inputs) >= 0:
+        if _in_family(node, "add") and len(node.inputs) == 2 and min(node.inputs) >= 0:
             a, b = node.inputs
             if a in graph.ancestors(b):
                 yield node, a, b
@@ -152,7 +154,7 @@ class DropoutOnSkip(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for add in graph.nodes:
-            if not _is(add, "add") or len(add.inputs) != 2 or min(add.inputs) < 0:
+            if not _in_family(add, "add") or len(add.inputs) != 2 or min(add.inputs) < 0:
                 continue
             for mine, other in (add.inputs, add.inputs[::-1]):
                 node = graph.nodes[mine]
@@ -264,7 +266,7 @@ class DropoutBeforeSaturatingActivation(FlowRule):
             if not _plain_active(node):
                 continue
             for nxt in _downstream(graph, node, ("shape",)):
-                if _is(nxt, "activation") and not commutes_with_dropout(nxt.name):
+                if _in_family(nxt, "activation") and not commutes_with_dropout(nxt.name):
                     yield self.finding(node.module, f"{node.name} feeds {nxt.name} directly")
                     break
 
@@ -303,7 +305,7 @@ class DropoutTwiceInARow(FlowRule):
             if d is None or not _active(node) or not d.element_or_channel:
                 continue
             source = node.inputs[0] if node.inputs else -1
-            while source >= 0 and _is(graph.nodes[source], "shape"):
+            while source >= 0 and _in_family(graph.nodes[source], "shape"):
                 inputs = graph.nodes[source].inputs
                 source = inputs[0] if inputs else -1
             before = graph.nodes[source] if source >= 0 else None

@@ -116,7 +116,7 @@ class Graph:
         return seen
 
 
-def _own_forward(module: nn.Module, base: type) -> bool:
+def _runs_forward_of(module: nn.Module, base: type) -> bool:
     """Whether ``module``'s class runs ``base``'s forward (a subclass may do something else)."""
     return getattr(type(module), "forward", None) is getattr(base, "forward", None)
 
@@ -132,7 +132,7 @@ def module_dropout(module: nn.Module) -> DropoutCall | None:
         return None
     kind: Variant | None = variant(spec.variant)
     registered = next(c for c in type(module).__mro__ if layer_spec(c, exact=True) is spec)
-    if not _own_forward(module, registered):
+    if not _runs_forward_of(module, registered):
         kind = None  # a subclass with its own forward: only its rate is known
     elif getattr(module, "noise_shape", None) is not None:
         kind = None  # dropkit's Dropout with a noise_shape: shares its mask its own way
