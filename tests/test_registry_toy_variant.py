@@ -9,6 +9,7 @@ layer that replace them, each registered through the registry's API and unregist
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import torch
@@ -143,15 +144,33 @@ def test_mc_sampling_sees_the_function(toy: None) -> None:
     assert bool(samples.eq(3).any())
 
 
-@pytest.mark.skip(
-    reason="the moments method needs a moment rule for the toy variant, registered with the "
-    "decorator of mc's moment-rule package (issue 28, item 3), which is not in this branch"
-)
 def test_mc_moments_uses_its_moment_rule(toy: None) -> None:
-    # PLACE FOR THE MOMENT RULE: register the toy's rule here (channel dropout's mean and
-    # variance, as the package's rule for dropout1d), then assert
-    # mc.predict(model, x, method="moments") matches the sampling mean within its error.
-    raise AssertionError("unreachable while skipped")
+    # The moment rule of a variant is registered with mc's moment-rule decorator (the package
+    # of issue 28, item 3); until that package is merged there is nothing to register with.
+    import dropkit.mc._moments as moments
+
+    if not hasattr(moments, "dropout_rule"):
+        pytest.skip("mc's moment rules are not a package with dropout_rule yet (issue 28, item 3)")
+    from dropkit.mc._moments import _mode
+
+    def toy_rule(prop: Any, spec: Any, func: Any, args: Any, kwargs: Any) -> Any:
+        # channel dropout, element by element: the mean is kept, Var = E[x^2] p / (1 - p) + Var
+        x = args[0]
+        if not spec.training(args, kwargs):
+            return func(*args, **kwargs)
+        p = spec.rate(args, kwargs)
+        prop.dropouts += 1
+        var = (prop.zvar(x) + x * x) / (1 - p) - x * x
+        return prop.bind(x.clone(), var)
+
+    moments.dropout_rule(TOY.name)(toy_rule)
+    try:
+        x = torch.randn(4, 8, 5, generator=torch.Generator().manual_seed(0))
+        result = mc.predict(nn.Sequential(ToyDropout(0.3)).eval(), x, method="moments", seed=0)
+        assert torch.equal(result.mean, x)
+        torch.testing.assert_close(result.variance, x * x * 0.3 / 0.7)
+    finally:
+        _mode.DROPOUT_RULES.pop(TOY.name)  # the moment rules have no unregister of their own
 
 
 def test_doctor_sees_the_layer_and_the_function(toy: None) -> None:
