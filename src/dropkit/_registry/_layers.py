@@ -14,7 +14,7 @@ types).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from torch import nn
@@ -27,6 +27,7 @@ __all__ = [
     "add_layer",
     "channel_layer",
     "dropout_layers",
+    "keeps_names_of",
     "layer_rate",
     "layer_shares_batch",
     "layer_spec",
@@ -61,6 +62,10 @@ class LayerSpec:
     #: the rate is a learned parameter (concrete dropout): ``dropkit.concrete`` turns the
     #: variant's layers into this class
     learned_rate: bool = False
+    #: the subclass of the dropkit equivalent that keeps this class's attribute names (timm's
+    #: ``drop_prob``), given to the layers ``convert`` builds from it; set by
+    #: :func:`keeps_names_of` where that subclass is defined
+    peer_names: type | None = None
 
 
 _LAYERS: dict[str, LayerSpec] = {}
@@ -126,6 +131,19 @@ def channel_layer(rank: int) -> type:
         if ranks is not None and rank in ranks and not spec.learned_rate:
             return cls
     raise ValueError(f"no dropkit channel dropout takes {rank}D inputs")
+
+
+def keeps_names_of(*qualnames: str) -> Callable[[ClassT], ClassT]:
+    """Register the decorated class as the one ``convert`` gives a layer it builds from any of
+    the registered (third-party) classes ``qualnames``; the class defines ``adopt(layer,
+    peer)``."""
+
+    def register(cls: ClassT) -> ClassT:
+        for name in qualnames:
+            _LAYERS[name] = replace(_LAYERS[name], peer_names=cls)
+        return cls
+
+    return register
 
 
 def learned_rate_layer(variant_name: str) -> type | None:
