@@ -85,6 +85,7 @@ def toy() -> Iterator[None]:
             registry.unregister(entry)
         registry.unregister(TOY)
     assert registry.function_spec(toy_dropout) is None
+    assert registry.layer_spec(ToyDropout) is None  # no lookup of the test left behind
     assert TOY.name not in registry.variants()
 
 

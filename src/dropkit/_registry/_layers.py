@@ -70,6 +70,9 @@ class LayerSpec:
 
 _LAYERS: dict[str, LayerSpec] = {}
 _CLASSES: dict[str, type] = {}  # the decorated classes, by qualified name
+# class -> its LayerSpec through the MRO (None: not a dropout layer), so that a lookup is one
+# dict hit, not a walk of names; emptied by every registration and when it holds many classes.
+_BY_CLASS: dict[type, LayerSpec | None] = {}
 
 
 def _qualname(cls: type) -> str:
@@ -82,6 +85,7 @@ def add_layer(qualname: str, spec: LayerSpec) -> None:
     if qualname in _LAYERS:
         raise ValueError(f"register_layer: {qualname} is registered already")
     _LAYERS[qualname] = spec
+    _BY_CLASS.clear()
 
 
 def register_layer(
@@ -120,6 +124,7 @@ def remove_layer(cls: type | str) -> None:
     name = cls if isinstance(cls, str) else _qualname(cls)
     del _LAYERS[name]
     _CLASSES.pop(name, None)
+    _BY_CLASS.clear()
 
 
 def channel_layer(rank: int) -> type:
@@ -141,6 +146,7 @@ def keeps_names_of(*qualnames: str) -> Callable[[ClassT], ClassT]:
     def register(cls: ClassT) -> ClassT:
         for name in qualnames:
             _LAYERS[name] = replace(_LAYERS[name], peer_names=cls)
+        _BY_CLASS.clear()
         return cls
 
     return register
@@ -273,11 +279,21 @@ def layer_spec(module: nn.Module | type, *, exact: bool = False) -> LayerSpec | 
     Subclasses of a registered class match through their MRO unless ``exact``.
     """
     cls = module if isinstance(module, type) else type(module)
-    for base in (cls,) if exact else cls.__mro__:
-        spec = _LAYERS.get(_qualname(base))
-        if spec is not None:
-            return spec
-    return None
+    if exact:
+        return _LAYERS.get(_qualname(cls))
+    try:
+        return _BY_CLASS[cls]
+    except KeyError:
+        pass
+    found = None
+    for base in cls.__mro__:
+        found = _LAYERS.get(_qualname(base))
+        if found is not None:
+            break
+    if len(_BY_CLASS) > 4096:  # classes made on the fly (a test's, a notebook's)
+        _BY_CLASS.clear()
+    _BY_CLASS[cls] = found
+    return found
 
 
 def layer_rate(module: nn.Module) -> float | None:

@@ -22,11 +22,11 @@ from torch.utils._pytree import tree_flatten
 
 from dropkit._registry import FunctionSpec, Variant, function_spec, layer_spec, variant
 
-__all__ = ["DropoutCall", "Graph", "Node", "trace"]
+__all__ = ["Graph", "Node", "TracedDropout", "trace"]
 
 
 @dataclass(frozen=True)
-class DropoutCall:
+class TracedDropout:
     """What one dropout layer or function did in a recorded forward pass.
 
     Attributes:
@@ -47,7 +47,7 @@ class DropoutCall:
     @classmethod
     def of_call(
         cls, spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> DropoutCall:
+    ) -> TracedDropout:
         return cls(spec.rate(args, kwargs), variant(spec.variant), spec.active(args, kwargs), True)
 
     @property
@@ -92,7 +92,7 @@ class Node:
     inputs: list[int]  # producing node of each tensor input (-1: the model input or a constant)
     kind: str  # "module", "function", or "input" (the model's inputs, node 0)
     rank: int  # dims of the first tensor input (-1 if none)
-    dropout: DropoutCall | None = None
+    dropout: TracedDropout | None = None
     consumers: list[int] = field(default_factory=list)
 
 
@@ -121,7 +121,7 @@ def _runs_forward_of(module: nn.Module, base: type) -> bool:
     return getattr(type(module), "forward", None) is getattr(base, "forward", None)
 
 
-def module_dropout(module: nn.Module) -> DropoutCall | None:
+def module_dropout(module: nn.Module) -> TracedDropout | None:
     """What a registered dropout layer does on this call: rate, variant, whether it is on."""
     spec = layer_spec(module)
     if spec is None:
@@ -139,7 +139,7 @@ def module_dropout(module: nn.Module) -> DropoutCall | None:
     active = module.training
     if kind is not None and kind.site == "rnn":  # between stacked layers only
         active = active and getattr(module, "num_layers", 1) > 1
-    return DropoutCall(p, kind, bool(active), functional=False)
+    return TracedDropout(p, kind, bool(active), functional=False)
 
 
 def opaque(module: nn.Module) -> bool:
@@ -176,7 +176,7 @@ class _Recorder(TorchFunctionMode):
         args: Any,
         kind: str,
         out: Any,
-        dropout: DropoutCall | None = None,
+        dropout: TracedDropout | None = None,
     ) -> None:
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         node = Node(
@@ -230,7 +230,7 @@ class _Recorder(TorchFunctionMode):
         out = func(*args, **kwargs)
         if self._leaf_depth == 0 and func not in _IGNORED:
             spec = function_spec(func)
-            dropout = None if spec is None else DropoutCall.of_call(spec, args, kwargs)
+            dropout = None if spec is None else TracedDropout.of_call(spec, args, kwargs)
             name = getattr(func, "__name__", str(func))
             self._add(name, self._stack[-1], (args, kwargs), "function", out, dropout)
         return out
