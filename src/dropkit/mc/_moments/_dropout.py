@@ -20,19 +20,42 @@ from dropkit._registry import FunctionSpec
 from dropkit.functional._autograd import alpha_constants
 from dropkit.functional._concrete import relaxed_moments
 from dropkit.mc._moments._gaussian import dropout_moments, quadrature_moments, relu_moments
-from dropkit.mc._moments._mode import DropoutRule, Propagation, arg, dropout_rule, replace
+from dropkit.mc._moments._mode import DropoutRule, Propagation, arg, dropout_rule
 
 __all__: list[str] = []
 
 _Constants = Callable[[float, dict[str, Any]], tuple[float, float, float]]
 
 
-def _inplace_at(spec: FunctionSpec) -> int | None:
-    # torch.nn.functional's and dropkit's ``(input, p, training, inplace)``; torch's C functions
-    # (``torch.dropout_``...) say it with a trailing underscore instead.
-    if spec.training_at is None or spec.training_name != "training":
-        return None
-    return spec.training_at + 1
+# The arguments already checked, so that a repeated call checks once: the op's checks depend
+# only on these (the input's shape, dtype, device and strides, and the other arguments).
+_CHECKED: dict[tuple[object, ...], None] = {}
+
+
+def _check(func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    """Run ``func`` (switched off) on the call's arguments: it raises where they are wrong (rank,
+    ``p``, mode), exactly as when sampling."""
+    x = args[0] if args else kwargs.get("input")
+    key: tuple[object, ...] | None = None
+    if isinstance(x, torch.Tensor):
+        rest = (*args[1:], *kwargs.items())
+        for a in rest:  # a loop, not any(...): this runs for every dropout call
+            if isinstance(a, torch.Tensor) or (
+                isinstance(a, tuple) and len(a) == 2 and isinstance(a[1], torch.Tensor)
+            ):
+                break
+        else:
+            key = (func, x.shape, x.dtype, x.device, x.stride(), *rest)
+            try:
+                if key in _CHECKED:
+                    return
+            except TypeError:  # an unhashable argument (a list): checked every time
+                key = None
+    func(*args, **kwargs)
+    if key is not None:
+        if len(_CHECKED) > 4096:
+            _CHECKED.clear()
+        _CHECKED[key] = None
 
 
 def _masked(constants: _Constants) -> DropoutRule:
@@ -45,19 +68,37 @@ def _masked(constants: _Constants) -> DropoutRule:
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
     ) -> Any:
+        # The spec's positions read inline (these variants take no packed sequences): this
+        # runs for every dropout call of the pass.
         x = args[0] if args else kwargs["input"]
-        if not spec.training(args, kwargs):
-            return func(*args, **kwargs)  # off: the identity (the input's moments stay)
-        checked_args, checked_kwargs = spec.with_training(args, kwargs, False)
-        inplace_at = _inplace_at(spec)
+        at, name = spec.training_at, spec.training_name
+        # torch.nn.functional's and dropkit's ``(input, p, training, inplace)``; torch's C
+        # functions (``torch.dropout_``...) say it with a trailing underscore instead.
         inplace = getattr(func, "__name__", "").endswith("_")
-        if inplace_at is not None:
-            inplace = inplace or bool(arg(args, kwargs, inplace_at, "inplace", False))
-            checked_args, checked_kwargs = replace(
-                checked_args, checked_kwargs, inplace_at, "inplace", False
-            )
-        func(*checked_args, **checked_kwargs)
-        p = spec.rate(args, kwargs)
+        n = len(args)
+        if at is None or name is None:  # the rate alone switches it: checked at rate 0
+            if not spec.training(args, kwargs):
+                return func(*args, **kwargs)
+            _check(func, *spec.with_rate(args, kwargs, 0.0))
+        else:
+            if not (args[at] if n > at else kwargs.get(name, spec.training_default is not False)):
+                return func(*args, **kwargs)  # off: the identity (the input's moments stay)
+            checked = list(args)
+            checked_kwargs = kwargs
+            if n > at:
+                checked[at] = False
+            else:
+                checked_kwargs = {**kwargs, name: False}
+            if name == "training":
+                if n > at + 1:
+                    inplace = inplace or bool(args[at + 1])
+                    checked[at + 1] = False
+                elif kwargs.get("inplace"):
+                    inplace = True
+                    checked_kwargs = {**checked_kwargs, "inplace": False}
+            _check(func, tuple(checked), checked_kwargs)
+        rate: Any = args[spec.p_at] if n > spec.p_at else kwargs.get(spec.p_name, spec.p_default)
+        p = float(rate)
         prop.dropouts += 1
         if p == 0.0:
             return x

@@ -13,14 +13,16 @@ function, what handles it:
 
 from __future__ import annotations
 
+import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
+from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from dropkit._registry import FunctionSpec, function_spec, is_random
+from dropkit._registry import FunctionSpec, function_spec, function_specs, is_random
 
 __all__ = [
     "DROPOUT_RULES",
@@ -118,33 +120,67 @@ def op_name(func: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def _leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, list | tuple):
-            yield from a
-        else:
-            yield a
-
-
 # ------------------------------------------------------------------ the mode
 
 
-class Propagation(TorchFunctionMode):
-    """Carries (mean, variance) through the torch calls of one forward pass."""
+#: What the mode does with a function: ``(kind, rule, spec)``, resolved once per function.
+_PLAIN, _DROPOUT, _RANDOM = 0, 1, 2
+_Resolved = tuple[int, Any, FunctionSpec | None]
+_RESOLVED: dict[Any, _Resolved] = {}
+_resolved_for: list[object] = [None]  # what _RESOLVED was resolved against
 
-    def __init__(self) -> None:
+
+def _tables_key() -> tuple[object, ...]:
+    """Changes whenever a rule or a registered dropout function is added, removed or replaced."""
+    specs = function_specs()
+    return (
+        tuple(map(id, specs)),
+        tuple(map(id, specs.values())),
+        tuple(map(id, RULES.values())),
+        tuple(map(id, DROPOUT_RULES.values())),
+    )
+
+
+def _resolve(func: Any) -> _Resolved:
+    try:
+        spec = function_spec(func)
+        if spec is not None:
+            rule: Any = DROPOUT_RULES.get(func) or DROPOUT_RULES.get(spec.variant)
+            resolved: _Resolved = (_DROPOUT, rule, spec)
+        elif is_random(func):
+            resolved = (_RANDOM, None, None)
+        else:
+            resolved = (_PLAIN, RULES.get(func), None)
+        _RESOLVED[func] = resolved
+    except TypeError:  # unhashable: nothing is registered for it
+        resolved = (_PLAIN, None, None)
+    return resolved
+
+
+class Propagation(TorchFunctionMode):
+    """Carries (mean, variance) through the torch calls of one forward pass.
+
+    Args:
+        model: the model that runs (names the module in error messages); None for none.
+    """
+
+    def __init__(self, model: nn.Module | None = None) -> None:
         super().__init__()
+        # Tensor id -> (weak reference, variance). No callback: a dead tensor's entry stays
+        # until the pass ends (its reference then returns None, so a reused id never matches).
         self._table: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._squares: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self.dropouts = 0
-        self.where: list[str] = []  # the stack of module names, for error messages
+        self.model = model
+        key = _tables_key()
+        if _resolved_for[0] != key:
+            _RESOLVED.clear()
+            _resolved_for[0] = key
 
     # -- the side table
 
     def var(self, t: Any) -> torch.Tensor | None:
         """The variance bound to ``t``, or None (not a tensor, or no noise)."""
-        if not isinstance(t, torch.Tensor):
-            return None
         entry = self._table.get(id(t))
         if entry is None or entry[0]() is not t:
             return None
@@ -152,22 +188,18 @@ class Propagation(TorchFunctionMode):
 
     def zvar(self, t: torch.Tensor) -> torch.Tensor:
         """The variance of ``t``, zeros if it carries none."""
-        v = self.var(t)
-        return torch.zeros_like(t) if v is None else v
+        entry = self._table.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return torch.zeros_like(t)
+        return entry[1]
 
     def bind(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Record ``v`` (broadcast to ``t``'s shape) as the variance of ``t``; returns ``t``."""
-        key = id(t)
-        table = self._table
-
-        def forget(ref: weakref.ref[torch.Tensor]) -> None:
-            entry = table.get(key)
-            if entry is not None and entry[0] is ref:
-                del table[key]
-
         if v.shape != t.shape:
             v = torch.broadcast_to(v, t.shape)
-        table[key] = (weakref.ref(t, forget), v.to(t.dtype))
+        if v.dtype != t.dtype:
+            v = v.to(t.dtype)
+        self._table[id(t)] = (weakref.ref(t), v)
         return t
 
     def rebind(self, target: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -177,10 +209,12 @@ class Propagation(TorchFunctionMode):
 
     def random(self, t: Any) -> bool:
         """Whether ``t`` is a tensor that carries variance."""
-        return self.var(t) is not None
+        entry = self._table.get(id(t))
+        return entry is not None and entry[0]() is t
 
     def square(self, w: torch.Tensor) -> torch.Tensor:
-        """``w * w``, computed once per weight tensor."""
+        """``w * w``, computed once per weight tensor and pass (a few microseconds next to the
+        pass; kept no longer, so that a weight changed in place is never stale)."""
         entry = self._squares.get(id(w))
         if entry is not None and entry[0]() is w:
             return entry[1]
@@ -190,9 +224,23 @@ class Propagation(TorchFunctionMode):
 
     # -- errors
 
+    def module_name(self) -> str | None:
+        """The innermost module of the model whose forward is running (read off the stack)."""
+        if self.model is None:
+            return None
+        names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
+        frame = sys._getframe(1)
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in names:
+                return names[id(owner)]
+            frame = frame.f_back  # type: ignore[assignment]
+        return None
+
     def unsupported(self, func: Callable[..., Any], why: str = "") -> NotImplementedError:
         """The error for a call the propagation cannot follow, naming the op and the module."""
-        where = f" in module {self.where[-1]!r}" if self.where else ""
+        module = self.module_name()
+        where = f" in module {module!r}" if module is not None else ""
         detail = f" ({why})" if why else ""
         return NotImplementedError(
             f"predict(method='moments'): {op_name(func)}{where} has no moment-propagation rule"
@@ -201,11 +249,31 @@ class Propagation(TorchFunctionMode):
 
     # -- dispatch
 
+    def noisy(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether some tensor among the arguments (or in a list or tuple of them) is noisy."""
+        table = self._table
+        for group in (args, kwargs.values()) if kwargs else (args,):
+            for a in group:
+                if isinstance(a, list | tuple):
+                    for b in a:
+                        entry = table.get(id(b))
+                        if entry is not None and entry[0]() is b:
+                            return True
+                else:
+                    entry = table.get(id(a))
+                    if entry is not None and entry[0]() is a:
+                        return True
+        return False
+
     def plain(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A call that is not dropout: as it is, or through its moment rule if an input is noisy."""
-        if not any(self.random(a) for a in _leaves(args, kwargs)):
+        if not self.noisy(args, kwargs):
             return func(*args, **kwargs)
-        rule = RULES.get(func)
+        return self._noisy_call(func, RULES.get(func), args, kwargs)
+
+    def _noisy_call(
+        self, func: Callable[..., Any], rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if rule is not None:
             return rule(self, func, args, kwargs)
         out = func(*args, **kwargs)
@@ -222,15 +290,29 @@ class Propagation(TorchFunctionMode):
         args: tuple[Any, ...] = (),
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
+        # Every torch call of the pass comes through here: one dictionary hit, and the
+        # noise check written out (each Python frame costs every call).
         kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is not None:
-            dropout = DROPOUT_RULES.get(func) or DROPOUT_RULES.get(spec.variant)
-            if dropout is None:
+        resolved = _RESOLVED.get(func)
+        if resolved is None:
+            resolved = _resolve(func)
+        kind, rule, spec = resolved
+        if kind == _PLAIN:
+            table = self._table
+            for group in (args, kwargs.values()) if kwargs else (args,):
+                for a in group:
+                    if isinstance(a, list | tuple):
+                        if self.noisy(tuple(a), {}):
+                            return self._noisy_call(func, rule, args, kwargs)
+                        continue
+                    entry = table.get(id(a))
+                    if entry is not None and entry[0]() is a:
+                        return self._noisy_call(func, rule, args, kwargs)
+            return func(*args, **kwargs)
+        if kind == _DROPOUT and spec is not None:
+            if rule is None:
                 if spec.active(args, kwargs):
                     raise self.unsupported(func, f"dropout of variant {spec.variant!r}")
                 return self.plain(func, args, kwargs)
-            return dropout(self, spec, func, args, kwargs)
-        if is_random(func):
-            raise self.unsupported(func, "it draws random numbers the propagation cannot see")
-        return self.plain(func, args, kwargs)
+            return rule(self, spec, func, args, kwargs)
+        raise self.unsupported(func, "it draws random numbers the propagation cannot see")
