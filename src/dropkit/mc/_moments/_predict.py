@@ -10,7 +10,7 @@ from torch import nn
 
 from dropkit.mc._mode import disable_mc, enable_mc
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
-from dropkit.mc._predict import MCResult
+from dropkit.mc._result import MCResult
 
 __all__ = ["MomentResult", "predict_moments"]
 
