@@ -17,10 +17,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from dropkit._registry import function_spec, layer_spec
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import layer_spec
 
 __all__ = ["Graph", "Node", "trace"]
 
@@ -101,7 +101,7 @@ def opaque(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.nn.")
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(InterceptMode):
     def __init__(self, names: dict[nn.Module, str]) -> None:
         super().__init__()
         self.names = names
@@ -166,28 +166,27 @@ class _Recorder(TorchFunctionMode):
 
     # -------------------------------------------------------------- torch calls
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        out = call.run()
+        if self._leaf_depth == 0:
+            dropout = {
+                "p": call.rate,
+                "variant": call.spec.variant,
+                "active": call.active,
+                "switched_on": call.training,
+                "functional": True,
+            }
+            name = getattr(call.func, "__name__", str(call.func))
+            self._add(name, self._stack[-1], (call.args, call.kwargs), "function", out, dropout)
+        return out
+
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self._leaf_depth == 0 and func not in _IGNORED:
-            dropout = None
-            spec = function_spec(func)
-            if spec is not None:
-                dropout = {
-                    "p": spec.rate(args, kwargs),
-                    "variant": spec.variant,
-                    "active": spec.active(args, kwargs),
-                    "switched_on": spec.training(args, kwargs),
-                    "functional": True,
-                }
             name = getattr(func, "__name__", str(func))
-            self._add(name, self._stack[-1], (args, kwargs), "function", out, dropout)
+            self._add(name, self._stack[-1], (args, kwargs), "function", out)
         return out
 
 

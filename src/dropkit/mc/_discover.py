@@ -31,10 +31,10 @@ from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-from dropkit._registry import function_spec, is_random, layer_rate
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import layer_rate
 from dropkit._state import state_kept
 
 _T = TypeVar("_T")
@@ -95,7 +95,7 @@ class Discovery:
         return replace(self, on=on, calls=calls, memo=self.last_memo)
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(InterceptMode):
     """Records ``(module, call)`` for each stochastic call; optionally sets every rate to 0."""
 
     def __init__(self, stack: list[nn.Module], zero_rates: bool) -> None:
@@ -105,23 +105,21 @@ class _Recorder(TorchFunctionMode):
         self.calls: Counter[tuple[nn.Module, str]] = Counter()
         self.order: list[nn.Module] = []  # the module of each stochastic call, in call order
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        if not call.active:
+            return call.run()
+        self.calls[(self.stack[-1], call.name)] += 1
+        self.order.append(self.stack[-1])
+        if not self.zero_rates:
+            return call.run()
+        args, kwargs = call.spec.with_rate(call.args, call.kwargs, 0.0)
+        return call.func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is not None and spec.active(args, kwargs):
-            self.calls[(self.stack[-1], spec.name)] += 1
-            self.order.append(self.stack[-1])
-            if self.zero_rates:
-                args, kwargs = spec.with_rate(args, kwargs, 0.0)
-        elif is_random(func):
-            self.calls[(self.stack[-1], RANDOM + getattr(func, "__name__", str(func)))] += 1
-            self.order.append(self.stack[-1])
+        self.calls[(self.stack[-1], RANDOM + getattr(func, "__name__", str(func)))] += 1
+        self.order.append(self.stack[-1])
         return func(*args, **kwargs)
 
 

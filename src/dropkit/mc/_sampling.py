@@ -37,16 +37,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dropkit._registry import (
-    call_shares_batch,
-    function_spec,
-    is_random,
-    layer_rate,
-    layer_shares_batch,
-)
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import call_shares_batch, layer_rate, layer_shares_batch
 from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler, OnePassPerNetwork
 from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._mode import disable_mc, enable_mc
@@ -124,7 +118,7 @@ def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
     return tiled.permute([order.index(d) for d in range(t.dim())])
 
 
-class _Sampler(TorchFunctionMode):
+class _Sampler(InterceptMode):
     """Runs one forward for S samples: replicates the batch at the first stochastic op (or from
     the start with ``replicate``), and runs batch-shared dropout once per sample block."""
 
@@ -146,10 +140,10 @@ class _Sampler(TorchFunctionMode):
 
     def remember(self, out: object) -> None:
         """Note the tensors of a call's output (and of tuples/lists in it) as computed before
-        the first stochastic op; an entry goes when its tensor is freed."""
+        the first stochastic op. An entry outlives its tensor (the sampler lives one pass): a
+        new tensor given the same id is told apart by the weak reference."""
         if isinstance(out, torch.Tensor):
-            key = id(out)
-            self._before[key] = weakref.ref(out, lambda _, key=key: self._before.pop(key, None))  # type: ignore[misc]
+            self._before[id(out)] = weakref.ref(out)
         elif isinstance(out, list | tuple):
             for item in out:
                 self.remember(item)
@@ -183,9 +177,18 @@ class _Sampler(TorchFunctionMode):
     def map_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call's arguments with pre-prefix tensors replicated (cheap when none is alive)."""
-        if not self._before:
-            return args, kwargs
+        """The call's arguments with pre-prefix tensors replicated (cheap when none is among
+        them: the check runs in this frame, without a call per argument)."""
+        before = self._before
+        for a in args:
+            if id(a) in before or isinstance(a, list | tuple):
+                break
+        else:
+            for a in kwargs.values():
+                if id(a) in before or isinstance(a, list | tuple):
+                    break
+            else:
+                return args, kwargs
         args = tuple(self._map(a) for a in args)
         if kwargs:
             kwargs = {k: self._map(v) for k, v in kwargs.items()}
@@ -225,36 +228,41 @@ class _Sampler(TorchFunctionMode):
 
     # ------------------------------------------------------------------ torch calls
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        if self._busy or not call.active:
+            return self.other(call.func, call.types, call.args, call.kwargs)
+        spec, args, kwargs = call.spec, call.args, call.kwargs
+        if spec.sharing == "batch":  # a mask on weights: no batch to split
+            raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
+        if not self.started:
+            if spec.name in _MODULE_LEVEL:
+                raise _CannotShare(f"{spec.name} was called outside its module")
+            self._start(args[0], spec.name)
+        if not self.replicate:
+            args, kwargs = self.map_call(args, kwargs)
+        if call_shares_batch(spec, args, kwargs):
+            return self._per_sample(call.func, spec.name, args, kwargs)
+        return call.func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
+        if not self._busy and not self.started:
+            raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
+        return self.other(func, types, args, kwargs)
+
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if self._busy:
             return func(*args, **kwargs)
-        spec = function_spec(func)
-        if spec is not None and spec.active(args, kwargs):
-            if spec.sharing == "batch":  # a mask on weights: no batch to split
-                raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
-            if not self.started:
-                if spec.name in _MODULE_LEVEL:
-                    raise _CannotShare(f"{spec.name} was called outside its module")
-                self._start(args[0], spec.name)
-            if not self.replicate:
-                args, kwargs = self.map_call(args, kwargs)
-            if call_shares_batch(spec, args, kwargs):
-                return self._per_sample(func, spec.name, args, kwargs)
-            return func(*args, **kwargs)
         if not self.started:
-            if is_random(func):
-                raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
             out = func(*args, **kwargs)
-            self.remember(out)
-            if isinstance(out, torch.Tensor):
+            if isinstance(out, torch.Tensor):  # remember(out), without a call for a tensor
+                self._before[id(out)] = weakref.ref(out)
                 self.prefix_elements += out.numel()
+            else:
+                self.remember(out)
             return out
         if not self.replicate:
             args, kwargs = self.map_call(args, kwargs)
