@@ -1,12 +1,13 @@
 """The propagation mode, the two rule tables it reads, and the decorators that fill them.
 
-:class:`Propagation` is a ``TorchFunctionMode``: each tensor it returns holds the *mean*, the
-variances sit in a side table keyed by tensor identity. For each call it finds, once per
-function, what handles it:
+:class:`Propagation` extends :class:`dropkit._intercept.InterceptMode`, which looks each function
+up in :mod:`dropkit._registry` once. Each tensor the mode returns holds the *mean*; the
+variances sit in a side table keyed by tensor identity. For each call:
 
-1. a dropout function of :mod:`dropkit._registry` (``function_spec``): the rule registered with
-   :func:`dropout_rule` for that function, else for its variant; a variant without one raises;
-2. a random draw (``_registry.is_random``): raises, the propagation cannot see its noise;
+1. a registered dropout function (a :class:`~dropkit._intercept.DropoutCall`): the rule
+   registered with :func:`dropout_rule` for that function, else for its variant; a variant
+   without one raises when the call is on;
+2. a raw random draw: raises, the propagation cannot see its noise;
 3. anything else: run as it is when no input carries variance; otherwise the rule registered
    with :func:`moment_rule` for that function, and without one ``NotImplementedError``.
 """
@@ -20,9 +21,8 @@ from typing import Any, TypeVar
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 
-from dropkit._registry import FunctionSpec, function_spec, function_specs, is_random
+from dropkit._intercept import DropoutCall, InterceptMode
 
 __all__ = [
     "DROPOUT_RULES",
@@ -44,10 +44,8 @@ SAMPLING_HINT = "use method='sampling' for this model"
 #: ``rule(prop, func, args, kwargs)``: the call's result (the mean), its variance bound with
 #: ``prop.bind``. Called only when some input of the call carries variance.
 Rule = Callable[["Propagation", Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
-#: ``rule(prop, spec, func, args, kwargs)`` for a registered dropout function, on every call.
-DropoutRule = Callable[
-    ["Propagation", FunctionSpec, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any
-]
+#: ``rule(prop, call)`` for each call of a registered dropout function, on or off.
+DropoutRule = Callable[["Propagation", DropoutCall], Any]
 
 #: torch function (or ``torch.Tensor`` method) -> its moment rule
 RULES: dict[Callable[..., Any], Rule] = {}
@@ -59,7 +57,25 @@ _D = TypeVar("_D", bound=DropoutRule)
 
 
 def moment_rule(*funcs: Callable[..., Any]) -> Callable[[_R], _R]:
-    """Register ``rule`` as the moment rule of each of ``funcs`` (a decorator)."""
+    """Register ``rule`` as the moment rule of each of ``funcs`` (a decorator).
+
+    ``rule(prop, func, args, kwargs)`` runs when some argument of a call of ``func`` carries
+    variance, and returns the mean with its variance bound by ``prop.bind(mean, var)``.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import mc
+        >>> from dropkit.mc._moments._gaussian import quadrature_moments
+        >>> @moment_rule(torch.nn.functional.softsign)
+        ... def _softsign(prop, func, args, kwargs):
+        ...     x = args[0]
+        ...     return prop.bind(*quadrature_moments(func, x, prop.zvar(x)))
+        >>> model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Softsign())
+        >>> result = mc.predict(model, torch.ones(2, 3), method="moments")
+        >>> result.variance.shape, bool((result.variance > 0).all())
+        (torch.Size([2, 3]), True)
+        >>> del RULES[torch.nn.functional.softsign]  # the example's rule, taken out again
+    """
 
     def register(rule: _R) -> _R:
         for func in funcs:
@@ -123,41 +139,7 @@ def op_name(func: Callable[..., Any]) -> str:
 # ------------------------------------------------------------------ the mode
 
 
-#: What the mode does with a function: ``(kind, rule, spec)``, resolved once per function.
-_PLAIN, _DROPOUT, _RANDOM = 0, 1, 2
-_Resolved = tuple[int, Any, FunctionSpec | None]
-_RESOLVED: dict[Any, _Resolved] = {}
-_resolved_for: list[object] = [None]  # what _RESOLVED was resolved against
-
-
-def _tables_key() -> tuple[object, ...]:
-    """Changes whenever a rule or a registered dropout function is added, removed or replaced."""
-    specs = function_specs()
-    return (
-        tuple(map(id, specs)),
-        tuple(map(id, specs.values())),
-        tuple(map(id, RULES.values())),
-        tuple(map(id, DROPOUT_RULES.values())),
-    )
-
-
-def _resolve(func: Any) -> _Resolved:
-    try:
-        spec = function_spec(func)
-        if spec is not None:
-            rule: Any = DROPOUT_RULES.get(func) or DROPOUT_RULES.get(spec.variant)
-            resolved: _Resolved = (_DROPOUT, rule, spec)
-        elif is_random(func):
-            resolved = (_RANDOM, None, None)
-        else:
-            resolved = (_PLAIN, RULES.get(func), None)
-        _RESOLVED[func] = resolved
-    except TypeError:  # unhashable: nothing is registered for it
-        resolved = (_PLAIN, None, None)
-    return resolved
-
-
-class Propagation(TorchFunctionMode):
+class Propagation(InterceptMode):
     """Carries (mean, variance) through the torch calls of one forward pass.
 
     Args:
@@ -172,10 +154,6 @@ class Propagation(TorchFunctionMode):
         self._squares: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self.dropouts = 0
         self.model = model
-        key = _tables_key()
-        if _resolved_for[0] != key:
-            _RESOLVED.clear()
-            _resolved_for[0] = key
 
     # -- the side table
 
@@ -269,11 +247,7 @@ class Propagation(TorchFunctionMode):
         """A call that is not dropout: as it is, or through its moment rule if an input is noisy."""
         if not self.noisy(args, kwargs):
             return func(*args, **kwargs)
-        return self._noisy_call(func, RULES.get(func), args, kwargs)
-
-    def _noisy_call(
-        self, func: Callable[..., Any], rule: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> Any:
+        rule = RULES.get(func)
         if rule is not None:
             return rule(self, func, args, kwargs)
         out = func(*args, **kwargs)
@@ -283,36 +257,32 @@ class Propagation(TorchFunctionMode):
             raise self.unsupported(func, "its input carries dropout noise")
         return out  # metadata: shape, dtype, dim, ...
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        # Every torch call of the pass comes through here: one dictionary hit, and the
-        # noise check written out (each Python frame costs every call).
-        kwargs = kwargs or {}
-        resolved = _RESOLVED.get(func)
-        if resolved is None:
-            resolved = _resolve(func)
-        kind, rule, spec = resolved
-        if kind == _PLAIN:
-            table = self._table
-            for group in (args, kwargs.values()) if kwargs else (args,):
-                for a in group:
-                    if isinstance(a, list | tuple):
-                        if self.noisy(tuple(a), {}):
-                            return self._noisy_call(func, rule, args, kwargs)
-                        continue
-                    entry = table.get(id(a))
-                    if entry is not None and entry[0]() is a:
-                        return self._noisy_call(func, rule, args, kwargs)
-            return func(*args, **kwargs)
-        if kind == _DROPOUT and spec is not None:
-            if rule is None:
-                if spec.active(args, kwargs):
-                    raise self.unsupported(func, f"dropout of variant {spec.variant!r}")
-                return self.plain(func, args, kwargs)
-            return rule(self, spec, func, args, kwargs)
+        # Every call of the pass that is not dropout comes here: the noise check is written
+        # out (each Python frame costs every call), the rule found with one dictionary hit.
+        table = self._table
+        for group in (args, kwargs.values()) if kwargs else (args,):
+            for a in group:
+                if isinstance(a, list | tuple):
+                    if self.noisy(tuple(a), {}):
+                        return self.plain(func, args, kwargs)
+                    continue
+                entry = table.get(id(a))
+                if entry is not None and entry[0]() is a:
+                    return self.plain(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         raise self.unsupported(func, "it draws random numbers the propagation cannot see")
+
+    def dropout(self, call: DropoutCall) -> Any:
+        rule = DROPOUT_RULES.get(call.func) or DROPOUT_RULES.get(call.spec.variant)
+        if rule is not None:
+            return rule(self, call)
+        if call.active:
+            raise self.unsupported(call.func, f"dropout of variant {call.spec.variant!r}")
+        return self.plain(call.func, call.args, call.kwargs)
