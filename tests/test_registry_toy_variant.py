@@ -154,14 +154,13 @@ def test_mc_moments_uses_its_moment_rule(toy: None) -> None:
         pytest.skip("mc's moment rules are not a package with dropout_rule yet (issue 28, item 3)")
     from dropkit.mc._moments import _mode
 
-    def toy_rule(prop: Any, spec: Any, func: Any, args: Any, kwargs: Any) -> Any:
+    def toy_rule(prop: Any, call: Any) -> Any:
         # channel dropout, element by element: the mean is kept, Var = E[x^2] p / (1 - p) + Var
-        x = args[0]
-        if not spec.training(args, kwargs):
-            return func(*args, **kwargs)
-        p = spec.rate(args, kwargs)
+        x = call.input
+        if not call.training:
+            return call.run()
         prop.dropouts += 1
-        var = (prop.zvar(x) + x * x) / (1 - p) - x * x
+        var = (prop.zvar(x) + x * x) / (1 - call.rate) - x * x
         return prop.bind(x.clone(), var)
 
     moments.dropout_rule(TOY.name)(toy_rule)
