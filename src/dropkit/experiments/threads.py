@@ -5,10 +5,11 @@ the number of threads, so the same run gives different bits with 1 and 2 threads
 gradient of a single run's MLP, ``addmm``, does on a 2-core machine). The number in force is not
 only what ``torch.get_num_threads()`` says: with ``OMP_DYNAMIC=true`` the OpenMP runtime gives a
 parallel region fewer threads when the load average is high, and the bits change with the load.
-One thread has no order to vary, and a small model gains little from a second one on a busy
-machine (see ``docs/benchmarks.md``), so :class:`~dropkit.experiments.CompareConfig` trains
-with one by default and stores the count with its configuration: a run with another count is
-another configuration, never mixed with these.
+One thread has no order to vary, and the default comparison trained 20 times slower with a
+second one on a busy 2-core machine (``docs/benchmarks.md``), so
+:class:`~dropkit.experiments.CompareConfig` trains with one by default and stores the count
+with its configuration: a run with another count is another configuration, never mixed with
+these.
 """
 
 from __future__ import annotations
