@@ -21,15 +21,10 @@ from dropkit.functional._concrete import (
     concrete_dropout2d,
     concrete_dropout3d,
 )
+from dropkit.functional._drop_block import drop_block2d, drop_block3d
+from dropkit.functional._drop_path import drop_path, drop_path_rates, stochastic_depth
 from dropkit.functional._elementwise import alpha_dropout, dropout, dropout_mask, gaussian_dropout
 from dropkit.functional._fused import bias_dropout, bias_dropout_add
-from dropkit.functional._structured import (
-    drop_block2d,
-    drop_block3d,
-    drop_path,
-    drop_path_rates,
-    stochastic_depth,
-)
 from dropkit.functional._validation import InputError, InputTypeError
 from dropkit.functional._weight import dropconnect, embedding_dropout
 

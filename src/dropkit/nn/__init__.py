@@ -1,6 +1,6 @@
 """Dropout layers: a drop-in for ``torch.nn``'s dropouts, and every variant, over the functions."""
 
-from dropkit.functional._structured import drop_path_rates
+from dropkit.functional._drop_path import drop_path_rates
 from dropkit.nn._concrete import (
     ConcreteDropout,
     ConcreteDropout1d,

@@ -13,7 +13,7 @@ from torch.overrides import has_torch_function_unary
 
 from dropkit import functional as F
 from dropkit.functional._autograd import small_dropout
-from dropkit.functional._structured import (
+from dropkit.functional._drop_block import (
     BlockClip,
     Gamma,
     Placement,
