@@ -15,13 +15,8 @@ Built on the public API of :mod:`dropkit.mc` only.
 
 from dropkit.active._acquisition import STRATEGIES, acquire, check_strategy
 from dropkit.active._batch_bald import batch_bald, joint_mutual_information
-from dropkit.active._loop import (
-    ActiveConfig,
-    ActiveProgress,
-    active_learning,
-    initial_labelled,
-    run_active,
-)
+from dropkit.active._config import ActiveConfig, ActiveProgress
+from dropkit.active._loop import active_learning, initial_labelled, run_active
 from dropkit.active._report import (
     Interval,
     StrategySummary,
