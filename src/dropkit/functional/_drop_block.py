@@ -22,10 +22,15 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._layout import placed
-from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
-from dropkit.kernels._reference import affine, compute_dtype
+from dropkit.kernels import (
+    Seed,
+    affine,
+    compute_dtype,
+    placed,
+    select,
+    stream_keep_mask,
+    stream_normal,
+)
 
 __all__ = [
     "BlockClip",

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 
-import numba
 import numpy as np
 import torch
 
@@ -25,11 +24,12 @@ from dropkit.kernels._cpu_entry import (
     _entry_strided,
 )
 from dropkit.kernels._cpu_layouts import _broadcast_float
-from dropkit.kernels._cpu_stream import _SERIAL_BELOW
+from dropkit.kernels._cpu_stream import _SERIAL_BELOW, _key, _threads
 from dropkit.kernels._layout import placed, storage_order, strided_plan
-from dropkit.kernels._memory import empty_like, spare
+from dropkit.kernels._memory import empty_like, reusable_empty
 from dropkit.kernels._philox import keep_threshold
 from dropkit.kernels._reference import ACTIVATION_CODES, REFERENCE, affine
+from dropkit.kernels._uniform_cpu import write_concrete_factor, write_open_uniform
 
 __all__ = ["NUMBA", "NumbaBackend"]
 
@@ -37,17 +37,6 @@ __all__ = ["NUMBA", "NumbaBackend"]
 # ------------------------------------------------------------------ torch-facing writers
 # One calling convention: ``_write_<step>(inputs..., out, numbers...)`` takes contiguous CPU
 # tensors and Python numbers and fills ``out``; the backend below allocates and picks the step.
-
-
-_thread_count = [0]
-
-
-def _threads() -> None:
-    """Follow ``torch.get_num_threads()``; numba's setter is only called when it changes."""
-    wanted = torch.get_num_threads()
-    if wanted != _thread_count[0]:
-        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
-        _thread_count[0] = wanted
 
 
 _LOW32 = 0xFFFFFFFF
@@ -112,10 +101,6 @@ def _write_bias_dropout(
         dt(scale),
         ACTIVATION_CODES[activation],
     )
-
-
-def _key(seed: int) -> tuple[np.uint32, np.uint32]:
-    return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)
 
 
 def _collapse(shape: tuple[int, ...], noise: tuple[int, ...]) -> tuple[int, int, int] | None:
@@ -270,15 +255,15 @@ class NumbaBackend:
         dtype: torch.dtype,
     ) -> torch.Tensor:
         """:meth:`scaled_mask` of ``n`` > 0 float32 or float64 elements, 0 < p < 1, in a
-        :func:`~dropkit.kernels._memory.spare` tensor, with seeds that the kernel reads itself.
+        :func:`~dropkit.kernels.reusable_empty` tensor, with seeds that the kernel reads itself.
 
         ``cells`` is a contiguous int64 CPU tensor of R seeds (0-dim for one); the output is
         R equal consecutive parts, part r the mask of seed ``cells[r] + offset`` modulo 2**64.
-        The road of the stacked runs of ``dropkit compare``: one torch op fewer per seed than
+        The path of the stacked runs of ``dropkit compare``: one torch op fewer per seed than
         reading it into Python. (:func:`dropkit.functional._autograd.small_dropout` takes the
         same steps for one seed itself, with the class attributes above.)
         """
-        out = spare(shape, dtype)
+        out = reusable_empty(shape, dtype)
         runs = cells.numel()
         serial = n // runs < _SERIAL_BELOW
         if not serial:
@@ -289,6 +274,18 @@ class NumbaBackend:
             out.data_ptr(), n, cells.data_ptr(), runs, signed, _thr(p), scale, is64, serial
         )
         return out
+
+    def open_uniform(self, out: torch.Tensor, seed: int) -> None:
+        """Fill ``out`` (contiguous float32/float64) with the stream's open uniforms
+        (``stream_open_uniform`` of ``dropkit.functional._concrete``, bit for bit)."""
+        write_open_uniform(out, seed)
+
+    def concrete_factor(
+        self, out: torch.Tensor, seed: int, odds_k: float, k: int, scale: float
+    ) -> None:
+        """Fill ``out`` with the relaxed Concrete factor at temperature ``1 / k`` in one pass
+        (see ``_uniform_cpu.write_concrete_factor``)."""
+        write_concrete_factor(out, seed, odds_k, k, scale)
 
     def bias_dropout(
         self,

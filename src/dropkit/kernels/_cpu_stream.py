@@ -16,6 +16,7 @@ this module imports numba and starts its thread pool.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import torch
 from numba import njit, prange, uint16, uint32, uint64
@@ -279,3 +280,21 @@ def _keep_mask_serial(out, k0, k1, thr):  # type: ignore[no-untyped-def]
         _philox_chunk(bits, c, k0, k1)
         lo = c * CHUNK
         _chunk_keep(out[lo : min(n, lo + CHUNK)], bits, thr)
+
+
+# ------------------------------------------------------------------ threads and keys
+
+
+_thread_count = [0]
+
+
+def _threads() -> None:
+    """Follow ``torch.get_num_threads()``; numba's setter is only called when it changes."""
+    wanted = torch.get_num_threads()
+    if wanted != _thread_count[0]:
+        numba.set_num_threads(max(1, min(wanted, numba.config.NUMBA_NUM_THREADS)))
+        _thread_count[0] = wanted
+
+
+def _key(seed: int) -> tuple[np.uint32, np.uint32]:
+    return np.uint32(seed & 0xFFFFFFFF), np.uint32(seed >> 32)

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from dropkit.functional._validation import check_p
+from dropkit.functional import check_p
 from dropkit.nn._dropout import DropBlock2d, DropPath, _DropoutBase
 
 __all__ = ["TimmDropBlock2d", "TimmDropPath", "keeps_names_of", "with_peer_names"]
