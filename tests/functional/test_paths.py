@@ -214,6 +214,7 @@ def test_the_unseeded_small_path_folds_the_rank_in_as_the_general_path(monkeypat
     from dropkit.functional import _validation
 
     monkeypatch.setattr(_validation, "_c10d", None)  # no process group to read: ask _rank
+    monkeypatch.setattr(_autograd, "_c10d", None)
     monkeypatch.setattr(_validation, "_rank", lambda: rank)
     x = torch.randn(40, 30, requires_grad=True)
     torch.manual_seed(8)

@@ -10,6 +10,7 @@ backward.
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
@@ -250,6 +251,9 @@ def apply_with_grad(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.T
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+#: Per thread, the tensor :func:`draw_seed_tensor` draws into, kept by :func:`small_dropout`.
+_seed_tensors = threading.local()
+_c10d = torch.distributed.distributed_c10d if torch.distributed.is_available() else None
 
 
 def small_dropout(
@@ -307,7 +311,18 @@ def small_dropout(
     if found is None or found.name != "numba":
         return None
     backend: Any = found  # NumbaBackend, with the attributes below
-    cell, offset = draw_seed_tensor()
+    # draw_seed_tensor()'s common case (a thread's later draws, no process group) written out
+    # on the tensor it returned: the field under torch's ``_World.default_pg`` property is
+    # read directly (a property is one more frame); where it is missing (another world object,
+    # as torch's threaded test groups install), draw_seed_tensor asks the property.
+    cell = getattr(_seed_tensors, "cell", None)
+    if cell is None or getattr(getattr(_c10d, "_world", None), "_default_pg", True) is not None:
+        cell, offset = draw_seed_tensor()  # this thread's first draw, or a process group
+        if type(cell) is torch.Tensor:
+            _seed_tensors.cell = cell
+    else:
+        cell.random_(0, 2**62)  # draw_seed_tensor's draw
+        offset = 0
     mask = reusable_empty(input.shape, input.dtype)
     serial = n < backend.serial_below
     if not serial:

@@ -135,13 +135,6 @@ def draw_seed_tensor() -> tuple[torch.Tensor, int]:
     this rank's offset. The seed is ``(tensor + offset) % 2**64``, what :func:`resolve_seed`
     returns as an int, for a kernel that reads it itself."""
     cell = getattr(_draws, "cell", None)
-    # The common case first (a thread's later draws, no process group), in this one frame:
-    # the field under torch's ``_World.default_pg`` property is read directly (a property is
-    # one more frame); where it is missing (another world object, as torch's threaded test
-    # groups install), the property is asked below.
-    if cell is not None and getattr(getattr(_c10d, "_world", None), "_default_pg", True) is None:
-        cell.random_(0, 2**62)
-        return cell, 0
     if cell is None:
         cell = torch.empty((), dtype=torch.int64)
         if type(cell) is torch.Tensor:  # not a fake or functional tensor made under a mode
