@@ -15,12 +15,11 @@ from dropkit.functional._autograd import (
     GaussianNoise,
     alpha_constants,
     apply_noise,
+    apply_with_grad,
     inverted_scale,
-    recorded,
     small_dropout,
 )
 from dropkit.functional._validation import (
-    BELOW_ONE,
     InputError,
     check_input,
     check_p,
@@ -28,8 +27,7 @@ from dropkit.functional._validation import (
     resolve_noise_shape,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels import select, stream_keep_mask
 
 __all__ = [
     "alpha_dropout",
@@ -117,19 +115,12 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    # The commonest call first (see small_dropout); then inverted_dropout's steps written out,
-    # and apply_noise's common road taken directly: each Python frame costs every call.
-    if (
-        training is True
-        and type(p) is float
-        and 0.0 < p < BELOW_ONE
-        and noise_shape is None
-        and seed is None
-        and inplace is False
-    ):
-        out = small_dropout(input, p)
-        if out is not None:
-            return out
+    # The commonest call first (small_dropout checks when it applies); then inverted_dropout's
+    # steps written out, and apply_noise's common path taken directly: each Python frame costs
+    # every call.
+    out = small_dropout(input, p, training, inplace, noise_shape, seed)
+    if out is not None:
+        return out
     check_input("dropout", input)
     p = check_p("dropout", p)
     shape = resolve_noise_shape("dropout", input, noise_shape)
@@ -138,7 +129,7 @@ def dropout(
     seed_value = resolve_seed("dropout", seed)
     noise = ElementMask(shape, p, seed_value, inverted_scale(p))
     if type(seed_value) is int and input.requires_grad and torch.is_grad_enabled():
-        return recorded(input, noise, inplace)
+        return apply_with_grad(input, noise, inplace)
     return apply_noise(input, noise, inplace)
 
 

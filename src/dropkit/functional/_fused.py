@@ -26,10 +26,7 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._philox import stream_keep_mask
-from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
-from dropkit.kernels._reference import compute_dtype
+from dropkit.kernels import compute_dtype, reference_bias_dropout, select, stream_keep_mask
 
 __all__ = ["bias_dropout", "bias_dropout_add"]
 

@@ -9,19 +9,18 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
-from torch.overrides import has_torch_function_unary
 
 from dropkit import functional as F
 from dropkit._registry import register_layer
-from dropkit.functional._autograd import small_dropout
-from dropkit.functional._structured import (
+from dropkit.functional import (
     BlockClip,
     Gamma,
     Placement,
     Rescale,
     check_block_options,
+    check_p,
+    small_dropout,
 )
-from dropkit.functional._validation import BELOW_ONE, check_p
 
 __all__ = [
     "AlphaDropout",
@@ -109,17 +108,8 @@ class Dropout(_DropoutBase):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         p = self.p
-        # F.dropout's first road, taken from here: one Python frame fewer on the commonest call
-        # (the same checks, in the same order; see small_dropout).
-        if (
-            self.training
-            and not has_torch_function_unary(input)
-            and type(p) is float
-            and 0.0 < p < BELOW_ONE
-            and self.noise_shape is None
-            and not self.inplace
-        ):
-            out = small_dropout(input, p)
+        if self.training:  # F.dropout's first step, taken from here: one frame fewer
+            out = small_dropout(input, p, True, self.inplace, self.noise_shape)
             if out is not None:
                 return out
         return F.dropout(input, p, self.training, self.inplace, noise_shape=self.noise_shape)

@@ -20,7 +20,7 @@ from typing import Any
 from torch import nn
 
 from dropkit._registry import keeps_names_of, layer_spec
-from dropkit.functional._validation import check_p
+from dropkit.functional import check_p
 from dropkit.nn._dropout import DropBlock2d, DropPath, _DropoutBase
 
 __all__ = ["TimmDropBlock2d", "TimmDropPath", "with_peer_names"]

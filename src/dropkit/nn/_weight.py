@@ -16,7 +16,7 @@ from torch.func import functional_call
 
 from dropkit import functional as F
 from dropkit._registry import register_layer
-from dropkit.functional._validation import check_p
+from dropkit.functional import check_p
 from dropkit.nn._dropout import not_scriptable
 
 __all__ = ["EmbeddingDropout", "WeightDrop", "add_dropconnect", "remove_dropconnect"]
