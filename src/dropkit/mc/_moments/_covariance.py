@@ -37,6 +37,7 @@ from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as torch_F
+from torch import nn
 
 from dropkit._registry import function_spec
 from dropkit.mc._moments._gaussian import _hermite
@@ -95,8 +96,8 @@ class FactorPropagation(Propagation):
     (later ones are zero for it), so two factors add after padding the shorter.
     """
 
-    def __init__(self, max_factor: int = MAX_FACTOR) -> None:
-        super().__init__()
+    def __init__(self, model: nn.Module | None = None, max_factor: int = MAX_FACTOR) -> None:
+        super().__init__(model)
         self.max_factor = max_factor
         self.sources = 0
         self.forms: dict[str, str] = {}  # "module (op)" -> the form used there
@@ -128,7 +129,7 @@ class FactorPropagation(Propagation):
 
     def record(self, func: Callable[..., Any], form: str) -> None:
         """Name the form used at this call (once per module and op)."""
-        where = self.where[-1] if self.where else "<model>"
+        where = self.module_name() or "<model>"
         self.forms.setdefault(f"{where} ({op_name(func)})", form)
 
     # -- dispatch: the diagonal rule first, then the factor rule on what it returned
