@@ -77,7 +77,7 @@ class _PythonScale(nn.Module):
 
 
 class DrawMaskMultiply(nn.Module):
-    """Dropout's irreducible work on the saved-mask road, without its checks or its module
+    """Dropout's irreducible work on the saved-mask path, without its checks or its module
     call into the function: one seed drawn from torch's default generator, the Philox mask
     written by the numba kernel, one native multiply (a floor for any dropout whose masks
     follow ``torch.manual_seed`` and come from a counter-based stream)."""

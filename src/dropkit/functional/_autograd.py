@@ -48,7 +48,7 @@ __all__ = [
 class Noise(Protocol):
     """Seeded noise that can be applied, and applied again identically in backward.
 
-    Forward computes the masked affine map of :func:`dropkit.kernels._reference.affine`
+    Forward computes the masked affine map of :func:`dropkit.kernels.affine`
     (``input * where(keep, scale, 0)`` for dropout); backward, the gradient map
     ``grad * where(keep, scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
     """

@@ -118,9 +118,10 @@ def dropout(
     # The commonest call first (small_dropout checks when it applies); then inverted_dropout's
     # steps written out, and apply_noise's common path taken directly: each Python frame costs
     # every call.
-    out = small_dropout(input, p, training, inplace, noise_shape, seed)
-    if out is not None:
-        return out
+    if training is True:  # (in eval, not even the call)
+        out = small_dropout(input, p, True, inplace, noise_shape, seed)
+        if out is not None:
+            return out
     check_input("dropout", input)
     p = check_p("dropout", p)
     shape = resolve_noise_shape("dropout", input, noise_shape)
