@@ -35,19 +35,20 @@ from dropkit._registry import FunctionSpec, function_spec, function_specs, is_ra
 __all__ = ["DropoutCall", "InterceptMode", "clear_lookups"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class DropoutCall:
     """One call of a registered dropout function, as :meth:`InterceptMode.dropout` receives it.
 
     ``rate`` and ``training`` are read from the call's arguments by ``spec`` (``training`` is
     whether the rate is above 0 for functions without a flag, such as
-    ``scaled_dot_product_attention``); the call draws a mask when :attr:`active`.
+    ``scaled_dot_product_attention``); the call draws a mask when ``active``.
     """
 
     func: Callable[..., Any]
     spec: FunctionSpec
     rate: float
     training: bool
+    active: bool  # whether the call draws a mask: switched on with a rate above 0
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     types: Any = ()  # the tensor types of the call, for ``redispatch_function``
@@ -56,11 +57,6 @@ class DropoutCall:
     def name(self) -> str:
         """The function's qualified name (``torch.nn.functional.dropout``), for messages."""
         return self.spec.name
-
-    @property
-    def active(self) -> bool:
-        """Whether the call draws a mask: switched on with a rate above 0."""
-        return self.training and self.rate > 0
 
     @property
     def input(self) -> Any:
@@ -151,9 +147,8 @@ class InterceptMode(TorchFunctionMode):
         if kind is _RANDOM_DRAW:
             return self.random_draw(func, types, args, kwargs)
         assert isinstance(kind, FunctionSpec)
-        call = DropoutCall(
-            func, kind, kind.rate(args, kwargs), kind.training(args, kwargs), args, kwargs, types
-        )
+        rate, training = kind.rate(args, kwargs), kind.training(args, kwargs)
+        call = DropoutCall(func, kind, rate, training, training and rate > 0, args, kwargs, types)
         return self.dropout(call)
 
     def dropout(self, call: DropoutCall) -> Any:

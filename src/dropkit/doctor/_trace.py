@@ -11,7 +11,7 @@ is what ``torch.fx.symbolic_trace`` cannot do).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +20,7 @@ from torch import nn
 from torch.utils._pytree import tree_flatten
 
 from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._output import model_output
 from dropkit._registry import layer_spec
 
 __all__ = ["Graph", "Node", "trace"]
@@ -210,22 +211,9 @@ def trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     finally:
         for handle in handles:
             handle.remove()
-    outputs = [recorder._source(t) for t in tree_flatten(main_output(out))[0]
+    # The part its users read (DK002's "the model's output"), not an encoder's last hidden
+    # state returned beside the logits.
+    main = model_output(out, where="doctor", strict=False)
+    outputs = [recorder._source(t) for t in tree_flatten(main)[0]
                if isinstance(t, torch.Tensor)]  # fmt: skip
     return Graph(recorder.nodes, [o for o in outputs if o >= 0])
-
-
-def main_output(out: Any) -> Any:
-    """The part of a model's output that its users read: ``logits`` of a mapping (a Hugging Face
-    ``ModelOutput``), else its first value; the first element of a tuple or list (the output of
-    an RNN or of ``nn.MultiheadAttention``, a ``(logits, aux)`` pair); else the output itself.
-    Other parts (an encoder's last hidden state returned beside the logits) are not the model's
-    output in the sense of DK002."""
-    if isinstance(out, Mapping):
-        if "logits" in out:
-            return out["logits"]
-        values = [v for v in out.values() if v is not None]
-        return main_output(values[0]) if values else None
-    if isinstance(out, tuple | list) and out:
-        return main_output(out[0])
-    return out

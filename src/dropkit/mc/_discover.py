@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from dropkit._intercept import DropoutCall, InterceptMode
-from dropkit._registry import layer_rate
+from dropkit._registry import layer_rate, layer_spec
 from dropkit._state import state_kept
 
 _T = TypeVar("_T")
@@ -194,7 +194,9 @@ class _Runner:
 class _Cached:
     """A :class:`Discovery` by module names only, so that the cache never keeps a model alive."""
 
-    signature: tuple[Any, ...]
+    layout: tuple[tuple[int, type], ...]  # id and class of every module, in order
+    layers: tuple[int, ...]  # where the registered dropout layers are among them
+    rates: tuple[float | None, ...]  # their rates
     on: tuple[str, ...]
     calls: tuple[tuple[str, frozenset[str]], ...]
     unsafe: tuple[str, ...]
@@ -207,21 +209,24 @@ class _Cached:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Cached] = weakref.WeakKeyDictionary()
 
 
-def _signature(root: nn.Module) -> tuple[Any, ...]:
-    """Changes when a module is added or removed or a registered rate changes."""
-    return tuple((id(m), layer_rate(m)) for m in root.modules())
-
-
 def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
     """Find what Monte Carlo dropout must switch on in ``model``, called on ``args, kwargs``.
 
     Every module's ``training`` flag, every buffer and torch's RNG are as they were afterwards.
-    The answer is cached per model until its modules or registered rates change.
+    The answer is cached per model until its modules (or their classes) or registered rates
+    change.
     """
     root: nn.Module = getattr(model, "_orig_mod", model)  # torch.compile: probe eagerly
-    signature = _signature(root)
+    # Valid while the same modules of the same classes are there and the registered rates
+    # are the same: the rates are read only from the layers that were registered ones.
+    in_order = list(root.modules())
+    layout = tuple([(id(m), type(m)) for m in in_order])
     cached = _CACHE.get(root)
-    if cached is not None and cached.signature == signature:
+    if (
+        cached is not None
+        and cached.layout == layout
+        and tuple([layer_rate(in_order[i]) for i in cached.layers]) == cached.rates
+    ):
         modules = dict(root.named_modules())
         names = {m: n for n, m in modules.items()}
         return Discovery(
@@ -241,8 +246,11 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         # Fresh copies for every probe: an in-place op in train mode must not reach the
         # caller's tensors (nor the next probe's).
         found = _discover(root, lambda: root(*_copies(args), **_copies(kwargs)))
+    layers = tuple([i for i, m in enumerate(in_order) if layer_spec(m) is not None])
     _CACHE[root] = _Cached(
-        signature,
+        layout,
+        layers,
+        tuple([layer_rate(in_order[i]) for i in layers]),
         tuple(found.names[m] for m in found.on),
         tuple((found.names[m], frozenset(c)) for m, c in found.calls.items()),
         tuple(found.unsafe),
