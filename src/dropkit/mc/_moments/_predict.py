@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropkit.mc._mode import disable_mc, enable_mc
+from dropkit.mc._mode import disable_mc, mc_state
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
 from dropkit.mc._result import MCResult
 
@@ -116,7 +116,7 @@ def predict_moments(
     means: list[torch.Tensor] = []
     variances: list[torch.Tensor] = []
     # The same modules on as for sampling: mc_mode's flags (eval, the stochastic ones on).
-    state = enable_mc(model)
+    state = mc_state(model)  # discover() below switches on what must run
     # Gaussian tails and their products underflow to subnormal floats, on which CPUs are
     # 10-100x slower; they are far below anything that matters here, so flush them to zero.
     flushing = _flushing_subnormals()
