@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropkit.mc._mode import disable_mc, enable_mc
+from dropkit.mc._mode import disable_mc, mc_state
 from dropkit.mc._moments._covariance import MAX_FACTOR, FactorPropagation
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
 from dropkit.mc._result import MCResult
@@ -146,7 +146,7 @@ def predict_moments(
     factors: list[tuple[torch.Tensor, torch.Tensor] | None] = []
     forms: dict[str, str] = {}
     # The same modules on as for sampling: mc_mode's flags (eval, the stochastic ones on).
-    state = enable_mc(model)
+    state = mc_state(model)  # discover() below switches on what must run
     # Gaussian tails and their products underflow to subnormal floats, on which CPUs are
     # 10-100x slower; they are far below anything that matters here, so flush them to zero.
     flushing = _flushing_subnormals()
