@@ -20,6 +20,7 @@ from dropkit.experiments.batched import can_batch, train_batched
 from dropkit.experiments.datasets import Dataset, from_splits, load_dataset
 from dropkit.experiments.options import ConfigError, check_options
 from dropkit.experiments.store import AUTO, STAGED, Store
+from dropkit.experiments.threads import DEFAULT_THREADS, fixed_threads
 from dropkit.experiments.train import (
     AUTO_INIT_P,
     EpochMetrics,
@@ -57,6 +58,10 @@ class CompareConfig:
     grid and a learned run is never read as one at a fixed rate.
     ``batched`` trains the seeds of a rate together as one stacked model where the model allows
     (see :mod:`dropkit.experiments.batched`); it is part of the runs' identity.
+    ``threads`` is torch's thread count while the runs train (see
+    :mod:`dropkit.experiments.threads`): fixed, so that the numbers do not change with the
+    machine's load, and part of the identity, as another count gives other bits; ``None``
+    leaves torch's count as it is and is what configurations stored without one mean.
 
     ``dataset`` and ``train.model`` may name your own code (``FILE.py:NAME``,
     ``package.module:NAME``); the identity then includes the source files' digests, and
@@ -72,6 +77,7 @@ class CompareConfig:
     batched: bool = True
     code: str = ""
     auto: bool = False
+    threads: int | None = DEFAULT_THREADS
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
@@ -81,6 +87,7 @@ class CompareConfig:
             split_seed=self.split_seed,
             rates=self.rates,
             seeds=self.seeds,
+            threads=self.threads,
             **dataclasses.asdict(self.train),
         )
         if self.auto:
@@ -93,6 +100,8 @@ class CompareConfig:
             del data["code"]  # absent unless set, so built-in configurations keep their keys
         if not self.auto:
             del data["auto"]
+        if self.threads is None:  # stored before the count was fixed: the keys they had
+            del data["threads"]
         return data
 
     @classmethod
@@ -105,6 +114,7 @@ class CompareConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in data["train"].items()
         }
         fields["train"] = TrainConfig(**train)
+        fields.setdefault("threads", None)  # stored before the count was fixed
         return cls(**fields)
 
     def key(self) -> str:
@@ -225,9 +235,21 @@ def run_compare(
     ``model_fn`` is your model as a Python callable (``config.train.model`` then only names it).
     With ``config.auto`` the learned-rate runs (one per seed, one at a time) follow the grid,
     resume and ``fresh`` as the grid's do, and come last in the list (``result.learned``).
+    Everything runs with ``config.threads`` torch threads; torch's count is restored afterwards.
     """
     config.check()
-    progress = progress or Progress()
+    with fixed_threads(config.threads):
+        return _run_compare(config, output, fresh, data, progress or Progress(), model_fn)
+
+
+def _run_compare(
+    config: CompareConfig,
+    output: Path,
+    fresh: bool,
+    data: Dataset | None,
+    progress: Progress,
+    model_fn: ModelFn | None,
+) -> list[RunResult]:
     if data is None:
         data = load_dataset(
             config.dataset, split_seed=config.split_seed, label_noise=config.label_noise
@@ -429,6 +451,7 @@ def compare(
     split_seed: int = 0,
     batched: bool = True,
     auto: bool = False,
+    threads: int | None = DEFAULT_THREADS,
     progress: Progress | None = None,
     **train_options: Any,
 ) -> list[RunResult]:
@@ -443,6 +466,8 @@ def compare(
         rates, seeds, label_noise, split_seed, batched: as for ``dropkit compare``.
         auto: add a learned-rate run per seed (``--rates ...,auto``; see
             :class:`CompareConfig`).
+        threads: torch's thread count while training (``--threads``; see
+            :class:`CompareConfig`); ``None`` leaves it as it is.
         output: the output folder (its database, one sub-folder per configuration with the
             report, plots and checkpoints); None: a temporary folder, removed afterwards.
         fresh: train again, replacing the earlier runs once the new set is complete.
@@ -491,6 +516,7 @@ def compare(
         batched=batched,
         code=_code_digest(*code) if code else "",
         auto=auto,
+        threads=threads,
     )
     if output is None:
         with tempfile.TemporaryDirectory(prefix="dropkit-") as tmp:

@@ -30,6 +30,8 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
+from dropkit.experiments.threads import fixed_threads
+
 __all__ = ["DATASETS", "Dataset", "DatasetError", "cache_dir", "from_splits", "load_dataset"]
 
 
@@ -93,8 +95,11 @@ def _noisy_labels(
 def _standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """Scale every split by the training inputs' per-channel mean and std."""
     dims = [0, *range(2, train.dim())]
-    mean = train.mean(dim=dims, keepdim=True)
-    std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    # One thread: a reduction this large is split among threads, each summing its own share,
+    # so the statistics (and every run on the data) would change with the thread count.
+    with fixed_threads(1):
+        mean = train.mean(dim=dims, keepdim=True)
+        std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
     return [(t - mean) / std for t in (train, *others)]
 
 

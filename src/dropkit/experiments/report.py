@@ -607,6 +607,10 @@ FIELDS = {
         "False: one run at a time"
     ),
     "code": "digest of model or data code passed as Python objects",
+    "threads": (
+        "torch's thread count while the runs trained, fixed so that the numbers do not depend "
+        "on the machine's load; another count gives other bits and is stored apart"
+    ),
     "auto": (
         "True: one learned-rate run per seed beside the rates (Concrete dropout, every layer "
         "from p = 0.1, regularizer weights l**2 / N and 2 / N with l = 0.01)"
