@@ -110,3 +110,37 @@ def test_a_call_costs_no_registry_lookup_once_its_function_was_seen() -> None:
     assert direct > 0
     assert len(entered) == direct
     assert len(mode.random) == 101
+
+
+def test_a_removal_then_a_registration_is_seen_by_the_next_mode() -> None:
+    # The registry's size is the same after one removal and one registration: the base must
+    # still forget what it had looked up, or the removed function would stay a dropout call
+    # and the new one would be passed to torch unseen.
+    from dropkit._registry import FunctionSpec, add_function, remove_function
+
+    def first(x: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
+        return x
+
+    def second(x: torch.Tensor, p: float = 0.5, training: bool = True) -> torch.Tensor:
+        return x
+
+    def spec(name: str) -> FunctionSpec:
+        return FunctionSpec(name, "element", 1, "p", 0.5, 2, "training", True)
+
+    x = torch.ones(2)
+    add_function(first, spec("first"))
+    try:
+        with _Seen() as mode:
+            mode.__torch_function__(first, (torch.Tensor,), (x, 0.5, True))
+        assert [c.name for c in mode.dropouts] == ["first"]
+    finally:
+        remove_function(first)
+    add_function(second, spec("second"))
+    try:
+        with _Seen() as mode:
+            mode.__torch_function__(first, (torch.Tensor,), (x, 0.5, True))
+            mode.__torch_function__(second, (torch.Tensor,), (x, 0.5, True))
+        assert [c.name for c in mode.dropouts] == ["second"]
+        assert mode.others == ["first"]
+    finally:
+        remove_function(second)

@@ -18,8 +18,8 @@ Each of them runs the call unchanged unless the subclass overrides it; a mode th
 further Python call. Inside a mode's handler torch has switched the mode off, so what the
 handler calls reaches the modes below it, not itself.
 
-The answers are dropped when a mode is made and the registry has grown since (a function
-registered after its first call is seen), or by :func:`clear_lookups`.
+The answers are dropped when a mode is made and the registry has changed since (a function
+registered or removed after its first call is seen), or by :func:`clear_lookups`.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 from torch.overrides import TorchFunctionMode
 
-from dropkit._registry import FunctionSpec, function_spec, function_specs, is_random
+from dropkit._registry import FunctionSpec, function_changes, function_spec, is_random
 
 __all__ = ["DropoutCall", "InterceptMode", "clear_lookups"]
 
@@ -72,7 +72,7 @@ _RANDOM_DRAW = "random draw"
 _UNSEEN = "unseen"
 #: function -> its FunctionSpec, _RANDOM_DRAW, or None (anything else)
 _LOOKUPS: dict[Callable[..., Any], FunctionSpec | str | None] = {}
-_REGISTERED = [0]  # the registry's size when _LOOKUPS was last checked against it
+_REGISTERED = [-1]  # the registry's change count when _LOOKUPS was last checked against it
 
 
 def clear_lookups() -> None:
@@ -120,10 +120,10 @@ class InterceptMode(TorchFunctionMode):
 
     def __init__(self) -> None:
         super().__init__()
-        registered = len(function_specs())
-        if registered != _REGISTERED[0]:
+        changes = function_changes()
+        if changes != _REGISTERED[0]:
             _LOOKUPS.clear()
-            _REGISTERED[0] = registered
+            _REGISTERED[0] = changes
 
     def __torch_function__(
         self,

@@ -103,6 +103,15 @@ class FunctionSpec:
 _FUNCTIONS: dict[Callable[..., Any], FunctionSpec] = {}
 #: torch's function -> the dropkit function that does the same with the same arguments
 _REPLACEMENTS: dict[Callable[..., Any], Callable[..., Any]] = {}
+#: how many times the functions were registered or removed: a cache of lookups keyed by function
+#: objects (the interception base's) is stale once this moves, even if the count of entries
+#: came back to where it was (a removal followed by a registration)
+_CHANGES = [0]
+
+
+def function_changes() -> int:
+    """A counter that moves at every registration or removal of a dropout function."""
+    return _CHANGES[0]
 
 
 def _public_name(func: Callable[..., Any]) -> str:
@@ -117,6 +126,7 @@ def add_function(func: Callable[..., Any], spec: FunctionSpec) -> None:
     if func in _FUNCTIONS:
         raise ValueError(f"register_function: {spec.name} is registered already")
     _FUNCTIONS[func] = spec
+    _CHANGES[0] += 1
 
 
 def register_function(
@@ -164,6 +174,7 @@ def register_function(
 def remove_function(func: Callable[..., Any]) -> None:
     """Undo :func:`register_function` (and the routing of what it replaces)."""
     del _FUNCTIONS[func]
+    _CHANGES[0] += 1
     for torch_func in [t for t, f in _REPLACEMENTS.items() if f is func]:
         del _REPLACEMENTS[torch_func]
 
