@@ -438,7 +438,7 @@ def study_plots(config: SweepConfig, output: Path) -> dict[str, bytes]:
     from matplotlib import pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    from dropkit.experiments.report import png_bytes
+    from dropkit.experiments.plots import png_bytes
 
     study = optuna.load_study(study_name=config.study, storage=_storage(config.storage_url(output)))
     images: dict[str, bytes] = {}
