@@ -4,6 +4,10 @@
   generated locally by the ``mnist1d`` package's ``make_dataset`` (never downloaded) and cached.
 - ``digits``: the 8x8 handwritten digits that ship with scikit-learn.
 - ``synthetic``: a generated 4-class problem with few informative features, easy to overfit.
+- ``diabetes`` (regression): scikit-learn's diabetes data (442 patients, 10 features, a
+  disease progression score one year later; Efron et al. 2004), embedded in scikit-learn.
+  The targets are standardized by the training split's mean and standard deviation
+  (:attr:`Dataset.target_mean`, :attr:`Dataset.target_std` give them back in the score's units).
 - ``mnist``, ``fashion-mnist``, ``cifar10``: downloaded once into the cache directory, checked
   against their published MD5 checksums, and read into memory.
 - your own: ``FILE.py:NAME`` or ``package.module:NAME``, a callable returning ``(train, test)`` or
@@ -30,7 +34,20 @@ from typing import Any, BinaryIO
 import numpy as np
 import torch
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "cache_dir", "from_splits", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "REGRESSION_DATASETS",
+    "TASKS",
+    "Dataset",
+    "DatasetError",
+    "cache_dir",
+    "dataset_task",
+    "from_splits",
+    "load_dataset",
+]
+
+#: What a comparison learns: class labels (cross-entropy) or real targets (squared error).
+TASKS = ("classification", "regression")
 
 
 class DatasetError(RuntimeError):
@@ -39,7 +56,12 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Train, validation and test tensors; inputs keep their natural shape (C, ...) per sample."""
+    """Train, validation and test tensors; inputs keep their natural shape (C, ...) per sample.
+
+    ``task`` is ``classification`` (integer labels, ``num_classes`` of them) or ``regression``
+    (float targets, standardized: ``target_mean + target_std * y`` is in the data's units;
+    ``num_classes`` is then the model's number of outputs, 1).
+    """
 
     name: str
     x_train: torch.Tensor
@@ -49,6 +71,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    task: str = "classification"
+    target_mean: float = 0.0
+    target_std: float = 1.0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -154,6 +179,17 @@ def _raw_synthetic(root: Path) -> Raw:
     )
     x = x.astype(np.float32)
     return x[:1000], y[:1000], x[1000:], y[1000:]
+
+
+def _raw_diabetes(root: Path) -> Raw:
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    # A fixed test split (88 of 442), independent of the split seed, as for digits.
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:88], order[88:]
+    x = x.astype(np.float32)
+    return x[train], y[train], x[test], y[test]
 
 
 # name -> (base URL, [(file, md5)]); checksums as published with the data sets (and used by
@@ -283,8 +319,22 @@ _SOURCES: dict[str, tuple[Callable[[Path], Raw], int, float]] = {
     "mnist": (lambda root: _raw_idx("mnist", root), 10, 1 / 12),
     "fashion-mnist": (lambda root: _raw_idx("fashion-mnist", root), 10, 1 / 12),
     "cifar10": (_raw_cifar10, 10, 0.1),
+    "diabetes": (_raw_diabetes, 1, 0.2),  # regression: one output
 }
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
+#: The built-in data sets whose targets are real numbers (``--task regression``).
+REGRESSION_DATASETS: tuple[str, ...] = ("diabetes",)
+
+
+def dataset_task(name: str) -> str:
+    """``regression`` for the built-in regression data sets, else ``classification`` (your own
+    data sets are classification: :func:`from_splits` takes integer labels).
+
+    Example:
+        >>> dataset_task("diabetes"), dataset_task("digits")
+        ('regression', 'classification')
+    """
+    return "regression" if name in REGRESSION_DATASETS else "classification"
 
 
 def load_dataset(
@@ -327,15 +377,38 @@ def load_dataset(
     loader, num_classes, val_fraction = _SOURCES[name]
     x_pool, y_pool, x_test, y_test = loader(root or cache_dir())
     generator = torch.Generator().manual_seed(split_seed)
+    task = dataset_task(name)
+    labels = torch.long if task == "classification" else torch.float32
     x_train, y_train, x_val, y_val = _split_off(
         torch.as_tensor(np.ascontiguousarray(x_pool), dtype=torch.float32),
-        torch.as_tensor(np.asarray(y_pool), dtype=torch.long),
+        torch.as_tensor(np.asarray(y_pool), dtype=labels),
         val_fraction,
         generator,
     )
     x_train, x_val, x_test_t = _standardize(
         x_train, x_val, torch.as_tensor(np.ascontiguousarray(x_test), dtype=torch.float32)
     )
+    if task == "regression":
+        if label_noise > 0:
+            raise DatasetError(f"{name}: label noise applies to classification data sets only")
+        mean, std = float(y_train.mean()), float(y_train.std())
+        y_train, y_val, y_test_t = (
+            (y - mean) / std
+            for y in (y_train, y_val, torch.as_tensor(np.asarray(y_test), dtype=torch.float32))
+        )
+        return Dataset(
+            name,
+            x_train.contiguous(),
+            y_train,
+            x_val.contiguous(),
+            y_val,
+            x_test_t.contiguous(),
+            y_test_t,
+            num_classes,
+            task,
+            mean,
+            std,
+        )
     if label_noise > 0:
         y_train = _noisy_labels(y_train, label_noise, num_classes, generator)
     return Dataset(
