@@ -36,6 +36,10 @@ FIELDS = {
         "False: one run at a time"
     ),
     "code": "digest of model or data code passed as Python objects",
+    "task": (
+        "classification (cross-entropy on class labels) or regression (squared error on "
+        "standardized targets, scores in the targets' units)"
+    ),
     "auto": (
         "True: one learned-rate run per seed beside the rates (Concrete dropout, every layer "
         "from p = 0.1, regularizer weights l**2 / N and 2 / N with l = 0.01)"

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from dropkit.experiments.summary import learned_runs, runs_by_rate, summarize
+from dropkit.experiments.summary import Stat, learned_runs, runs_by_rate, summarize
 from dropkit.experiments.train import RunResult
 
 __all__ = ["CAPTIONS", "PLOTS", "figures", "plot_images", "png_bytes"]
@@ -15,10 +16,15 @@ __all__ = ["CAPTIONS", "PLOTS", "figures", "plot_images", "png_bytes"]
 PLOTS = ("loss.png", "accuracy.png", "gap.png")
 
 
-def _curves(runs: Sequence[RunResult], attr: str, scale: float = 1.0) -> tuple[list[float], ...]:
+def _curves(
+    runs: Sequence[RunResult],
+    attr: str,
+    scale: float = 1.0,
+    transform: Callable[[float], float] = float,
+) -> tuple[list[float], ...]:
     """Mean, lowest and highest value over seeds of ``attr`` at each epoch all runs reached."""
     length = min(len(r.history) for r in runs)
-    values = [[scale * getattr(r.history[i], attr) for r in runs] for i in range(length)]
+    values = [[scale * transform(getattr(r.history[i], attr)) for r in runs] for i in range(length)]
     return (
         [statistics.fmean(v) for v in values],
         [min(v) for v in values],
@@ -26,9 +32,15 @@ def _curves(runs: Sequence[RunResult], attr: str, scale: float = 1.0) -> tuple[l
     )
 
 
-def _plot_curves(ax: Any, groups: dict[float, list[RunResult]], attr: str, scale: float) -> None:
+def _plot_curves(
+    ax: Any,
+    groups: dict[float, list[RunResult]],
+    attr: str,
+    scale: float,
+    transform: Callable[[float], float] = float,
+) -> None:
     for rate, runs in groups.items():
-        mean, low, high = _curves(runs, attr, scale)
+        mean, low, high = _curves(runs, attr, scale, transform)
         epochs = range(1, len(mean) + 1)
         (line,) = ax.plot(epochs, mean, label=f"p = {rate:g}")
         ax.fill_between(epochs, low, high, color=line.get_color(), alpha=0.2, linewidth=0)
@@ -37,7 +49,8 @@ def _plot_curves(ax: Any, groups: dict[float, list[RunResult]], attr: str, scale
 #: What each figure shows, for the report's captions.
 CAPTIONS = {
     "loss.png": (
-        "Training loss (left) and validation loss (right), cross-entropy on a log scale, by "
+        "Training loss (left) and validation loss (right), cross-entropy (regression: squared "
+        "error on the standardized targets) on a log scale, by "
         "epoch and dropout rate p: line, the mean over seeds; shaded band, the range (lowest to "
         "highest) over seeds. The training loss is the mean over the epoch's batches, with "
         "dropout on; the validation loss is measured in eval mode after the epoch. Validation "
@@ -47,10 +60,16 @@ CAPTIONS = {
         "Validation accuracy in percent (eval mode, after each epoch) by epoch and dropout rate "
         "p: line, the mean over seeds; shaded band, the range (lowest to highest) over seeds."
     ),
+    "rmse.png": (
+        "Regression: validation RMSE on the standardized targets (eval mode, after each epoch; "
+        "times the targets' standard deviation it is in their units) by epoch and dropout rate "
+        "p: line, the mean over seeds; shaded band, the range (lowest to highest) over seeds."
+    ),
     "gap.png": (
         "Generalization gap (train minus test accuracy, in points, both in eval mode after "
         "training) by dropout rate: dot, the mean over seeds; error bars, ± one standard "
-        "deviation over seeds (the spread of the runs, not a confidence interval)."
+        "deviation over seeds (the spread of the runs, not a confidence interval). For "
+        "regression: test minus train RMSE, in the targets' units."
     ),
     "learned_rates.png": (
         "The learned-rate runs (--rates auto, Concrete dropout): each dropout layer's learned "
@@ -76,6 +95,7 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     band = "line: mean over seeds, band: range over seeds"
     figs: dict[str, Any] = {}
     learned = learned_runs(results)
+    regression = bool(results) and all(r.regression is not None for r in results)
     # Training and validation loss side by side on one scale: validation loss rising while
     # training loss falls is overfitting, the picture dropout is meant to change.
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), dpi=100, sharey=True)
@@ -84,7 +104,8 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     ):
         _plot_curves(ax, groups, attr, 1.0)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(f"{label} (cross-entropy)")
+        loss = "squared error, standardized" if regression else "cross-entropy"
+        ax.set_ylabel(f"{label} ({loss})")
         ax.set_title(label)
         ax.set_yscale("log")
         ax.tick_params(labelleft=True)  # sharey hides the right panel's ticks otherwise
@@ -92,25 +113,35 @@ def figures(results: Sequence[RunResult]) -> dict[str, Any]:
     axes[0].legend(title=band, title_fontsize="small")
     figs["loss.png"] = fig
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
-    _plot_curves(ax, groups, "val_acc", 100.0)  # percent, as in the table
+    if regression:
+        _plot_curves(ax, groups, "val_loss", 1.0, math.sqrt)
+        ax.set_ylabel("validation RMSE (standardized targets)")
+        ax.set_title("validation RMSE by dropout rate")
+    else:
+        _plot_curves(ax, groups, "val_acc", 100.0)  # percent, as in the table
+        ax.set_ylabel("validation accuracy (%)")
+        ax.set_title("validation accuracy by dropout rate")
     ax.set_xlabel("epoch")
-    ax.set_ylabel("validation accuracy (%)")
-    ax.set_title("validation accuracy by dropout rate")
     ax.legend(title=band, title_fontsize="small")
     ax.grid(alpha=0.3)
-    figs["accuracy.png"] = fig
+    figs["rmse.png" if regression else "accuracy.png"] = fig
     summary = [s for s in summarize(results) if not s.label]
+    gaps = [
+        s.regression.gap if s.regression is not None else Stat(100 * s.gap.mean, 100 * s.gap.std)
+        for s in summary
+    ]
     fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
     ax.errorbar(
         [s.rate for s in summary],
-        [100 * s.gap.mean for s in summary],
-        yerr=[100 * s.gap.std for s in summary],
+        [g.mean for g in gaps],
+        yerr=[g.std for g in gaps],
         marker="o",
         capsize=4,
         label="mean ± std over seeds",
     )
     ax.set_xlabel("dropout rate p")
-    ax.set_ylabel("train - test accuracy (points)")
+    gap = "test - train RMSE (targets' units)" if regression else "train - test accuracy (points)"
+    ax.set_ylabel(gap)
     ax.set_title("generalization gap vs dropout rate")
     ax.legend()
     ax.grid(alpha=0.3)

@@ -67,6 +67,17 @@ _COMPARE_CAPTION = (
     "of freedom) for its test-accuracy difference against rate 0."
 )
 
+_REGRESSION_CAPTION = (
+    "Regression: RMSE, its gap (test minus train) and the 95% interval width in the targets' "
+    "units (not the standardized ones the model learned); every ± is one standard deviation "
+    "over seeds. The network runs in eval mode (no dropout), and its predictive distribution "
+    "is the Gaussian with one noise variance, the validation MSE: test NLL is its negative "
+    "log-likelihood per target (nats, in the targets' units), cover the fraction of test "
+    "targets inside its central 95% interval. The verdict chooses the rate on the validation "
+    "split (lowest mean RMSE) and gives a 95% paired t-interval for its test-RMSE difference "
+    "against rate 0. For MC dropout's predictive distribution: dropkit mc DIR."
+)
+
 _LEARNED_CAPTION = (
     "The auto row: the learned-rate runs (Concrete dropout, one per seed, the same seeds and "
     "data), with each dropout layer's final learned rate (mean over seeds) in brackets."
@@ -127,7 +138,8 @@ def write_report(
         paths[name] = directory / name
     heading, rows = table_title(summarize(results))
     title = f"dropkit compare: {config.get('dataset', '?')} / {config.get('model', '?')}"
-    caption = f"{heading}. {_COMPARE_CAPTION}"
+    regression = bool(results) and all(r.regression is not None for r in results)
+    caption = f"{heading}. {_REGRESSION_CAPTION if regression else _COMPARE_CAPTION}"
     if learned:
         caption += f" {_LEARNED_CAPTION}"
     settings = applicable_settings(config)
@@ -173,6 +185,8 @@ def applicable_settings(config: dict[str, object]) -> dict[str, object]:
         settings.pop("hidden", None)
     elif model == "cnn" and isinstance(hidden, (list, tuple)):
         settings["hidden"] = list(hidden[:1])  # the head's width; the convolutions are fixed
-    if model != "mlp" or config.get("early_stopping"):
-        settings.pop("batched", None)
+    if model != "mlp" or config.get("early_stopping") or config.get("task") == "regression":
+        settings.pop("batched", None)  # regression runs train one at a time
+    if config.get("task") == "regression":
+        settings.pop("label_noise", None)
     return settings

@@ -10,7 +10,15 @@ from dataclasses import dataclass
 
 from dropkit.experiments.train import RunResult
 
-__all__ = ["RateSummary", "Stat", "learned_runs", "runs_by_rate", "summarize", "table_title"]
+__all__ = [
+    "RateSummary",
+    "RegressionStats",
+    "Stat",
+    "learned_runs",
+    "runs_by_rate",
+    "summarize",
+    "table_title",
+]
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,8 @@ class Stat:
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Stat:
+        if any(math.isnan(v) for v in values):  # a score the runs lack (accuracy of regression)
+            return cls(math.nan, math.nan)
         std = statistics.stdev(values) if len(values) > 1 else 0.0
         return cls(statistics.fmean(values), std)
 
@@ -28,6 +38,33 @@ class Stat:
 
     def num(self, digits: int = 3) -> str:
         return f"{self.mean:.{digits}f}±{self.std:.{digits}f}"
+
+
+@dataclass(frozen=True)
+class RegressionStats:
+    """A rate's regression scores over seeds, in the targets' units (see
+    :class:`~dropkit.experiments.results.RegressionScores`)."""
+
+    train_rmse: Stat
+    test_rmse: Stat
+    gap: Stat  #: test minus train RMSE
+    coverage: Stat  #: of the central 95% intervals, a fraction
+    width: Stat  #: of the central 95% intervals
+    calibration_error: Stat
+
+    @classmethod
+    def of(cls, runs: Sequence[RunResult]) -> RegressionStats | None:
+        scores = [r.regression for r in runs if r.regression is not None]
+        if not scores or len(scores) != len(runs):
+            return None
+        return cls(
+            Stat.of([s.train_rmse for s in scores]),
+            Stat.of([s.test_rmse for s in scores]),
+            Stat.of([s.gap for s in scores]),
+            Stat.of([s.coverage for s in scores]),
+            Stat.of([s.width for s in scores]),
+            Stat.of([s.calibration_error for s in scores]),
+        )
 
 
 @dataclass(frozen=True)
@@ -45,6 +82,8 @@ class RateSummary:
     seconds: float
     #: The row's name in place of the rate: the learned-rate runs' ``auto (p1/p2/...)``.
     label: str = ""
+    #: Regression runs' scores (their accuracies and ECE are NaN); None for classification.
+    regression: RegressionStats | None = None
 
     def row(self, *, seeds: bool = False, epochs: bool = False) -> dict[str, str]:
         """The table row (terminal and HTML); ``seeds``/``epochs`` add those columns.
@@ -55,13 +94,24 @@ class RateSummary:
         row = {"rate": self.label or f"{self.rate:g}"}
         if seeds:
             row["seeds"] = str(self.seeds)
-        row |= {
-            "train %": self.train_acc.pct(),
-            "test %": self.test_acc.pct(),
-            "gap (pt)": self.gap.pct(),
-            "test NLL": self.test_nll.num(),
-            "test ECE": self.test_ece.num(),
-        }
+        if self.regression is not None:
+            reg = self.regression
+            row |= {
+                "train RMSE": reg.train_rmse.num(1),
+                "test RMSE": reg.test_rmse.num(1),
+                "gap": reg.gap.num(1),
+                "test NLL": self.test_nll.num(),
+                "95% cover %": reg.coverage.pct(),
+                "95% width": reg.width.num(0),
+            }
+        else:
+            row |= {
+                "train %": self.train_acc.pct(),
+                "test %": self.test_acc.pct(),
+                "gap (pt)": self.gap.pct(),
+                "test NLL": self.test_nll.num(),
+                "test ECE": self.test_ece.num(),
+            }
         if epochs:
             row["epochs"] = f"{self.epochs.mean:.0f}"
         row["seconds"] = f"{self.seconds:.1f}"
@@ -121,6 +171,7 @@ def _summary(runs: Sequence[RunResult], rate: float, label: str = "") -> RateSum
         epochs=Stat.of([r.epochs_run for r in runs]),
         seconds=math.fsum(r.seconds for r in runs),
         label=label,
+        regression=RegressionStats.of(runs),
     )
 
 

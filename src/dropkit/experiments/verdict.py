@@ -13,6 +13,7 @@ from dropkit.experiments.train import RunResult
 __all__ = [
     "LEARNED_METRICS",
     "LEVEL",
+    "REGRESSION_SELECTION_RULE",
     "SELECTION_RULE",
     "LearnedEffect",
     "PairedEffect",
@@ -27,6 +28,8 @@ __all__ = [
 LEVEL = 0.95
 
 SELECTION_RULE = "the dropout rate with the highest mean validation accuracy"
+#: The rule for regression runs (``--task regression``).
+REGRESSION_SELECTION_RULE = "the dropout rate with the lowest mean validation RMSE"
 
 
 @dataclass(frozen=True)
@@ -39,19 +42,25 @@ class PairedEffect:
     """
 
     rate: float
-    val_acc: float  #: the mean validation accuracy that chose ``rate``
+    #: the mean validation accuracy that chose ``rate`` (regression: the validation RMSE)
+    val_acc: float
     mean: float
     low: float
     high: float
     level: float
     seeds: int
+    #: ``accuracy``, or ``RMSE`` for regression runs: then the differences are of test RMSE
+    #: (in the targets' units) and lower is better.
+    metric: str = "accuracy"
 
     @property
     def call(self) -> str:
         """``helped`` or ``hurt`` when the interval excludes 0, else ``no clear effect``."""
-        if self.low > 0:
+        sign = -1.0 if self.metric == "RMSE" else 1.0
+        low, high = sorted((sign * self.low, sign * self.high))
+        if low > 0:
             return "helped"
-        if self.high < 0:
+        if high < 0:
             return "hurt"
         return "no clear effect"
 
@@ -93,29 +102,49 @@ def paired_effect(results: Sequence[RunResult], level: float = LEVEL) -> PairedE
     groups = runs_by_rate(results)
     if 0.0 not in groups:
         raise ValueError("the comparison has no rate 0 (no-dropout baseline)")
-    val_acc, chosen = _chosen_rate(groups)
-    baseline = {r.seed: r.test_acc for r in groups[0.0]}
-    diffs = [r.test_acc - baseline[r.seed] for r in groups[chosen] if r.seed in baseline]
+    regression = bool(results) and all(r.regression is not None for r in results)
+    val_acc, chosen = _chosen_rate(groups, regression)
+    score = _test_rmse if regression else _test_acc
+    baseline = {r.seed: score(r) for r in groups[0.0]}
+    diffs = [score(r) - baseline[r.seed] for r in groups[chosen] if r.seed in baseline]
     if len(diffs) < 2:
         raise ValueError(
             f"fewer than 2 paired seeds for rate {chosen:g} (run with --seeds 3 or more)"
         )
     mean, low, high = paired_interval(diffs, level)
-    return PairedEffect(chosen, val_acc, mean, low, high, level, len(diffs))
+    metric = "RMSE" if regression else "accuracy"
+    return PairedEffect(chosen, val_acc, mean, low, high, level, len(diffs), metric)
 
 
-def _chosen_rate(groups: dict[float, list[RunResult]]) -> tuple[float, float]:
+def _test_acc(r: RunResult) -> float:
+    return r.test_acc
+
+
+def _test_rmse(r: RunResult) -> float:
+    return r.regression.test_rmse if r.regression is not None else math.nan
+
+
+def _val_rmse(r: RunResult) -> float:
+    return r.regression.val_rmse if r.regression is not None else math.nan
+
+
+def _chosen_rate(
+    groups: dict[float, list[RunResult]], regression: bool = False
+) -> tuple[float, float]:
     """``(mean validation accuracy, rate)`` of the rate above 0 that :data:`SELECTION_RULE`
-    picks (on a tie, the lower rate)."""
+    picks (on a tie, the lower rate); for regression, ``(mean validation RMSE, rate)`` by
+    :data:`REGRESSION_SELECTION_RULE`."""
+    sign = -1.0 if regression else 1.0
+    score = _val_rmse if regression else (lambda r: r.val_acc)
     candidates = [
-        (statistics.fmean(r.val_acc for r in runs), -rate, rate)
+        (sign * statistics.fmean(score(r) for r in runs), -rate, rate)
         for rate, runs in groups.items()
         if rate
     ]
     if not candidates:
         raise ValueError("the comparison has no dropout rate above 0")
-    val_acc, _, chosen = max(candidates)
-    return val_acc, chosen
+    value, _, chosen = max(candidates)
+    return sign * value, chosen
 
 
 #: The test metrics the learned-rate run is compared on: (attribute, name, scale, unit).
@@ -223,6 +252,8 @@ def verdict(results: Sequence[RunResult], level: float = LEVEL) -> str:
         effect = paired_effect(results, level)
     except ValueError as error:
         return f"No verdict: {error}."
+    if effect.metric == "RMSE":
+        return _regression_verdict(effect)
     interval = (
         f"{100 * effect.level:g}% paired t-interval over {effect.seeds} seeds (t with "
         f"{effect.seeds - 1} degrees of freedom)"
@@ -231,6 +262,21 @@ def verdict(results: Sequence[RunResult], level: float = LEVEL) -> str:
     chosen = (
         f"rate {effect.rate:g} ({SELECTION_RULE}, {100 * effect.val_acc:.1f}%) changed test "
         f"accuracy vs rate 0 by {100 * effect.mean:+.1f} points"
+    )
+    if effect.call == "no clear effect":
+        return f"No clear effect of dropout: {chosen}; its {interval}, {ends}, includes 0."
+    return f"Dropout {effect.call}: {chosen} ({interval}: {ends})."
+
+
+def _regression_verdict(effect: PairedEffect) -> str:
+    interval = (
+        f"{100 * effect.level:g}% paired t-interval over {effect.seeds} seeds (t with "
+        f"{effect.seeds - 1} degrees of freedom)"
+    )
+    ends = f"{effect.low:+.2f} to {effect.high:+.2f}"
+    chosen = (
+        f"rate {effect.rate:g} ({REGRESSION_SELECTION_RULE}, {effect.val_acc:.2f}) changed test "
+        f"RMSE vs rate 0 by {effect.mean:+.2f} (the targets' units)"
     )
     if effect.call == "no clear effect":
         return f"No clear effect of dropout: {chosen}; its {interval}, {ends}, includes 0."
