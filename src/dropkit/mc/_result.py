@@ -1,0 +1,76 @@
+"""``MCResult``: Monte Carlo samples and the uncertainty scores computed from them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["MCResult"]
+
+
+@dataclass(frozen=True)
+class MCResult:
+    """Monte Carlo samples and the summaries computed from them.
+
+    ``samples`` is ``[S, N, ...]``: samples first, then the batch, then the model's output dims.
+    For classification the last dim holds logits; for regression, predictions.
+    """
+
+    samples: torch.Tensor
+    strategy: str
+
+    # -------------------------------------------------------------- classification
+
+    @property
+    def sample_probs(self) -> torch.Tensor:
+        """``[S, N, C]`` softmax of each sample's logits."""
+        return torch.softmax(self.samples.float(), dim=-1)
+
+    @property
+    def probs(self) -> torch.Tensor:
+        """``[N, C]`` mean of the per-sample softmax (not the softmax of mean logits)."""
+        return self.sample_probs.mean(0)
+
+    @property
+    def predictive_entropy(self) -> torch.Tensor:
+        """``[N]`` entropy of :attr:`probs` (total uncertainty), in nats."""
+        return _entropy(self.probs)
+
+    @property
+    def expected_entropy(self) -> torch.Tensor:
+        """``[N]`` mean over samples of each sample's entropy (aleatoric part)."""
+        return _entropy(self.sample_probs).mean(0)
+
+    @property
+    def mutual_information(self) -> torch.Tensor:
+        """``[N]`` predictive minus expected entropy: BALD (Houlsby et al. 2011), epistemic part."""
+        return (self.predictive_entropy - self.expected_entropy).clamp_min(0.0)
+
+    @property
+    def variation_ratio(self) -> torch.Tensor:
+        """``[N]`` fraction of samples whose predicted class is not the most frequent one."""
+        votes = self.samples.argmax(-1)  # [S, N]
+        counts = torch.nn.functional.one_hot(votes, self.samples.shape[-1]).sum(0)  # [N, C]
+        return 1.0 - counts.max(-1).values.float() / self.samples.shape[0]
+
+    @property
+    def std(self) -> torch.Tensor:
+        """``[N, C]`` standard deviation over samples of the per-sample probabilities."""
+        return self.sample_probs.std(0, unbiased=False)
+
+    # -------------------------------------------------------------- regression
+
+    @property
+    def mean(self) -> torch.Tensor:
+        """``[N, ...]`` mean over samples (regression)."""
+        return self.samples.mean(0)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """``[N, ...]`` variance over samples (regression), normalized by S."""
+        return self.samples.var(0, unbiased=False)
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * torch.log(probs.clamp_min(1e-12))).sum(-1)
