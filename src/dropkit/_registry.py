@@ -420,17 +420,34 @@ def _qualname(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+# class -> its LayerSpec through the MRO (None: not a dropout layer), so that a lookup is one
+# dict hit, not a walk of names; emptied when _LAYERS grows, and when it holds many classes.
+_BY_CLASS: dict[type, LayerSpec | None] = {}
+_BY_CLASS_OF = [0]  # len(_LAYERS) when _BY_CLASS was filled
+
+
 def layer_spec(module: nn.Module | type, *, exact: bool = False) -> LayerSpec | None:
     """The :class:`LayerSpec` of a module (or class), or None if it is not a dropout layer.
 
     Subclasses of a registered class match through their MRO unless ``exact``.
     """
     cls = module if isinstance(module, type) else type(module)
-    for base in (cls,) if exact else cls.__mro__:
-        spec = _LAYERS.get(_qualname(base))
-        if spec is not None:
-            return spec
-    return None
+    if exact:
+        return _LAYERS.get(_qualname(cls))
+    if len(_LAYERS) != _BY_CLASS_OF[0] or len(_BY_CLASS) > 4096:
+        _BY_CLASS.clear()
+        _BY_CLASS_OF[0] = len(_LAYERS)
+    try:
+        return _BY_CLASS[cls]
+    except KeyError:
+        pass
+    found = None
+    for base in cls.__mro__:
+        found = _LAYERS.get(_qualname(base))
+        if found is not None:
+            break
+    _BY_CLASS[cls] = found
+    return found
 
 
 def layer_rate(module: nn.Module) -> float | None:

@@ -26,10 +26,11 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode, has_torch_function, redispatch_function
+from torch.overrides import has_torch_function, redispatch_function
 from torch.utils.hooks import RemovableHandle
 
-from dropkit._registry import FunctionSpec, function_spec, function_specs
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import FunctionSpec, function_specs
 
 __all__ = ["FunctionalRouting", "route_functional"]
 
@@ -68,36 +69,29 @@ def _fits(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> 
     return isinstance(x, torch.Tensor) and x.dim() in ranks
 
 
-class _Mode(TorchFunctionMode):
+class _Mode(InterceptMode):
     def __init__(self, routed: Counter[str]) -> None:
         super().__init__()
         self.routed = routed
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is None or not spec.name.startswith(_TORCH_F) or not spec.active(args, kwargs):
-            return func(*args, **kwargs)
-        target = _routes().get(func)
-        if target is not None and _fits(spec, args, kwargs):
+    def dropout(self, call: DropoutCall) -> Any:
+        spec = call.spec
+        if not spec.name.startswith(_TORCH_F) or not call.active:
+            return call.run()
+        target = _routes().get(call.func)
+        if target is not None and _fits(spec, call.args, call.kwargs):
             self.routed[spec.name] += 1
             # torch's alpha variants default to training=False; the call is active, so say True
-            args, kwargs = spec.with_training(args, kwargs, True)
+            args, kwargs = spec.with_training(call.args, call.kwargs, True)
             return target(*args, **kwargs)
         # multi_head_attention_forward: its dropout (F.dropout on the weights, or SDPA's
         # dropout_p) is called inside it, so run its body with the mode active. Unless another
         # mode sits below (dropkit.mc's): it must see this call whole, as it would without us
         # (mc's shared prefix cannot start inside it), so the call goes to it and stays torch's.
-        if has_torch_function(tuple(a for a in args if isinstance(a, torch.Tensor))):
-            return func(*args, **kwargs)
+        if has_torch_function(tuple(a for a in call.args if isinstance(a, torch.Tensor))):
+            return call.run()
         with self:
-            return redispatch_function(func, types, args, kwargs)  # type: ignore[no-untyped-call]
+            return redispatch_function(call.func, call.types, call.args, call.kwargs)  # type: ignore[no-untyped-call]
 
 
 class FunctionalRouting:

@@ -397,6 +397,28 @@ def test_dropout_module_the_propagation_does_not_see_raises() -> None:
         _moments(nn.Sequential(nn.Linear(3, 3), HiddenDropout()), torch.randn(2, 3))
 
 
+def test_unsupported_op_names_the_innermost_module() -> None:
+    model = nn.Sequential(nn.Dropout(0.2), nn.Sequential(nn.Identity(), Lambda(torch.exp)))
+    with pytest.raises(NotImplementedError, match=r"torch\.exp in module '1\.1'"):
+        _moments(model, torch.randn(2, 3))
+
+
+def test_dropout_that_returns_its_mask_raises() -> None:
+    model = nn.Sequential(nn.Identity(), Lambda(lambda t: torch.native_dropout(t, 0.3, True)[0]))
+    with pytest.raises(NotImplementedError, match=r"native_dropout.*method='sampling'"):
+        _moments(model, torch.randn(2, 3))
+
+
+def test_arguments_are_checked_on_every_call_shape() -> None:
+    # The op's argument checks run once per input shape: a good call first does not let a
+    # bad rank through on the next.
+    model = nn.Sequential(nn.Identity(), Lambda(lambda t: dk_F.dropout2d(t, 0.3)))
+    assert _moments(model, torch.randn(2, 3, 4, 4)).variance.shape == (2, 3, 4, 4)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="dropout2d: expected a 4D input"):
+            _moments(model, torch.randn(2, 3, 4))
+
+
 def test_model_without_dropout_raises() -> None:
     with pytest.raises(ValueError, match="nothing stochastic ran"):
         _moments(nn.Linear(3, 2), torch.randn(2, 3))

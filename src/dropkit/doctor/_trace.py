@@ -11,16 +11,17 @@ is what ``torch.fx.symbolic_trace`` cannot do).
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
-from dropkit._registry import function_spec, layer_spec
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._output import model_output
+from dropkit._registry import layer_spec
 
 __all__ = ["Graph", "Node", "trace"]
 
@@ -101,7 +102,7 @@ def opaque(module: nn.Module) -> bool:
     return type(module).__module__.startswith("torch.nn.")
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(InterceptMode):
     def __init__(self, names: dict[nn.Module, str]) -> None:
         super().__init__()
         self.names = names
@@ -166,28 +167,27 @@ class _Recorder(TorchFunctionMode):
 
     # -------------------------------------------------------------- torch calls
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        out = call.run()
+        if self._leaf_depth == 0:
+            dropout = {
+                "p": call.rate,
+                "variant": call.spec.variant,
+                "active": call.active,
+                "switched_on": call.training,
+                "functional": True,
+            }
+            name = getattr(call.func, "__name__", str(call.func))
+            self._add(name, self._stack[-1], (call.args, call.kwargs), "function", out, dropout)
+        return out
+
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
         out = func(*args, **kwargs)
         if self._leaf_depth == 0 and func not in _IGNORED:
-            dropout = None
-            spec = function_spec(func)
-            if spec is not None:
-                dropout = {
-                    "p": spec.rate(args, kwargs),
-                    "variant": spec.variant,
-                    "active": spec.active(args, kwargs),
-                    "switched_on": spec.training(args, kwargs),
-                    "functional": True,
-                }
             name = getattr(func, "__name__", str(func))
-            self._add(name, self._stack[-1], (args, kwargs), "function", out, dropout)
+            self._add(name, self._stack[-1], (args, kwargs), "function", out)
         return out
 
 
@@ -211,22 +211,9 @@ def trace(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any] | None
     finally:
         for handle in handles:
             handle.remove()
-    outputs = [recorder._source(t) for t in tree_flatten(main_output(out))[0]
+    # The part its users read (DK002's "the model's output"), not an encoder's last hidden
+    # state returned beside the logits.
+    main = model_output(out, where="doctor", strict=False)
+    outputs = [recorder._source(t) for t in tree_flatten(main)[0]
                if isinstance(t, torch.Tensor)]  # fmt: skip
     return Graph(recorder.nodes, [o for o in outputs if o >= 0])
-
-
-def main_output(out: Any) -> Any:
-    """The part of a model's output that its users read: ``logits`` of a mapping (a Hugging Face
-    ``ModelOutput``), else its first value; the first element of a tuple or list (the output of
-    an RNN or of ``nn.MultiheadAttention``, a ``(logits, aux)`` pair); else the output itself.
-    Other parts (an encoder's last hidden state returned beside the logits) are not the model's
-    output in the sense of DK002."""
-    if isinstance(out, Mapping):
-        if "logits" in out:
-            return out["logits"]
-        values = [v for v in out.values() if v is not None]
-        return main_output(values[0]) if values else None
-    if isinstance(out, tuple | list) and out:
-        return main_output(out[0])
-    return out

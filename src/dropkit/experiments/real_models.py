@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from dropkit._output import OutputSelector, model_output
+
 __all__ = [
     "Inputs",
     "ModelUnavailable",
@@ -131,14 +133,11 @@ def call(model: nn.Module, inputs: Inputs) -> Any:
     return model(inputs)
 
 
-def main_output(out: Any) -> torch.Tensor:
-    """The tensor a model's users read: ``logits`` of a Hugging Face output, else the output
-    itself, or the first tensor of a tuple."""
-    if isinstance(out, torch.Tensor):
-        return out
-    if isinstance(out, Mapping) and "logits" in out:
-        logits: torch.Tensor = out["logits"]
-        return logits
-    if isinstance(out, tuple | list) and out:
-        return main_output(out[0])
-    raise TypeError(f"main_output: no tensor in a {type(out).__name__}")
+def main_output(out: Any, output: OutputSelector = None) -> torch.Tensor:
+    """The tensor a model's users read (:func:`dropkit._output.model_output`): ``logits`` of a
+    Hugging Face output, else the output itself, or the first tensor of a tuple; ``output``
+    names another part. Raises ``TypeError`` where there is no such tensor."""
+    try:
+        return model_output(out, output, where="main_output")
+    except ValueError as error:
+        raise TypeError(str(error)) from None

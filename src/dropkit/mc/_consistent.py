@@ -22,9 +22,9 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch.overrides import TorchFunctionMode
 
-from dropkit._registry import FunctionSpec, function_spec, is_random
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import FunctionSpec
 
 __all__ = ["ConsistentMasks", "ConsistentSampler", "OnePassPerNetwork"]
 
@@ -157,7 +157,7 @@ class OnePassPerNetwork(RuntimeError):
     """A mask that cannot be applied to the S networks' rows at once (a mask on a weight)."""
 
 
-class ConsistentSampler(TorchFunctionMode):
+class ConsistentSampler(InterceptMode):
     """One forward with the kept masks: every stochastic call multiplied by its mask; a random
     draw outside any dropout function raises.
 
@@ -171,37 +171,33 @@ class ConsistentSampler(TorchFunctionMode):
         self.masks, self.sample, self.batch = masks, sample, batch
         self.calls = 0
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        if not call.active:
+            return call.run()
+        spec, args, kwargs = call.spec, call.args, call.kwargs
+        k, self.calls = self.calls, self.calls + 1
+        x = args[0]
+        weights = spec.sharing == "batch"
+        if self.sample is None and weights:
+            raise OnePassPerNetwork(f"{spec.name} masks a weight, not rows")
+        rows = self.batch * (self.masks.samples if self.sample is None else 1)
+        masks = self.masks.mask(k, call.func, spec, args, kwargs, rows)
+        if self.sample is not None:
+            out = x * masks[self.sample]
+        else:  # [S * N, ...] rows times [S, 1, ...] masks
+            n = self.batch
+            out = (x.reshape(-1, n, *x.shape[1:]) * masks).reshape(x.shape)
+        inplace = spec.name.endswith("_") or bool(
+            args[3] if len(args) > 3 else kwargs.get("inplace", False)
+        )
+        return x.copy_(out) if inplace and not weights else out
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is not None and spec.active(args, kwargs):
-            k, self.calls = self.calls, self.calls + 1
-            x = args[0]
-            weights = spec.sharing == "batch"
-            if self.sample is None and weights:
-                raise OnePassPerNetwork(f"{spec.name} masks a weight, not rows")
-            rows = self.batch * (self.masks.samples if self.sample is None else 1)
-            masks = self.masks.mask(k, func, spec, args, kwargs, rows)
-            if self.sample is not None:
-                out = x * masks[self.sample]
-            else:  # [S * N, ...] rows times [S, 1, ...] masks
-                n = self.batch
-                out = (x.reshape(-1, n, *x.shape[1:]) * masks).reshape(x.shape)
-            inplace = spec.name.endswith("_") or bool(
-                args[3] if len(args) > 3 else kwargs.get("inplace", False)
-            )
-            return x.copy_(out) if inplace and not weights else out
-        if is_random(func):
-            raise ValueError(
-                f"predict: masks= cannot keep a random draw ({getattr(func, '__name__', func)}) "
-                "made outside any dropout function dropkit knows (timm's or torchvision's "
-                "stochastic depth, LayerDrop...): convert the model with dropkit.convert first, "
-                "or use predict without masks="
-            )
-        return func(*args, **kwargs)
+        raise ValueError(
+            f"predict: masks= cannot keep a random draw ({getattr(func, '__name__', func)}) "
+            "made outside any dropout function dropkit knows (timm's or torchvision's "
+            "stochastic depth, LayerDrop...): convert the model with dropkit.convert first, "
+            "or use predict without masks="
+        )

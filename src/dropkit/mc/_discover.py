@@ -31,10 +31,10 @@ from typing import Any, TypeVar, cast
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_map
 
-from dropkit._registry import function_spec, is_random, layer_rate
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import layer_rate, layer_spec
 from dropkit._state import state_kept
 
 _T = TypeVar("_T")
@@ -95,7 +95,7 @@ class Discovery:
         return replace(self, on=on, calls=calls, memo=self.last_memo)
 
 
-class _Recorder(TorchFunctionMode):
+class _Recorder(InterceptMode):
     """Records ``(module, call)`` for each stochastic call; optionally sets every rate to 0."""
 
     def __init__(self, stack: list[nn.Module], zero_rates: bool) -> None:
@@ -105,23 +105,21 @@ class _Recorder(TorchFunctionMode):
         self.calls: Counter[tuple[nn.Module, str]] = Counter()
         self.order: list[nn.Module] = []  # the module of each stochastic call, in call order
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def dropout(self, call: DropoutCall) -> Any:
+        if not call.active:
+            return call.run()
+        self.calls[(self.stack[-1], call.name)] += 1
+        self.order.append(self.stack[-1])
+        if not self.zero_rates:
+            return call.run()
+        args, kwargs = call.spec.with_rate(call.args, call.kwargs, 0.0)
+        return call.func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is not None and spec.active(args, kwargs):
-            self.calls[(self.stack[-1], spec.name)] += 1
-            self.order.append(self.stack[-1])
-            if self.zero_rates:
-                args, kwargs = spec.with_rate(args, kwargs, 0.0)
-        elif is_random(func):
-            self.calls[(self.stack[-1], RANDOM + getattr(func, "__name__", str(func)))] += 1
-            self.order.append(self.stack[-1])
+        self.calls[(self.stack[-1], RANDOM + getattr(func, "__name__", str(func)))] += 1
+        self.order.append(self.stack[-1])
         return func(*args, **kwargs)
 
 
@@ -196,7 +194,9 @@ class _Runner:
 class _Cached:
     """A :class:`Discovery` by module names only, so that the cache never keeps a model alive."""
 
-    signature: tuple[Any, ...]
+    layout: tuple[tuple[int, type], ...]  # id and class of every module, in order
+    layers: tuple[int, ...]  # where the registered dropout layers are among them
+    rates: tuple[float | None, ...]  # their rates
     on: tuple[str, ...]
     calls: tuple[tuple[str, frozenset[str]], ...]
     unsafe: tuple[str, ...]
@@ -209,21 +209,24 @@ class _Cached:
 _CACHE: weakref.WeakKeyDictionary[nn.Module, _Cached] = weakref.WeakKeyDictionary()
 
 
-def _signature(root: nn.Module) -> tuple[Any, ...]:
-    """Changes when a module is added or removed or a registered rate changes."""
-    return tuple((id(m), layer_rate(m)) for m in root.modules())
-
-
 def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Discovery:
     """Find what Monte Carlo dropout must switch on in ``model``, called on ``args, kwargs``.
 
     Every module's ``training`` flag, every buffer and torch's RNG are as they were afterwards.
-    The answer is cached per model until its modules or registered rates change.
+    The answer is cached per model until its modules (or their classes) or registered rates
+    change.
     """
     root: nn.Module = getattr(model, "_orig_mod", model)  # torch.compile: probe eagerly
-    signature = _signature(root)
+    # Valid while the same modules of the same classes are there and the registered rates
+    # are the same: the rates are read only from the layers that were registered ones.
+    in_order = list(root.modules())
+    layout = tuple([(id(m), type(m)) for m in in_order])
     cached = _CACHE.get(root)
-    if cached is not None and cached.signature == signature:
+    if (
+        cached is not None
+        and cached.layout == layout
+        and tuple([layer_rate(in_order[i]) for i in cached.layers]) == cached.rates
+    ):
         modules = dict(root.named_modules())
         names = {m: n for n, m in modules.items()}
         return Discovery(
@@ -243,8 +246,11 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
         # Fresh copies for every probe: an in-place op in train mode must not reach the
         # caller's tensors (nor the next probe's).
         found = _discover(root, lambda: root(*_copies(args), **_copies(kwargs)))
+    layers = tuple([i for i, m in enumerate(in_order) if layer_spec(m) is not None])
     _CACHE[root] = _Cached(
-        signature,
+        layout,
+        layers,
+        tuple([layer_rate(in_order[i]) for i in layers]),
         tuple(found.names[m] for m in found.on),
         tuple((found.names[m], frozenset(c)) for m, c in found.calls.items()),
         tuple(found.unsafe),

@@ -24,7 +24,15 @@ from torch.utils.hooks import RemovableHandle
 from dropkit._registry import dropout_layers
 from dropkit.mc._discover import Discovery, discover, warn_about
 
-__all__ = ["MCState", "disable_mc", "dropout_modules", "enable_mc", "mc_active", "mc_mode"]
+__all__ = [
+    "MCState",
+    "disable_mc",
+    "dropout_modules",
+    "enable_mc",
+    "mc_active",
+    "mc_mode",
+    "mc_state",
+]
 
 #: The active states, oldest first (one list for every model).
 _ACTIVE: list[MCState] = []
@@ -68,7 +76,8 @@ class MCState:
                     "Monte Carlo dropout would return the same output every time; add dropout "
                     "or set a dropout rate above 0 in the model's configuration"
                 )
-            warn_about(found, where)
+            if found.unsafe or found.unchecked:
+                warn_about(found, where)
             self.discovery = found
         found = self.discovery.only_last() if self.last_layer else self.discovery
         found.apply()
@@ -101,11 +110,21 @@ def enable_mc(
     Raises:
         ValueError: (at the first call) nothing stochastic ran, naming the model.
     """
-    state = MCState(model, require_dropout, {m: m.training for m in model.modules()}, last_layer)
-    model.eval()
+    state = mc_state(model, require_dropout=require_dropout, last_layer=last_layer)
     for _, module, p in [] if last_layer else dropout_layers(model):
         if p > 0:
             module.training = True
+    return state
+
+
+def mc_state(
+    model: nn.Module, *, require_dropout: bool = True, last_layer: bool = False
+) -> MCState:
+    """:func:`enable_mc` before anything is switched on: ``model`` in eval mode, its flags
+    saved, the state active. For a caller that calls :meth:`MCState.discover` before the
+    model's first call, which switches on the modules found (the dropout layers included)."""
+    state = MCState(model, require_dropout, {m: m.training for m in model.modules()}, last_layer)
+    model.eval()
     state.hook = model.register_forward_pre_hook(state._first_call, with_kwargs=True)
     _ACTIVE.append(state)
     return state

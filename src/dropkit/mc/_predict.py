@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from dropkit._output import OutputSelector
 from dropkit.mc._consistent import ConsistentMasks
 from dropkit.mc._result import MCResult
-from dropkit.mc._sampling import Inputs, OutputSelector, predict_sampling
+from dropkit.mc._sampling import Inputs, predict_sampling
 
 __all__ = ["MCResult", "predict"]
 

@@ -31,31 +31,32 @@ that kind makes ``predict`` run S separate passes (strategy ``"loop"``).
 from __future__ import annotations
 
 import contextlib
+import operator
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
-from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from dropkit._registry import (
-    call_shares_batch,
-    function_spec,
-    is_random,
-    layer_rate,
-    layer_shares_batch,
-)
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._output import OutputSelector, model_output
+from dropkit._registry import call_shares_batch, layer_rate, layer_shares_batch
 from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler, OnePassPerNetwork
 from dropkit.mc._discover import RANDOM, Discovery
-from dropkit.mc._mode import disable_mc, enable_mc
+from dropkit.mc._mode import disable_mc, mc_state
 from dropkit.mc._result import MCResult
 
-__all__ = ["PREFIX_SHARE_ABOVE", "REPLICATED_ELEMENTS", "predict_sampling", "samples_per_pass"]
+__all__ = [
+    "PREFIX_SHARE_ABOVE",
+    "REPLICATED_ELEMENTS",
+    "Inputs",
+    "predict_sampling",
+    "samples_per_pass",
+]
 
 Inputs = torch.Tensor | Sequence[Any] | Mapping[str, Any]
-OutputSelector = int | str | Callable[[Any], torch.Tensor] | None
 
 
 class _CannotShare(RuntimeError):
@@ -113,18 +114,24 @@ def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
     the replicated input would have produced (a permuted activation stays permuted).
     """
 
-    def memory_rank(d: int) -> tuple[int, int, int]:
-        if d == 0 and t.shape[0] == 1:
-            return (-1, 0, 0)  # a batch of one: outermost
-        return (int(t.shape[d] == 1), -t.stride(d), d)  # other size-1 dims: innermost
+    # Written as loops, without a function per dim: this runs inside every sampling pass.
+    shape, strides, dims = t.shape, t.stride(), t.dim()
+    ranks = []
+    for d in range(dims):
+        if d == 0 and shape[0] == 1:
+            ranks.append((-1, 0, 0))  # a batch of one: outermost
+        else:
+            ranks.append((int(shape[d] == 1), -strides[d], d))  # other size-1 dims: innermost
+    order = sorted(range(dims), key=ranks.__getitem__)
+    reps = [1] * dims
+    reps[order.index(0)] = samples
+    back = [0] * dims
+    for at, d in enumerate(order):
+        back[d] = at
+    return t.permute(order).repeat(reps).permute(back)
 
-    order = sorted(range(t.dim()), key=memory_rank)
-    reps = [samples if d == 0 else 1 for d in order]
-    tiled = t.permute(order).repeat(reps)
-    return tiled.permute([order.index(d) for d in range(t.dim())])
 
-
-class _Sampler(TorchFunctionMode):
+class _Sampler(InterceptMode):
     """Runs one forward for S samples: replicates the batch at the first stochastic op (or from
     the start with ``replicate``), and runs batch-shared dropout once per sample block."""
 
@@ -146,16 +153,18 @@ class _Sampler(TorchFunctionMode):
 
     def remember(self, out: object) -> None:
         """Note the tensors of a call's output (and of tuples/lists in it) as computed before
-        the first stochastic op; an entry goes when its tensor is freed."""
+        the first stochastic op. An entry outlives its tensor (the sampler lives one pass): a
+        new tensor given the same id is told apart by the weak reference."""
         if isinstance(out, torch.Tensor):
-            key = id(out)
-            self._before[key] = weakref.ref(out, lambda _, key=key: self._before.pop(key, None))  # type: ignore[misc]
-        elif isinstance(out, list | tuple):
-            for item in out:
-                self.remember(item)
-        elif isinstance(out, Mapping):
-            for item in out.values():
-                self.remember(item)
+            self._before[id(out)] = weakref.ref(out)
+            return
+        items = out.values() if isinstance(out, Mapping) else out
+        if isinstance(out, Mapping | list | tuple):
+            for item in items:  # type: ignore[attr-defined]
+                if isinstance(item, torch.Tensor):
+                    self._before[id(item)] = weakref.ref(item)
+                elif isinstance(item, Mapping | list | tuple):
+                    self.remember(item)
 
     def _replicate(self, t: torch.Tensor) -> torch.Tensor:
         copy = self._copies.get(id(t))
@@ -183,12 +192,21 @@ class _Sampler(TorchFunctionMode):
     def map_call(
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """The call's arguments with pre-prefix tensors replicated (cheap when none is alive)."""
-        if not self._before:
+        """The call's arguments with pre-prefix tensors replicated (cheap when none is among
+        them: the check runs in this frame, without a call per argument)."""
+        before = self._before
+        for a in (*args, *kwargs.values()):
+            ref = before.get(id(a))  # an id can be a dead tensor's: the reference tells
+            if (ref is not None and ref() is a) or isinstance(a, list | tuple):
+                break
+        else:
             return args, kwargs
-        args = tuple(self._map(a) for a in args)
-        if kwargs:
-            kwargs = {k: self._map(v) for k, v in kwargs.items()}
+        args = tuple([self._map(a) if isinstance(a, torch.Tensor | list | tuple) else a
+                      for a in args])  # fmt: skip
+        for v in kwargs.values():
+            if isinstance(v, torch.Tensor | list | tuple):
+                kwargs = {k: self._map(v) for k, v in kwargs.items()}
+                break
         return args, kwargs
 
     def _start(self, first: object, where: str) -> None:
@@ -225,39 +243,51 @@ class _Sampler(TorchFunctionMode):
 
     # ------------------------------------------------------------------ torch calls
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
-    ) -> Any:
-        kwargs = kwargs or {}
-        if self._busy:
-            return func(*args, **kwargs)
-        spec = function_spec(func)
-        if spec is not None and spec.active(args, kwargs):
-            if spec.sharing == "batch":  # a mask on weights: no batch to split
-                raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
-            if not self.started:
-                if spec.name in _MODULE_LEVEL:
-                    raise _CannotShare(f"{spec.name} was called outside its module")
-                self._start(args[0], spec.name)
-            if not self.replicate:
-                args, kwargs = self.map_call(args, kwargs)
-            if call_shares_batch(spec, args, kwargs):
-                return self._per_sample(func, spec.name, args, kwargs)
-            return func(*args, **kwargs)
+    def dropout(self, call: DropoutCall) -> Any:
+        if self._busy or not call.active:
+            return self.other(call.func, call.types, call.args, call.kwargs)
+        spec, args, kwargs = call.spec, call.args, call.kwargs
+        if spec.sharing == "batch":  # a mask on weights: no batch to split
+            raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
         if not self.started:
-            if is_random(func):
-                raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
-            out = func(*args, **kwargs)
-            self.remember(out)
-            if isinstance(out, torch.Tensor):
-                self.prefix_elements += out.numel()
-            return out
+            if spec.name in _MODULE_LEVEL:
+                raise _CannotShare(f"{spec.name} was called outside its module")
+            self._start(args[0], spec.name)
         if not self.replicate:
             args, kwargs = self.map_call(args, kwargs)
+        # "batch" raised above; only "argument" (noise_shape=, mode=) decides per call
+        if spec.sharing == "argument" and call_shares_batch(spec, args, kwargs):
+            return self._per_sample(call.func, spec.name, args, kwargs)
+        return call.func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not self._busy and not self.started:
+            raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
+        return self.other(func, types, args, kwargs)
+
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self._busy:
+            return func(*args, **kwargs)
+        if not self.started:
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):  # remember(out), without a call for a tensor
+                self._before[id(out)] = weakref.ref(out)
+                self.prefix_elements += out.numel()
+            else:
+                self.remember(out)
+            return out
+        if not self.replicate:
+            # map_call's own check, here too: a call with nothing to replicate costs no call
+            before = self._before
+            for a in (*args, *kwargs.values()):
+                ref = before.get(id(a))
+                if (ref is not None and ref() is a) or isinstance(a, list | tuple):
+                    args, kwargs = self.map_call(args, kwargs)
+                    break
         return func(*args, **kwargs)
 
     def _per_sample(
@@ -316,40 +346,6 @@ def _batch_map(
     return mapped
 
 
-def _select(out: object, output: OutputSelector) -> torch.Tensor:
-    """The tensor to sample from a model's output."""
-    if callable(output):
-        picked = output(out)
-    elif output is not None:
-        try:
-            picked = out[output]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError) as error:
-            raise ValueError(
-                f"predict: output={output!r} is not in the model's output "
-                f"({type(out).__name__}): {error}"
-            ) from None
-    elif isinstance(out, torch.Tensor):
-        picked = out
-    elif isinstance(out, Mapping):
-        if "logits" not in out:
-            raise ValueError(
-                f"predict: the model returned a {type(out).__name__} without 'logits' (keys: "
-                f"{list(out)}); choose the tensor to sample with output=, e.g. "
-                f"output={next(iter(out), 'key')!r}"
-            )
-        picked = out["logits"]
-    elif isinstance(out, list | tuple) and out:
-        picked = out[0]
-    else:
-        raise ValueError(f"predict: cannot read samples from a {type(out).__name__} output")
-    if not isinstance(picked, torch.Tensor):
-        raise ValueError(
-            f"predict: the selected output is a {type(picked).__name__}, not a tensor; "
-            "pass output= (a key, an index or a function) to choose a tensor"
-        )
-    return picked
-
-
 # ---------------------------------------------------------------------- strategies
 
 
@@ -361,13 +357,20 @@ def _module_starts(found: Discovery, level: str) -> list[nn.Module]:
     ``"module"``: also every other module whose own forward issues dropout (an attention
     module reads its input's shape before it calls ``scaled_dot_product_attention``).
     """
-    registered = {m for m in found.on if layer_rate(m) is not None}
-    return [
-        m
-        for m, calls in found.calls.items()
-        if any(c in _MODULE_LEVEL or c.startswith(RANDOM) for c in calls)
-        or (level == "module" and m not in registered and m is not found.root)
-    ]
+    starts = []
+    registered: set[nn.Module] | None = None
+    for module, calls in found.calls.items():
+        for call in calls:
+            if call in _MODULE_LEVEL or call.startswith(RANDOM):
+                starts.append(module)
+                break
+        else:
+            if level == "module" and module is not found.root:
+                if registered is None:
+                    registered = {m for m in found.on if layer_rate(m) is not None}
+                if module not in registered:
+                    starts.append(module)
+    return starts
 
 
 def _run(
@@ -389,15 +392,14 @@ def _run(
     if replicate:
         args, kwargs = _batch_map(args, kwargs, n, sampler._replicate)
     else:
-        sampler.remember(list(args))
-        sampler.remember(kwargs)
+        sampler.remember((*args, *kwargs.values()))
         handles = [
             m.register_forward_pre_hook(sampler.module_start, with_kwargs=True)
             for m in _module_starts(found, level)
         ]
     try:
         with sampler:
-            out = _select(model(*args, **kwargs), output)
+            out = model_output(model(*args, **kwargs), output, where="predict")
     finally:
         for handle in handles:
             handle.remove()
@@ -493,10 +495,6 @@ def _sample(
     return out, "replicate"
 
 
-def _rows(start: int, stop: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    return lambda t: t[start:stop]
-
-
 def _loop(
     model: nn.Module,
     args: tuple[Any, ...],
@@ -504,7 +502,9 @@ def _loop(
     samples: int,
     output: OutputSelector,
 ) -> torch.Tensor:
-    return torch.stack([_select(model(*args, **kwargs), output) for _ in range(samples)])
+    return torch.stack(
+        [model_output(model(*args, **kwargs), output, where="predict") for _ in range(samples)]
+    )
 
 
 def _consistent(
@@ -521,7 +521,7 @@ def _consistent(
     try:
         copies = _batch_map(args, kwargs, n, lambda t: t.repeat(s, *[1] * (t.dim() - 1)))
         with ConsistentSampler(masks, None, n):
-            out = _select(model(*copies[0], **copies[1]), output)
+            out = model_output(model(*copies[0], **copies[1]), output, where="predict")
         if out.dim() > 0 and out.shape[0] == s * n:
             return out.reshape(s, n, *out.shape[1:]), "consistent"
         why = f"the output's dim 0 is {out.shape[0] if out.dim() else None}, not S * N"
@@ -533,7 +533,7 @@ def _consistent(
     for sample in range(s):
         fresh = _batch_map(args, kwargs, n, torch.clone)
         with ConsistentSampler(masks, sample, n):
-            outs.append(_select(model(*fresh[0], **fresh[1]), output))
+            outs.append(model_output(model(*fresh[0], **fresh[1]), output, where="predict"))
     return torch.stack(outs), f"consistent (one pass per network: {why})"
 
 
@@ -556,17 +556,21 @@ def predict_sampling(
     chunk = batch_size or max(1, n)
     outputs: list[torch.Tensor] = []
     strategy = ""
-    devices = sorted({t.device.index or 0 for t in tree_flatten((args, kwargs))[0]
-                      if isinstance(t, torch.Tensor) and t.is_cuda})  # fmt: skip
+    devices = []
+    for t in tree_flatten((args, kwargs))[0]:
+        if isinstance(t, torch.Tensor) and t.is_cuda and (t.device.index or 0) not in devices:
+            devices.append(t.device.index or 0)
+    devices.sort()
     # Without a seed the masks come from torch's global generator and advance it, as torch's
     # own random ops do: every call gives fresh samples. With one, the global generator is
     # forked, so the call repeats exactly and leaves the caller's stream where it was.
     rng = torch.random.fork_rng(devices=devices) if seed is not None else contextlib.nullcontext()
     with rng, torch.no_grad():
-        state = enable_mc(model, last_layer=last_layer)
+        # Discovery switches on all that must run before the first pass.
+        state = mc_state(model, last_layer=last_layer)
         try:
             for start in range(0, n, chunk):
-                part = _batch_map(args, kwargs, n, _rows(start, start + chunk))
+                part = _batch_map(args, kwargs, n, operator.itemgetter(slice(start, start + chunk)))
                 found = state.discover(*part, "predict")
                 if start == 0 and seed is not None:
                     torch.manual_seed(seed)

@@ -19,14 +19,14 @@ skip connection, or the units that share one channel-dropout or DropPath mask, a
 and the variance after them is approximate.
 
 How: the model runs once on the inputs, in eval mode, under a ``TorchFunctionMode``
-(:class:`Propagation`, in ``_mode.py``) that sees every torch function, ``torch.Tensor`` method
-and dropout function (dropkit's and ``torch.nn.functional``'s, module or function). Each tensor
-it returns holds the *mean*; the variances sit in a side table keyed by tensor identity. A call
-that gets a tensor carrying variance and that has no rule raises ``NotImplementedError`` naming
-the op and the module, as do random-number calls and dropout that cannot be propagated
-(DropBlock, DropConnect, recurrent and attention dropout): never a silent answer with part of
-the noise missing. What counts as dropout, and which calls draw random numbers, is
-:mod:`dropkit._registry`'s to say.
+(:class:`Propagation`, in ``_mode.py``, on dropkit's interception base) that sees every torch
+function, ``torch.Tensor`` method and dropout function (dropkit's and ``torch.nn.functional``'s,
+module or function). Each tensor it returns holds the *mean*; the variances sit in a side table
+keyed by tensor identity. A call that gets a tensor carrying variance and that has no rule
+raises ``NotImplementedError`` naming the op and the module, as do random-number calls and
+dropout that cannot be propagated (DropBlock, DropConnect, recurrent and attention dropout):
+never a silent answer with part of the noise missing. What counts as dropout, and which calls
+draw random numbers, is :mod:`dropkit._registry`'s to say.
 
 The package: ``_mode.py`` (the mode and the rule tables), ``_gaussian.py`` (moments of
 functions of Gaussians), and the rules by op family: ``_dropout.py``, ``_linear.py``
@@ -54,11 +54,20 @@ For example, the rule of ``torch.nn.functional.hardtanh`` by quadrature would be
 
 A dropout variant of :mod:`dropkit._registry` gets its rule with :func:`dropout_rule`, keyed
 by the variant's name (or by a function, which comes first), with the signature
-``rule(prop, spec, func, args, kwargs)``: ``spec`` is the call's
-:class:`~dropkit._registry.FunctionSpec` (``spec.rate(args, kwargs)``,
-``spec.training(args, kwargs)``...). It sees every call, on or off, and counts itself
-(``prop.dropouts += 1``) when on. A registered dropout function whose variant has no rule raises
-when it is on.
+``rule(prop, call)``: ``call`` is the :class:`~dropkit._intercept.DropoutCall` the interception
+base hands every mode (``call.rate``, ``call.training``, ``call.active``, ``call.spec``,
+``call.args``...). It sees every call, on or off, and counts itself (``prop.dropouts += 1``)
+when on. A registered dropout function whose variant has no rule raises when it is on. For
+example, a variant whose noise multiplies by ``1 + p * N(0, 1)``::
+
+    @dropout_rule("my_gaussian")
+    def _my_gaussian(prop, call):
+        x = call.args[0]
+        if not call.active:
+            return call.run()
+        prop.dropouts += 1
+        v = prop.zvar(x)
+        return prop.bind(x.clone(), (v + x * x) * call.rate**2 + v)
 """
 
 from dropkit.mc._moments import (  # noqa: F401  (each file registers its rules)

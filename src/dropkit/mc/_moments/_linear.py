@@ -9,7 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as torch_F
 
-from dropkit.mc._moments._mode import Propagation, arg, moment_rule, replace
+from dropkit.mc._moments._mode import Propagation, arg, moment_rule
 
 __all__: list[str] = []
 
@@ -28,16 +28,20 @@ _T = torch.Tensor
 def _weighted(
     prop: Propagation, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
-    """``func(input, weight, bias, ...)`` linear in ``input``: Linear, conv, conv_transpose."""
-    x, weight = args[0], arg(args, kwargs, 1, "weight", None)
-    bias = arg(args, kwargs, 2, "bias", None)
-    if prop.random(weight) or prop.random(bias):
+    """``func(input, weight, bias, ...)`` linear in ``input``: Linear, conv, conv_transpose.
+
+    The variance is the same map of the input's variance through the squared weights, with no
+    bias: ``func(Var[x], weight**2, None, ...)``.
+    """
+    x = args[0]
+    weight: torch.Tensor = args[1] if len(args) > 1 else kwargs["weight"]
+    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+    if prop.noisy((weight, bias), {}):
         raise prop.unsupported(func, "weights that carry dropout noise")
     mean = func(*args, **kwargs)
-    vargs, vkwargs = replace(args, kwargs, 1, "weight", prop.square(weight))
-    vargs, vkwargs = replace(vargs, vkwargs, 2, "bias", None)
-    vargs = (prop.zvar(x), *vargs[1:])
-    return prop.bind(mean, func(*vargs, **vkwargs))
+    rest = {k: a for k, a in kwargs.items() if k not in ("weight", "bias")} if kwargs else kwargs
+    var = func(prop.zvar(x), prop.square(weight), None, *args[3:], **rest)
+    return prop.bind(mean, var)
 
 
 @moment_rule(torch.matmul, torch.mm, torch.bmm, _T.matmul, _T.mm, _T.bmm, _T.__matmul__)

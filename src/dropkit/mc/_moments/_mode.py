@@ -1,26 +1,28 @@
 """The propagation mode, the two rule tables it reads, and the decorators that fill them.
 
-:class:`Propagation` is a ``TorchFunctionMode``: each tensor it returns holds the *mean*, the
-variances sit in a side table keyed by tensor identity. For each call it finds, once per
-function, what handles it:
+:class:`Propagation` extends :class:`dropkit._intercept.InterceptMode`, which looks each function
+up in :mod:`dropkit._registry` once. Each tensor the mode returns holds the *mean*; the
+variances sit in a side table keyed by tensor identity. For each call:
 
-1. a dropout function of :mod:`dropkit._registry` (``function_spec``): the rule registered with
-   :func:`dropout_rule` for that function, else for its variant; a variant without one raises;
-2. a random draw (``_registry.is_random``): raises, the propagation cannot see its noise;
+1. a registered dropout function (a :class:`~dropkit._intercept.DropoutCall`): the rule
+   registered with :func:`dropout_rule` for that function, else for its variant; a variant
+   without one raises when the call is on;
+2. a raw random draw: raises, the propagation cannot see its noise;
 3. anything else: run as it is when no input carries variance; otherwise the rule registered
    with :func:`moment_rule` for that function, and without one ``NotImplementedError``.
 """
 
 from __future__ import annotations
 
+import sys
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
-from torch.overrides import TorchFunctionMode
+from torch import nn
 
-from dropkit._registry import FunctionSpec, function_spec, is_random
+from dropkit._intercept import DropoutCall, InterceptMode
 
 __all__ = [
     "DROPOUT_RULES",
@@ -42,10 +44,8 @@ SAMPLING_HINT = "use method='sampling' for this model"
 #: ``rule(prop, func, args, kwargs)``: the call's result (the mean), its variance bound with
 #: ``prop.bind``. Called only when some input of the call carries variance.
 Rule = Callable[["Propagation", Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any]
-#: ``rule(prop, spec, func, args, kwargs)`` for a registered dropout function, on every call.
-DropoutRule = Callable[
-    ["Propagation", FunctionSpec, Callable[..., Any], tuple[Any, ...], dict[str, Any]], Any
-]
+#: ``rule(prop, call)`` for each call of a registered dropout function, on or off.
+DropoutRule = Callable[["Propagation", DropoutCall], Any]
 
 #: torch function (or ``torch.Tensor`` method) -> its moment rule
 RULES: dict[Callable[..., Any], Rule] = {}
@@ -57,7 +57,25 @@ _D = TypeVar("_D", bound=DropoutRule)
 
 
 def moment_rule(*funcs: Callable[..., Any]) -> Callable[[_R], _R]:
-    """Register ``rule`` as the moment rule of each of ``funcs`` (a decorator)."""
+    """Register ``rule`` as the moment rule of each of ``funcs`` (a decorator).
+
+    ``rule(prop, func, args, kwargs)`` runs when some argument of a call of ``func`` carries
+    variance, and returns the mean with its variance bound by ``prop.bind(mean, var)``.
+
+    Example:
+        >>> import torch
+        >>> from dropkit import mc
+        >>> from dropkit.mc._moments._gaussian import quadrature_moments
+        >>> @moment_rule(torch.nn.functional.softsign)
+        ... def _softsign(prop, func, args, kwargs):
+        ...     x = args[0]
+        ...     return prop.bind(*quadrature_moments(func, x, prop.zvar(x)))
+        >>> model = torch.nn.Sequential(torch.nn.Dropout(0.5), torch.nn.Softsign())
+        >>> result = mc.predict(model, torch.ones(2, 3), method="moments")
+        >>> result.variance.shape, bool((result.variance > 0).all())
+        (torch.Size([2, 3]), True)
+        >>> del RULES[torch.nn.functional.softsign]  # the example's rule, taken out again
+    """
 
     def register(rule: _R) -> _R:
         for func in funcs:
@@ -118,33 +136,29 @@ def op_name(func: Callable[..., Any]) -> str:
     return f"{module}.{name}"
 
 
-def _leaves(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Iterator[Any]:
-    for a in (*args, *kwargs.values()):
-        if isinstance(a, list | tuple):
-            yield from a
-        else:
-            yield a
-
-
 # ------------------------------------------------------------------ the mode
 
 
-class Propagation(TorchFunctionMode):
-    """Carries (mean, variance) through the torch calls of one forward pass."""
+class Propagation(InterceptMode):
+    """Carries (mean, variance) through the torch calls of one forward pass.
 
-    def __init__(self) -> None:
+    Args:
+        model: the model that runs (names the module in error messages); None for none.
+    """
+
+    def __init__(self, model: nn.Module | None = None) -> None:
         super().__init__()
+        # Tensor id -> (weak reference, variance). No callback: a dead tensor's entry stays
+        # until the pass ends (its reference then returns None, so a reused id never matches).
         self._table: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self._squares: dict[int, tuple[weakref.ref[torch.Tensor], torch.Tensor]] = {}
         self.dropouts = 0
-        self.where: list[str] = []  # the stack of module names, for error messages
+        self.model = model
 
     # -- the side table
 
     def var(self, t: Any) -> torch.Tensor | None:
         """The variance bound to ``t``, or None (not a tensor, or no noise)."""
-        if not isinstance(t, torch.Tensor):
-            return None
         entry = self._table.get(id(t))
         if entry is None or entry[0]() is not t:
             return None
@@ -152,22 +166,18 @@ class Propagation(TorchFunctionMode):
 
     def zvar(self, t: torch.Tensor) -> torch.Tensor:
         """The variance of ``t``, zeros if it carries none."""
-        v = self.var(t)
-        return torch.zeros_like(t) if v is None else v
+        entry = self._table.get(id(t))
+        if entry is None or entry[0]() is not t:
+            return torch.zeros_like(t)
+        return entry[1]
 
     def bind(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Record ``v`` (broadcast to ``t``'s shape) as the variance of ``t``; returns ``t``."""
-        key = id(t)
-        table = self._table
-
-        def forget(ref: weakref.ref[torch.Tensor]) -> None:
-            entry = table.get(key)
-            if entry is not None and entry[0] is ref:
-                del table[key]
-
         if v.shape != t.shape:
             v = torch.broadcast_to(v, t.shape)
-        table[key] = (weakref.ref(t, forget), v.to(t.dtype))
+        if v.dtype != t.dtype:
+            v = v.to(t.dtype)
+        self._table[id(t)] = (weakref.ref(t), v)
         return t
 
     def rebind(self, target: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
@@ -177,10 +187,12 @@ class Propagation(TorchFunctionMode):
 
     def random(self, t: Any) -> bool:
         """Whether ``t`` is a tensor that carries variance."""
-        return self.var(t) is not None
+        entry = self._table.get(id(t))
+        return entry is not None and entry[0]() is t
 
     def square(self, w: torch.Tensor) -> torch.Tensor:
-        """``w * w``, computed once per weight tensor."""
+        """``w * w``, computed once per weight tensor and pass (a few microseconds next to the
+        pass; kept no longer, so that a weight changed in place is never stale)."""
         entry = self._squares.get(id(w))
         if entry is not None and entry[0]() is w:
             return entry[1]
@@ -190,9 +202,23 @@ class Propagation(TorchFunctionMode):
 
     # -- errors
 
+    def module_name(self) -> str | None:
+        """The innermost module of the model whose forward is running (read off the stack)."""
+        if self.model is None:
+            return None
+        names = {id(m): name or type(m).__name__ for name, m in self.model.named_modules()}
+        frame = sys._getframe(1)
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in names:
+                return names[id(owner)]
+            frame = frame.f_back  # type: ignore[assignment]
+        return None
+
     def unsupported(self, func: Callable[..., Any], why: str = "") -> NotImplementedError:
         """The error for a call the propagation cannot follow, naming the op and the module."""
-        where = f" in module {self.where[-1]!r}" if self.where else ""
+        module = self.module_name()
+        where = f" in module {module!r}" if module is not None else ""
         detail = f" ({why})" if why else ""
         return NotImplementedError(
             f"predict(method='moments'): {op_name(func)}{where} has no moment-propagation rule"
@@ -201,9 +227,25 @@ class Propagation(TorchFunctionMode):
 
     # -- dispatch
 
+    def noisy(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+        """Whether some tensor among the arguments (or in a list or tuple of them) is noisy."""
+        table = self._table
+        for group in (args, kwargs.values()) if kwargs else (args,):
+            for a in group:
+                if isinstance(a, list | tuple):
+                    for b in a:
+                        entry = table.get(id(b))
+                        if entry is not None and entry[0]() is b:
+                            return True
+                else:
+                    entry = table.get(id(a))
+                    if entry is not None and entry[0]() is a:
+                        return True
+        return False
+
     def plain(self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         """A call that is not dropout: as it is, or through its moment rule if an input is noisy."""
-        if not any(self.random(a) for a in _leaves(args, kwargs)):
+        if not self.noisy(args, kwargs):
             return func(*args, **kwargs)
         rule = RULES.get(func)
         if rule is not None:
@@ -215,22 +257,32 @@ class Propagation(TorchFunctionMode):
             raise self.unsupported(func, "its input carries dropout noise")
         return out  # metadata: shape, dtype, dim, ...
 
-    def __torch_function__(
-        self,
-        func: Callable[..., Any],
-        types: Any,
-        args: tuple[Any, ...] = (),
-        kwargs: dict[str, Any] | None = None,
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> Any:
-        kwargs = kwargs or {}
-        spec = function_spec(func)
-        if spec is not None:
-            dropout = DROPOUT_RULES.get(func) or DROPOUT_RULES.get(spec.variant)
-            if dropout is None:
-                if spec.active(args, kwargs):
-                    raise self.unsupported(func, f"dropout of variant {spec.variant!r}")
-                return self.plain(func, args, kwargs)
-            return dropout(self, spec, func, args, kwargs)
-        if is_random(func):
-            raise self.unsupported(func, "it draws random numbers the propagation cannot see")
-        return self.plain(func, args, kwargs)
+        # Every call of the pass that is not dropout comes here: the noise check is written
+        # out (each Python frame costs every call), the rule found with one dictionary hit.
+        table = self._table
+        for group in (args, kwargs.values()) if kwargs else (args,):
+            for a in group:
+                if isinstance(a, list | tuple):
+                    if self.noisy(tuple(a), {}):
+                        return self.plain(func, args, kwargs)
+                    continue
+                entry = table.get(id(a))
+                if entry is not None and entry[0]() is a:
+                    return self.plain(func, args, kwargs)
+        return func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        raise self.unsupported(func, "it draws random numbers the propagation cannot see")
+
+    def dropout(self, call: DropoutCall) -> Any:
+        rule = DROPOUT_RULES.get(call.func) or DROPOUT_RULES.get(call.spec.variant)
+        if rule is not None:
+            return rule(self, call)
+        if call.active:
+            raise self.unsupported(call.func, f"dropout of variant {call.spec.variant!r}")
+        return self.plain(call.func, call.args, call.kwargs)

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from dropkit.mc._mode import disable_mc, dropout_modules, enable_mc
+from dropkit.mc._mode import disable_mc, enable_mc
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
 from dropkit.mc._regression import RegressionPrediction, from_moments
 from dropkit.mc._result import MCResult
@@ -73,35 +73,29 @@ class MomentResult(MCResult):
         )
 
 
-def _forward(
-    model: nn.Module, x: torch.Tensor, dropouts: list[tuple[str, nn.Module]]
-) -> tuple[torch.Tensor, torch.Tensor, int]:
-    prop = Propagation()
-    handles = []
-    names = {id(m): name or type(m).__name__ for name, m in model.named_modules()}
+def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+    prop = Propagation(model)
+    # Each module mc_mode switched on (the dropout layers, the modules whose forward issues
+    # dropout) must add a dropout that a rule counted: anything else is noise the pass missed.
+    switched_on = [m for m in model.modules() if m.training]
     seen_at: dict[int, int] = {}
 
     def enter(module: nn.Module, inputs: Any) -> None:
-        prop.where.append(names.get(id(module), type(module).__name__))
         seen_at[id(module)] = prop.dropouts
 
-    def leave(module: nn.Module, inputs: Any, output: Any) -> None:
-        if prop.where:
-            prop.where.pop()
-
     def check(module: nn.Module, inputs: Any, output: Any) -> None:
-        if module.training and prop.dropouts == seen_at.get(id(module), prop.dropouts):
+        if prop.dropouts == seen_at.get(id(module), prop.dropouts):
+            name = next((n for n, m in model.named_modules() if m is module), "")
             raise NotImplementedError(
-                f"predict(method='moments'): module {names[id(module)]!r} "
+                f"predict(method='moments'): module {name or type(module).__name__!r} "
                 f"({type(module).__name__}) is dropout but called no dropout function that "
                 f"moment propagation knows; {SAMPLING_HINT}"
             )
 
+    handles = []
     try:
-        for module in model.modules():
+        for module in switched_on:
             handles.append(module.register_forward_pre_hook(enter))
-            handles.append(module.register_forward_hook(leave))
-        for _, module in dropouts:
             handles.append(module.register_forward_hook(check))
         with prop:
             out = model(x)
@@ -140,7 +134,6 @@ def predict_moments(
         )
     if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
         raise ValueError(f"predict: expected batch_size >= 1 or None, got {batch_size!r}")
-    dropouts = [(name, m) for name, m, p in dropout_modules(model) if p > 0]
     chunk = batch_size or max(1, x.shape[0])
     means: list[torch.Tensor] = []
     variances: list[torch.Tensor] = []
@@ -156,7 +149,7 @@ def predict_moments(
                 part = x[start : start + chunk]
                 # Discovery runs the model in train mode: on a copy, in case it works in place.
                 state.discover((part.clone(),), {}, "predict(method='moments')")
-                mean, var, seen = _forward(model, part, dropouts)
+                mean, var, seen = _forward(model, part)
                 if seen == 0:
                     raise ValueError(
                         "predict(method='moments'): no dropout ran in the model's forward, so "
@@ -167,12 +160,13 @@ def predict_moments(
     finally:
         torch.set_flush_denormal(flushing)
         disable_mc(state)
-    mean, var = torch.cat(means), torch.cat(variances)
+    mean = means[0] if len(means) == 1 else torch.cat(means)
+    var = variances[0] if len(variances) == 1 else torch.cat(variances)
     generator = None
     if seed is not None:
         generator = torch.Generator(device=mean.device).manual_seed(seed)
     noise = torch.randn(
         (samples, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device
     )
-    draws = mean + var.sqrt() * noise
+    draws = noise.mul_(var.sqrt()).add_(mean)  # mean + sd * noise, without temporaries
     return MomentResult(draws, "moments", mean, var)
