@@ -8,8 +8,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dropkit.experiments.results import RunResult
 from dropkit.experiments.summary import learned_runs
-from dropkit.experiments.train import RunResult
 from dropkit.experiments.verdict import (
     LEARNED_METRICS,
     LEVEL,

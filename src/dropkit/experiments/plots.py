@@ -8,8 +8,8 @@ import statistics
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from dropkit.experiments.results import RunResult
 from dropkit.experiments.summary import Stat, learned_runs, runs_by_rate, summarize
-from dropkit.experiments.train import RunResult
 
 __all__ = ["CAPTIONS", "PLOTS", "figures", "plot_images", "png_bytes"]
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dropkit.experiments.page import FIELDS, html_page, learned_section, write_sweep_report
 from dropkit.experiments.plots import CAPTIONS, PLOTS, figures, plot_images, png_bytes
+from dropkit.experiments.results import RunResult
 from dropkit.experiments.summary import (
     RateSummary,
     Stat,
@@ -20,7 +21,6 @@ from dropkit.experiments.summary import (
     summarize,
     table_title,
 )
-from dropkit.experiments.train import RunResult
 from dropkit.experiments.verdict import (
     LEVEL,
     SELECTION_RULE,

@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dropkit.experiments.train import RunResult
+from dropkit.experiments.results import RunResult
 
 __all__ = [
     "RateSummary",

@@ -7,8 +7,8 @@ import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from dropkit.experiments.results import RunResult
 from dropkit.experiments.summary import learned_runs, runs_by_rate
-from dropkit.experiments.train import RunResult
 
 __all__ = [
     "LEARNED_METRICS",
