@@ -33,6 +33,12 @@ def test_compare_regression_end_to_end_then_mc_both(tmp_path: Path) -> None:
     assert "targets&#x27; units" in html
     assert html.count("data:image/png;base64,") == 3
 
+    (folder / "report.html").unlink()
+    again = runner.invoke(app, ["report", str(tmp_path)])  # from the database alone
+    assert again.exit_code == 0, again.output
+    assert "test RMSE vs rate 0" in " ".join(again.output.split())
+    assert (folder / "report.html").is_file()
+
     scored = runner.invoke(app, ["mc", str(tmp_path), "--method", "both", "--samples", "20"])
     assert scored.exit_code == 0, scored.output
     words = " ".join(scored.output.split())
@@ -55,4 +61,15 @@ def test_a_task_that_does_not_fit_exits_2_with_one_line(tmp_path, options, named
     assert named in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["sweep", "active"])
+def test_commands_that_rank_classifiers_refuse_the_regression_data(tmp_path, command) -> None:
+    # Their scores are a classifier's (validation accuracy, acquisition by entropy): a
+    # regression data set would give NaN or meaningless rankings, so it is refused up front.
+    result = runner.invoke(app, [command, "--dataset", "diabetes", "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2, result.output
+    assert "regression data set" in result.output
+    assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists()

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import user
-from dropkit.experiments.datasets import load_dataset
+from dropkit.experiments.datasets import dataset_task, load_dataset
 from dropkit.experiments.models import count_sites, dropout_sites
-from dropkit.experiments.options import check_options
+from dropkit.experiments.options import ConfigError, check_options
 from dropkit.experiments.train import TrainConfig, make_model, train
 
 __all__ = [
@@ -74,6 +74,13 @@ class SweepConfig:
             workers=self.workers,
             timeout=self.timeout,
         )
+        if dataset_task(self.dataset) == "regression":
+            raise ConfigError(
+                "dataset",
+                f"{self.dataset} is a regression data set; the sweep ranks trials by validation "
+                "accuracy: choose a classification data set, or compare rates with dropkit "
+                "compare --task regression",
+            )
 
     def storage_url(self, output: Path) -> str:
         return self.storage or f"sqlite:///{(output / 'sweep.sqlite').resolve()}"
