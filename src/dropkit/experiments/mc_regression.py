@@ -66,7 +66,7 @@ def regression_scores(
     mean = shift + scale * predictions(model, data.x_test).double()
     seconds = time.perf_counter() - start
     noise = max(scale * root_mean_squared_error(predictions(model, data.x_val), data.y_val), 1e-12)
-    rows = [("deterministic", seconds, _gaussian(mean, torch.tensor(0.0), noise**2, test))]
+    rows = [("deterministic", seconds, _deterministic(mean, noise**2, test))]
     for kind in kinds:
         start = time.perf_counter()
         result = predict(model, data.x_test, samples, batch_size=batch_size, seed=0, method=kind)
@@ -87,15 +87,13 @@ def regression_scores(
     return rows
 
 
-def _gaussian(
-    mean: torch.Tensor, model_var: torch.Tensor, noise_var: float, targets: torch.Tensor
-) -> dict[str, Any]:
-    var = model_var + noise_var
+def _deterministic(mean: torch.Tensor, noise_var: float, targets: torch.Tensor) -> dict[str, Any]:
+    """The scores of one Gaussian per target around the eval-mode prediction."""
     return {
         "rmse": root_mean_squared_error(mean, targets),
-        "nll": gaussian_negative_log_likelihood(mean, var, targets),
-        "coverage": interval_coverage(mean, var, targets, COVERAGE_LEVEL),
-        "width": interval_width(var.expand(mean.shape), COVERAGE_LEVEL),
-        "calibration": regression_calibration_error(mean, var, targets),
+        "nll": gaussian_negative_log_likelihood(mean, noise_var, targets),
+        "coverage": interval_coverage(mean, noise_var, targets, COVERAGE_LEVEL),
+        "width": interval_width(noise_var, COVERAGE_LEVEL),
+        "calibration": regression_calibration_error(mean, noise_var, targets),
         "noise_std": math.sqrt(noise_var),
     }
