@@ -9,7 +9,7 @@ Each model is built from a small configuration with random weights (nothing is d
 seeded, and converted (a deep copy); the two must give bit-identical outputs in eval mode. Then
 their training steps (Adam, lr 1e-4, loss: mean square of the main output) alternate in one
 process: a warm-up step each, then ``--rounds`` rounds of one step each, median kept.
-``dropkit bench`` runs the same code (``dropkit.experiments.bench.bench_convert_real``). Prints
+``dropkit bench`` runs the same code (``dropkit.bench.bench_convert_real``). Prints
 a markdown table for docs/benchmarks.md, then the median speed-up over the models.
 timm's and torchvision's models run where torchvision imports: in the vision environment
 (``pip install -r requirements/vision.txt`` in a venv of its own); elsewhere they are
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from dropkit.experiments.bench import ConvertRow, bench_convert_real, real_convert_models
+from dropkit.bench import ConvertRow, bench_convert_real, real_convert_models
 
 
 def table(rows: Sequence[ConvertRow], skipped: dict[str, str]) -> str:

@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as torch_F
 
 import dropkit.functional as F
+from dropkit.bench import bench_compare_rates, bench_kernels, bench_mlp
 from dropkit.cli import app
-from dropkit.experiments.bench import bench_compare_rates, bench_kernels, bench_mlp
 
 
 def small(threads: int, rounds: int) -> None:

@@ -10,7 +10,7 @@ interleaved in one process. Writes benchmarks/results/mc.json; summarized in doc
 import json
 from pathlib import Path
 
-from dropkit.experiments.bench import bench_mc
+from dropkit.bench import bench_mc
 
 if __name__ == "__main__":
     times = bench_mc(rounds=7)

@@ -25,8 +25,8 @@ import torch
 from torch import nn
 
 from dropkit import mc
+from dropkit.bench import interleaved
 from dropkit.experiments import real_models as rm
-from dropkit.experiments.bench import _interleaved
 
 SAMPLES = 20
 BATCH = 8
@@ -64,7 +64,7 @@ def bench(make: Callable[[], tuple[nn.Module, Any]], rounds: int) -> tuple[dict[
                 rm.call(model, inputs)
 
     strategy = mc.predict(model, inputs, SAMPLES, seed=0).strategy
-    times = _interleaved(
+    times = interleaved(
         {"loop": loop, "predict": lambda: mc.predict(model, inputs, SAMPLES)}, rounds
     )
     return times, strategy

@@ -12,17 +12,17 @@ docs/benchmarks.md.
     python benchmarks/bench_percall.py --ops
 
 times instead, on the same 64x256 float32 tensor and a random keep mask, the native torch ops a
-small-tensor road could apply a mask with (no autograd): ``torch.where``, ``masked_fill``,
+small-tensor path could apply a mask with (no autograd): ``torch.where``, ``masked_fill``,
 ``threshold_backward`` with a float mask, and a multiply by the scaled mask, next to ``x * 2``
 and the fused kernel (see docs/design.md, "The small-tensor path").
 
     python benchmarks/bench_percall.py --in-step
 
 times one forward call of each dropout site inside the training step of the benchmark MLP
-(64-256-128-10, batches of 64, Adam; ``dropkit.experiments.bench.bench_mlp``'s model and loop),
+(64-256-128-10, batches of 64, Adam; ``dropkit.bench.bench_mlp``'s model and loop),
 where each call finds the caches cold: ``nn.Identity`` (the module call alone), a multiply by
-a fixed scaled mask (the native floor of the saved-mask road), dropkit's and torch's dropout.
-The models' epochs are interleaved. See docs/design.md, "The small road".
+a fixed scaled mask (the native floor of the saved-mask path), dropkit's and torch's dropout.
+The models' epochs are interleaved. See docs/design.md, "The small path".
 """
 
 import statistics
@@ -33,7 +33,7 @@ from collections.abc import Callable
 import torch
 
 from dropkit import nn
-from dropkit.experiments.bench import DrawMaskMultiply
+from dropkit.bench import DrawMaskMultiply
 from dropkit.kernels import select
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     backend = select(x)
     detached = x.detach()
     # The forward's torch ops and kernel without the Python around them: the seed draw, the
-    # mask written into a spare (numba), the multiply that autograd records.
+    # mask written into a reused tensor (numba), the multiply that autograd records.
     native_parts = DrawMaskMultiply().forward
 
     cases: dict[str, Callable[[], object]] = {
@@ -125,7 +125,7 @@ def main() -> None:
 
 
 class _FixedMask(torch.nn.Module):
-    """A multiply by one fixed scaled mask per shape: the saved-mask road without its mask."""
+    """A multiply by one fixed scaled mask per shape: the saved-mask path without its mask."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -156,7 +156,7 @@ class _Timed(torch.nn.Module):
 
 
 def in_step(epochs: int = 15) -> None:
-    from dropkit.experiments.bench import mlp_epochs
+    from dropkit.bench import mlp_epochs
 
     torch.set_num_threads(1)
     variants: dict[str, Callable[[], torch.nn.Module]] = {

@@ -10,7 +10,7 @@ in one process. Writes benchmarks/results/training.json. Summarized in docs/benc
 import json
 from pathlib import Path
 
-from dropkit.experiments.bench import bench_training_loop
+from dropkit.bench import bench_training_loop
 
 if __name__ == "__main__":
     rows = bench_training_loop(epochs=15)

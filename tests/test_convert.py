@@ -80,7 +80,7 @@ def test_convert_a_bare_dropout_and_nothing_to_swap() -> None:
 
 
 def test_convert_models_all_hold_torch_dropout_that_convert_swaps() -> None:
-    from dropkit.experiments.bench import convert_models
+    from dropkit.bench import convert_models
 
     for make, x in convert_models(scale=1 / 32).values():
         model = make()

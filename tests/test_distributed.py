@@ -26,12 +26,12 @@ WORKER = textwrap.dedent(
     torch.manual_seed(0)  # the same on every rank, as data-parallel scripts do
     mask = (F.dropout(torch.ones(4096), 0.5) != 0).to(torch.uint8)
     explicit = (F.dropout(torch.ones(4096), 0.5, seed=7) != 0).to(torch.uint8)
-    torch.manual_seed(0)  # the same draw again, on the recorded small-tensor road this time
+    torch.manual_seed(0)  # the same draw again, on the small-tensor path this time
     recorded = (F.dropout(torch.ones(4096, requires_grad=True), 0.5) != 0).to(torch.uint8)
     torch.manual_seed(0)  # and once more, now that this thread's seed cell exists
     again = (F.dropout(torch.ones(4096, requires_grad=True), 0.5) != 0).to(torch.uint8)
-    same_road = torch.tensor([int(torch.equal(recorded, mask) and torch.equal(again, mask))])
-    dist.all_reduce(same_road)
+    same_small = torch.tensor([int(torch.equal(recorded, mask) and torch.equal(again, mask))])
+    dist.all_reduce(same_small)
     masks = [torch.empty_like(mask) for _ in range(dist.get_world_size())]
     dist.all_gather(masks, mask)
     explicit_masks = [torch.empty_like(explicit) for _ in range(dist.get_world_size())]
@@ -49,7 +49,7 @@ WORKER = textwrap.dedent(
     if rank == 0:
         print("ranks differ", not torch.equal(masks[0], masks[1]))
         print("explicit seed same", torch.equal(explicit_masks[0], explicit_masks[1]))
-        print("recorded road same mask", int(same_road) == dist.get_world_size())
+        print("small path same mask", int(same_small) == dist.get_world_size())
         print("replicas in sync", torch.equal(weights[0], weights[1]))
         print("digest", hashlib.sha256(torch.cat(masks).numpy().tobytes()).hexdigest(), flush=True)
     # Release DDP (its reducer holds the process group) and let both ranks finish before
@@ -100,7 +100,7 @@ def test_data_parallel_ranks_draw_different_masks_reproducibly() -> None:
     first = _run_two_ranks()
     assert first["ranks differ"] == "True"
     assert first["explicit seed same"] == "True"
-    assert first["recorded road same mask"] == "True"
+    assert first["small path same mask"] == "True"
     assert first["replicas in sync"] == "True"
     second = _run_two_ranks()
     assert second["digest"] == first["digest"]

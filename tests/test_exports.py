@@ -8,6 +8,7 @@ import pytest
 PUBLIC_MODULES = [
     "dropkit",
     "dropkit.active",
+    "dropkit.bench",
     "dropkit.functional",
     "dropkit.nn",
     "dropkit.kernels",

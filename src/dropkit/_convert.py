@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from dropkit import nn as dk_nn
-from dropkit._registry import Unmappable, layer_spec
+from dropkit._registry import Unmappable, layer_spec, layer_specs, variant
 from dropkit._routing import route_functional
 from dropkit._state import state_kept
 from dropkit.nn._peers import with_peer_names
@@ -29,11 +29,14 @@ _logger = logging.getLogger("dropkit")
 
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
-#: Why a registered layer without a dropkit equivalent stays, by variant.
-_NO_EQUIVALENT = {
-    "attention": "the dropout runs inside torch's fused attention (F.multi_head_attention_forward)",
-    "rnn": "the dropout between layers runs inside torch's fused RNN kernel",
-}
+
+def _swappable() -> str:
+    """The registered layers with a dropkit equivalent, by library: "torch's Dropout, ..."."""
+    by_library: dict[str, list[str]] = {}
+    for name, spec in layer_specs().items():
+        if spec.to_dropkit is not None:
+            by_library.setdefault(name.partition(".")[0], []).append(name.rpartition(".")[2])
+    return "; ".join(f"{lib}'s {', '.join(names)}" for lib, names in by_library.items())
 
 
 @dataclass(frozen=True)
@@ -325,9 +328,7 @@ def convert(
     nothing_routed = not functional or report.functional_ran is False
     if report.count + sum(report.never_ran.values()) == 0 and nothing_routed:
         warnings.warn(
-            "convert: found no dropout layer to swap (torch's nn.Dropout, Dropout1d/2d/3d, "
-            "AlphaDropout, FeatureAlphaDropout, timm's DropPath and DropBlock2d, torchvision's "
-            "StochasticDepth and DropBlock2d/3d); "
+            f"convert: found no dropout layer to swap ({_swappable()}); "
             "the model is returned unchanged"
             + (f"; {'; '.join(report.left)}" if report.left else ""),
             stacklevel=2,
@@ -388,7 +389,7 @@ def _convert_children(
         if root_left is not None:
             why = root_left
         elif spec.to_dropkit is None:
-            why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
+            why = spec.kept_because
         else:
             why = "a subclass of a dropout layer, whose forward may differ"
         left[f"{_name(type(model))}: {why}"] += 1
@@ -408,9 +409,9 @@ def _convert_children(
                 continue
             p = float(getattr(child, spec.rate_attr, 0.0))
             if spec.to_dropkit is None:
-                if first and p > 0 and not (functional and spec.variant == "attention"):
-                    why = _NO_EQUIVALENT.get(spec.variant, "dropkit has no equivalent")
-                    left[f"{_name(type(child))}: {why}"] += 1
+                routed = functional and variant(spec.variant).site == "attention"
+                if first and p > 0 and not routed:
+                    left[f"{_name(type(child))}: {spec.kept_because}"] += 1
                 continue
             if layer_spec(child, exact=True) is not spec:
                 if first:

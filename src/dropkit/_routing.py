@@ -5,10 +5,11 @@ pre-hook on the model enters a ``TorchFunctionMode`` and a forward hook with ``a
 leaves it, so the mode is active only inside the model's forward (an exception included) and is
 never left behind. While active, a registered ``torch.nn.functional`` dropout function whose
 call draws a mask (``F.dropout(x, p, training=True)``, ``scaled_dot_product_attention`` with
-``dropout_p > 0``) runs as the ``dropkit.functional`` function of the same name, registered in
-:mod:`dropkit._registry` with the same arguments; ``F.multi_head_attention_forward``, whose
-dropout runs inside it, runs with the mode still active, so that dropout is routed too (unless
-another mode is active below, as inside ``dropkit.mc.predict``, which must see that call whole).
+``dropout_p > 0``) runs as the ``dropkit.functional`` function registered in
+:mod:`dropkit._registry` to replace it, with the same arguments;
+``F.multi_head_attention_forward``, whose dropout runs inside it, runs with the mode still
+active, so that dropout is routed too (unless another mode is active below, as inside
+``dropkit.mc.predict``, which must see that call whole).
 Everything else (eval calls, ``p == 0``) goes to torch untouched.
 
 The mode is entered only when some module of the model is in training mode: with every module
@@ -21,7 +22,6 @@ dropkit function it calls is not routed again; modes below it (``dropkit.mc``'s)
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -30,39 +30,18 @@ from torch.overrides import has_torch_function, redispatch_function
 from torch.utils.hooks import RemovableHandle
 
 from dropkit._intercept import DropoutCall, InterceptMode
-from dropkit._registry import FunctionSpec, function_specs
+from dropkit._registry import FunctionSpec, replacement, variant
 
 __all__ = ["FunctionalRouting", "route_functional"]
 
 _TORCH_F = "torch.nn.functional."
-_DROPKIT_F = "dropkit.functional."
-
-# Filled on first use: torch's function -> dropkit's of the same name (both registered).
-_ROUTES: dict[Callable[..., Any], Callable[..., Any]] = {}
-
-#: Channel dropout: the rank dropkit's function takes (torch's also takes other ranks, with a
-#: warning or as unbatched input; those calls stay torch's).
-_RANK = {"channel1d": (3,), "channel2d": (4,), "channel3d": (5,)}
-
-
-def _routes() -> dict[Callable[..., Any], Callable[..., Any]]:
-    if not _ROUTES:
-        specs = function_specs()
-        dropkit_by_name = {
-            spec.name.removeprefix(_DROPKIT_F): func
-            for func, spec in specs.items()
-            if spec.name.startswith(_DROPKIT_F)
-        }
-        for func, spec in specs.items():
-            if spec.name.startswith(_TORCH_F):
-                target = dropkit_by_name.get(spec.name.removeprefix(_TORCH_F))
-                if target is not None:
-                    _ROUTES[func] = target
-    return _ROUTES
 
 
 def _fits(spec: FunctionSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    ranks = _RANK.get(spec.variant)
+    """Whether dropkit's function takes this call's input: channel dropout takes the ranks its
+    variant drops whole channels of (torch's also takes other ranks, with a warning, or as
+    unbatched input; those calls stay torch's)."""
+    ranks = variant(spec.variant).channel_ranks
     if ranks is None:
         return True
     x = args[0] if args else kwargs.get("input")
@@ -76,14 +55,16 @@ class _Mode(InterceptMode):
 
     def dropout(self, call: DropoutCall) -> Any:
         spec = call.spec
-        if not spec.name.startswith(_TORCH_F) or not call.active:
+        if not call.active:
             return call.run()
-        target = _routes().get(call.func)
+        target = replacement(call.func)
         if target is not None and _fits(spec, call.args, call.kwargs):
             self.routed[spec.name] += 1
             # torch's alpha variants default to training=False; the call is active, so say True
             args, kwargs = spec.with_training(call.args, call.kwargs, True)
             return target(*args, **kwargs)
+        if not spec.name.startswith(_TORCH_F):
+            return call.run()
         # multi_head_attention_forward: its dropout (F.dropout on the weights, or SDPA's
         # dropout_p) is called inside it, so run its body with the mode active. Unless another
         # mode sits below (dropkit.mc's): it must see this call whole, as it would without us

@@ -113,6 +113,7 @@ def test_same_command_same_numbers(tmp_path) -> None:
         (["--optimizer", "lamb"], "--optimizer"),
         (["--seeds", "0"], "--seeds"),
         (["--label-noise", "1.2"], "--label-noise"),
+        (["--threads", "0"], "--threads"),
     ],
 )
 def test_bad_options_are_refused_before_any_work(tmp_path, options, named) -> None:
@@ -248,6 +249,31 @@ def test_label_noise_is_a_configuration_of_its_own(tmp_path) -> None:
         assert result.exit_code == 0, result.output
     folders = sorted(p.name for p in tmp_path.iterdir() if p.is_dir())
     assert folders == [RUN, f"label-noise-0.3_{RUN}"]
+
+
+@pytest.mark.parametrize("mode", ["--batched", "--one-at-a-time"])
+def test_the_thread_count_trains_the_runs_and_is_a_configuration_of_its_own(
+    tmp_path, monkeypatch, mode
+) -> None:
+    # Another count gives other bits (a single run's addmm does), so its runs are stored apart
+    # from the default's and never mixed with them; each trains with the count it names.
+    seen: list[int] = []
+    for name in ("train", "train_batched"):
+        real = getattr(compare_module, name)
+
+        def spy(*args, _real=real, **kwargs):
+            seen.append(torch.get_num_threads())
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(compare_module, name, spy)
+    out = ["-o", str(tmp_path)]
+    for extra in ([], ["--threads", "2"]):
+        result = runner.invoke(app, ["compare", *TINY, "--seeds", "1", mode, *extra, *out])
+        assert result.exit_code == 0, result.output
+    assert seen == [1, 1, 2, 2]  # the two rates of each command
+    counts = {c.folder: c.config["threads"] for c in Store(tmp_path).configurations()}
+    batched = "" if mode == "--batched" else "one-at-a-time_"
+    assert counts == {f"{batched}{RUN}": 1, f"{batched}threads-2_{RUN}": 2}
 
 
 # ---------------------------------------------------------------- --fresh, durability, processes
@@ -443,15 +469,32 @@ def _stored_numbers(directory: Path) -> dict[str, object]:
     return numbers
 
 
+@pytest.fixture
+def torch_threads():
+    """Set torch's thread count for a test (as a busy machine or a user's setting would); the
+    count is put back afterwards."""
+    before = torch.get_num_threads()
+    yield torch.set_num_threads
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("mode", ["--batched", "--one-at-a-time"])
-def test_the_same_command_stores_the_same_numbers_beside_a_cpu_hog(tmp_path, mode) -> None:
-    # Issue 22: two identical runs, one on a busy machine, must store identical numbers (rate 0
-    # batched over seeds once differed from its second epoch). Rate 0 and a dropout rate, 3
-    # seeds (the stacked path), 2 epochs of 13 batches: small, as the test must be fast.
-    options = ["compare", "-d", "synthetic", "--epochs", "2", "--seeds", "3", "--rates", "0,0.5"]
+def test_the_same_command_stores_the_same_numbers_beside_a_cpu_hog(
+    tmp_path, mode, torch_threads
+) -> None:
+    # Issue 22: two identical runs, one on a busy machine, must store identical numbers. What
+    # load changes is the number of threads that really run (OpenMP with OMP_DYNAMIC=true gives
+    # a parallel region fewer on a busy machine), and a reduction or a matrix product split
+    # among threads sums in another order: mnist1d's standardization and a single run's weight
+    # gradient did. So the first run sees 2 threads and the second 1, beside CPU hogs. Rate 0
+    # and a dropout rate, 3 seeds (the stacked path), 2 epochs: small, as the test must be fast.
+    options = ["compare", "-d", "mnist1d", "--epochs", "2", "--seeds", "3", "--rates", "0,0.5"]
     options += ["--hidden", "32", mode]
     alone, loaded = tmp_path / "alone", tmp_path / "loaded"
+    torch_threads(2)
     assert runner.invoke(app, [*options, "-o", str(alone)]).exit_code == 0
+    assert torch.get_num_threads() == 2  # the command's own count is not left behind
+    torch_threads(1)
     hog = [sys.executable, "-c", "while True: pass"]
     hogs = [subprocess.Popen(hog) for _ in range(os.cpu_count() or 2)]
     try:

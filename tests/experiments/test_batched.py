@@ -145,7 +145,7 @@ def test_a_copied_sliced_dropout_draws_into_its_own_seeds() -> None:
 
 def test_the_compare_benchmark_trains_at_the_rate_it_names() -> None:
     # It once timed every rate at p = 0: the stacked sites start at 0 and only set_rate sets them.
-    from dropkit.experiments import bench
+    from dropkit.bench._mlp import _stacked_epoch
     from dropkit.experiments.datasets import load_dataset
 
     data = load_dataset("digits")
@@ -158,7 +158,7 @@ def test_the_compare_benchmark_trains_at_the_rate_it_names() -> None:
 
     SlicedDropout.forward = spy  # type: ignore[method-assign]
     try:
-        bench._stacked_epoch(data, 0.5)()
+        _stacked_epoch(data, 0.5)()
     finally:
         SlicedDropout.forward = original  # type: ignore[method-assign]
     assert calls

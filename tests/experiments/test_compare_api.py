@@ -141,3 +141,22 @@ def test_saving_a_training_state_survives_its_folder_being_removed(tmp_path) -> 
     for thread in threads:
         thread.join()
     assert errors == []
+
+
+def test_a_configuration_stored_without_a_thread_count_keeps_the_key_it_had() -> None:
+    # Stored before the count was fixed: read back as "not fixed", under the same key, so its
+    # runs are neither lost nor mixed with runs at a fixed count (other bits, another key).
+    stored = CompareConfig(threads=None).to_json()
+    assert "threads" not in stored
+    old = CompareConfig.from_json(stored)
+    assert old.threads is None
+    assert old.key() == "49d27f770516085b"  # the default configuration's key before the option
+    keys = {CompareConfig(threads=n).key() for n in (None, 1, 2)}
+    assert len(keys) == 3
+    assert CompareConfig.from_json(CompareConfig(threads=2).to_json()).threads == 2
+
+
+@pytest.mark.parametrize("bad", [0, 1.5])
+def test_a_bad_thread_count_is_refused(bad) -> None:
+    with pytest.raises(ValueError, match="threads: must be"):
+        CompareConfig(threads=bad).check()

@@ -250,3 +250,21 @@ def test_own_data_by_file_and_name(tmp_path) -> None:
         load_dataset(f"{path}:missing")
     with pytest.raises(DatasetError, match="no such file"):
         load_dataset(f"{tmp_path / 'nope.py'}:load")
+
+
+def test_the_same_data_with_one_thread_or_two() -> None:
+    pytest.importorskip("mnist1d")
+    # Issue 22: mnist1d's 144,000 training inputs are enough for torch to split the
+    # standardization's sums between threads, and the split changed the data's bits (and so
+    # every run's numbers) with the thread count, which a busy machine can change.
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = load_dataset("mnist1d")
+        torch.set_num_threads(2)
+        two = load_dataset("mnist1d")
+        assert torch.get_num_threads() == 2  # put back after the statistics
+    finally:
+        torch.set_num_threads(before)
+    for split in ("x_train", "x_val", "x_test"):
+        assert torch.equal(getattr(one, split), getattr(two, split)), split

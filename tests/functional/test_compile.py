@@ -83,7 +83,7 @@ def test_inplace_under_compile(inplace) -> None:
 
 
 def test_export_with_a_dynamic_batch_of_any_size_in_training_mode() -> None:
-    # The small road checks for a graph before it reads the input's size, so an exported or
+    # The small path checks for a graph before it reads the input's size, so an exported or
     # compiled graph carries no guard on it.
     from torch.export import Dim
 

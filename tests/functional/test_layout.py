@@ -102,7 +102,7 @@ def test_channels_last_output_and_gradient(backend: str, layer: str, size: int) 
         if layer in ("Dropout", "AlphaDropout", "GaussianDropout"):
             # A gradient expanded from y.sum() into a non-leaf: torch multiplies it by its
             # element mask, laid out as the input; so does dropkit. (With a mask shared over
-            # dims, torch's product comes out contiguous, and so does dropkit's saved road.)
+            # dims, torch's product comes out contiguous, and so does dropkit's saved path.)
             input_var = inp.clone(memory_format=torch.channels_last).requires_grad_()
             mid = input_var + 0
             (grad,) = torch.autograd.grad(module(mid).sum(), mid)
@@ -168,7 +168,7 @@ def test_output_strides_are_torchs(requires_grad: bool) -> None:
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("numel", [1080, 1 << 17])  # the saved-mask road, the mask-free road
+@pytest.mark.parametrize("numel", [1080, 1 << 17])  # the saved-mask path, the mask-free path
 def test_gradient_strides_are_torchs(backend: str, numel: int) -> None:
     base = torch.randn(numel // 1080 * 4, 6, 9, 10)
     for x in (

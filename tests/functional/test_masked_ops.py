@@ -150,8 +150,8 @@ def test_gradient_is_the_mask_over_keep(op: Op) -> None:
 
 
 def test_backward_saves_at_most_a_small_mask(op: Op) -> None:
-    # Small masks are saved (the saved-mask road), never more than SAVED_MASK_BELOW elements;
-    # with that road closed, nothing input-sized is saved (tests/functional/test_roads.py).
+    # Small masks are saved (the saved-mask path), never more than SAVED_MASK_BELOW elements;
+    # with that path closed, nothing input-sized is saved (tests/functional/test_paths.py).
     saved: list[int] = []
 
     def pack(t: torch.Tensor) -> torch.Tensor:

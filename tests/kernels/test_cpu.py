@@ -15,7 +15,7 @@ from dropkit.kernels import CHUNK, masked_affine, random_uint32, select
 
 pytest.importorskip("numba")
 
-from dropkit.kernels import _cpu
+from dropkit.kernels import _cpu, _cpu_stream
 
 DTYPES = [torch.float16, torch.bfloat16, torch.float32, torch.float64]
 _INT_VIEW = {
@@ -167,7 +167,7 @@ def test_block_counters_are_64_bit() -> None:
     # Chunk 2**31 holds stream elements past 2**43: no 32-bit wrap-around of the block counter.
     chunk = 2**31
     bits = np.empty(CHUNK, np.uint32)
-    _cpu._philox_chunk(bits, np.int64(chunk), np.uint32(123), np.uint32(0))
+    _cpu_stream._philox_chunk(bits, np.int64(chunk), np.uint32(123), np.uint32(0))
     expected = random_uint32(CHUNK, 123, start=chunk * CHUNK)
     assert torch.equal(torch.from_numpy(bits.astype(np.int64)), expected)
 

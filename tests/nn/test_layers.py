@@ -74,7 +74,7 @@ class _Seen(TorchFunctionMode):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_dropout_layers_own_road_gives_the_functions_bits_and_is_seen_by_modes(dtype) -> None:
-    # Dropout.forward takes F.dropout's small road itself (a recorded small input); the output,
+    # Dropout.forward takes F.dropout's small path itself (a recorded small input); the output,
     # the gradient and the generator's next draw are those of the function.
     module = nn.Dropout(0.3)
     generator = torch.Generator().manual_seed(0)

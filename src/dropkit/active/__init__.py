@@ -13,39 +13,33 @@
 Built on the public API of :mod:`dropkit.mc` only.
 """
 
-from dropkit.active._acquisition import (
-    SCORES,
-    STOCHASTIC_MODES,
-    STRATEGIES,
-    acquire,
-    bald,
-    batch_bald,
-    check_strategy,
-    entropy,
-    joint_mutual_information,
-    least_confidence,
-    margin,
-    mean_std,
-    random_query,
-    score,
-    stochastic_batch,
-    stochastic_weights,
-    top_k,
-    variation_ratio,
-)
-from dropkit.active._loop import (
-    ActiveConfig,
-    ActiveProgress,
-    active_learning,
-    initial_labelled,
-    run_active,
-)
+from dropkit.active._acquisition import STRATEGIES, acquire, check_strategy
+from dropkit.active._batch_bald import batch_bald, joint_mutual_information
+from dropkit.active._config import ActiveConfig, ActiveProgress
+from dropkit.active._loop import active_learning, initial_labelled, run_active
 from dropkit.active._report import (
     Interval,
     StrategySummary,
     summarize_active,
     table_rows,
     write_active_report,
+)
+from dropkit.active._scores import (
+    SCORES,
+    bald,
+    entropy,
+    least_confidence,
+    margin,
+    mean_std,
+    score,
+    variation_ratio,
+)
+from dropkit.active._selection import (
+    STOCHASTIC_MODES,
+    random_query,
+    stochastic_batch,
+    stochastic_weights,
+    top_k,
 )
 from dropkit.active._store import ActiveStore, ActiveStoreError, RoundResult
 

@@ -1,6 +1,7 @@
 """Active-learning results on disk: one SQLite database per output folder, one row per round.
 
-Laid out as ``dropkit compare`` lays out its results: the database (``active.sqlite``, WAL mode
+Laid out as ``dropkit compare`` lays out its results, and opened the same way
+(:func:`dropkit.experiments.store.prepare_database`): the database (``active.sqlite``, WAL mode
 with a busy timeout, so several processes can write to it) holds any number of
 *configurations*, each with its own sub-folder named after what it changes from the defaults.
 A round is finished when its row is written; with warm starts the row is written only after
@@ -12,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import sqlite3
-import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from dropkit.experiments.store import prepare_database, utc_now
 
 __all__ = ["DB_NAME", "ActiveStore", "ActiveStoreError", "RoundResult"]
 
@@ -85,7 +86,7 @@ class ActiveStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             with closing(sqlite3.connect(self.path, timeout=60.0)) as db:
-                _prepare(db)
+                prepare_database(db, _SCHEMA)
                 with db:  # one transaction, committed on success, rolled back on error
                     yield db
         except sqlite3.DatabaseError as error:
@@ -106,7 +107,7 @@ class ActiveStore:
                 folder = f"{folder}-{key[:8]}"
             db.execute(
                 "INSERT INTO experiments VALUES (?, ?, ?, ?)",
-                (key, json.dumps(config, sort_keys=True), _now(), folder),
+                (key, json.dumps(config, sort_keys=True), utc_now(), folder),
             )
             return folder
 
@@ -151,7 +152,7 @@ class ActiveStore:
                     result.seed,
                     result.round,
                     json.dumps(result.to_json()),
-                    _now(),
+                    utc_now(),
                     checkpoint,
                 ),
             )
@@ -165,26 +166,3 @@ class ActiveStore:
                 "AND round >= ?",
                 (key, strategy, seed, first),
             )
-
-
-def _prepare(db: sqlite3.Connection, patience: float = 60.0) -> None:
-    """WAL mode and the schema, retried while another process holds a lock (each step is
-    idempotent; two processes opening a new database together can get "locked" at once)."""
-    deadline = time.monotonic() + patience
-    delay = 0.01
-    while True:
-        try:
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            return
-        except sqlite3.OperationalError as error:
-            transient = "locked" in str(error) or "busy" in str(error)
-            if not transient or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(2 * delay, 0.5)
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")

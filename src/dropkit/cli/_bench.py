@@ -55,7 +55,7 @@ def bench(
     """Time dropout forward and forward+backward: dropkit, torch, torch.compile, a copy."""
     import torch
 
-    from dropkit.experiments.bench import (
+    from dropkit.bench import (
         bench_convert,
         bench_convert_real,
         bench_fused,

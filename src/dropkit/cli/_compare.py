@@ -112,6 +112,11 @@ def compare(
         "--batched/--one-at-a-time",
         help="Train the seeds of a rate together as one stacked model (mlp, no early stopping).",
     ),
+    threads: int = typer.Option(
+        1,
+        help="torch threads while training; fixed, so the numbers do not change with the "
+        "machine's load. Part of the configuration: another count is stored apart.",
+    ),
 ) -> None:
     """Train with and without dropout at several rates; print a table, write plots and a report."""
     require_experiments_extra()
@@ -171,6 +176,7 @@ def compare(
         batched=batched,
         auto=auto,
         task=task,
+        threads=threads,
     )
     short = [user.describe(n) if user.is_spec(n) else n for n in (dataset, model)]
     output = output or Path("dropkit-runs") / "-".join(short)

@@ -10,35 +10,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
+from dropkit._registry import OpFamily, commutes_with_dropout, op_family
 from dropkit.doctor._rules import Finding, Rule, Severity, register
-from dropkit.doctor._trace import ELEMENT_OR_CHANNEL, Graph, Node
+from dropkit.doctor._trace import Graph, Node
 
 __all__ = ["Traces"]
-
-SHAPE = {
-    "view", "reshape", "flatten", "Flatten", "Unflatten", "permute", "transpose", "t",
-    "squeeze", "unsqueeze", "contiguous", "__getitem__", "expand", "clone", "Identity",
-    "to", "float", "unflatten", "movedim",
-}  # fmt: skip
-ACTIVATIONS = {
-    "relu", "ReLU", "relu_", "gelu", "GELU", "sigmoid", "Sigmoid", "tanh", "Tanh", "silu",
-    "SiLU", "softmax", "Softmax", "log_softmax", "LogSoftmax", "leaky_relu", "LeakyReLU",
-    "elu", "ELU", "selu", "SELU", "relu6", "ReLU6", "hardtanh", "Hardtanh", "Mish", "mish",
-}  # fmt: skip
-NON_COMMUTING = {
-    "sigmoid", "Sigmoid", "tanh", "Tanh", "gelu", "GELU", "silu", "SiLU", "softmax",
-    "Softmax", "log_softmax", "LogSoftmax", "Mish", "mish",
-}  # fmt: skip
-BATCH_NORMS = {"BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "SyncBatchNorm", "batch_norm"}
-CONVS = {"Conv1d", "Conv2d", "Conv3d", "conv1d", "conv2d", "conv3d"}
-POOLS = {"MaxPool2d", "AvgPool2d", "MaxPool3d", "AvgPool3d", "max_pool2d", "avg_pool2d"}
-ADDS = {"add", "__add__", "__radd__", "__iadd__", "add_"}
-#: Concatenation keeps every input's values: a dropout before it still reaches what follows.
-CONCATS = {"cat", "concat", "concatenate", "stack", "hstack", "vstack", "dstack"}
-CHANNEL_RANKS = {"channel1d": (2, 3), "channel2d": (4,), "channel3d": (5,)}
-#: Not a bare dropout of a tensor: skipped by the structural rules (DK002, DK005, DK006, DK011,
-#: DK016): dropout inside attention or between an RNN's layers, fused bias-dropout-add.
-NOT_PLAIN = {"attention", "fused", "rnn"}
 
 
 @dataclass(frozen=True)
@@ -55,11 +31,21 @@ class FlowRule(Rule):
 
 
 def _active(node: Node) -> bool:
-    return node.dropout is not None and node.dropout["p"] > 0
+    return node.dropout is not None and node.dropout.p > 0
 
 
-def _downstream(graph: Graph, start: Node, through: set[str]) -> Iterator[Node]:
-    """Nodes reached from ``start`` through nodes named in ``through`` (those included)."""
+def _plain_active(node: Node) -> bool:
+    """An active bare dropout of one tensor (not inside attention, an RNN or a fused op)."""
+    return node.dropout is not None and node.dropout.p > 0 and node.dropout.plain
+
+
+def _in_family(node: Node, *families: OpFamily) -> bool:
+    """Whether the op ``node`` recorded is in one of ``families`` (see the registry)."""
+    return op_family(node.name) in families
+
+
+def _downstream(graph: Graph, start: Node, through: tuple[OpFamily, ...]) -> Iterator[Node]:
+    """Nodes reached from ``start`` through ops of the ``through`` families (those included)."""
     stack, seen = list(start.consumers), set()
     while stack:
         i = stack.pop()
@@ -68,7 +54,7 @@ def _downstream(graph: Graph, start: Node, through: set[str]) -> Iterator[Node]:
         seen.add(i)
         node = graph.nodes[i]
         yield node
-        if node.name in through:
+        if _in_family(node, *through):
             stack.extend(node.consumers)
 
 
@@ -83,14 +69,15 @@ class DropoutOnOutput(FlowRule):
         graph = traces.train
         outputs = set(graph.outputs)  # the output its users read (the logits of a ModelOutput)
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
+            if not _plain_active(node):
                 continue
-            chain = [node, *(n for n in _downstream(graph, node, SHAPE) if n.name in SHAPE)]
+            after = _downstream(graph, node, ("shape",))
+            chain = [node, *(n for n in after if _in_family(n, "shape"))]
             if not {n.index for n in chain} & outputs:
                 continue
             # A tensor that the model also computes with (an encoder's last hidden state, which
             # feeds the decoder's cross-attention) is not a dropout on the output.
-            used = any(graph.nodes[c].name not in SHAPE for n in chain for c in n.consumers)
+            used = any(not _in_family(graph.nodes[c], "shape") for n in chain for c in n.consumers)
             if not used:
                 yield self.finding(node.module, f"{node.name} is applied to the model's output")
 
@@ -107,14 +94,15 @@ class ElementDropoutOnConvMaps(FlowRule):
 
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
-        between = ACTIVATIONS | BATCH_NORMS | POOLS
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] != "element" or node.rank not in (4, 5):  # type: ignore[index]
+            d = node.dropout
+            if d is None or d.p <= 0 or not d.element_wise or node.rank not in (4, 5):
                 continue
             source = node.inputs[0] if node.inputs else -1
-            while source >= 0 and graph.nodes[source].name in between:
+            between: tuple[OpFamily, ...] = ("activation", "batch_norm", "pool")
+            while source >= 0 and _in_family(graph.nodes[source], *between):
                 source = graph.nodes[source].inputs[0] if graph.nodes[source].inputs else -1
-            if source >= 0 and graph.nodes[source].name in CONVS:
+            if source >= 0 and _in_family(graph.nodes[source], "conv"):
                 yield self.finding(
                     node.module,
                     f"{node.name} drops single elements of a {node.rank}D convolutional "
@@ -135,17 +123,17 @@ class DropoutBeforeBatchNorm(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
+            if not _plain_active(node):
                 continue
-            through = SHAPE | ACTIVATIONS | CONCATS
-            if any(n.name in BATCH_NORMS for n in _downstream(graph, node, through)):
+            through: tuple[OpFamily, ...] = ("shape", "activation", "concat")
+            if any(_in_family(n, "batch_norm") for n in _downstream(graph, node, through)):
                 yield self.finding(node.module, f"{node.name}'s output reaches a BatchNorm")
 
 
 def _residual_adds(graph: Graph) -> Iterator[tuple[Node, int, int]]:
     """Additions ``skip + branch`` where ``skip`` is an ancestor of ``branch``."""
     for node in graph.nodes:
-        if node.name in ADDS and len(node.inputs) == 2 and min(node.inputs) >= 0:
+        if _in_family(node, "add") and len(node.inputs) == 2 and min(node.inputs) >= 0:
             a, b = node.inputs
             if a in graph.ancestors(b):
                 yield node, a, b
@@ -166,12 +154,11 @@ class DropoutOnSkip(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for add in graph.nodes:
-            if add.name not in ADDS or len(add.inputs) != 2 or min(add.inputs) < 0:
+            if not _in_family(add, "add") or len(add.inputs) != 2 or min(add.inputs) < 0:
                 continue
             for mine, other in (add.inputs, add.inputs[::-1]):
                 node = graph.nodes[mine]
-                plain = node.dropout is not None and node.dropout["variant"] not in NOT_PLAIN
-                if plain and _active(node) and node.inputs and node.inputs[0] >= 0:
+                if _plain_active(node) and node.inputs and node.inputs[0] >= 0:
                     # The skip is dropped when the other operand reaches the dropout's input
                     # without going through the dropout (x_d + f(x)), not when it only uses the
                     # dropout's output (h = dropout(x); h + f(h): the dropout precedes both).
@@ -201,15 +188,11 @@ class HighRateInResidualBranch(FlowRule):
             for i in inside:
                 node = graph.nodes[i]
                 d = node.dropout
-                if (
-                    d
-                    and d["p"] > 0.2
-                    and d["variant"] not in {"path"} | NOT_PLAIN
-                    and i not in flagged
-                ):
+                # DropPath is what residual branches are meant to take, at any rate
+                if d and d.p > 0.2 and d.plain and not d.per_sample and i not in flagged:
                     flagged.add(i)
                     yield self.finding(
-                        node.module, f"{node.name} drops {d['p']:g} inside a residual branch"
+                        node.module, f"{node.name} drops {d.p:g} inside a residual branch"
                     )
 
 
@@ -226,7 +209,7 @@ class FunctionalOnInEval(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.eval.dropouts():
             d = node.dropout
-            if d and d["functional"] and d["variant"] != "attention" and d["p"] > 0 and d["active"]:
+            if d and d.functional and not d.attention and d.p > 0 and d.active:
                 yield self.finding(
                     node.module, f"{node.name} is active while the model is in eval mode"
                 )
@@ -245,13 +228,7 @@ class FunctionalOffInTraining(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.train.dropouts():
             d = node.dropout
-            if (
-                d
-                and d["functional"]
-                and d["variant"] != "attention"
-                and d["p"] > 0
-                and not d["active"]
-            ):
+            if d and d.functional and not d.attention and d.p > 0 and not d.active:
                 yield self.finding(node.module, f"{node.name} is inactive while the model trains")
 
 
@@ -264,7 +241,7 @@ class ChannelDropoutWrongRank(FlowRule):
 
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.train.dropouts():
-            ranks = CHANNEL_RANKS.get(node.dropout["variant"]) if node.dropout else None
+            ranks = node.dropout.channel_ranks if node.dropout else None
             if ranks and node.rank not in ranks:
                 yield self.finding(
                     node.module,
@@ -286,10 +263,10 @@ class DropoutBeforeSaturatingActivation(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] in NOT_PLAIN:  # type: ignore[index]
+            if not _plain_active(node):
                 continue
-            for nxt in _downstream(graph, node, SHAPE):
-                if nxt.name in NON_COMMUTING:
+            for nxt in _downstream(graph, node, ("shape",)):
+                if _in_family(nxt, "activation") and not commutes_with_dropout(nxt.name):
                     yield self.finding(node.module, f"{node.name} feeds {nxt.name} directly")
                     break
 
@@ -304,10 +281,10 @@ class AttentionDropoutInEval(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.eval.dropouts():
             d = node.dropout
-            if d and d["variant"] == "attention" and d["p"] > 0 and d["active"]:
+            if d and d.attention and d.p > 0 and d.active:
                 yield self.finding(
                     node.module,
-                    f"{node.name} drops attention weights (dropout_p={d['p']:g}) in eval mode",
+                    f"{node.name} drops attention weights (dropout_p={d.p:g}) in eval mode",
                 )
 
 
@@ -324,21 +301,24 @@ class DropoutTwiceInARow(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         graph = traces.train
         for node in graph.dropouts():
-            if not _active(node) or node.dropout["variant"] not in ELEMENT_OR_CHANNEL:  # type: ignore[index]
+            d = node.dropout
+            if d is None or not _active(node) or not d.element_or_channel:
                 continue
             source = node.inputs[0] if node.inputs else -1
-            while source >= 0 and graph.nodes[source].name in SHAPE:
+            while source >= 0 and _in_family(graph.nodes[source], "shape"):
                 inputs = graph.nodes[source].inputs
                 source = inputs[0] if inputs else -1
             before = graph.nodes[source] if source >= 0 else None
             # The same kind twice; channel dropout of a feature map, then element dropout of
             # the flattened features before a classifier, is a deliberate pair.
+            previous = before.dropout if before is not None else None
             if (
                 before is not None
+                and previous
                 and _active(before)
-                and before.dropout["variant"] == node.dropout["variant"]  # type: ignore[index]
+                and previous.variant == d.variant
             ):
-                p, q = before.dropout["p"], node.dropout["p"]  # type: ignore[index]
+                p, q = previous.p, d.p
                 yield self.finding(
                     node.module,
                     f"{node.name} (p={q:g}) drops the output of {before.name} (p={p:g}) "
@@ -359,14 +339,8 @@ class HighFunctionalRate(FlowRule):
     def check_flow(self, traces: Traces) -> Iterator[Finding]:
         for node in traces.train.dropouts():
             d = node.dropout
-            if (
-                d
-                and d["functional"]
-                and d["variant"] in ELEMENT_OR_CHANNEL
-                and d["p"] > 0.5
-                and d["active"]
-            ):
+            if d and d.functional and d.element_or_channel and d.p > 0.5 and d.active:
                 yield self.finding(
                     node.module,
-                    f"{node.name} drops {d['p']:g} of its input, which risks underfitting",
+                    f"{node.name} drops {d.p:g} of its input, which risks underfitting",
                 )

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 
 from torch import nn
 
-from dropkit._registry import dropout_layers, layer_rate, layer_spec
+from dropkit._registry import dropout_layers, layer_rate, layer_spec, variant
 
 __all__ = [
     "RULES",
@@ -91,12 +91,16 @@ def register(rule: type[Rule]) -> type[Rule]:
 
 def _element_or_channel(module: nn.Module) -> float | None:
     """The rate of an element or channel dropout layer (torch's or dropkit's), else None."""
-    from dropkit.doctor._trace import ELEMENT_OR_CHANNEL
-
     spec = layer_spec(module)
-    if spec is None or spec.variant not in ELEMENT_OR_CHANNEL:
+    if spec is None or not variant(spec.variant).element_or_channel:
         return None
     return layer_rate(module)
+
+
+def _dropout_is_the_point(module: nn.Module) -> bool:
+    """A layer that only drops out, not an RNN or attention layer with a dropout setting."""
+    spec = layer_spec(module)
+    return spec is not None and variant(spec.variant).site not in ("rnn", "attention")
 
 
 @register
@@ -154,7 +158,7 @@ class AllRatesZero(Rule):
         found = [
             (name, p)
             for name, module, p in dropout_layers(model)
-            if p > 0 or layer_spec(module).variant not in ("rnn", "attention")  # type: ignore[union-attr]
+            if p > 0 or _dropout_is_the_point(module)
         ]
         if found and all(p == 0 for _, p in found):
             names = ", ".join(name or "(the model)" for name, _ in found[:3])

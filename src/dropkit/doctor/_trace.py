@@ -21,9 +21,60 @@ from torch.utils._pytree import tree_flatten
 
 from dropkit._intercept import DropoutCall, InterceptMode
 from dropkit._output import model_output
-from dropkit._registry import layer_spec
+from dropkit._registry import Variant, layer_spec, variant
 
-__all__ = ["Graph", "Node", "trace"]
+__all__ = ["Graph", "Node", "TracedDropout", "trace"]
+
+
+@dataclass(frozen=True)
+class TracedDropout:
+    """What one dropout layer or function did in a recorded forward pass.
+
+    Attributes:
+        p: its rate.
+        variant: its registered variant; None where only the rate is known (a subclass of a
+            dropout layer with a forward of its own, a dropkit ``Dropout`` with a
+            ``noise_shape``, which shares its mask in ways the rules do not reason about).
+        active: it was switched on (a layer in training mode, an RNN with stacked layers; a
+            function called with its flag on and a rate above 0).
+        functional: a function call rather than a layer.
+    """
+
+    p: float
+    variant: Variant | None
+    active: bool
+    functional: bool
+
+    @property
+    def plain(self) -> bool:
+        """A bare dropout of one tensor (the structural rules skip the others)."""
+        return self.variant is None or self.variant.plain
+
+    @property
+    def element_or_channel(self) -> bool:
+        return self.variant is not None and self.variant.element_or_channel
+
+    @property
+    def element_wise(self) -> bool:
+        """Plain element-wise Bernoulli dropout (``nn.Dropout``, ``F.dropout``)."""
+        return (
+            self.element_or_channel
+            and self.variant is not None
+            and (self.variant.sharing == "element")
+        )
+
+    @property
+    def per_sample(self) -> bool:
+        """Drops whole samples (stochastic depth)."""
+        return self.variant is not None and self.variant.sharing == "sample"
+
+    @property
+    def attention(self) -> bool:
+        return self.variant is not None and self.variant.site == "attention"
+
+    @property
+    def channel_ranks(self) -> tuple[int, ...] | None:
+        return None if self.variant is None else self.variant.channel_ranks
 
 
 @dataclass
@@ -36,7 +87,7 @@ class Node:
     inputs: list[int]  # producing node of each tensor input (-1: the model input or a constant)
     kind: str  # "module", "function", or "input" (the model's inputs, node 0)
     rank: int  # dims of the first tensor input (-1 if none)
-    dropout: dict[str, Any] | None = None  # p, variant, active, functional
+    dropout: TracedDropout | None = None
     consumers: list[int] = field(default_factory=list)
 
 
@@ -60,16 +111,12 @@ class Graph:
         return seen
 
 
-#: Rules skip these variants where they reason about a bare dropout of one tensor.
-ELEMENT_OR_CHANNEL = frozenset({"element", "channel", "channel1d", "channel2d", "channel3d"})
-
-
-def _own_forward(module: nn.Module, base: type) -> bool:
+def _runs_forward_of(module: nn.Module, base: type) -> bool:
     """Whether ``module``'s class runs ``base``'s forward (a subclass may do something else)."""
     return getattr(type(module), "forward", None) is getattr(base, "forward", None)
 
 
-def module_dropout(module: nn.Module) -> dict[str, Any] | None:
+def module_dropout(module: nn.Module) -> TracedDropout | None:
     """What a registered dropout layer does on this call: rate, variant, whether it is on."""
     spec = layer_spec(module)
     if spec is None:
@@ -78,16 +125,16 @@ def module_dropout(module: nn.Module) -> dict[str, Any] | None:
         p = float(getattr(module, spec.rate_attr))
     except (AttributeError, TypeError, ValueError):
         return None
-    variant = spec.variant
+    kind: Variant | None = variant(spec.variant)
     registered = next(c for c in type(module).__mro__ if layer_spec(c, exact=True) is spec)
-    if not _own_forward(module, registered):
-        variant = "other"  # a subclass with its own forward: only its rate is known
-    elif variant == "element" and getattr(module, "noise_shape", None) is not None:
-        variant = "shaped"
+    if not _runs_forward_of(module, registered):
+        kind = None  # a subclass with its own forward: only its rate is known
+    elif getattr(module, "noise_shape", None) is not None:
+        kind = None  # dropkit's Dropout with a noise_shape: shares its mask its own way
     active = module.training
-    if variant == "rnn":  # between stacked layers only
+    if kind is not None and kind.site == "rnn":  # between stacked layers only
         active = active and getattr(module, "num_layers", 1) > 1
-    return {"p": p, "variant": variant, "active": bool(active), "functional": False}
+    return TracedDropout(p, kind, bool(active), functional=False)
 
 
 def opaque(module: nn.Module) -> bool:
@@ -124,7 +171,7 @@ class _Recorder(InterceptMode):
         args: Any,
         kind: str,
         out: Any,
-        dropout: dict[str, Any] | None = None,
+        dropout: TracedDropout | None = None,
     ) -> None:
         tensors = [a for a in tree_flatten(args)[0] if isinstance(a, torch.Tensor)]
         node = Node(
@@ -170,13 +217,7 @@ class _Recorder(InterceptMode):
     def dropout(self, call: DropoutCall) -> Any:
         out = call.run()
         if self._leaf_depth == 0:
-            dropout = {
-                "p": call.rate,
-                "variant": call.spec.variant,
-                "active": call.active,
-                "switched_on": call.training,
-                "functional": True,
-            }
+            dropout = TracedDropout(call.rate, variant(call.spec.variant), call.active, True)
             name = getattr(call.func, "__name__", str(call.func))
             self._add(name, self._stack[-1], (call.args, call.kwargs), "function", out, dropout)
         return out

@@ -12,6 +12,7 @@ from typing import Any
 from dropkit.experiments import user
 from dropkit.experiments.compare import CompareConfig, Progress, run_compare
 from dropkit.experiments.datasets import Dataset, from_splits
+from dropkit.experiments.threads import DEFAULT_THREADS
 from dropkit.experiments.train import ModelFn, RunResult, TrainConfig
 
 __all__ = ["compare"]
@@ -41,6 +42,7 @@ def compare(
     batched: bool = True,
     auto: bool = False,
     task: str = "classification",
+    threads: int | None = DEFAULT_THREADS,
     progress: Progress | None = None,
     **train_options: Any,
 ) -> list[RunResult]:
@@ -55,6 +57,8 @@ def compare(
         rates, seeds, label_noise, split_seed, batched: as for ``dropkit compare``.
         task: ``classification`` or ``regression`` (a built-in regression data set such as
             ``diabetes``; see :class:`CompareConfig`).
+        threads: torch's thread count while training (``--threads``; see
+            :class:`CompareConfig`); ``None`` leaves it as it is.
         auto: add a learned-rate run per seed (``--rates ...,auto``; see
             :class:`CompareConfig`).
         output: the output folder (its database, one sub-folder per configuration with the
@@ -106,6 +110,7 @@ def compare(
         code=_code_digest(*code) if code else "",
         auto=auto,
         task=task,
+        threads=threads,
     )
     if output is None:
         with tempfile.TemporaryDirectory(prefix="dropkit-") as tmp:

@@ -22,6 +22,7 @@ from dropkit.experiments.datasets import (
 from dropkit.experiments.options import check_auto, check_options, check_task
 from dropkit.experiments.state import save_atomically
 from dropkit.experiments.store import AUTO, STAGED, Store
+from dropkit.experiments.threads import DEFAULT_THREADS, fixed_threads
 from dropkit.experiments.train import (
     AUTO_INIT_P,
     EpochMetrics,
@@ -57,6 +58,10 @@ class CompareConfig:
     grid and a learned run is never read as one at a fixed rate.
     ``batched`` trains the seeds of a rate together as one stacked model where the model allows
     (see :mod:`dropkit.experiments.batched`); it is part of the runs' identity.
+    ``threads`` is torch's thread count while the runs train (see
+    :mod:`dropkit.experiments.threads`): fixed, so that the numbers do not change with the
+    machine's load, and part of the identity, as another count gives other bits; ``None``
+    leaves torch's count as it is and is what configurations stored without one mean.
 
     ``task`` is ``classification`` or ``regression`` (a regression data set, squared error,
     scores in the targets' units); part of the runs' identity, and left out of the JSON when it
@@ -77,6 +82,7 @@ class CompareConfig:
     code: str = ""
     auto: bool = False
     task: str = "classification"
+    threads: int | None = DEFAULT_THREADS
 
     def check(self) -> None:
         """Raise :class:`ConfigError` naming the first bad option; called before any work."""
@@ -86,6 +92,7 @@ class CompareConfig:
             split_seed=self.split_seed,
             rates=self.rates,
             seeds=self.seeds,
+            threads=self.threads,
             **dataclasses.asdict(self.train),
         )
         check_task(
@@ -111,6 +118,8 @@ class CompareConfig:
             del data["auto"]
         if self.task == "classification":
             del data["task"]
+        if self.threads is None:  # stored before the count was fixed: the keys they had
+            del data["threads"]
         return data
 
     @classmethod
@@ -123,6 +132,7 @@ class CompareConfig:
             k: tuple(v) if isinstance(v, list) else v for k, v in data["train"].items()
         }
         fields["train"] = TrainConfig(**train)
+        fields.setdefault("threads", None)  # stored before the count was fixed
         return cls(**fields)
 
     def key(self) -> str:
@@ -224,9 +234,21 @@ def run_compare(
     ``model_fn`` is your model as a Python callable (``config.train.model`` then only names it).
     With ``config.auto`` the learned-rate runs (one per seed, one at a time) follow the grid,
     resume and ``fresh`` as the grid's do, and come last in the list (``result.learned``).
+    Everything runs with ``config.threads`` torch threads; torch's count is restored afterwards.
     """
     config.check()
-    progress = progress or Progress()
+    with fixed_threads(config.threads):
+        return _run_compare(config, output, fresh, data, progress or Progress(), model_fn)
+
+
+def _run_compare(
+    config: CompareConfig,
+    output: Path,
+    fresh: bool,
+    data: Dataset | None,
+    progress: Progress,
+    model_fn: ModelFn | None,
+) -> list[RunResult]:
     if data is None:
         data = load_dataset(
             config.dataset, split_seed=config.split_seed, label_noise=config.label_noise

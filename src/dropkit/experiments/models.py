@@ -21,6 +21,7 @@ from torch import nn
 
 from dropkit import dropout_layers, layer_spec
 from dropkit import nn as dk_nn
+from dropkit._registry import channel_layer
 from dropkit.functional._autograd import inverted_scale
 from dropkit.kernels import select
 
@@ -29,6 +30,7 @@ __all__ = [
     "MODELS",
     "SlicedDropout",
     "build_model",
+    "conv_variants",
     "count_sites",
     "dropout_sites",
     "set_rate",
@@ -97,9 +99,20 @@ class SlicedDropout(dk_nn.Dropout):
         return f"p={self.p}, runs={len(self._generators)}"
 
 
-#: The dropout in the cnn's conv blocks: whole channels (the default), single elements (weak on
-#: conv maps; the doctor's DK003), or DropBlock (2-D inputs).
+#: The experiment's choices for the dropout in the cnn's conv blocks (a setting, stored with the
+#: results): whole channels (the default), single elements (weak on conv maps; the doctor's
+#: DK003), or DropBlock (2-D inputs).
 CONV_VARIANTS = ("channel", "element", "block")
+
+
+def conv_variants(input_shape: tuple[int, ...]) -> tuple[str, ...]:
+    """The :data:`CONV_VARIANTS` the cnn offers for inputs of ``input_shape`` (DropBlock: 2-D).
+
+    Example:
+        >>> conv_variants((1, 28, 28)), conv_variants((3, 100))
+        (('channel', 'element', 'block'), ('channel', 'element'))
+    """
+    return tuple(v for v in CONV_VARIANTS if v != "block" or len(input_shape) == 3)
 
 
 def dropout_sites(model: nn.Module) -> list[nn.Module]:
@@ -151,10 +164,12 @@ def _mlp(input_shape: tuple[int, ...], num_classes: int, hidden: Sequence[int]) 
 
 
 def _spatial(input_shape: tuple[int, ...]) -> tuple[type[nn.Module], ...]:
+    # the channel dropout of a batch of these inputs, as the registry knows it
+    channel_dropout = channel_layer(len(input_shape) + 1)
     if len(input_shape) == 2:
-        return nn.Conv1d, nn.MaxPool1d, dk_nn.Dropout1d, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
+        return nn.Conv1d, nn.MaxPool1d, channel_dropout, nn.BatchNorm1d, nn.AdaptiveAvgPool1d
     if len(input_shape) == 3:
-        return nn.Conv2d, nn.MaxPool2d, dk_nn.Dropout2d, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
+        return nn.Conv2d, nn.MaxPool2d, channel_dropout, nn.BatchNorm2d, nn.AdaptiveAvgPool2d
     raise ValueError(
         f"convolutional models need inputs (C, L) or (C, H, W), got {input_shape}; use --model mlp"
     )
@@ -167,7 +182,7 @@ def _cnn(
     variant: str = "channel",
 ) -> nn.Module:
     conv, pool, channel_dropout, _, _ = _spatial(input_shape)
-    if variant == "block" and len(input_shape) != 3:
+    if variant not in conv_variants(input_shape):
         raise ValueError("variant 'block' (DropBlock) needs 2-D inputs (C, H, W)")
     drop: type[nn.Module] = {
         "channel": channel_dropout,

@@ -82,6 +82,7 @@ def check_options(
     n_trials: int | None = None,
     workers: int | None = None,
     timeout: float | None = None,
+    threads: int | None = None,
 ) -> None:
     """Raise :class:`ConfigError` for the first bad option; ``None`` means "not given".
 
@@ -149,6 +150,10 @@ def check_options(
         raise ConfigError("workers", f"must be at least 1, got {workers}")
     if timeout is not None and not (_finite(timeout) and timeout > 0):
         raise ConfigError("timeout", f"must be a positive number of seconds, got {timeout}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int)):
+        raise ConfigError("threads", f"must be a whole number of threads, got {threads!r}")
+    if threads is not None and threads < 1:
+        raise ConfigError("threads", f"must be at least 1, got {threads}")
 
 
 def _check_schedule(schedule: str | None, schedule_epochs: int | None, epochs: int | None) -> None:

@@ -36,6 +36,10 @@ FIELDS = {
         "False: one run at a time"
     ),
     "code": "digest of model or data code passed as Python objects",
+    "threads": (
+        "torch's thread count while the runs trained, fixed so that the numbers do not depend "
+        "on the machine's load; another count gives other bits and is stored apart"
+    ),
     "task": (
         "classification (cross-entropy on class labels) or regression (squared error on "
         "standardized targets, scores in the targets' units)"

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import torch
 
+from dropkit.experiments.threads import fixed_threads
+
 __all__ = ["Dataset", "DatasetError", "noisy_labels", "split_off", "standardize"]
 
 
@@ -69,6 +71,9 @@ def noisy_labels(
 def standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
     """Scale every split by the training inputs' per-channel mean and std."""
     dims = [0, *range(2, train.dim())]
-    mean = train.mean(dim=dims, keepdim=True)
-    std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
+    # One thread: a reduction this large is split among threads, each summing its own share,
+    # so the statistics (and every run on the data) would change with the thread count.
+    with fixed_threads(1):
+        mean = train.mean(dim=dims, keepdim=True)
+        std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
     return [(t - mean) / std for t in (train, *others)]

@@ -13,7 +13,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -22,7 +22,15 @@ from typing import Any
 
 from dropkit.experiments.results import RunResult
 
-__all__ = ["AUTO", "DB_NAME", "Configuration", "Store", "StoreError"]
+__all__ = [
+    "AUTO",
+    "DB_NAME",
+    "Configuration",
+    "Store",
+    "StoreError",
+    "prepare_database",
+    "utc_now",
+]
 
 DB_NAME = "results.sqlite"
 #: Marks the key of a ``--fresh`` set of runs that is not finished yet.
@@ -272,21 +280,7 @@ def _prepare(db: sqlite3.Connection, patience: float = 60.0) -> None:
     waiting for the busy timeout; each step is idempotent, so it is tried again, backing off,
     for up to ``patience`` seconds.
     """
-    deadline = time.monotonic() + patience
-    delay = 0.01
-    while True:
-        try:
-            db.execute("PRAGMA busy_timeout=60000")
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(_SCHEMA)
-            _add_columns(db)
-            return
-        except sqlite3.OperationalError as error:
-            transient = "locked" in str(error) or "busy" in str(error)
-            if not transient or time.monotonic() > deadline:
-                raise
-        time.sleep(delay)
-        delay = min(2 * delay, 0.5)
+    prepare_database(db, _SCHEMA, patience, _add_columns)
 
 
 def _add_columns(db: sqlite3.Connection) -> None:
@@ -302,3 +296,35 @@ def _add_columns(db: sqlite3.Connection) -> None:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def prepare_database(
+    db: sqlite3.Connection,
+    schema: str,
+    patience: float = 60.0,
+    migrate: Callable[[sqlite3.Connection], None] | None = None,
+) -> None:
+    """WAL mode, ``schema`` (``CREATE ... IF NOT EXISTS``) and ``migrate``, retried while
+    another process holds a lock, for up to ``patience`` seconds: what :class:`Store` does on
+    opening, for another results database of dropkit (``dropkit.active``'s)."""
+    deadline = time.monotonic() + patience
+    delay = 0.01
+    while True:
+        try:
+            db.execute("PRAGMA busy_timeout=60000")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.executescript(schema)
+            if migrate is not None:
+                migrate(db)
+            return
+        except sqlite3.OperationalError as error:
+            transient = "locked" in str(error) or "busy" in str(error)
+            if not transient or time.monotonic() > deadline:
+                raise
+        time.sleep(delay)
+        delay = min(2 * delay, 0.5)
+
+
+def utc_now() -> str:
+    """The time a row is written: ISO 8601 in UTC, to the microsecond."""
+    return _now()

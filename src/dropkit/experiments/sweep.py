@@ -22,7 +22,7 @@ from typing import Any
 
 from dropkit.experiments import user
 from dropkit.experiments.datasets import dataset_task, load_dataset
-from dropkit.experiments.models import count_sites, dropout_sites
+from dropkit.experiments.models import conv_variants, count_sites, dropout_sites
 from dropkit.experiments.options import ConfigError, check_options
 from dropkit.experiments.train import TrainConfig, make_model, train
 
@@ -267,8 +267,7 @@ def _objective(config: SweepConfig) -> Any:
         # inputs); rescnn's DropPath and the mlp's element dropout are fixed.
         variant = "channel"
         if config.model == "cnn":
-            choices = ["channel", "element", "block"] if len(data.input_shape) == 3 else [
-                "channel", "element"]  # fmt: skip
+            choices = list(conv_variants(data.input_shape))
             variant = trial.suggest_categorical("variant", choices)
         train_config = TrainConfig(
             model=config.model,

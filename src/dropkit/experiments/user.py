@@ -12,13 +12,26 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
+import inspect
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-__all__ = ["SpecError", "describe", "digest", "is_spec", "load", "normalize", "spec_of"]
+__all__ = [
+    "SpecError",
+    "UserCode",
+    "code_digest",
+    "describe",
+    "digest",
+    "is_spec",
+    "load",
+    "normalize",
+    "spec_of",
+    "user_code",
+]
 
 
 class SpecError(ValueError):
@@ -128,3 +141,42 @@ def spec_of(obj: Callable[..., Any]) -> str:
         if file:
             return f"{Path(file).resolve()}:{qualname}"
     return f"{module}:{qualname}"
+
+
+def code_digest(*objects: object) -> str:
+    """Digest of the source of Python callables (code typed in a notebook has no file)."""
+    sources = []
+    for obj in objects:
+        try:
+            sources.append(inspect.getsource(obj))  # type: ignore[arg-type]
+        except (OSError, TypeError):
+            sources.append(repr(obj))
+    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class UserCode:
+    """A model and data given to the Python API as names or callables, named for a config."""
+
+    model_name: str
+    model_fn: Callable[[float], Any] | None  # None: a name (built-in or spec)
+    data_name: str
+    data_fn: Callable[[], Any] | None  # None: a name
+    code: str  # :func:`code_digest` of the callables, "" when both are names
+
+
+def user_code(model: str | Callable[[float], Any], data: str | Callable[[], Any]) -> UserCode:
+    """Name ``model`` and ``data`` (each a name, or a callable named by :func:`spec_of`) and
+    digest the callables' source, as ``compare()`` and ``active_learning()`` record them.
+
+    Example:
+        >>> from dropkit.experiments.user import user_code
+        >>> user_code("mlp", "blobs")
+        UserCode(model_name='mlp', model_fn=None, data_name='blobs', data_fn=None, code='')
+    """
+    model_fn = model if callable(model) else None
+    data_fn = data if callable(data) else None
+    model_name = spec_of(model) if callable(model) else model
+    data_name = spec_of(data) if callable(data) else data
+    code: list[object] = [fn for fn in (model_fn, data_fn) if fn is not None]
+    return UserCode(model_name, model_fn, data_name, data_fn, code_digest(*code) if code else "")

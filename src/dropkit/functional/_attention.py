@@ -5,8 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function
 
+from dropkit._registry import register_function
 from dropkit.functional._elementwise import dropout
 from dropkit.functional._validation import InputError, check_input, check_p
 
@@ -15,6 +17,16 @@ __all__ = ["scaled_dot_product_attention"]
 _LOW_PRECISION = (torch.float16, torch.bfloat16)
 
 
+@register_function(
+    "attention",
+    p_at=4,
+    p_name="dropout_p",
+    p_default=0.0,
+    training_at=None,
+    training_name=None,
+    training_default=None,
+    replaces=torch_F.scaled_dot_product_attention,
+)
 def scaled_dot_product_attention(
     query: torch.Tensor,
     key: torch.Tensor,

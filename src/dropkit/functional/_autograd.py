@@ -1,28 +1,35 @@
-"""The autograd roads behind every stochastic function.
+"""The autograd paths behind every stochastic function.
 
 Each op describes its noise as a small frozen object holding only Python numbers (shape, p,
 seed, constants). A small mask is written scaled and multiplied by torch's own ``mul``, whose
-native autograd saves it (:func:`recorded`); otherwise the mask-free op applies the noise and
-its backward regenerates it from the same seed, so nothing input-sized is kept for backward.
+native autograd saves it (:func:`apply_with_grad`); otherwise the mask-free op applies the
+noise and its backward regenerates it from the same seed, so nothing input-sized is kept for
+backward.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, cast
 
 import torch
+from torch.overrides import has_torch_function_unary
 
-from dropkit.functional import _validation
 from dropkit.functional._compile import compiled_masked_affine
-from dropkit.functional._validation import fresh_cell
-from dropkit.kernels import _dispatch
-from dropkit.kernels._dispatch import masked_affine, select
-from dropkit.kernels._layout import placed
-from dropkit.kernels._memory import spare
-from dropkit.kernels._philox import Seed, stream_keep_mask, stream_normal
-from dropkit.kernels._reference import affine
+from dropkit.functional._validation import BELOW_ONE, draw_seed_tensor
+from dropkit.kernels import (
+    Seed,
+    affine,
+    auto_backend,
+    masked_affine,
+    placed,
+    reusable_empty,
+    select,
+    stream_keep_mask,
+    stream_normal,
+)
 
 __all__ = [
     "ElementMask",
@@ -31,9 +38,9 @@ __all__ = [
     "TraceableNoise",
     "alpha_constants",
     "apply_noise",
+    "apply_with_grad",
     "autograd_op",
     "inverted_scale",
-    "recorded",
     "small_dropout",
 ]
 
@@ -41,7 +48,7 @@ __all__ = [
 class Noise(Protocol):
     """Seeded noise that can be applied, and applied again identically in backward.
 
-    Forward computes the masked affine map of :func:`dropkit.kernels._reference.affine`
+    Forward computes the masked affine map of :func:`dropkit.kernels.affine`
     (``input * where(keep, scale, 0)`` for dropout); backward, the gradient map
     ``grad * where(keep, scale, 0)``, with ``keep`` and ``scale`` regenerated from the seed.
     """
@@ -152,14 +159,14 @@ def _grad_layout(grad: torch.Tensor, grad_output: torch.Tensor, strides: Any) ->
 
 
 def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
-    """Apply ``noise`` to ``input``: the one road from every op to a backend.
+    """Apply ``noise`` to ``input``: the one path from every op to a backend.
 
     - a tensor seed (inside ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or a
       ``torch.func`` transform): torch operations only (:meth:`Noise.reference`), or under
       ``torch.compile`` the ``dropkit::masked_affine`` custom op for element masks;
     - autograd not recording (no grad mode, or an input that does not require grad): the
       backend directly, since ``Function.apply`` alone costs more than a small kernel;
-    - otherwise :func:`recorded`: the saved-mask road for small masks, the mask-free autograd
+    - otherwise :func:`apply_with_grad`: the saved-mask path for small masks, the mask-free autograd
       op, whose backward regenerates the mask from the seed, for the rest.
     """
     if isinstance(getattr(noise, "seed", None), torch.Tensor):  # a TraceableNoise
@@ -188,22 +195,22 @@ def apply_noise(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tenso
             # A small shared mask (drop_path's (N, 1, ...), channel dropout's (N, C, 1, ...)):
             # the scaled mask times torch's broadcasting multiply, as with autograd recording;
             # on a small input the broadcast kernel's set-up costs more than the input.
-            return recorded(input, noise, inplace)
+            return apply_with_grad(input, noise, inplace)
         if type(noise) is ElementMask:
             out = select(input).masked_affine(input, *noise)  # type: ignore[arg-type]
         else:
             out = noise.apply(input)
         return input.copy_(out) if inplace else out
-    return recorded(input, noise, inplace)
+    return apply_with_grad(input, noise, inplace)
 
 
-#: Masks with fewer elements than this take the saved-mask road of :func:`recorded`.
+#: Masks with fewer elements than this take the saved-mask path of :func:`apply_with_grad`.
 SAVED_MASK_BELOW = 1 << 16
 _SAVED_MASK_DTYPES = (torch.float32, torch.float64)
 
 
-def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
-    """Apply ``noise`` (int seed) where autograd records it; one of two roads, the same bits.
+def apply_with_grad(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
+    """Apply ``noise`` (int seed) where autograd records it; one of two paths, the same bits.
 
     - **Saved mask**: a mask of fewer than :data:`SAVED_MASK_BELOW` elements (a small input,
       or a mask shared over most of a large one, as channel dropout's) scaling a float32 or
@@ -215,7 +222,7 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
     - **Mask-free** otherwise: the :class:`_NoiseFunction` op, whose backward regenerates the
       mask from the seed, so nothing input-sized is saved.
 
-    The forward is ``input * where(keep, scale, 0)`` on both roads (the kernels multiply by the
+    The forward is ``input * where(keep, scale, 0)`` on both paths (the kernels multiply by the
     scaled mask), and the backward ``grad * where(keep, scale, 0)``, so outputs and gradients
     are bit-identical for a seed on either side of the threshold. Half precision stays
     mask-free: a native multiply would round ``scale`` to half precision first.
@@ -244,25 +251,47 @@ def recorded(input: torch.Tensor, noise: Noise, inplace: bool) -> torch.Tensor:
 
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
+#: Per thread, the tensor :func:`draw_seed_tensor` draws into, kept by :func:`small_dropout`.
+_seed_tensors = threading.local()
+_c10d = torch.distributed.distributed_c10d if torch.distributed.is_available() else None
 
 
-def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
-    """``dropout(input, p)`` in training by the saved-mask road of :func:`recorded`, in as few
-    Python steps as it takes; None, with nothing drawn, where this road does not apply.
+def small_dropout(
+    input: torch.Tensor,
+    p: float,
+    training: bool = True,
+    inplace: bool = False,
+    noise_shape: object = None,
+    seed: int | None = None,
+) -> torch.Tensor | None:
+    """``dropout(input, p)`` in training by the saved-mask path of :func:`apply_with_grad`, in
+    as few Python steps as it takes; None, with nothing drawn, where this path does not apply.
 
     This is the commonest call of all: a dropout layer on a small hidden activation while
     training, where the cost is Python and dispatch rather than arithmetic. Inside a training
     step each call finds the caches cold, and every Python frame or torch op then costs a few
-    microseconds (measured, docs/benchmarks.md): so this road is one frame with the checks
+    microseconds (measured, docs/benchmarks.md): so this path is one frame with the checks
     inline, draws the seed into a tensor that the kernel reads (no ``.item()``), and writes
-    the mask into a spare tensor (no allocation). The seed is the one the general road draws,
-    and the mask the same, so the bits are those of the general road. ``p`` is a float in
-    (0, 1); the caller has checked the other arguments, all but ``input``, checked here.
+    the mask into a reused tensor (no allocation). The seed is the one the general path draws,
+    and the mask the same, so the bits are those of the general path.
+
+    The one entry check of both callers, :func:`dropkit.functional.dropout` and
+    :class:`dropkit.nn.Dropout` (its ``forward`` calls this first, one frame fewer): the
+    arguments are those of ``dropout``, and the path applies only to ``training is True``, a
+    float ``p`` in (0, 1), no ``noise_shape``, ``seed`` or ``inplace``, and no
+    ``__torch_function__`` override.
     """
     if (
-        # in_graph(), written out, first: dynamo folds is_compiling() and reads no further, so
-        # a compiled or exported graph gets no guard on the input's size from this road.
-        torch.compiler.is_compiling()
+        training is not True
+        or type(p) is not float
+        or not 0.0 < p < BELOW_ONE
+        or noise_shape is not None
+        or seed is not None
+        or inplace is not False
+        or has_torch_function_unary(input)
+        # in_graph(), written out: dynamo folds is_compiling() and reads no further, so a
+        # compiled or exported graph gets no guard on the input's size from this path.
+        or torch.compiler.is_compiling()
         or torch._C._are_functorch_transforms_active()
         or torch._C._is_tracing()
         or torch._C._len_torch_dispatch_stack()  # a fake-tensor mode: tensors without memory
@@ -276,25 +305,25 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
         )
     ):
         return None
-    # select(), fresh_cell() and the backend's drawn_scaled_mask(), written out: inside a
-    # training step each Python frame costs a few microseconds (docs/benchmarks.md).
-    if _dispatch._forced.get() is not None or _dispatch._environment != "auto":
-        return None
-    found = _dispatch._loaded.get("numba") or select(input)  # select() imports numba once
-    if found.name != "numba":
+    # The backend's drawn_scaled_mask(), written out: inside a training step each Python frame
+    # costs a few microseconds (docs/benchmarks.md).
+    found = auto_backend(input)  # None where a backend is forced: the general path
+    if found is None or found.name != "numba":
         return None
     backend: Any = found  # NumbaBackend, with the attributes below
-    cell = getattr(_validation._draws, "cell", None)
-    # The field under torch's ``_World.default_pg`` property (a property is one more frame);
-    # where it is missing (another world object, as torch's threaded test groups install),
-    # fresh_cell asks the property.
-    world = getattr(_validation._c10d, "_world", None)
-    if cell is None or getattr(world, "_default_pg", True) is not None:
-        cell, offset = fresh_cell()  # this thread's first draw, or a process group: its rank
+    # draw_seed_tensor()'s common case (a thread's later draws, no process group) written out
+    # on the tensor it returned: the field under torch's ``_World.default_pg`` property is
+    # read directly (a property is one more frame); where it is missing (another world object,
+    # as torch's threaded test groups install), draw_seed_tensor asks the property.
+    cell = getattr(_seed_tensors, "cell", None)
+    if cell is None or getattr(getattr(_c10d, "_world", None), "_default_pg", True) is not None:
+        cell, offset = draw_seed_tensor()  # this thread's first draw, or a process group
+        if type(cell) is torch.Tensor:
+            _seed_tensors.cell = cell
     else:
-        cell.random_(0, 2**62)  # fresh_cell's draw
+        cell.random_(0, 2**62)  # draw_seed_tensor's draw
         offset = 0
-    mask = spare(input.shape, input.dtype)
+    mask = reusable_empty(input.shape, input.dtype)
     serial = n < backend.serial_below
     if not serial:
         backend.follow_threads()
@@ -319,8 +348,8 @@ def small_dropout(input: torch.Tensor, p: float) -> torch.Tensor | None:
 
 # ``Function.apply`` without its Python prologue (default-argument binding for setup_context,
 # functorch unwrapping), which costs a few microseconds per call; that prologue is only needed
-# under functorch transforms, which take the tensor-seed road of ``apply_noise`` instead.
-# ``recorded`` calls it for masks too large for the saved-mask road.
+# under functorch transforms, which take the tensor-seed path of ``apply_noise`` instead.
+# ``apply_with_grad`` calls it for masks too large for the saved-mask path.
 autograd_op = super(torch.autograd.Function, _NoiseFunction).apply
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import ElementMask, alpha_constants, apply_noise
 from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import (
@@ -65,6 +67,7 @@ def _channel_dropout(
     return inverted_dropout(name, input, p, training, inplace, shape, seed)
 
 
+@register_function("channel1d", replaces=torch_F.dropout1d)
 def dropout1d(
     input: torch.Tensor,
     p: float = 0.5,
@@ -108,6 +111,7 @@ def dropout1d(
     return inverted_dropout("dropout1d", input, p, training, inplace, shape, seed)
 
 
+@register_function("channel2d", replaces=torch_F.dropout2d)
 def dropout2d(
     input: torch.Tensor,
     p: float = 0.5,
@@ -148,6 +152,7 @@ def dropout2d(
     return _channel_dropout("dropout2d", input, p, training, inplace, channels_last, seed, 4)
 
 
+@register_function("channel3d", replaces=torch_F.dropout3d)
 def dropout3d(
     input: torch.Tensor,
     p: float = 0.5,
@@ -183,6 +188,7 @@ def dropout3d(
     return _channel_dropout("dropout3d", input, p, training, inplace, channels_last, seed, 5)
 
 
+@register_function("feature_alpha", replaces=torch_F.feature_alpha_dropout)
 def feature_alpha_dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -231,6 +237,7 @@ def feature_alpha_dropout(
     return apply_noise(input, ElementMask(shape, p, seed_value, scale, shift, fill), inplace)
 
 
+@register_function("locked")
 def locked_dropout(
     input: torch.Tensor,
     p: float = 0.5,

@@ -4,7 +4,7 @@ Under ``torch.compile`` the seed is a 0-dim tensor drawn inside the graph (``tor
 from the default generator, as in eager mode), and the op is registered with a fake (meta)
 implementation and an autograd formula, so a compiled model is one graph whose backward
 regenerates the mask instead of saving it. Outside compilation the cheaper
-``autograd.Function`` road is used: dispatching a custom op costs tens of microseconds per
+``autograd.Function`` path is used: dispatching a custom op costs tens of microseconds per
 call, more than the kernel on small tensors.
 """
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from dropkit.kernels._dispatch import masked_affine
+from dropkit.kernels import masked_affine
 
 __all__ = ["compiled_masked_affine"]
 

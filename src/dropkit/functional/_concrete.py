@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch.autograd.function import once_differentiable
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._channel import _channel_noise_shape
 from dropkit.functional._validation import (
     check_input,
@@ -35,9 +36,7 @@ from dropkit.functional._validation import (
     in_graph,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._philox import Seed, random_uint32
-from dropkit.kernels._reference import compute_dtype
+from dropkit.kernels import Seed, compute_dtype, random_uint32, select
 
 __all__ = [
     "concrete_dropout",
@@ -69,11 +68,9 @@ def _uniforms(
 ) -> torch.Tensor:
     """:func:`stream_open_uniform` of ``shape`` on the backend that :func:`select` picks."""
     numel = math.prod(shape)
-    if dtype in _NATIVE and like.is_cpu and select(like).name == "numba":
-        from dropkit.kernels._uniform_cpu import write_open_uniform
-
+    if dtype in _NATIVE and like.is_cpu and (backend := select(like)).name == "numba":
         out = torch.empty(shape, dtype=dtype)
-        write_open_uniform(out, seed)
+        cast(Any, backend).open_uniform(out, seed)  # a NumbaBackend
         return out
     return stream_open_uniform(numel, seed, like.device, dtype).view(shape)
 
@@ -113,13 +110,11 @@ def _factor(
         and abs(inverse - k) <= 1e-9 * k
         and dtype in _NATIVE
         and like.is_cpu
-        and select(like).name == "numba"
+        and (backend := select(like)).name == "numba"
     ):
-        from dropkit.kernels._uniform_cpu import write_concrete_factor
-
         out = torch.empty(shape, dtype=dtype)
         logit_p = math.log(p) - math.log1p(-p)
-        write_concrete_factor(out, seed, math.exp(k * logit_p), k, 1.0 / (1.0 - p))
+        cast(Any, backend).concrete_factor(out, seed, math.exp(k * logit_p), k, 1.0 / (1.0 - p))
         return out
     return _keep(like, shape, p, seed, temperature).mul_(1.0 / (1.0 - p))
 
@@ -171,8 +166,8 @@ def concrete_reference(
     seed: Seed,
     temperature: float,
 ) -> torch.Tensor:
-    """Concrete dropout from torch operations only: the ground truth of the fast road, and the
-    road inside graphs and ``torch.func`` transforms (torch's autograd differentiates it, to any
+    """Concrete dropout from torch operations only: the ground truth of the fast path, and the
+    path inside graphs and ``torch.func`` transforms (torch's autograd differentiates it, to any
     order). ``shape`` is the mask's shape, broadcast to the input."""
     dtype = compute_dtype(input.dtype)
     u = stream_open_uniform(math.prod(shape), seed, input.device, dtype).view(shape)
@@ -254,6 +249,7 @@ def _concrete(
     return out
 
 
+@register_function("element")
 def concrete_dropout(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -333,6 +329,7 @@ def _channel(
     return _concrete(name, input, p, training, shape, temperature, seed)
 
 
+@register_function("channel1d")
 def concrete_dropout1d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -362,6 +359,7 @@ def concrete_dropout1d(
     return _channel("concrete_dropout1d", input, p, training, temperature, seed, 3)
 
 
+@register_function("channel2d")
 def concrete_dropout2d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,
@@ -391,6 +389,7 @@ def concrete_dropout2d(
     return _channel("concrete_dropout2d", input, p, training, temperature, seed, 4)
 
 
+@register_function("channel3d")
 def concrete_dropout3d(
     input: torch.Tensor,
     p: float | torch.Tensor = 0.5,

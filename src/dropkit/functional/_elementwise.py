@@ -6,19 +6,20 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import (
     ElementMask,
     GaussianNoise,
     alpha_constants,
     apply_noise,
+    apply_with_grad,
     inverted_scale,
-    recorded,
     small_dropout,
 )
 from dropkit.functional._validation import (
-    BELOW_ONE,
     InputError,
     check_input,
     check_p,
@@ -26,8 +27,7 @@ from dropkit.functional._validation import (
     resolve_noise_shape,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._philox import stream_keep_mask
+from dropkit.kernels import select, stream_keep_mask
 
 __all__ = [
     "alpha_dropout",
@@ -59,6 +59,7 @@ def inverted_dropout(
     return apply_noise(input, ElementMask(shape, p, resolve_seed(name, seed), scale), inplace)
 
 
+@register_function("element", sharing="argument", replaces=torch_F.dropout)
 def dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -114,17 +115,11 @@ def dropout(
         return handle_torch_function(
             dropout, (input,), input, p, training, inplace, noise_shape=noise_shape, seed=seed
         )
-    # The commonest call first (see small_dropout); then inverted_dropout's steps written out,
-    # and apply_noise's common road taken directly: each Python frame costs every call.
-    if (
-        training is True
-        and type(p) is float
-        and 0.0 < p < BELOW_ONE
-        and noise_shape is None
-        and seed is None
-        and inplace is False
-    ):
-        out = small_dropout(input, p)
+    # The commonest call first (small_dropout checks when it applies); then inverted_dropout's
+    # steps written out, and apply_noise's common path taken directly: each Python frame costs
+    # every call.
+    if training is True:  # (in eval, not even the call)
+        out = small_dropout(input, p, True, inplace, noise_shape, seed)
         if out is not None:
             return out
     check_input("dropout", input)
@@ -135,7 +130,7 @@ def dropout(
     seed_value = resolve_seed("dropout", seed)
     noise = ElementMask(shape, p, seed_value, inverted_scale(p))
     if type(seed_value) is int and input.requires_grad and torch.is_grad_enabled():
-        return recorded(input, noise, inplace)
+        return apply_with_grad(input, noise, inplace)
     return apply_noise(input, noise, inplace)
 
 
@@ -180,6 +175,7 @@ def dropout_mask(
     return stream_keep_mask(dims, p, seed_value, device)
 
 
+@register_function("alpha", replaces=torch_F.alpha_dropout)
 def alpha_dropout(
     input: torch.Tensor,
     p: float = 0.5,
@@ -229,6 +225,7 @@ def alpha_dropout(
     return apply_noise(input, noise, inplace)
 
 
+@register_function("gaussian")
 def gaussian_dropout(
     input: torch.Tensor,
     p: float = 0.5,

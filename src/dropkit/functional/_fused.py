@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as torch_F
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._autograd import ElementMask, apply_noise, inverted_scale
 from dropkit.functional._validation import (
     InputError,
@@ -25,10 +26,7 @@ from dropkit.functional._validation import (
     check_training,
     resolve_seed,
 )
-from dropkit.kernels._dispatch import select
-from dropkit.kernels._philox import stream_keep_mask
-from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
-from dropkit.kernels._reference import compute_dtype
+from dropkit.kernels import compute_dtype, reference_bias_dropout, select, stream_keep_mask
 
 __all__ = ["bias_dropout", "bias_dropout_add"]
 
@@ -137,6 +135,7 @@ def _fused(
     return out
 
 
+@register_function("fused", p_at=3, training_at=4)
 def bias_dropout_add(
     x: torch.Tensor,
     bias: torch.Tensor,
@@ -178,6 +177,7 @@ def bias_dropout_add(
     return _fused("bias_dropout_add", x, bias, residual, p, seed, None)
 
 
+@register_function("fused", p_at=2, training_at=3)
 def bias_dropout(
     x: torch.Tensor,
     bias: torch.Tensor,

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import torch
 
-from dropkit.kernels._philox import Seed
+from dropkit.kernels import Seed
 
 __all__ = [
     "BELOW_ONE",
@@ -24,8 +24,8 @@ __all__ = [
     "check_p",
     "check_rank",
     "check_training",
+    "draw_seed_tensor",
     "drawn_seed",
-    "fresh_cell",
     "in_graph",
     "resolve_noise_shape",
     "resolve_seed",
@@ -130,9 +130,9 @@ _c10d = torch.distributed.distributed_c10d if _DISTRIBUTED else None
 _draws = threading.local()
 
 
-def fresh_cell() -> tuple[torch.Tensor, int]:
-    """A seed drawn into a tensor: this thread's 0-dim int64 cell holding a fresh draw, and
-    this rank's offset. The seed is ``(cell + offset) % 2**64``, what :func:`resolve_seed`
+def draw_seed_tensor() -> tuple[torch.Tensor, int]:
+    """A seed drawn into a tensor: this thread's 0-dim int64 tensor holding a new draw, and
+    this rank's offset. The seed is ``(tensor + offset) % 2**64``, what :func:`resolve_seed`
     returns as an int, for a kernel that reads it itself."""
     cell = getattr(_draws, "cell", None)
     if cell is None:
@@ -230,7 +230,7 @@ def resolve_seed(name: str, seed: object) -> Seed:
 
 def drawn_seed() -> int:
     """An eager seed from torch's default CPU generator, this rank's (see :func:`resolve_seed`)."""
-    cell, offset = fresh_cell()
+    cell, offset = draw_seed_tensor()
     return (int(cell.item()) + offset) % 2**64
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 import torch
 from torch.overrides import handle_torch_function, has_torch_function_unary
 
+from dropkit._registry import register_function
 from dropkit.functional._elementwise import inverted_dropout
 from dropkit.functional._validation import check_input, check_rank
 
 __all__ = ["dropconnect", "embedding_dropout"]
 
 
+@register_function("embedding")
 def embedding_dropout(
     weight: torch.Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
 ) -> torch.Tensor:
@@ -46,6 +48,7 @@ def embedding_dropout(
     )
 
 
+@register_function("dropconnect")
 def dropconnect(
     weight: torch.Tensor, p: float = 0.5, training: bool = True, *, seed: int | None = None
 ) -> torch.Tensor:

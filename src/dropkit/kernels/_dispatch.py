@@ -39,6 +39,7 @@ from dropkit.kernels._reference import REFERENCE
 __all__ = [
     "BACKENDS",
     "Backend",
+    "auto_backend",
     "available_backends",
     "backend",
     "masked_affine",
@@ -191,7 +192,7 @@ def select(x: torch.Tensor) -> Backend:
     """
     if _forced.get() is None and _environment == "auto":
         if x.is_cpu and x.dtype in _CPU_DTYPES:
-            loaded = _loaded.get("numba")  # set once numba is imported: no call on this road
+            loaded = _loaded.get("numba")  # set once numba is imported: no call on this path
             if loaded is not None:
                 return loaded
             return _numba() or _missing("numba", "pip install numba for the fast CPU kernels")
@@ -229,6 +230,23 @@ def _auto_fallback(x: torch.Tensor) -> Backend:
         return select(x)
     finally:
         _forced.reset(token)
+
+
+def auto_backend(x: torch.Tensor) -> Backend | None:
+    """:func:`select` of ``x`` when nothing forces a backend (no :func:`backend` block, no
+    ``DROPKIT_BACKEND``), else None: the one question the small-tensor path of
+    :func:`dropkit.functional.dropout` asks, in one call.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.kernels import auto_backend, backend
+        >>> with backend("reference"):
+        ...     auto_backend(torch.ones(3)) is None
+        True
+    """
+    if _forced.get() is None and _environment == "auto":
+        return _loaded.get("numba") or select(x)  # select() imports numba once
+    return None
 
 
 def _missing(name: str, hint: str) -> Backend:

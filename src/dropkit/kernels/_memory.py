@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import torch
 
-__all__ = ["empty_like", "spare"]
+__all__ = ["REUSABLE_BYTES", "empty_like", "reusable_empty"]
 
 _HUGE_PAGE = 2 << 20
 _MADV_HUGEPAGE = 14
@@ -55,19 +55,19 @@ def empty_like(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-#: At most this many bytes of spare masks are kept per thread.
-SPARE_BYTES = 8 << 20
-_SPARES_PER_SHAPE = 16
-_spares = threading.local()
+#: At most this many bytes of reusable masks are kept per thread.
+REUSABLE_BYTES = 8 << 20
+_KEPT_PER_SHAPE = 16
+_reusable = threading.local()
 
-# A kept spare: the tensor, its storage's Python object, that storage's address and its use
+# A kept tensor: the tensor, its storage's Python object, that storage's address and its use
 # count when nothing but these two refers to it.
 _Kept = tuple[torch.Tensor, object, int, int]
 
 
 def _python_refs(kept: list[_Kept]) -> tuple[int, int]:
     """``sys.getrefcount`` of the last kept tensor and of its storage's Python object, seen as
-    :func:`spare`'s loop sees them."""
+    :func:`reusable_empty`'s loop sees them."""
     for entry in kept[-1:]:
         tensor = entry[0]
         return sys.getrefcount(tensor), sys.getrefcount(entry[1])
@@ -95,7 +95,7 @@ def _calibrate() -> tuple[int, int]:
     try:
         tensor = torch.empty(1)
         kept: list[_Kept] = [(tensor, tensor.untyped_storage(), 0, 0)]
-        del tensor  # held by its entry alone, as a spare is
+        del tensor  # held by its entry alone, as a kept tensor is
         return _python_refs(kept)
     finally:
         sys.settrace(trace)
@@ -105,11 +105,11 @@ def _calibrate() -> tuple[int, int]:
 _UNUSED_REFS, _UNUSED_STORAGE_REFS = _calibrate()
 
 
-def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
+def reusable_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     """An uninitialized contiguous CPU tensor that nothing else refers to, often an earlier one.
 
-    The saved-mask road writes a small mask on every call; autograd keeps it until backward
-    and then drops it. Each thread keeps the masks it made (up to :data:`SPARE_BYTES`) and
+    The saved-mask path writes a small mask on every call; autograd keeps it until backward
+    and then drops it. Each thread keeps the masks it made (up to :data:`REUSABLE_BYTES`) and
     hands one out again once nothing refers to it: not to the Python tensor (a saved-tensor
     hook that packed it, ``grad_fn._saved_other``), not to the tensor itself (autograd's saved
     copy, a retained graph), not to its memory (a view, a detached alias) and not to that
@@ -124,10 +124,10 @@ def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
     torch dispatch mode (a fake-tensor mode would hand back a tensor without memory).
     """
     pool: dict[tuple[torch.Size, torch.dtype], list[_Kept]] | None
-    pool = getattr(_spares, "pool", None)
+    pool = getattr(_reusable, "pool", None)
     if pool is None:
-        pool = _spares.pool = {}
-        _spares.nbytes = 0
+        pool = _reusable.pool = {}
+        _reusable.nbytes = 0
     key = (shape, dtype)
     kept = pool.get(key)
     if kept is not None:
@@ -141,16 +141,16 @@ def spare(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor:
             ):
                 return tensor
     out: torch.Tensor = torch.empty(shape, dtype=dtype)
-    if not _UNUSED_REFS or _spares.nbytes + out.nbytes > SPARE_BYTES:
+    if not _UNUSED_REFS or _reusable.nbytes + out.nbytes > REUSABLE_BYTES:
         return out
     if kept is None:
         kept = pool[key] = []
-    elif len(kept) >= _SPARES_PER_SHAPE:
+    elif len(kept) >= _KEPT_PER_SHAPE:
         return out
     # The storage's Python object is kept with the tensor, so that its own reference to the
     # memory stays counted in the last field, the count when nothing else refers to it.
     storage = out.untyped_storage()
     address = storage._cdata
     kept.append((out, storage, address, torch._C._storage_Use_Count(address)))
-    _spares.nbytes += out.nbytes
+    _reusable.nbytes += out.nbytes
     return out

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from numba import float64, njit, prange, uint32
 
-from dropkit.kernels._cpu import _SERIAL_BELOW, _key, _philox_chunk, _threads
+from dropkit.kernels._cpu_stream import _SERIAL_BELOW, _key, _philox_chunk, _threads
 from dropkit.kernels._philox import CHUNK
 
 __all__ = ["write_concrete_factor", "write_open_uniform"]

@@ -24,18 +24,9 @@ from typing import Any
 import torch
 
 from dropkit._intercept import DropoutCall, InterceptMode
-from dropkit._registry import FunctionSpec
+from dropkit._registry import FunctionSpec, variant
 
 __all__ = ["ConsistentMasks", "ConsistentSampler", "OnePassPerNetwork"]
-
-#: Variants whose noise is not a mask that multiplies the input, or is drawn inside a fused op.
-_NOT_A_MASK = {
-    "alpha": "alpha dropout adds as well as multiplies",
-    "feature_alpha": "alpha dropout adds as well as multiplies",
-    "attention": "its dropout is drawn inside the attention kernel",
-    "rnn": "its dropout is drawn inside the RNN kernel",
-    "fused": "it adds a bias and a residual around the mask",
-}
 
 
 class ConsistentMasks:
@@ -99,10 +90,11 @@ class ConsistentMasks:
     ) -> torch.Tensor:
         """``[S, ...]`` masks of the k-th stochastic call of a forward (drawn on first use);
         ``batch`` is the number of rows its input must have in dim 0 (unless it is a weight)."""
-        if spec.variant in _NOT_A_MASK:
+        not_a_mask = variant(spec.variant).not_a_mask
+        if not_a_mask is not None:
             raise ValueError(
-                f"predict: masks= cannot keep the masks of {spec.name}: "
-                f"{_NOT_A_MASK[spec.variant]}; use predict without masks= for this model"
+                f"predict: masks= cannot keep the masks of {spec.name}: {not_a_mask}; use "
+                "predict without masks= for this model"
             )
         x = args[0]
         weights = spec.sharing == "batch"  # a mask on a weight: drawn on the weight's shape

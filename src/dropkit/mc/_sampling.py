@@ -42,7 +42,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from dropkit._intercept import DropoutCall, InterceptMode
 from dropkit._output import OutputSelector, model_output
-from dropkit._registry import call_shares_batch, layer_rate, layer_shares_batch
+from dropkit._registry import call_shares_batch, function_specs, layer_rate, layer_shares_batch
 from dropkit.mc._consistent import ConsistentMasks, ConsistentSampler, OnePassPerNetwork
 from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._mode import disable_mc, mc_state
@@ -97,14 +97,6 @@ def samples_per_pass(samples: int, first: torch.Tensor, prefix_elements: int) ->
     if first.is_cuda or prefix_elements > PREFIX_SHARE_ABOVE * size:
         return samples
     return max(1, min(samples, REPLICATED_ELEMENTS // size))
-
-
-#: Stochastic calls whose batch is not dim 0 of their first argument: the prefix ends at the
-#: start of the module that makes them (``nn.LSTM``, ``nn.MultiheadAttention``) instead.
-_MODULE_LEVEL = (
-    "torch.lstm", "torch.gru", "torch.rnn_tanh", "torch.rnn_relu",
-    "torch.nn.functional.multi_head_attention_forward",
-)  # fmt: skip
 
 
 def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
@@ -250,7 +242,7 @@ class _Sampler(InterceptMode):
         if spec.sharing == "batch":  # a mask on weights: no batch to split
             raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
         if not self.started:
-            if spec.name in _MODULE_LEVEL:
+            if spec.module_level:
                 raise _CannotShare(f"{spec.name} was called outside its module")
             self._start(args[0], spec.name)
         if not self.replicate:
@@ -358,10 +350,11 @@ def _module_starts(found: Discovery, level: str) -> list[nn.Module]:
     module reads its input's shape before it calls ``scaled_dot_product_attention``).
     """
     starts = []
+    module_level = {spec.name for spec in function_specs().values() if spec.module_level}
     registered: set[nn.Module] | None = None
     for module, calls in found.calls.items():
         for call in calls:
-            if call in _MODULE_LEVEL or call.startswith(RANDOM):
+            if call in module_level or call.startswith(RANDOM):
                 starts.append(module)
                 break
         else:

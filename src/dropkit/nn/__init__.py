@@ -1,6 +1,6 @@
 """Dropout layers: a drop-in for ``torch.nn``'s dropouts, and every variant, over the functions."""
 
-from dropkit.functional._structured import drop_path_rates
+from dropkit.functional import drop_path_rates
 from dropkit.nn._concrete import (
     ConcreteDropout,
     ConcreteDropout1d,
@@ -21,6 +21,7 @@ from dropkit.nn._dropout import (
     LockedDropout,
 )
 from dropkit.nn._fused import BiasDropoutAdd
+from dropkit.nn._peers import with_peer_names
 from dropkit.nn._weight import EmbeddingDropout, WeightDrop, add_dropconnect, remove_dropconnect
 
 __all__ = [
@@ -45,4 +46,5 @@ __all__ = [
     "add_dropconnect",
     "drop_path_rates",
     "remove_dropconnect",
+    "with_peer_names",
 ]

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from dropkit import functional as F
-from dropkit._registry import layer_spec
+from dropkit._registry import layer_spec, learned_rate_layer, register_layer
 
 __all__ = [
     "ConcreteDropout",
@@ -201,6 +201,7 @@ _ARGS_DOC = """
 """
 
 
+@register_layer("element", learned_rate=True)
 class ConcreteDropout(_ConcreteBase):
     """Element-wise dropout with a learned rate (Concrete dropout).
 
@@ -240,6 +241,7 @@ class _ChannelConcrete(_ConcreteBase):
         return int(input.shape[1]) if input.dim() > 1 else 1
 
 
+@register_layer("channel1d", learned_rate=True)
 class ConcreteDropout1d(_ChannelConcrete):
     """Channel-wise Concrete dropout of ``(N, C, L)`` sequences: one relaxed factor per channel.
 
@@ -255,6 +257,7 @@ class ConcreteDropout1d(_ChannelConcrete):
     _op = "concrete_dropout1d"
 
 
+@register_layer("channel2d", learned_rate=True)
 class ConcreteDropout2d(_ChannelConcrete):
     """Channel-wise Concrete dropout of ``(N, C, H, W)`` maps: one relaxed factor per channel.
 
@@ -272,6 +275,7 @@ class ConcreteDropout2d(_ChannelConcrete):
     _op = "concrete_dropout2d"
 
 
+@register_layer("channel3d", learned_rate=True)
 class ConcreteDropout3d(_ChannelConcrete):
     """Channel-wise Concrete dropout of ``(N, C, D, H, W)`` volumes: one factor per channel.
 
@@ -315,14 +319,6 @@ def regularization(model: nn.Module) -> torch.Tensor:
             "dropkit.nn.ConcreteDropout layers or convert the model with dropkit.concrete(model)"
         )
     return torch.stack(terms).sum()
-
-
-_CONCRETE: dict[str, type[_ConcreteBase]] = {
-    "element": ConcreteDropout,
-    "channel1d": ConcreteDropout1d,
-    "channel2d": ConcreteDropout2d,
-    "channel3d": ConcreteDropout3d,
-}
 
 
 def _first_with_parameters(module: nn.Module) -> nn.Module | None:
@@ -401,7 +397,7 @@ def concrete(
     for parent_name, parent in list(copied.named_modules()):
         for index, (child_name, child) in enumerate(list(parent.named_children())):
             spec = layer_spec(child, exact=True)
-            cls = _CONCRETE.get(spec.variant) if spec is not None else None
+            cls = learned_rate_layer(spec.variant) if spec is not None else None
             name = f"{parent_name}.{child_name}" if parent_name else child_name
             if isinstance(child, _ConcreteBase):
                 continue

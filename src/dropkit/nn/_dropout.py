@@ -9,18 +9,18 @@ from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
-from torch.overrides import has_torch_function_unary
 
 from dropkit import functional as F
-from dropkit.functional._autograd import small_dropout
-from dropkit.functional._structured import (
+from dropkit._registry import register_layer
+from dropkit.functional import (
     BlockClip,
     Gamma,
     Placement,
     Rescale,
     check_block_options,
+    check_p,
+    small_dropout,
 )
-from dropkit.functional._validation import BELOW_ONE, check_p
 
 __all__ = [
     "AlphaDropout",
@@ -71,6 +71,7 @@ def not_scriptable(module: nn.Module) -> RuntimeError:
     )
 
 
+@register_layer("element", batch_when=("noise_shape", "batch"))
 class Dropout(_DropoutBase):
     """Inverted dropout, a drop-in for :class:`torch.nn.Dropout`.
 
@@ -107,17 +108,8 @@ class Dropout(_DropoutBase):
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:
         p = self.p
-        # F.dropout's first road, taken from here: one Python frame fewer on the commonest call
-        # (the same checks, in the same order; see small_dropout).
-        if (
-            self.training
-            and not has_torch_function_unary(input)
-            and type(p) is float
-            and 0.0 < p < BELOW_ONE
-            and self.noise_shape is None
-            and not self.inplace
-        ):
-            out = small_dropout(input, p)
+        if self.training:  # F.dropout's first step, taken from here: one frame fewer
+            out = small_dropout(input, p, True, self.inplace, self.noise_shape)
             if out is not None:
                 return out
         return F.dropout(input, p, self.training, self.inplace, noise_shape=self.noise_shape)
@@ -136,6 +128,7 @@ class _ChannelDropout(_DropoutBase):
         return super().extra_repr() + (", channels_last=True" if self.channels_last else "")
 
 
+@register_layer("channel1d")
 class Dropout1d(_ChannelDropout):
     """Whole-channel dropout for ``(N, C, L)``; see :func:`dropkit.functional.dropout1d`.
 
@@ -151,6 +144,7 @@ class Dropout1d(_ChannelDropout):
         )
 
 
+@register_layer("channel2d")
 class Dropout2d(_ChannelDropout):
     """Whole-channel dropout for ``(N, C, H, W)``; see :func:`dropkit.functional.dropout2d`.
 
@@ -167,6 +161,7 @@ class Dropout2d(_ChannelDropout):
         )
 
 
+@register_layer("channel3d")
 class Dropout3d(_ChannelDropout):
     """Whole-channel dropout for ``(N, C, D, H, W)``; see :func:`dropkit.functional.dropout3d`.
 
@@ -182,6 +177,7 @@ class Dropout3d(_ChannelDropout):
         )
 
 
+@register_layer("alpha")
 class AlphaDropout(_DropoutBase):
     """Alpha dropout for SELU networks; see :func:`dropkit.functional.alpha_dropout`.
 
@@ -195,6 +191,7 @@ class AlphaDropout(_DropoutBase):
         return F.alpha_dropout(input, self.p, self.training, self.inplace)
 
 
+@register_layer("feature_alpha")
 class FeatureAlphaDropout(_DropoutBase):
     """Channel-wise alpha dropout; see :func:`dropkit.functional.feature_alpha_dropout`.
 
@@ -208,6 +205,7 @@ class FeatureAlphaDropout(_DropoutBase):
         return F.feature_alpha_dropout(input, self.p, self.training, self.inplace)
 
 
+@register_layer("gaussian")
 class GaussianDropout(_DropoutBase):
     """Multiplicative N(1, p/(1-p)) noise; see :func:`dropkit.functional.gaussian_dropout`.
 
@@ -223,6 +221,7 @@ class GaussianDropout(_DropoutBase):
         return F.gaussian_dropout(input, self.p, self.training, self.inplace)
 
 
+@register_layer("path", batch_when=("mode", "batch"))
 class DropPath(_DropoutBase):
     """Stochastic depth for a residual branch; see :func:`dropkit.functional.drop_path`.
 
@@ -389,6 +388,7 @@ def _block_positional(
     )
 
 
+@register_layer("block")
 class DropBlock2d(_DropBlock):
     """DropBlock on ``(N, C, H, W)``; see :func:`dropkit.functional.drop_block2d`, which also
     documents the options (and those that make it torchvision's or timm's DropBlock).
@@ -413,6 +413,7 @@ class DropBlock2d(_DropBlock):
         return F.drop_block2d(input, self.p, self.training, self.inplace, **self._options())
 
 
+@register_layer("block")
 class DropBlock3d(_DropBlock):
     """DropBlock on ``(N, C, D, H, W)``; see :func:`dropkit.functional.drop_block3d`.
 
@@ -428,6 +429,7 @@ class DropBlock3d(_DropBlock):
         return F.drop_block3d(input, self.p, self.training, self.inplace, **self._options())
 
 
+@register_layer("locked")
 class LockedDropout(_DropoutBase):
     """One mask per sequence, shared across time; see :func:`dropkit.functional.locked_dropout`.
 

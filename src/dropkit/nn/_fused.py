@@ -5,11 +5,13 @@ from __future__ import annotations
 import torch
 
 from dropkit import functional as F
+from dropkit._registry import register_layer
 from dropkit.nn._dropout import _DropoutBase
 
 __all__ = ["BiasDropoutAdd"]
 
 
+@register_layer("fused")
 class BiasDropoutAdd(_DropoutBase):
     """``residual + dropout(x + bias)`` in one pass.
 

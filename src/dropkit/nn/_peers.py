@@ -8,44 +8,29 @@ written, or the schedule silently does nothing. torchvision's layers already use
 DropBlock's normalization as ``scale_by_keep`` and ``with_noise``. Each class here is a subclass
 of the dropkit layer that ``convert`` builds, adding only properties over that layer's own
 attributes (so its ``state_dict``, its forward and the registry's entry are the dropkit layer's),
-and is registered for the peer class it stands in for with :func:`keeps_names_of`.
+and is registered for the peer class it stands in for with the registry's
+:func:`~dropkit._registry.keeps_names_of`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from torch import nn
 
-from dropkit.functional._validation import check_p
+from dropkit._registry import keeps_names_of, layer_spec
+from dropkit.functional import check_p
 from dropkit.nn._dropout import DropBlock2d, DropPath, _DropoutBase
 
-__all__ = ["TimmDropBlock2d", "TimmDropPath", "keeps_names_of", "with_peer_names"]
-
-_C = TypeVar("_C", bound=type[nn.Module])
-
-#: A peer's layer class (qualified name, as ``type(m).__module__`` and ``__qualname__`` spell
-#: it) -> the subclass of dropkit's equivalent that keeps the peer's attribute names.
-_PEER_NAMES: dict[str, type[nn.Module]] = {}
-
-
-def keeps_names_of(*qualnames: str) -> Callable[[_C], _C]:
-    """Register a class as the one :func:`with_peer_names` gives a layer converted from any of
-    the peer classes ``qualnames``. The class defines ``adopt(layer, peer)``."""
-
-    def register(cls: _C) -> _C:
-        for name in qualnames:
-            _PEER_NAMES[name] = cls
-        return cls
-
-    return register
+__all__ = ["TimmDropBlock2d", "TimmDropPath", "with_peer_names"]
 
 
 def with_peer_names(layer: nn.Module, peer: nn.Module) -> nn.Module:
     """``layer`` (built by ``convert`` from ``peer``) with ``peer``'s attribute names: turned
     into the registered subclass of its class, or as it is when none is registered."""
-    cls = _PEER_NAMES.get(f"{type(peer).__module__}.{type(peer).__qualname__}")
+    spec = layer_spec(peer, exact=True)
+    cls = spec.peer_names if spec is not None else None
     if cls is None:
         return layer
     adopt: Callable[[nn.Module, nn.Module], None] = cls.adopt  # type: ignore[attr-defined]

@@ -15,12 +15,14 @@ from torch import nn
 from torch.func import functional_call
 
 from dropkit import functional as F
-from dropkit.functional._validation import check_p
+from dropkit._registry import register_layer
+from dropkit.functional import check_p
 from dropkit.nn._dropout import not_scriptable
 
 __all__ = ["EmbeddingDropout", "WeightDrop", "add_dropconnect", "remove_dropconnect"]
 
 
+@register_layer("embedding")
 class EmbeddingDropout(nn.Module):
     """An :class:`torch.nn.Embedding` whose rows (words) are dropped during training.
 
@@ -74,6 +76,7 @@ class EmbeddingDropout(nn.Module):
         raise not_scriptable(self)
 
 
+@register_layer("dropconnect")
 class WeightDrop(nn.Module):
     """DropConnect on named weights of a wrapped module, e.g. an LSTM's ``weight_hh_l0``.
 

@@ -13,7 +13,7 @@ from types import ModuleType
 import pytest
 import torch
 
-from dropkit.experiments.bench import ConvertRow, bench_convert_real
+from dropkit.bench import ConvertRow, bench_convert_real
 
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 TINY = {"rounds": 1, "scale": 1 / 32}

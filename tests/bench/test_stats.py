@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from dropkit.experiments.bench import median_interval
+from dropkit.bench import median_interval
 
 
 def _coverage(n: int, j: int) -> float:
