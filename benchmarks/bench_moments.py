@@ -1,12 +1,13 @@
 """Speed of the one-pass method: ``predict(method="moments")`` against the deterministic forward
 and against ``predict`` with S = 30, and the Python functions of dropkit one call enters.
 
-    python benchmarks/bench_moments.py [--n 1000] [--rounds 30]
+    python benchmarks/bench_moments.py [--n 1000 ...] [--rounds 30] [--frames]
 
 Models: the benchmark models of ``dropkit compare`` at rate 0.3, as built by
 ``dropkit.experiments.models.build_model`` (untrained: the cost does not depend on the weights),
-on ``--n`` random inputs of each one's data shape: the mnist1d MLP (40-256-128-10), the digits
-MLP (64-256-128-10) and the digits CNN (1x8x8, two conv blocks with channel dropout).
+on ``--n`` random inputs (one or more sizes) of each one's data shape: the mnist1d MLP
+(40-256-128-10), the digits MLP (64-256-128-10) and the digits CNN (1x8x8, two conv blocks
+with channel dropout).
 Timing: the three calls interleaved ``--rounds`` times in one process on one thread, the
 garbage collector off, each timed call after an untimed one of the same method; CPU time of
 the thread, minimum over rounds. Read the ratios: the machine may be shared.
@@ -90,7 +91,9 @@ def frames(fn: Callable[[], object]) -> collections.Counter[str]:
 
 def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--n", type=int, default=1000, help="inputs per call (default 1000)")
+    parser.add_argument(
+        "--n", type=int, nargs="+", default=[1000], help="inputs per call (default 1000)"
+    )
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--frames", action="store_true", help="list the functions entered")
     args = parser.parse_args(argv)
@@ -109,20 +112,21 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
             for name, calls in counted.most_common():
                 print_(f"    {calls:4d}  {name}")
 
-    print_(f"\nCPU time per call, N = {args.n}, one thread, min of {args.rounds} rounds:")
-    print_("| model | deterministic | moments | MC S=30 | moments / det. | MC / moments |")
-    print_("|---|---|---|---|---|---|")
+    print_(f"\nCPU time per call, one thread, min of {args.rounds} rounds:")
+    print_("| model | N | deterministic | moments | MC S=30 | moments / det. | MC / moments |")
+    print_("|---|---|---|---|---|---|---|")
     for name, (kind, shape) in MODELS.items():
         torch.manual_seed(0)
         model = build_model(kind, shape, 10, rate=0.3).eval()
-        x = torch.randn(args.n, *shape)
-        t = timings(model, x, args.rounds)
-        report["times"][name] = t
-        det, mom, mc = t["deterministic"], t["moments"], t[f"MC S={SAMPLES}"]
-        print_(
-            f"| {name} | {1e3 * det:.2f} ms | {1e3 * mom:.2f} ms | {1e3 * mc:.1f} ms "
-            f"| {mom / det:.2f}x | {mc / mom:.1f}x |"
-        )
+        for n in args.n:
+            x = torch.randn(n, *shape)
+            t = timings(model, x, args.rounds)
+            report["times"][f"{name} N={n}"] = t
+            det, mom, mc = t["deterministic"], t["moments"], t[f"MC S={SAMPLES}"]
+            print_(
+                f"| {name} | {n} | {1e3 * det:.2f} ms | {1e3 * mom:.2f} ms | {1e3 * mc:.1f} ms "
+                f"| {mom / det:.2f}x | {mc / mom:.1f}x |"
+            )
     return report
 
 

@@ -39,8 +39,8 @@ def test_tiny_run_reports_every_model_and_both_methods() -> None:
     report = bench.main(["--n", "4", "--rounds", "1"], print_=lines.append)
     assert set(report["frames"]) == {"sampling", "moments"}
     assert all(count > 0 for count in report["frames"].values())
-    assert set(report["times"]) == set(bench.MODELS)
+    assert set(report["times"]) == {f"{name} N=4" for name in bench.MODELS}
     for times in report["times"].values():
         assert set(times) == set(bench.METHODS)
         assert all(seconds > 0 for seconds in times.values())
-    assert sum(line.startswith("| digits cnn |") for line in lines) == 1
+    assert sum(line.startswith("| digits cnn | 4 |") for line in lines) == 1

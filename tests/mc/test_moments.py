@@ -54,13 +54,21 @@ def test_two_dropouts_and_two_linears_are_exact() -> None:
     a, b = nn.Linear(6, 6, bias=False).double(), nn.Linear(6, 2).double()
     model = nn.Sequential(dk_nn.Dropout(0.3), a, nn.Dropout(0.4), b)
     x = torch.randn(3, 6, dtype=DOUBLE)
-    result = _moments(model, x)
+    result = _moments(model, x, covariance="lowrank")
     wa, wb = a.weight.detach(), b.weight.detach()
     h_mean = x @ wa.T
     h_var = (x * x) @ (wa * wa).T * (0.3 / 0.7)
     d_var = (h_var + h_mean**2) / 0.6 - h_mean**2  # Wang & Manning's dropout variance
     torch.testing.assert_close(result.mean, h_mean @ wb.T + b.bias.detach())
-    torch.testing.assert_close(result.variance, d_var @ (wb * wb).T)
+    # h's units covary through the first mask: Cov(h) = Wa diag(r x^2) Wa^T off the diagonal,
+    # which the second mask keeps (E[m] = 1); covariance="lowrank" carries it, exactly.
+    cov = torch.einsum("oi,ni,ki->nok", wa, (x * x) * (0.3 / 0.7), wa)
+    idx = torch.arange(6)
+    cov[:, idx, idx] = d_var
+    torch.testing.assert_close(result.variance, torch.einsum("ai,nij,aj->na", wb, cov, wb))
+    # The diagonal form (the default) sums the units as if independent.
+    diagonal = _moments(model, x)
+    torch.testing.assert_close(diagonal.variance, d_var @ (wb * wb).T)
 
 
 _ELEMENTWISE_DROPOUTS = [

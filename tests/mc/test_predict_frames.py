@@ -11,7 +11,9 @@ from types import ModuleType
 BENCHMARKS = Path(__file__).parents[2] / "benchmarks"
 
 #: A third of the 224 that one sampling call on the benchmark MLP entered before the
-#: interception base (docs/benchmarks.md, "Python calls per mc.predict").
+#: interception base (docs/benchmarks.md, "Python calls per mc.predict"), for the Monte Carlo
+#: machinery: the dropout op's own calls (dropkit's kernel, which now runs nn.Dropout's
+#: dropout in the sampler, where torch's C++ op ran before) are left out.
 SAMPLING_AT_MOST = 74
 
 
@@ -29,7 +31,7 @@ def test_sampling_enters_at_most_a_third_of_the_functions_it_did() -> None:
     bench = _script()
     calls = bench.count("sampling", "torch.nn.Dropout")
     assert calls["mc/_predict.py:predict"] == 1  # the count sees the call itself
-    assert sum(calls.values()) <= SAMPLING_AT_MOST, calls.most_common(10)
+    assert bench.machinery(calls) <= SAMPLING_AT_MOST, calls.most_common(10)
 
 
 def test_the_count_is_the_same_on_every_call() -> None:

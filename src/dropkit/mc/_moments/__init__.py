@@ -13,10 +13,14 @@ Dropout Approximation", 2020, https://arxiv.org/abs/2007.03293):
   pooling uses Clark's moments of the maximum of Gaussians; LayerNorm and RMSNorm use
   normalization statistics fixed at their expected values (an approximation).
 
-Every activation is treated as Gaussian and **independent of every other** (diagonal covariance,
-as in both papers). The covariance the network creates is ignored: a residual branch and its
-skip connection, or the units that share one channel-dropout or DropPath mask, are correlated,
-and the variance after them is approximate.
+Every activation is treated as Gaussian. With ``covariance="diagonal"`` each is also
+**independent of every other**, as in both papers: the covariance the network creates (units
+after one mask, a residual branch and its skip connection, the units of one channel-dropout or
+DropPath mask) is ignored, and a layer that sums such units gets too little variance.
+``covariance="lowrank"`` carries that covariance as a low-rank factor over the noise
+sources through dense layers (``_covariance.py``: :class:`FactorPropagation` and its rules,
+registered with :func:`factor_rule`); convolution maps, layers whose factor would be too big
+and ops without a covariance rule stay diagonal, each named in ``MomentResult.covariance``.
 
 How: the model runs once on the inputs, in eval mode, under a ``TorchFunctionMode``
 (:class:`Propagation`, in ``_mode.py``, on dropkit's interception base) that sees every torch
@@ -79,6 +83,7 @@ from dropkit.mc._moments import (  # noqa: F401  (each file registers its rules)
     _pooling,
     _shape,
 )
+from dropkit.mc._moments._covariance import FactorPropagation, factor_rule
 from dropkit.mc._moments._mode import (
     DropoutRule,
     Propagation,
@@ -90,10 +95,12 @@ from dropkit.mc._moments._predict import MomentResult, predict_moments
 
 __all__ = [
     "DropoutRule",
+    "FactorPropagation",
     "MomentResult",
     "Propagation",
     "Rule",
     "dropout_rule",
+    "factor_rule",
     "moment_rule",
     "predict_moments",
 ]

@@ -36,7 +36,7 @@ def _weighted(
     x = args[0]
     weight: torch.Tensor = args[1] if len(args) > 1 else kwargs["weight"]
     bias = args[2] if len(args) > 2 else kwargs.get("bias")
-    if prop.noisy((weight, bias), {}):
+    if prop.random(weight) or (bias is not None and prop.random(bias)):
         raise prop.unsupported(func, "weights that carry dropout noise")
     mean = func(*args, **kwargs)
     rest = {k: a for k, a in kwargs.items() if k not in ("weight", "bias")} if kwargs else kwargs

@@ -247,6 +247,11 @@ class Propagation(InterceptMode):
         """A call that is not dropout: as it is, or through its moment rule if an input is noisy."""
         if not self.noisy(args, kwargs):
             return func(*args, **kwargs)
+        return self._noisy_call(func, args, kwargs)
+
+    def _noisy_call(
+        self, func: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         rule = RULES.get(func)
         if rule is not None:
             return rule(self, func, args, kwargs)
@@ -266,12 +271,14 @@ class Propagation(InterceptMode):
         for group in (args, kwargs.values()) if kwargs else (args,):
             for a in group:
                 if isinstance(a, list | tuple):
-                    if self.noisy(tuple(a), {}):
-                        return self.plain(func, args, kwargs)
+                    for b in a:
+                        entry = table.get(id(b))
+                        if entry is not None and entry[0]() is b:
+                            return self._noisy_call(func, args, kwargs)
                     continue
                 entry = table.get(id(a))
                 if entry is not None and entry[0]() is a:
-                    return self.plain(func, args, kwargs)
+                    return self._noisy_call(func, args, kwargs)
         return func(*args, **kwargs)
 
     def random_draw(

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from dropkit.mc._mode import disable_mc, enable_mc
+from dropkit.mc._mode import disable_mc, mc_state
+from dropkit.mc._moments._covariance import MAX_FACTOR, FactorPropagation
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
 from dropkit.mc._regression import RegressionPrediction, from_moments
 from dropkit.mc._result import MCResult
@@ -21,8 +23,10 @@ class MomentResult(MCResult):
     """:class:`MCResult` of moment propagation: the output's Gaussian, and draws from it.
 
     ``output_mean`` and ``output_variance`` (``[N, ...]``) are the propagated moments, returned
-    by :attr:`mean` and :attr:`variance`. ``samples`` (``[S, N, ...]``) are draws from
-    ``N(output_mean, output_variance)``, independent per output, from which the classification
+    by :attr:`mean` and :attr:`variance`; ``output_covariance`` (``[N, K, K]``) the covariance
+    between the outputs where it was carried (``covariance="lowrank"``), and ``covariance`` which
+    form each layer used. ``samples`` (``[S, N, ...]``) are draws from that Gaussian
+    (independent per output where the covariance is diagonal), from which the classification
     scores (:attr:`probs`, entropies, mutual information, variation ratio) are computed exactly
     as for Monte Carlo samples.
 
@@ -34,12 +38,22 @@ class MomentResult(MCResult):
         >>> result = mc.predict(model, torch.randn(5, 4), method="moments", seed=0)
         >>> result.mean.shape, result.variance.shape, result.samples.shape
         (torch.Size([5, 3]), torch.Size([5, 3]), torch.Size([30, 5, 3]))
-        >>> result.strategy, result.probs.shape
-        ('moments', torch.Size([5, 3]))
+        >>> result.strategy, result.probs.shape, result.output_covariance is None
+        ('moments', torch.Size([5, 3]), True)
+        >>> joint = mc.predict(model, torch.randn(5, 4), method="moments", covariance="lowrank")
+        >>> joint.output_covariance.shape, joint.covariance
+        (torch.Size([5, 3, 3]), {'3 (torch.nn.functional.linear)': 'lowrank'})
     """
 
     output_mean: torch.Tensor
     output_variance: torch.Tensor
+    #: ``[N, K, K]`` the propagated covariance of ``[N, K]`` outputs (``covariance="lowrank"``),
+    #: or None where every output was diagonal.
+    output_covariance: torch.Tensor | None = None
+    #: ``{"module (op)": form}`` for every place where the covariance was or was not carried:
+    #: ``"lowrank"``, or ``"diagonal: why"`` (conv maps, layers over ``max_factor``, ops
+    #: without a covariance rule). Empty for ``covariance="diagonal"``.
+    covariance: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def mean(self) -> torch.Tensor:
@@ -73,8 +87,10 @@ class MomentResult(MCResult):
         )
 
 
-def _forward(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
-    prop = Propagation(model)
+def _forward(
+    model: nn.Module, x: torch.Tensor, prop: Propagation | None = None
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    prop = Propagation(model) if prop is None else prop
     # Each module mc_mode switched on (the dropout layers, the modules whose forward issues
     # dropout) must add a dropout that a rule counted: anything else is noise the pass missed.
     switched_on = [m for m in model.modules() if m.training]
@@ -120,11 +136,23 @@ def predict_moments(
     *,
     batch_size: int | None = None,
     seed: int | None = None,
+    covariance: str = "diagonal",
+    max_factor: int = MAX_FACTOR,
 ) -> MomentResult:
     """The output's mean and variance under MC dropout by moment propagation, in one pass.
 
     See :func:`dropkit.mc.predict` with ``method="moments"`` and the notes of this module.
+    ``covariance="lowrank"`` also carries the cross-unit covariance as a low-rank factor where
+    it fits ``max_factor`` (see :mod:`dropkit.mc._moments._covariance`); ``"diagonal"`` (the
+    default) treats every unit as independent.
     """
+    if covariance not in ("diagonal", "lowrank"):
+        raise ValueError(
+            f"predict(method='moments'): expected covariance 'diagonal' or 'lowrank', got "
+            f"{covariance!r}"
+        )
+    if isinstance(max_factor, bool) or not isinstance(max_factor, int) or max_factor < 1:
+        raise ValueError(f"predict: expected max_factor to be a positive int, got {max_factor!r}")
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise ValueError(f"predict: expected samples to be a positive int, got {samples!r}")
     if not isinstance(x, torch.Tensor) or x.dim() == 0:
@@ -137,8 +165,10 @@ def predict_moments(
     chunk = batch_size or max(1, x.shape[0])
     means: list[torch.Tensor] = []
     variances: list[torch.Tensor] = []
+    factors: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+    forms: dict[str, str] = {}
     # The same modules on as for sampling: mc_mode's flags (eval, the stochastic ones on).
-    state = enable_mc(model)
+    state = mc_state(model)  # discover() below switches on what must run
     # Gaussian tails and their products underflow to subnormal floats, on which CPUs are
     # 10-100x slower; they are far below anything that matters here, so flush them to zero.
     flushing = _flushing_subnormals()
@@ -149,7 +179,11 @@ def predict_moments(
                 part = x[start : start + chunk]
                 # Discovery runs the model in train mode: on a copy, in case it works in place.
                 state.discover((part.clone(),), {}, "predict(method='moments')")
-                mean, var, seen = _forward(model, part)
+                prop = FactorPropagation(model, max_factor) if covariance == "lowrank" else None
+                mean, var, seen = _forward(model, part, prop)
+                if isinstance(prop, FactorPropagation):
+                    factors.append(_output_factor(prop, mean, var))
+                    forms.update(prop.forms)
                 if seen == 0:
                     raise ValueError(
                         "predict(method='moments'): no dropout ran in the model's forward, so "
@@ -168,5 +202,42 @@ def predict_moments(
     noise = torch.randn(
         (samples, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device
     )
-    draws = noise.mul_(var.sqrt()).add_(mean)  # mean + sd * noise, without temporaries
-    return MomentResult(draws, "moments", mean, var)
+    if not any(f is not None for f in factors):
+        draws = noise.mul_(var.sqrt()).add_(mean)  # mean + sd * noise, without temporaries
+        return MomentResult(draws, "moments", mean, var, None, forms)
+    # Correlated draws: mean + L eps + sqrt(e) eps', chunk by chunk (each its own sources).
+    parts, covs = [], []
+    start = 0
+    for f, m, v in zip(factors, means, variances, strict=True):
+        n = m.shape[0]
+        part_noise = noise[:, start : start + n]
+        if f is None:
+            parts.append(m + v.sqrt() * part_noise)
+            covs.append(torch.diag_embed(v))
+        else:
+            factor, e = f
+            eps = torch.randn(
+                (samples, *factor.shape[:1], factor.shape[-1]),
+                generator=generator,
+                dtype=m.dtype,
+                device=m.device,
+            )
+            parts.append(m + e.sqrt() * part_noise + torch.einsum("nkr,snr->snk", factor, eps))
+            covs.append(factor @ factor.transpose(-1, -2) + torch.diag_embed(e))
+        start += n
+    draws = torch.cat(parts, 1)
+    return MomentResult(draws, "moments", mean, var, torch.cat(covs), forms)
+
+
+def _output_factor(
+    prop: FactorPropagation, mean: torch.Tensor, var: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(factor [N, K, r], unattributed variance [N, K]) of a [N, K] output, or None."""
+    f = prop.factor(mean)
+    if f is None or mean.dim() != 2:
+        if f is not None:
+            prop.forms.setdefault(
+                "<output>", f"diagonal: outputs of {mean.dim()} dims, the covariance needs [N, K]"
+            )
+        return None
+    return f, (var - f.square().sum(-1)).clamp_min(0.0)
