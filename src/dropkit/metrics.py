@@ -1,12 +1,21 @@
-"""Uncertainty and calibration scores for classifiers (for :class:`dropkit.mc.MCResult` and any
-``[N, C]`` probabilities).
+"""Uncertainty and calibration scores, for :class:`dropkit.mc.MCResult` and any predictions.
 
-Equal-width expected calibration error and AUROC come from torchmetrics; what it lacks
-(adaptive, equal-mass ECE; multiclass Brier score) is written here.
+Classification (``[N, C]`` probabilities): equal-width expected calibration error and AUROC
+come from torchmetrics; what it lacks (adaptive, equal-mass ECE; multiclass Brier score) is
+written here.
+
+Regression (a predictive mean and variance per target): the Gaussian negative log-likelihood,
+the negative log-likelihood of a mixture of Gaussians (Monte Carlo samples, as in Gal &
+Ghahramani's code), RMSE (torchmetrics), and the coverage and width of central intervals and
+the calibration error over their levels (calibration for regression). torchmetrics has no
+Gaussian likelihood or interval score; torch's ``gaussian_nll_loss`` clamps small variances
+without saying so, so the likelihoods are computed here, in float64, and refuse a variance that
+is not positive.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -15,9 +24,15 @@ __all__ = [
     "brier_score",
     "check_torchmetrics",
     "expected_calibration_error",
+    "gaussian_negative_log_likelihood",
+    "interval_coverage",
+    "interval_width",
     "misclassification_auroc",
+    "mixture_negative_log_likelihood",
     "negative_log_likelihood",
     "ood_auroc",
+    "regression_calibration_error",
+    "root_mean_squared_error",
 ]
 
 
@@ -103,14 +118,21 @@ def check_torchmetrics() -> None:
 
 
 def _classification() -> Any:
-    """``torchmetrics.functional.classification``, or an error that says why it cannot load.
+    """``torchmetrics.functional.classification``, or an error that says why it cannot load."""
+    return _torchmetrics("classification")
+
+
+def _torchmetrics(part: str) -> Any:
+    """``torchmetrics.functional.<part>``, or an error that says why it cannot load.
 
     torchmetrics imports torchvision whenever it is installed; a torchvision built for another
     torch (PyPI's CUDA wheel beside the CPU build of torch) fails on import with ``operator
     torchvision::nms does not exist``, which would otherwise surface as that bare traceback.
     """
+    import importlib
+
     try:
-        import torchmetrics.functional.classification as classification
+        module = importlib.import_module(f"torchmetrics.functional.{part}")
     except RuntimeError as error:
         if "torchvision" not in str(error):
             raise
@@ -123,7 +145,7 @@ def _classification() -> Any:
             "It was built for another torch build: install the torchvision that matches this "
             "torch (from the same index), or uninstall torchvision."
         ) from error
-    return classification
+    return module
 
 
 def _binary_auroc(scores: torch.Tensor, positives: torch.Tensor) -> float:
@@ -164,3 +186,191 @@ def ood_auroc(uncertainty_in: torch.Tensor, uncertainty_out: torch.Tensor) -> fl
     scores = torch.cat([uncertainty_in.flatten(), uncertainty_out.flatten()])
     labels = torch.cat([torch.zeros(uncertainty_in.numel()), torch.ones(uncertainty_out.numel())])
     return _binary_auroc(scores, labels.bool())
+
+
+# ------------------------------------------------------------------ regression
+
+
+def _check_gaussian(
+    name: str, mean: torch.Tensor, variance: torch.Tensor | float, targets: torch.Tensor
+) -> torch.Tensor:
+    """``variance`` as a float64 tensor of ``mean``'s shape, after checking all three."""
+    if mean.shape != targets.shape:
+        raise ValueError(
+            f"{name}: expected targets of the predictions' shape {tuple(mean.shape)}, got "
+            f"{tuple(targets.shape)}"
+        )
+    if mean.numel() == 0:
+        raise ValueError(f"{name}: expected at least one prediction, got none")
+    var = torch.as_tensor(variance, dtype=torch.float64, device=mean.device)
+    try:
+        var = var.expand(mean.shape)
+    except RuntimeError:
+        raise ValueError(
+            f"{name}: expected a variance broadcastable to the predictions' shape "
+            f"{tuple(mean.shape)}, got {tuple(var.shape)}"
+        ) from None
+    if not bool((var > 0).all()):
+        raise ValueError(
+            f"{name}: every variance must be positive, got a minimum of {float(var.min()):g}; "
+            "add the observation noise (1 / tau) to the model's variance"
+        )
+    return var
+
+
+def _gaussian_log_density(
+    mean: torch.Tensor, variance: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    d = targets.double() - mean.double()
+    return -0.5 * (math.log(2 * math.pi) + variance.log() + d * d / variance)
+
+
+def gaussian_negative_log_likelihood(
+    mean: torch.Tensor, variance: torch.Tensor | float, targets: torch.Tensor
+) -> float:
+    """Mean over targets of ``-log N(target; mean, variance)``, in nats.
+
+    Args:
+        mean: the predictive means, any shape.
+        variance: the predictive variances (the model's plus the observation noise), of
+            ``mean``'s shape or broadcastable to it (a float: one variance for all).
+        targets: the true values, of ``mean``'s shape.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.metrics import gaussian_negative_log_likelihood
+        >>> round(gaussian_negative_log_likelihood(torch.zeros(2), 1.0, torch.tensor([0., 2.])), 4)
+        1.9189
+    """
+    var = _check_gaussian("gaussian_negative_log_likelihood", mean, variance, targets)
+    return float(-_gaussian_log_density(mean, var, targets).mean())
+
+
+def mixture_negative_log_likelihood(
+    sample_means: torch.Tensor, variance: torch.Tensor | float, targets: torch.Tensor
+) -> float:
+    """Mean over targets of ``-log (1/S) sum_s N(target; sample_means[s], variance[s])``.
+
+    The predictive likelihood of Monte Carlo dropout: each of the S stochastic passes is one
+    Gaussian with the observation noise as its variance, and the predictive density is their
+    average (a log-mean-exp over samples, as in the code of Gal & Ghahramani, "Dropout as a
+    Bayesian Approximation", https://arxiv.org/abs/1506.02142).
+
+    Args:
+        sample_means: ``[S, ...]`` the S passes' predictions.
+        variance: the observation noise variance, ``[S, ...]`` (a heteroscedastic head's, per
+            pass) or broadcastable to it (a float: ``1 / tau``).
+        targets: ``[...]`` the true values.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.metrics import mixture_negative_log_likelihood
+        >>> samples = torch.tensor([[0.0], [2.0]])  # two passes, one target
+        >>> round(mixture_negative_log_likelihood(samples, 1.0, torch.tensor([1.0])), 4)
+        1.4189
+    """
+    name = "mixture_negative_log_likelihood"
+    if sample_means.dim() < 1 or sample_means.shape[0] == 0:
+        raise ValueError(f"{name}: expected sample_means of shape [S, ...] with S >= 1")
+    if sample_means.shape[1:] != targets.shape:
+        raise ValueError(
+            f"{name}: expected targets of shape {tuple(sample_means.shape[1:])} (sample_means "
+            f"without its first, samples dim), got {tuple(targets.shape)}"
+        )
+    var = _check_gaussian(name, sample_means, variance, targets.expand(sample_means.shape))
+    log_density = _gaussian_log_density(sample_means, var, targets)
+    s = sample_means.shape[0]
+    return float(-(torch.logsumexp(log_density, 0) - math.log(s)).mean())
+
+
+def root_mean_squared_error(predictions: torch.Tensor, targets: torch.Tensor) -> float:
+    """``sqrt(mean((predictions - targets)^2))`` over all targets (torchmetrics' RMSE).
+
+    Example:
+        >>> import torch
+        >>> from dropkit.metrics import root_mean_squared_error
+        >>> root_mean_squared_error(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 4.0]))
+        1.4142135623730951
+    """
+    if predictions.shape != targets.shape:
+        raise ValueError(
+            f"root_mean_squared_error: expected targets of the predictions' shape "
+            f"{tuple(predictions.shape)}, got {tuple(targets.shape)}"
+        )
+    mse = _torchmetrics("regression").mean_squared_error(
+        predictions.double().flatten(), targets.double().flatten()
+    )
+    return math.sqrt(float(mse))
+
+
+def _z(level: float, name: str) -> float:
+    """The standard normal quantile that bounds a central interval of probability ``level``."""
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"{name}: expected level in (0, 1), got {level!r}")
+    return float(torch.special.ndtri(torch.tensor(0.5 + level / 2, dtype=torch.float64)))
+
+
+def interval_coverage(
+    mean: torch.Tensor, variance: torch.Tensor | float, targets: torch.Tensor, level: float = 0.95
+) -> float:
+    """The fraction of targets inside the central ``level`` interval of ``N(mean, variance)``.
+
+    A calibrated model covers ``level`` of the targets (within the binomial error of their
+    number); above it, its intervals are too wide, below it, too narrow.
+
+    Example:
+        >>> import torch
+        >>> from dropkit.metrics import interval_coverage
+        >>> interval_coverage(torch.zeros(4), 1.0, torch.tensor([0.5, -1.0, 1.5, 3.0]))
+        0.75
+    """
+    var = _check_gaussian("interval_coverage", mean, variance, targets)
+    half = _z(level, "interval_coverage") * var.sqrt()
+    inside = (targets.double() - mean.double()).abs() <= half
+    return float(inside.double().mean())
+
+
+def interval_width(variance: torch.Tensor | float, level: float = 0.95) -> float:
+    """The mean width of the central ``level`` intervals of Gaussians with these variances.
+
+    Example:
+        >>> from dropkit.metrics import interval_width
+        >>> round(interval_width(1.0, 0.95), 4)
+        3.9199
+    """
+    var = torch.as_tensor(variance, dtype=torch.float64)
+    if var.numel() == 0 or not bool((var > 0).all()):
+        raise ValueError("interval_width: expected positive variances")
+    return float((2 * _z(level, "interval_width") * var.sqrt()).mean())
+
+
+def regression_calibration_error(
+    mean: torch.Tensor,
+    variance: torch.Tensor | float,
+    targets: torch.Tensor,
+    levels: int = 19,
+) -> float:
+    """Mean over levels ``1/(levels+1), ..., levels/(levels+1)`` of ``|coverage - level|``.
+
+    The regression counterpart of the ECE: how far the central intervals' coverage is from
+    their nominal level, averaged over levels 0.05 to 0.95 by default (after Kuleshov, Fenner &
+    Ermon, "Accurate Uncertainties for Deep Learning Using Calibrated Regression",
+    https://arxiv.org/abs/1807.00263, with central intervals).
+
+    Example:
+        >>> import torch
+        >>> from dropkit.metrics import regression_calibration_error
+        >>> y = torch.tensor([0.0, 0.0, 0.0, 0.0])  # always at the mean: every interval covers
+        >>> round(regression_calibration_error(torch.zeros(4), 1.0, y, levels=3), 4)
+        0.5
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 1:
+        raise ValueError(f"regression_calibration_error: expected levels >= 1, got {levels!r}")
+    var = _check_gaussian("regression_calibration_error", mean, variance, targets)
+    z = (targets.double() - mean.double()).abs() / var.sqrt()
+    gaps = []
+    for i in range(1, levels + 1):
+        level = i / (levels + 1)
+        covered = float((z <= _z(level, "regression_calibration_error")).double().mean())
+        gaps.append(abs(covered - level))
+    return math.fsum(gaps) / levels

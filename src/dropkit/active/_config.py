@@ -97,6 +97,13 @@ class ActiveConfig:
             raise ValueError(f"active: beta must be a positive number, got {self.beta!r}")
         if self.weight_decay < 0:
             raise ValueError(f"active: weight_decay must be >= 0, got {self.weight_decay!r}")
+        from dropkit.experiments.datasets import dataset_task
+
+        if dataset_task(self.dataset) == "regression":
+            raise ValueError(
+                f"active: {self.dataset} is a regression data set; the acquisition scores rank "
+                "a classifier's uncertainty: choose a classification data set"
+            )
         if not self.strategies:
             raise ValueError("active: give at least one strategy")
         if len(set(self.strategies)) != len(self.strategies):

@@ -200,7 +200,7 @@ def _figures(summaries: Sequence[StrategySummary]) -> dict[str, bytes]:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    from dropkit.experiments.report import png_bytes
+    from dropkit.experiments.plots import png_bytes
 
     images = {}
     fig, ax = plt.subplots(figsize=(7, 4.5))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -47,13 +48,19 @@ def _rates(text: str) -> tuple[tuple[float, ...], bool]:
 
 @app.command()
 def compare(
-    dataset: str = typer.Option(
-        "mnist1d",
+    dataset: str | None = typer.Option(
+        None,
         "--dataset",
         "-d",
-        help="mnist1d, digits, synthetic, mnist, fashion-mnist, cifar10, or your own as "
-        "FILE.py:NAME or package.module:NAME (a callable returning (train, test) or "
-        "(train, val, test) torch Datasets of (input, integer label) pairs).",
+        help="mnist1d (the default), digits, synthetic, mnist, fashion-mnist, cifar10, or your "
+        "own as FILE.py:NAME or package.module:NAME (a callable returning (train, test) or "
+        "(train, val, test) torch Datasets of (input, integer label) pairs); with --task "
+        "regression: diabetes (the default).",
+    ),
+    task: str = typer.Option(
+        "classification",
+        help="classification, or regression (squared error; RMSE, Gaussian NLL and 95% "
+        "interval coverage in the targets' units).",
     ),
     model: str = typer.Option(
         "mlp",
@@ -131,6 +138,8 @@ def compare(
     from dropkit.experiments.store import StoreError
     from dropkit.experiments.train import EpochMetrics, RunResult
 
+    if dataset is None:
+        dataset = "diabetes" if task == "regression" else "mnist1d"
     names = {"--dataset": dataset, "--model": model}
     for option, name in names.items():
         if user.is_spec(name):
@@ -166,6 +175,7 @@ def compare(
         seeds=seeds,
         batched=batched,
         auto=auto,
+        task=task,
         threads=threads,
     )
     short = [user.describe(n) if user.is_spec(n) else n for n in (dataset, model)]
@@ -224,7 +234,12 @@ def compare(
                 plain.start(rate, seed, n_epochs)
 
         def epoch(metrics: EpochMetrics) -> None:
-            bar.update(epoch_task, advance=1, description=f"val acc {metrics.val_acc:.3f}")
+            score = (
+                f"val loss {metrics.val_loss:.3f}"
+                if math.isnan(metrics.val_acc)
+                else f"val acc {metrics.val_acc:.3f}"
+            )
+            bar.update(epoch_task, advance=1, description=score)
             if plain:
                 plain.epoch(metrics)
 

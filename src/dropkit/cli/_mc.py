@@ -65,10 +65,17 @@ def mc(
     for row in table_rows:
         table.add_row(*row.values())
     summary_console(150).print(table)
-    typer.echo(
-        "Uncertainty for the error AUROC: 1 - max probability (deterministic), "
-        "predictive entropy (MC, moments)."
-    )
+    if "RMSE" in table_rows[0]:
+        typer.echo(
+            "Regression, in the targets' units: NLL of each method's predictive distribution "
+            "(MC: the mixture of its passes), central 95% intervals; the noise std of each "
+            "method is chosen on the validation split (see dropkit.experiments.mc_regression)."
+        )
+    else:
+        typer.echo(
+            "Uncertainty for the error AUROC: 1 - max probability (deterministic), "
+            "predictive entropy (MC, moments)."
+        )
     if learned:
         typer.echo(
             f"Not scored here: the {learned} learned-rate (auto) runs; dropkit mc scores the runs "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -51,11 +52,17 @@ def print_summary(console: Console, results: Sequence[object], paths: dict[str, 
     from dropkit.experiments.report import learned_lines, summarize, table_title, verdict
 
     title, rows = table_title(summarize(results))  # type: ignore[arg-type]
+    regression = bool(results) and all(getattr(r, "regression", None) for r in results)
+    gap = (
+        "gap: test - train RMSE; RMSE, NLL and width in the targets' units"
+        if regression
+        else "gap: train - test accuracy"
+    )
     # No vertical rules and no outer padding: the table fits 80 columns (a narrow terminal).
     table = Table(
         title=title,
-        caption="±: standard deviation over seeds (not an interval); gap: train - test "
-        "accuracy; seconds: training time of all the rate's runs",
+        caption=f"±: standard deviation over seeds (not an interval); {gap}; seconds: "
+        "training time of all the rate's runs",
         box=box.SIMPLE_HEAD,
         show_edge=False,
     )
@@ -90,9 +97,10 @@ class PlainProgress:
         typer.echo(f"{self._where}: training for {epochs} epochs")
 
     def epoch(self, m: EpochMetrics) -> None:
+        acc = "" if math.isnan(m.val_acc) else f", val acc {100 * m.val_acc:.1f}%"
         typer.echo(
             f"{self._where}: epoch {m.epoch}/{self._epochs}: train loss {m.train_loss:.4f}, "
-            f"val loss {m.val_loss:.4f}, val acc {100 * m.val_acc:.1f}%"
+            f"val loss {m.val_loss:.4f}{acc}"
         )
 
     def done(self, r: RunResult, skipped: bool) -> None:
@@ -100,7 +108,9 @@ class PlainProgress:
         how = "already done" if skipped else f"done in {r.seconds:.1f} s"
         learned = "/".join(f"{p:.3g}" for p in r.layer_rates or [])
         what = f"auto, learned p {learned}" if r.learned else f"rate {r.rate:g}"
-        typer.echo(
-            f"run {self.finished}/{self.total} ({what}, seed {r.seed}) {how}: "
-            f"test acc {100 * r.test_acc:.1f}%"
+        score = (
+            f"test RMSE {r.regression.test_rmse:.3g}"
+            if r.regression is not None
+            else f"test acc {100 * r.test_acc:.1f}%"
         )
+        typer.echo(f"run {self.finished}/{self.total} ({what}, seed {r.seed}) {how}: {score}")

@@ -3,7 +3,8 @@
 Needs the ``experiments`` extra (``pip install 'dropkit[experiments]'``); imported only when used.
 """
 
-from dropkit.experiments.compare import CompareConfig, Progress, compare, run_compare
+from dropkit.experiments.api import compare
+from dropkit.experiments.compare import CompareConfig, Progress, run_compare
 from dropkit.experiments.datasets import DATASETS, Dataset, DatasetError, from_splits, load_dataset
 from dropkit.experiments.models import MODELS, build_model
 from dropkit.experiments.report import summarize, verdict, write_report

@@ -24,6 +24,7 @@ from torch import nn
 from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
 from dropkit.experiments.models import SlicedDropout, build_model, set_rate
+from dropkit.experiments.state import load_state, save_state
 from dropkit.experiments.train import (
     EpochMetrics,
     RunResult,
@@ -31,8 +32,6 @@ from dropkit.experiments.train import (
     _optimizer,
     _rate_at,
     expected_calibration_error,
-    load_state,
-    save_state,
     state_identity,
 )
 

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import inspect
 import json
 import re
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,8 +15,12 @@ from typing import Any
 
 from dropkit.experiments import user
 from dropkit.experiments.batched import can_batch, train_batched
-from dropkit.experiments.datasets import Dataset, from_splits, load_dataset
-from dropkit.experiments.options import ConfigError, check_options
+from dropkit.experiments.datasets import (
+    Dataset,
+    load_dataset,
+)
+from dropkit.experiments.options import check_auto, check_options, check_task
+from dropkit.experiments.state import save_atomically
 from dropkit.experiments.store import AUTO, STAGED, Store
 from dropkit.experiments.threads import DEFAULT_THREADS, fixed_threads
 from dropkit.experiments.train import (
@@ -30,7 +32,6 @@ from dropkit.experiments.train import (
     _rate_setter,
     make_learned_model,
     make_model,
-    save_atomically,
     train,
 )
 
@@ -39,7 +40,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CompareConfig",
     "check_model",
-    "compare",
     "config_folder",
     "run_compare",
     "save_checkpoint",
@@ -63,6 +63,10 @@ class CompareConfig:
     machine's load, and part of the identity, as another count gives other bits; ``None``
     leaves torch's count as it is and is what configurations stored without one mean.
 
+    ``task`` is ``classification`` or ``regression`` (a regression data set, squared error,
+    scores in the targets' units); part of the runs' identity, and left out of the JSON when it
+    is the default, so classification configurations keep the keys they always had.
+
     ``dataset`` and ``train.model`` may name your own code (``FILE.py:NAME``,
     ``package.module:NAME``); the identity then includes the source files' digests, and
     ``code`` the digest of code passed as Python objects, so an edit starts a new configuration.
@@ -77,6 +81,7 @@ class CompareConfig:
     batched: bool = True
     code: str = ""
     auto: bool = False
+    task: str = "classification"
     threads: int | None = DEFAULT_THREADS
 
     def check(self) -> None:
@@ -90,8 +95,19 @@ class CompareConfig:
             threads=self.threads,
             **dataclasses.asdict(self.train),
         )
+        check_task(
+            task=self.task,
+            dataset=self.dataset,
+            label_noise=self.label_noise,
+            auto=self.auto,
+        )
         if self.auto:
-            _check_auto(self.train)
+            check_auto(
+                schedule=self.train.schedule,
+                layer_scale=self.train.layer_scale,
+                model=self.train.model,
+                variant=self.train.variant,
+            )
 
     def to_json(self) -> dict[str, object]:
         data = dataclasses.asdict(self)
@@ -100,6 +116,8 @@ class CompareConfig:
             del data["code"]  # absent unless set, so built-in configurations keep their keys
         if not self.auto:
             del data["auto"]
+        if self.task == "classification":
+            del data["task"]
         if self.threads is None:  # stored before the count was fixed: the keys they had
             del data["threads"]
         return data
@@ -159,25 +177,6 @@ class CompareConfig:
         flat = {k: v for k, v in self.to_json().items() if k != "train"}
         flat.update(dataclasses.asdict(self.train))
         return flat
-
-
-def _check_auto(train: TrainConfig) -> None:
-    """Refuse the settings a learned-rate run cannot honour, naming them."""
-    if train.schedule != "constant":
-        raise ConfigError(
-            "rates",
-            f"auto learns the rates, which --schedule {train.schedule} would set by epoch; "
-            "leave out auto or the schedule",
-        )
-    if train.layer_scale is not None:
-        raise ConfigError("rates", "auto learns each layer's rate; leave out auto or --layer-scale")
-    if train.model == "rescnn" or (train.model == "cnn" and train.variant == "block"):
-        what = "DropPath" if train.model == "rescnn" else "DropBlock"
-        raise ConfigError(
-            "rates",
-            f"auto learns element and channel dropout rates; {train.model}'s {what} has no "
-            "learned (Concrete) form; use --model mlp or cnn (--variant channel or element)",
-        )
 
 
 #: How a progress display names the learned-rate runs in place of a rate.
@@ -373,7 +372,9 @@ def _train_runs(
     model_fn: ModelFn | None,
 ) -> Iterator[tuple[RunResult, Path | None]]:
     """The runs of one rate, each with its training state's file (delete it once stored)."""
-    if config.batched and model_fn is None and can_batch(config.train):
+    # The stacked model learns class labels; regression runs are trained one at a time.
+    stack = config.batched and model_fn is None and config.task == "classification"
+    if stack and can_batch(config.train):
         state = place.state_path(rate, seeds)
         results = train_batched(
             config.train, data, rate, seeds, on_epoch=progress.on_epoch, state_path=state
@@ -426,103 +427,3 @@ def _sources(config: CompareConfig) -> dict[str, str]:
 
 def _stored(store: Store, key: str, rate: float, seed: int) -> RunResult:
     return next(r for r in store.results(key) if (r.rate, r.seed) == (rate, seed))
-
-
-def _code_digest(*objects: object) -> str:
-    """Digest of the source of Python callables (code typed in a notebook has no file)."""
-    sources = []
-    for obj in objects:
-        try:
-            sources.append(inspect.getsource(obj))  # type: ignore[arg-type]
-        except (OSError, TypeError):
-            sources.append(repr(obj))
-    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
-
-
-def compare(
-    model: str | ModelFn,
-    data: str | Callable[[], Sequence[Any]],
-    *,
-    rates: Sequence[float] = (0.0, 0.2, 0.5),
-    seeds: int = 3,
-    output: Path | str | None = None,
-    fresh: bool = False,
-    label_noise: float = 0.0,
-    split_seed: int = 0,
-    batched: bool = True,
-    auto: bool = False,
-    threads: int | None = DEFAULT_THREADS,
-    progress: Progress | None = None,
-    **train_options: Any,
-) -> list[RunResult]:
-    """The paired comparison from Python, on a built-in or your own model and data.
-
-    Args:
-        model: a built-in name (``"mlp"``), ``"FILE.py:NAME"``, or a callable that takes the
-            dropout rate as its one positional argument and returns an ``nn.Module``.
-        data: a built-in name, ``"FILE.py:NAME"``, or a callable without arguments returning
-            ``(train, test)`` or ``(train, val, test)`` torch ``Dataset``s of
-            ``(input, integer label)`` pairs (validation is split off ``train`` when absent).
-        rates, seeds, label_noise, split_seed, batched: as for ``dropkit compare``.
-        auto: add a learned-rate run per seed (``--rates ...,auto``; see
-            :class:`CompareConfig`).
-        threads: torch's thread count while training (``--threads``; see
-            :class:`CompareConfig`); ``None`` leaves it as it is.
-        output: the output folder (its database, one sub-folder per configuration with the
-            report, plots and checkpoints); None: a temporary folder, removed afterwards.
-        fresh: train again, replacing the earlier runs once the new set is complete.
-        **train_options: fields of :class:`~dropkit.experiments.train.TrainConfig`
-            (``epochs``, ``lr``, ``batch_size``, ``schedule``, ...).
-
-    Returns:
-        One :class:`~dropkit.experiments.train.RunResult` per (rate, seed), by rate then seed,
-        then with ``auto`` the learned-rate runs by seed (``result.learned``).
-
-    Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from dropkit.experiments import compare
-        >>> def net(p):
-        ...     layers = [torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Dropout(p)]
-        ...     return torch.nn.Sequential(*layers, torch.nn.Linear(16, 2))
-        >>> def blobs():
-        ...     x = torch.randn(120, 4, generator=torch.Generator().manual_seed(0))
-        ...     y = (x[:, 0] > 0).long()
-        ...     return TensorDataset(x[:80], y[:80]), TensorDataset(x[80:], y[80:])
-        >>> results = compare(net, blobs, rates=(0.0, 0.5), seeds=2, epochs=2)
-        >>> [(r.rate, r.seed) for r in results]
-        [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
-    """
-    model_fn: ModelFn | None = None
-    code: list[object] = []
-    if callable(model):
-        model_fn, model_name, code = model, user.spec_of(model), [model]
-    else:
-        model_name = model
-    dataset: Dataset | None = None
-    if callable(data):
-        data_name = user.spec_of(data)
-        code.append(data)
-        dataset = from_splits(data, name=data_name, split_seed=split_seed, label_noise=label_noise)
-    else:
-        data_name = data
-    config = CompareConfig(
-        dataset=data_name,
-        label_noise=label_noise,
-        split_seed=split_seed,
-        train=TrainConfig(model=model_name, **train_options),
-        rates=tuple(float(r) for r in rates),
-        seeds=seeds,
-        batched=batched,
-        code=_code_digest(*code) if code else "",
-        auto=auto,
-        threads=threads,
-    )
-    if output is None:
-        with tempfile.TemporaryDirectory(prefix="dropkit-") as tmp:
-            return run_compare(
-                config, Path(tmp), data=dataset, progress=progress, model_fn=model_fn
-            )
-    return run_compare(
-        config, Path(output), fresh=fresh, data=dataset, progress=progress, model_fn=model_fn
-    )

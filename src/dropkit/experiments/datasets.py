@@ -4,6 +4,10 @@
   generated locally by the ``mnist1d`` package's ``make_dataset`` (never downloaded) and cached.
 - ``digits``: the 8x8 handwritten digits that ship with scikit-learn.
 - ``synthetic``: a generated 4-class problem with few informative features, easy to overfit.
+- ``diabetes`` (regression): scikit-learn's diabetes data (442 patients, 10 features, a
+  disease progression score one year later; Efron et al. 2004), embedded in scikit-learn.
+  The targets are standardized by the training split's mean and standard deviation
+  (:attr:`Dataset.target_mean`, :attr:`Dataset.target_std` give them back in the score's units).
 - ``mnist``, ``fashion-mnist``, ``cifar10``: downloaded once into the cache directory, checked
   against their published MD5 checksums, and read into memory.
 - your own: ``FILE.py:NAME`` or ``package.module:NAME``, a callable returning ``(train, test)`` or
@@ -22,42 +26,36 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
-from dropkit.experiments.threads import fixed_threads
+from dropkit.experiments.own_data import from_splits
+from dropkit.experiments.splits import (
+    Dataset,
+    DatasetError,
+    noisy_labels,
+    split_off,
+    standardize,
+)
 
-__all__ = ["DATASETS", "Dataset", "DatasetError", "cache_dir", "from_splits", "load_dataset"]
+__all__ = [
+    "DATASETS",
+    "REGRESSION_DATASETS",
+    "TASKS",
+    "Dataset",
+    "DatasetError",
+    "cache_dir",
+    "dataset_task",
+    "from_splits",
+    "load_dataset",
+]
 
-
-class DatasetError(RuntimeError):
-    """A data set cannot be loaded; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train, validation and test tensors; inputs keep their natural shape (C, ...) per sample."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.x_train.shape[1:])
-
-    def sizes(self) -> dict[str, int]:
-        return {"train": len(self.y_train), "val": len(self.y_val), "test": len(self.y_test)}
+#: What a comparison learns: class labels (cross-entropy) or real targets (squared error).
+TASKS = ("classification", "regression")
 
 
 def cache_dir() -> Path:
@@ -66,41 +64,6 @@ def cache_dir() -> Path:
         return Path(os.environ["DROPKIT_CACHE"])
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
     return Path(base) / "dropkit"
-
-
-# ---------------------------------------------------------------- splitting and noise
-
-
-def _split_off(
-    x: torch.Tensor, y: torch.Tensor, fraction: float, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Split a random ``fraction`` off (x, y): returns (rest_x, rest_y, part_x, part_y)."""
-    order = torch.randperm(len(y), generator=generator)
-    n_part = round(len(y) * fraction)
-    part, rest = order[:n_part], order[n_part:]
-    return x[rest], y[rest], x[part], y[part]
-
-
-def _noisy_labels(
-    y: torch.Tensor, fraction: float, num_classes: int, generator: torch.Generator
-) -> torch.Tensor:
-    """Replace a random ``fraction`` of the labels by uniformly random classes."""
-    y = y.clone()
-    n_noisy = round(len(y) * fraction)
-    which = torch.randperm(len(y), generator=generator)[:n_noisy]
-    y[which] = torch.randint(0, num_classes, (n_noisy,), generator=generator)
-    return y
-
-
-def _standardize(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tensor]:
-    """Scale every split by the training inputs' per-channel mean and std."""
-    dims = [0, *range(2, train.dim())]
-    # One thread: a reduction this large is split among threads, each summing its own share,
-    # so the statistics (and every run on the data) would change with the thread count.
-    with fixed_threads(1):
-        mean = train.mean(dim=dims, keepdim=True)
-        std = train.std(dim=dims, keepdim=True).clamp_min(1e-6)
-    return [(t - mean) / std for t in (train, *others)]
 
 
 # ---------------------------------------------------------------- raw sources
@@ -159,6 +122,17 @@ def _raw_synthetic(root: Path) -> Raw:
     )
     x = x.astype(np.float32)
     return x[:1000], y[:1000], x[1000:], y[1000:]
+
+
+def _raw_diabetes(root: Path) -> Raw:
+    from sklearn.datasets import load_diabetes
+
+    x, y = load_diabetes(return_X_y=True)
+    # A fixed test split (88 of 442), independent of the split seed, as for digits.
+    order = np.random.default_rng(0).permutation(len(y))
+    test, train = order[:88], order[88:]
+    x = x.astype(np.float32)
+    return x[train], y[train], x[test], y[test]
 
 
 # name -> (base URL, [(file, md5)]); checksums as published with the data sets (and used by
@@ -288,8 +262,22 @@ _SOURCES: dict[str, tuple[Callable[[Path], Raw], int, float]] = {
     "mnist": (lambda root: _raw_idx("mnist", root), 10, 1 / 12),
     "fashion-mnist": (lambda root: _raw_idx("fashion-mnist", root), 10, 1 / 12),
     "cifar10": (_raw_cifar10, 10, 0.1),
+    "diabetes": (_raw_diabetes, 1, 0.2),  # regression: one output
 }
 DATASETS: tuple[str, ...] = tuple(_SOURCES)
+#: The built-in data sets whose targets are real numbers (``--task regression``).
+REGRESSION_DATASETS: tuple[str, ...] = ("diabetes",)
+
+
+def dataset_task(name: str) -> str:
+    """``regression`` for the built-in regression data sets, else ``classification`` (your own
+    data sets are classification: :func:`from_splits` takes integer labels).
+
+    Example:
+        >>> dataset_task("diabetes"), dataset_task("digits")
+        ('regression', 'classification')
+    """
+    return "regression" if name in REGRESSION_DATASETS else "classification"
 
 
 def load_dataset(
@@ -332,17 +320,40 @@ def load_dataset(
     loader, num_classes, val_fraction = _SOURCES[name]
     x_pool, y_pool, x_test, y_test = loader(root or cache_dir())
     generator = torch.Generator().manual_seed(split_seed)
-    x_train, y_train, x_val, y_val = _split_off(
+    task = dataset_task(name)
+    labels = torch.long if task == "classification" else torch.float32
+    x_train, y_train, x_val, y_val = split_off(
         torch.as_tensor(np.ascontiguousarray(x_pool), dtype=torch.float32),
-        torch.as_tensor(np.asarray(y_pool), dtype=torch.long),
+        torch.as_tensor(np.asarray(y_pool), dtype=labels),
         val_fraction,
         generator,
     )
-    x_train, x_val, x_test_t = _standardize(
+    x_train, x_val, x_test_t = standardize(
         x_train, x_val, torch.as_tensor(np.ascontiguousarray(x_test), dtype=torch.float32)
     )
+    if task == "regression":
+        if label_noise > 0:
+            raise DatasetError(f"{name}: label noise applies to classification data sets only")
+        mean, std = float(y_train.mean()), float(y_train.std())
+        y_train, y_val, y_test_t = (
+            (y - mean) / std
+            for y in (y_train, y_val, torch.as_tensor(np.asarray(y_test), dtype=torch.float32))
+        )
+        return Dataset(
+            name,
+            x_train.contiguous(),
+            y_train,
+            x_val.contiguous(),
+            y_val,
+            x_test_t.contiguous(),
+            y_test_t,
+            num_classes,
+            task,
+            mean,
+            std,
+        )
     if label_noise > 0:
-        y_train = _noisy_labels(y_train, label_noise, num_classes, generator)
+        y_train = noisy_labels(y_train, label_noise, num_classes, generator)
     return Dataset(
         name,
         x_train.contiguous(),
@@ -351,125 +362,5 @@ def load_dataset(
         y_val,
         x_test_t.contiguous(),
         torch.as_tensor(np.asarray(y_test), dtype=torch.long),
-        num_classes,
-    )
-
-
-# ---------------------------------------------------------------- the user's own data
-
-
-def _tensors(split: Any, which: str, name: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack a torch ``Dataset`` of ``(input, integer label)`` pairs into two tensors."""
-    try:
-        size = len(split)
-    except TypeError:
-        raise DatasetError(
-            f"{name}: the {which} split is a {type(split).__name__}, not a sized torch Dataset"
-        ) from None
-    if size == 0:
-        raise DatasetError(f"{name}: the {which} split is empty")
-    inputs, labels = [], []
-    tensors = getattr(split, "tensors", None)  # a TensorDataset: no need to go item by item
-    if (
-        isinstance(tensors, tuple)
-        and len(tensors) == 2
-        and all(isinstance(t, torch.Tensor) for t in tensors)
-        and tensors[1].dim() == 1
-        and not (tensors[1].dtype.is_floating_point or tensors[1].dtype.is_complex)
-    ):
-        inputs, labels = list(tensors[0].unbind()), tensors[1].tolist()
-        size = 0
-    for i in range(size):
-        item = split[i]
-        if not (isinstance(item, Sequence) and len(item) == 2):
-            raise DatasetError(
-                f"{name}: {which}[{i}] is a {type(item).__name__}; expected an (input, label) pair"
-            )
-        x, y = item
-        y_t = torch.as_tensor(y)
-        if y_t.numel() != 1 or y_t.dtype.is_floating_point or y_t.dtype.is_complex:
-            raise DatasetError(
-                f"{name}: {which}[{i}] has label {y!r}; expected one integer class index"
-            )
-        inputs.append(torch.as_tensor(x))
-        labels.append(int(y_t))
-    shapes = {tuple(x.shape) for x in inputs}
-    if len(shapes) > 1:
-        raise DatasetError(f"{name}: the {which} inputs differ in shape: {sorted(shapes)[:3]}")
-    x_all = torch.stack(inputs)
-    if x_all.dtype.is_floating_point:
-        x_all = x_all.float()
-    y_all = torch.tensor(labels, dtype=torch.long)
-    if int(y_all.min()) < 0:
-        raise DatasetError(f"{name}: the {which} labels must be class indices >= 0")
-    return x_all.contiguous(), y_all
-
-
-def from_splits(
-    make: Callable[[], Any] | Sequence[Any],
-    *,
-    name: str = "custom",
-    split_seed: int = 0,
-    label_noise: float = 0.0,
-    val_fraction: float = 0.1,
-) -> Dataset:
-    """Your own data as a :class:`Dataset`: ``(train, test)`` or ``(train, val, test)``.
-
-    Args:
-        make: the splits, or a callable without arguments that returns them; each split is a
-            torch ``Dataset`` (anything with ``len`` and ``[i]``) of ``(input, label)`` pairs with
-            inputs of one shape and integer labels ``0 .. C-1``.
-        name: the data set's name in messages and reports.
-        split_seed: seeds the validation split (when there is no ``val``) and the label noise.
-        label_noise: fraction of *training* labels replaced by random ones.
-        val_fraction: the fraction of ``train`` split off for validation when there is no ``val``.
-
-    Inputs are used as given (not standardized); the number of classes is the largest label + 1.
-
-    Example:
-        >>> import torch
-        >>> from torch.utils.data import TensorDataset
-        >>> from dropkit.experiments.datasets import from_splits
-        >>> x, y = torch.randn(50, 3), torch.arange(50) % 2
-        >>> data = from_splits((TensorDataset(x[:40], y[:40]), TensorDataset(x[40:], y[40:])))
-        >>> data.sizes(), data.num_classes, data.input_shape
-        ({'train': 36, 'val': 4, 'test': 10}, 2, (3,))
-    """
-    if not 0.0 <= label_noise < 1.0:
-        raise DatasetError(f"label noise must be in [0, 1), got {label_noise}")
-    try:
-        splits = make() if callable(make) else make
-    except Exception as error:  # the user's code: say whose it is
-        raise DatasetError(f"{name}: calling it failed ({type(error).__name__}: {error})") from None
-    if not (isinstance(splits, Sequence) and len(splits) in (2, 3)):
-        raise DatasetError(
-            f"{name}: returned a {type(splits).__name__}; expected (train, test) or "
-            "(train, val, test) torch Datasets"
-        )
-    generator = torch.Generator().manual_seed(split_seed)
-    x_train, y_train = _tensors(splits[0], "train", name)
-    x_test, y_test = _tensors(splits[-1], "test", name)
-    if len(splits) == 3:
-        x_val, y_val = _tensors(splits[1], "val", name)
-    else:
-        x_train, y_train, x_val, y_val = _split_off(x_train, y_train, val_fraction, generator)
-        if len(y_val) == 0 or len(y_train) == 0:
-            raise DatasetError(f"{name}: too few training examples to split off validation data")
-    shapes = {tuple(t.shape[1:]) for t in (x_train, x_val, x_test)}
-    if len(shapes) > 1:
-        raise DatasetError(f"{name}: the splits' inputs differ in shape: {sorted(shapes)}")
-    num_classes = int(max(y_train.max(), y_val.max(), y_test.max())) + 1
-    if num_classes < 2:
-        raise DatasetError(f"{name}: every label is 0; a classifier needs at least two classes")
-    if label_noise > 0:
-        y_train = _noisy_labels(y_train, label_noise, num_classes, generator)
-    return Dataset(
-        name,
-        x_train.contiguous(),
-        y_train,
-        x_val.contiguous(),
-        y_val,
-        x_test,
-        y_test,
         num_classes,
     )

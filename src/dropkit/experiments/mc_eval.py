@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import pickle
 import statistics
 import time
@@ -15,6 +16,7 @@ import torch
 from dropkit.experiments import user
 from dropkit.experiments.compare import CHECKPOINT_FORMAT, CompareConfig
 from dropkit.experiments.datasets import DatasetError, load_dataset
+from dropkit.experiments.mc_regression import regression_scores
 from dropkit.experiments.store import DB_NAME, Configuration, Store, StoreError
 from dropkit.experiments.train import ConfigError, make_model
 from dropkit.metrics import (
@@ -52,6 +54,13 @@ class McRow:
     brier: float
     auroc: float  # misclassification AUROC of the method's uncertainty
     seconds: float
+    #: Regression (``--task regression``; the classification scores are then NaN), in the
+    #: targets' units: see :mod:`dropkit.experiments.mc_regression`.
+    rmse: float = math.nan
+    coverage: float = math.nan  #: of the central 95% intervals
+    width: float = math.nan
+    calibration: float = math.nan  #: regression calibration error, levels 0.05 to 0.95
+    noise_std: float = math.nan  #: the observation noise chosen on validation
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -265,6 +274,16 @@ def evaluate_checkpoints(
         except (RuntimeError, TypeError) as error:
             raise CheckpointError(f"{path}: weights do not fit the model ({error})") from None
         model.eval()
+        kinds = ("sampling", "moments") if method == "both" else (method,)
+        if config.task == "regression":
+            nan = math.nan
+            for label, seconds, scores in regression_scores(
+                model, data, samples=samples, batch_size=batch_size, kinds=kinds
+            ):
+                rest = {k: v for k, v in scores.items() if k != "nll"}
+                row = McRow(rate, seed, label, nan, scores["nll"], nan, nan, nan, seconds, **rest)
+                rows.append(row)
+            continue
         x, y = data.x_test, data.y_test
         start = time.perf_counter()
         with torch.no_grad():
@@ -272,7 +291,7 @@ def evaluate_checkpoints(
         seconds = time.perf_counter() - start
         det = _scores(probs, y, 1.0 - probs.max(1).values)
         rows.append(McRow(rate, seed, "deterministic", seconds=seconds, **det))
-        for kind in ("sampling", "moments") if method == "both" else (method,):
+        for kind in kinds:
             start = time.perf_counter()
             result = predict(model, x, samples, batch_size=batch_size, seed=0, method=kind)
             seconds = time.perf_counter() - start
@@ -297,6 +316,22 @@ def summarize_rows(rows: list[McRow]) -> list[dict[str, str]]:
 
     table = []
     for (rate, method), group in sorted(groups.items()):
+        if not math.isnan(group[0].rmse):
+            table.append(
+                {
+                    "rate": f"{rate:g}",
+                    "inference": method,
+                    "seeds": str(len(group)),
+                    "RMSE": stat([r.rmse for r in group], 1, 2),
+                    "NLL": stat([r.nll for r in group]),
+                    "95% cover %": stat([r.coverage for r in group], 100, 1),
+                    "95% width": stat([r.width for r in group], 1, 1),
+                    "calib. error": stat([r.calibration for r in group]),
+                    "noise std": stat([r.noise_std for r in group], 1, 2),
+                    "seconds": stat([r.seconds for r in group], 1, 2),
+                }
+            )
+            continue
         table.append(
             {
                 "rate": f"{rate:g}",

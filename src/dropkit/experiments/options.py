@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
-from dropkit.experiments.datasets import DATASETS
+from dropkit.experiments.datasets import DATASETS, REGRESSION_DATASETS, TASKS, dataset_task
 from dropkit.experiments.models import CONV_VARIANTS, MODELS, count_sites
 from dropkit.experiments.user import is_spec
 
@@ -25,9 +25,11 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "ConfigError",
+    "check_auto",
     "check_options",
     "check_output",
     "check_results_database",
+    "check_task",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -283,3 +285,45 @@ def check_results_database(path: Path, option: str = "output") -> None:
             config = None
         if not (isinstance(config, dict) and isinstance(config.get("train"), dict)):
             raise ConfigError(option, f"{path} holds a configuration dropkit cannot read; {fix}")
+
+
+def check_task(*, task: str, dataset: str, label_noise: float, auto: bool) -> None:
+    """The task must be the data set's; refuse the options a regression cannot honour."""
+    if task not in TASKS:
+        raise ConfigError("task", f"unknown {task!r}; expected one of {list(TASKS)}")
+    if task == "regression":
+        if is_spec(dataset) or dataset not in REGRESSION_DATASETS:
+            raise ConfigError(
+                "dataset",
+                f"{dataset} is a classification data set (integer labels); --task "
+                f"regression runs on {' or '.join(REGRESSION_DATASETS)}",
+            )
+        if label_noise:
+            raise ConfigError("label_noise", "applies to classification; leave it out")
+        if auto:
+            raise ConfigError(
+                "rates", "auto (learned rates) runs on classification only; leave out auto"
+            )
+    elif dataset_task(dataset) == "regression":
+        raise ConfigError("task", f"{dataset} is a regression data set; add --task regression")
+
+
+def check_auto(
+    *, schedule: str, layer_scale: Sequence[float] | None, model: str, variant: str
+) -> None:
+    """Refuse the settings a learned-rate run cannot honour, naming them."""
+    if schedule != "constant":
+        raise ConfigError(
+            "rates",
+            f"auto learns the rates, which --schedule {schedule} would set by epoch; "
+            "leave out auto or the schedule",
+        )
+    if layer_scale is not None:
+        raise ConfigError("rates", "auto learns each layer's rate; leave out auto or --layer-scale")
+    if model == "rescnn" or (model == "cnn" and variant == "block"):
+        what = "DropPath" if model == "rescnn" else "DropBlock"
+        raise ConfigError(
+            "rates",
+            f"auto learns element and channel dropout rates; {model}'s {what} has no "
+            "learned (Concrete) form; use --model mlp or cnn (--variant channel or element)",
+        )

@@ -20,7 +20,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from dropkit.experiments.train import RunResult
+from dropkit.experiments.results import RunResult
 
 __all__ = [
     "AUTO",

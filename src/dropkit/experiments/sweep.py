@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from dropkit.experiments import user
-from dropkit.experiments.datasets import load_dataset
+from dropkit.experiments.datasets import dataset_task, load_dataset
 from dropkit.experiments.models import conv_variants, count_sites, dropout_sites
-from dropkit.experiments.options import check_options
+from dropkit.experiments.options import ConfigError, check_options
 from dropkit.experiments.train import TrainConfig, make_model, train
 
 __all__ = [
@@ -74,6 +74,13 @@ class SweepConfig:
             workers=self.workers,
             timeout=self.timeout,
         )
+        if dataset_task(self.dataset) == "regression":
+            raise ConfigError(
+                "dataset",
+                f"{self.dataset} is a regression data set; the sweep ranks trials by validation "
+                "accuracy: choose a classification data set, or compare rates with dropkit "
+                "compare --task regression",
+            )
 
     def storage_url(self, output: Path) -> str:
         return self.storage or f"sqlite:///{(output / 'sweep.sqlite').resolve()}"
@@ -437,7 +444,7 @@ def study_plots(config: SweepConfig, output: Path) -> dict[str, bytes]:
     from matplotlib import pyplot as plt
     from optuna.visualization import matplotlib as optuna_plots
 
-    from dropkit.experiments.report import png_bytes
+    from dropkit.experiments.plots import png_bytes
 
     study = optuna.load_study(study_name=config.study, storage=_storage(config.storage_url(output)))
     images: dict[str, bytes] = {}

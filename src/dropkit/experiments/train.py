@@ -11,12 +11,10 @@ import copy
 import dataclasses
 import json
 import math
-import os
-import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +26,9 @@ from dropkit.doctor import guard
 from dropkit.experiments.datasets import Dataset
 from dropkit.experiments.models import build_model, set_rate
 from dropkit.experiments.options import OPTIMIZERS, SCHEDULES, ConfigError, check_options
+from dropkit.experiments.regression import regression_scores, squared_error
+from dropkit.experiments.results import EpochMetrics, RunResult
+from dropkit.experiments.state import load_state, save_atomically, save_state
 
 __all__ = [
     "AUTO_INIT_P",
@@ -79,63 +80,6 @@ class TrainConfig:
         check_options(**dataclasses.asdict(self))
 
 
-@dataclass
-class EpochMetrics:
-    epoch: int
-    rate: float  # the rate in force this epoch (schedules change it)
-    train_loss: float
-    train_acc: float
-    val_loss: float
-    val_acc: float
-    seconds: float
-    #: A learned-rate run's rate of each concrete dropout layer after the epoch (forward
-    #: order); None for a run at a fixed rate, whose ``rate`` says it all.
-    layer_rates: list[float] | None = None
-
-
-@dataclass
-class RunResult:
-    rate: float
-    seed: int
-    train_acc: float  # on the whole training set, in eval mode
-    test_acc: float
-    test_nll: float
-    test_ece: float
-    val_acc: float
-    epochs_run: int
-    seconds: float
-    history: list[EpochMetrics] = field(default_factory=list)
-    #: The trained weights, for the checkpoint; not part of the stored results.
-    model_state: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
-    #: A learned-rate run (``--rates auto``): each concrete layer's final rate, and ``rate``
-    #: their mean; None for a run at a fixed rate.
-    layer_rates: list[float] | None = None
-
-    @property
-    def gap(self) -> float:
-        return self.train_acc - self.test_acc
-
-    @property
-    def learned(self) -> bool:
-        """A learned-rate run (Concrete dropout), not a run at a fixed rate."""
-        return self.layer_rates is not None
-
-    def to_json(self) -> dict[str, object]:
-        data = dataclasses.asdict(dataclasses.replace(self, model_state=None))
-        del data["model_state"]
-        if self.layer_rates is None:  # fixed-rate runs keep the keys they always had
-            del data["layer_rates"]
-            for epoch in data["history"]:
-                del epoch["layer_rates"]
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> RunResult:
-        fields = dict(data)
-        history = [EpochMetrics(**e) for e in fields.pop("history", [])]
-        return cls(**fields, history=history)
-
-
 def _rate_at(config: TrainConfig, rate: float, epoch: int) -> float:
     if config.schedule == "early":
         return rate if epoch < config.schedule_epochs else 0.0
@@ -162,12 +106,22 @@ def _optimizer(config: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
 def _evaluate(
     model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 2048
 ) -> tuple[float, float, torch.Tensor]:
-    """Mean cross-entropy, accuracy and the logits, in eval mode."""
+    """Mean loss, accuracy and the outputs, in eval mode: cross-entropy, or for float targets
+    (regression) the squared error and a NaN accuracy."""
     model.eval()
     logits = torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)])
+    if y.dtype.is_floating_point:
+        return squared_error(logits, y).item(), math.nan, logits
     loss = torch_F.cross_entropy(logits, y).item()
     acc = (logits.argmax(1) == y).float().mean().item()
     return loss, acc, logits
+
+
+def _loss(outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy on class labels; squared error on float targets (regression)."""
+    if targets.dtype.is_floating_point:
+        return squared_error(outputs, targets)
+    return torch_F.cross_entropy(outputs, targets)
 
 
 def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, bins: int = 15) -> float:
@@ -175,29 +129,6 @@ def expected_calibration_error(logits: torch.Tensor, y: torch.Tensor, bins: int 
     from dropkit.metrics import expected_calibration_error as ece
 
     return ece(torch.softmax(logits.double(), dim=1), y, bins=bins)
-
-
-def save_atomically(payload: object, path: Path, *, durable: bool = False) -> None:
-    """``torch.save`` through a uniquely named temporary file, then rename: never half a file.
-
-    The unique name lets several processes write the same path at once (the last rename wins);
-    ``durable`` also flushes the file to disk before the rename.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide the file from other users
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def make_model(
@@ -376,9 +307,6 @@ def layer_rates(model: nn.Module) -> list[float]:
     return [float(m.p) for m in model.modules() if isinstance(m, kinds)]
 
 
-_STATE_FORMAT = "dropkit.train-state/1"
-
-
 def state_identity(
     config: TrainConfig, rate: float, seeds: list[int], *, learned: bool = False
 ) -> str:
@@ -387,33 +315,6 @@ def state_identity(
     if learned:
         identity.append(["auto", AUTO_INIT_P, AUTO_TEMPERATURE, AUTO_LENGTH_SCALE])
     return json.dumps(identity, sort_keys=True)
-
-
-def load_state(path: Path | None, identity: str) -> dict[str, Any] | None:
-    """A saved training state of exactly this run, else None (a torn or other file: start over)."""
-    if path is None or not path.is_file():
-        return None
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None
-    if not isinstance(payload, dict) or payload.get("format") != _STATE_FORMAT:
-        return None
-    if payload.get("identity") != identity:
-        return None
-    return payload
-
-
-def save_state(path: Path | None, identity: str, state: dict[str, Any]) -> None:
-    """Save a training state; it only saves time on resuming, so a race never stops the run."""
-    if path is None:
-        return
-    for _ in range(3):
-        try:
-            save_atomically({"format": _STATE_FORMAT, "identity": identity, **state}, path)
-            return
-        except (FileNotFoundError, FileExistsError):  # another process removed the folder
-            continue
 
 
 def train(
@@ -491,6 +392,7 @@ def _fit(
     if learned:
         from dropkit import regularization
     order_generator = torch.Generator().manual_seed(seed)
+    regression = data.task == "regression"
     x, y = data.x_train, data.y_train
     n = len(y)
     history: list[EpochMetrics] = []
@@ -522,20 +424,21 @@ def _fit(
             index = order[i : i + config.batch_size]
             xb, yb = x[index], y[index]
             logits = model(xb)
-            loss = torch_F.cross_entropy(logits, yb)
+            loss = _loss(logits, yb)
             objective = loss + regularization(model) if learned else loss
             optimizer.zero_grad(set_to_none=True)
             objective.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             loss_sum += loss.detach() * len(yb)
-            correct += (logits.detach().argmax(1) == yb).sum()
+            if not regression:
+                correct += (logits.detach().argmax(1) == yb).sum()
         val_loss, val_acc, _ = _evaluate(model, data.x_val, data.y_val)
         rates = layer_rates(model) if learned else None
         metrics = EpochMetrics(
             epoch=epoch + 1,
             rate=sum(rates) / len(rates) if rates else epoch_rate,
             train_loss=loss_sum.item() / n,
-            train_acc=correct.item() / n,
+            train_acc=math.nan if regression else correct.item() / n,
             val_loss=val_loss,
             val_acc=val_acc,
             seconds=time.perf_counter() - epoch_start,
@@ -570,6 +473,9 @@ def _fit(
     _, train_acc, _ = _evaluate(model, x, y)
     _, val_acc, _ = _evaluate(model, data.x_val, data.y_val)
     test_nll, test_acc, test_logits = _evaluate(model, data.x_test, data.y_test)
+    scores = None
+    if regression:
+        test_nll, scores = regression_scores(model, data)
     final = layer_rates(model) if learned else None
     return RunResult(
         rate=sum(final) / len(final) if final else rate,
@@ -577,11 +483,12 @@ def _fit(
         train_acc=train_acc,
         test_acc=test_acc,
         test_nll=test_nll,
-        test_ece=expected_calibration_error(test_logits, data.y_test),
+        test_ece=math.nan if regression else expected_calibration_error(test_logits, data.y_test),
         val_acc=val_acc,
         epochs_run=len(history),
         seconds=earlier_seconds + time.perf_counter() - start,
         history=history,
         model_state=model.state_dict(),
         layer_rates=final,
+        regression=scores,
     )

@@ -16,12 +16,14 @@ from dropkit.mc._consistent import ConsistentMasks
 from dropkit.mc._mode import MCState, disable_mc, dropout_modules, enable_mc, mc_active, mc_mode
 from dropkit.mc._moments import MomentResult
 from dropkit.mc._predict import MCResult, predict
+from dropkit.mc._regression import RegressionPrediction
 
 __all__ = [
     "ConsistentMasks",
     "MCResult",
     "MCState",
     "MomentResult",
+    "RegressionPrediction",
     "disable_mc",
     "dropout_modules",
     "enable_mc",

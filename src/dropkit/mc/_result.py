@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from dropkit.mc._regression import RegressionPrediction
 
 __all__ = ["MCResult"]
 
@@ -74,6 +78,51 @@ class MCResult:
     def variance(self) -> torch.Tensor:
         """``[N, ...]`` variance over samples (regression), normalized by S."""
         return self.samples.var(0, unbiased=False)
+
+    def regression(
+        self,
+        tau: float | None = None,
+        *,
+        heteroscedastic: bool = False,
+        scale: float = 1.0,
+        shift: float = 0.0,
+    ) -> RegressionPrediction:
+        """The predictive distribution of a regression model, observation noise included.
+
+        Its mean and variance (the samples' variance plus the noise), log-likelihood (the
+        log-mean-exp over the S passes' Gaussians, as in Gal & Ghahramani's code, "Dropout as
+        a Bayesian Approximation", https://arxiv.org/abs/1506.02142), RMSE, and the coverage
+        and width of central intervals: see :class:`~dropkit.mc.RegressionPrediction`.
+
+        Args:
+            tau: the observation noise precision (``1 / variance``, homoscedastic), in the
+                units of ``shift + scale * output``.
+            heteroscedastic: the model's last dim is ``[mean, log-variance]`` instead (Kendall
+                & Gal, https://arxiv.org/abs/1703.04977): each pass's noise is its own. Give
+                either ``tau`` or this.
+            scale, shift: the outputs in the targets' units are ``shift + scale * output``
+                (a model trained on standardized targets: their std and mean); a
+                heteroscedastic variance is scaled by ``scale ** 2``.
+
+        Raises:
+            ValueError: neither or both noise options, a bad ``tau`` or ``scale``.
+
+        Example:
+            >>> import torch
+            >>> from dropkit import mc
+            >>> model = torch.nn.Sequential(torch.nn.Dropout(0.2), torch.nn.Linear(3, 1))
+            >>> x, y = torch.randn(50, 3), torch.randn(50)
+            >>> pred = mc.predict(model, x, samples=100, seed=0).regression(tau=4.0)
+            >>> pred.mean.shape, bool((pred.variance > 0.25).all())
+            (torch.Size([50, 1]), True)
+            >>> 0.0 <= pred.coverage(y, 0.9) <= 1.0, pred.log_likelihood(y) < 0
+            (True, True)
+        """
+        from dropkit.mc._regression import from_samples
+
+        return from_samples(
+            self.samples, tau, heteroscedastic=heteroscedastic, scale=scale, shift=shift
+        )
 
 
 def _entropy(probs: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from torch import nn
 from dropkit.mc._mode import disable_mc, mc_state
 from dropkit.mc._moments._covariance import MAX_FACTOR, FactorPropagation
 from dropkit.mc._moments._mode import SAMPLING_HINT, Propagation
+from dropkit.mc._regression import RegressionPrediction, from_moments
 from dropkit.mc._result import MCResult
 
 __all__ = ["MomentResult", "predict_moments"]
@@ -63,6 +64,27 @@ class MomentResult(MCResult):
     def variance(self) -> torch.Tensor:
         """``[N, ...]`` the propagated variance of the outputs (diagonal)."""
         return self.output_variance
+
+    def regression(
+        self,
+        tau: float | None = None,
+        *,
+        heteroscedastic: bool = False,
+        scale: float = 1.0,
+        shift: float = 0.0,
+    ) -> RegressionPrediction:
+        """As :meth:`MCResult.regression`, from the propagated Gaussian: its log-likelihood
+        is the Gaussian's (with the noise added to the propagated variance), not a mixture's;
+        a heteroscedastic head's noise is the log-normal mean ``exp(m + v / 2)`` of its
+        log-variance output."""
+        return from_moments(
+            self.output_mean,
+            self.output_variance,
+            tau,
+            heteroscedastic=heteroscedastic,
+            scale=scale,
+            shift=shift,
+        )
 
 
 def _forward(
