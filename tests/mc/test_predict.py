@@ -179,8 +179,8 @@ def test_groups_of_passes_equal_replication_and_one_pass_distribution(
     # on both strategies alike, so they still give the same samples for a seed.
     x = torch.randn(6, 3, 8, 8) if model_fn is _cnn else torch.randn(6, 6)
     first_numel = 6 * 8 * 4 * 4 if model_fn is _cnn else 6 * 6
-    monkeypatch.setattr("dropkit.mc._sampling.REPLICATED_ELEMENTS", 4 * first_numel + 1)
-    monkeypatch.setattr("dropkit.mc._sampling.PREFIX_SHARE_ABOVE", 10**6)  # call any prefix cheap
+    monkeypatch.setattr("dropkit.mc._sampler.REPLICATED_ELEMENTS", 4 * first_numel + 1)
+    monkeypatch.setattr("dropkit.mc._sampler.PREFIX_SHARE_ABOVE", 10**6)  # call any prefix cheap
     model = _CountPasses(model_fn().eval())
     shared = predict(model, x, samples=9, seed=3)
     shared_rows = list(model.rows[-3:])
@@ -206,7 +206,7 @@ def test_a_small_first_activation_runs_all_samples_in_one_pass() -> None:
 def test_an_expensive_prefix_is_shared_by_all_samples_in_one_pass(monkeypatch) -> None:
     # The cnn's convolutions produce far more than its first dropout's input: even with a
     # budget that holds one sample, all samples run in one pass over the shared prefix.
-    monkeypatch.setattr("dropkit.mc._sampling.REPLICATED_ELEMENTS", 1)
+    monkeypatch.setattr("dropkit.mc._sampler.REPLICATED_ELEMENTS", 1)
     model = _CountPasses(_cnn())
     predict(model, torch.randn(6, 3, 8, 8), samples=9, seed=3)
     assert model.rows[-1] == 9 * 6

@@ -12,8 +12,9 @@ from torch import nn
 
 from dropkit._output import OutputSelector
 from dropkit.mc._consistent import ConsistentMasks
+from dropkit.mc._inputs import Inputs
 from dropkit.mc._result import MCResult
-from dropkit.mc._sampling import Inputs, predict_sampling
+from dropkit.mc._sampling import predict_sampling
 
 __all__ = ["MCResult", "predict"]
 
@@ -47,7 +48,7 @@ def predict(
         samples: the number of passes S. Default: 30, or the networks of ``masks``.
         batch_size: run at most this many inputs at once (memory grows with S * batch_size;
             on the CPU, samples are also split into passes of at most
-            :data:`~dropkit.mc._sampling.REPLICATED_ELEMENTS` replicated elements, see the notes
+            :data:`~dropkit.mc._sampler.REPLICATED_ELEMENTS` replicated elements, see the notes
             of :mod:`dropkit.mc._sampling`).
         share_prefix: compute the part before the first stochastic op once (see the notes of
             :mod:`dropkit.mc._sampling`); otherwise replicate the input S times.

@@ -1,0 +1,282 @@
+"""The sampling mode: one forward that gives S Monte Carlo samples.
+
+:class:`_Sampler` replicates the batch S times at the first stochastic op (or from the start
+when the input is replicated), replicates tensors of the deterministic prefix when they are
+first used after it, and runs batch-shared dropout once per sample block. It also sizes the
+passes (:func:`samples_per_pass`). The strategies that run it, and when each applies, are in
+:mod:`dropkit.mc._sampling`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as torch_F
+from torch import nn
+
+from dropkit import functional as dk_F
+from dropkit._intercept import DropoutCall, InterceptMode
+from dropkit._registry import call_shares_batch
+
+__all__ = ["PREFIX_SHARE_ABOVE", "REPLICATED_ELEMENTS", "samples_per_pass"]
+
+
+class _CannotShare(RuntimeError):
+    """The prefix cannot be shared: replicate the input instead."""
+
+
+class _NeedLoop(RuntimeError):
+    """A mask shared over the batch where the batch cannot be split: one pass per sample."""
+
+
+class _Measured(Exception):
+    """Raised at the first stochastic op by a measuring run: the samples that fit one pass."""
+
+    def __init__(self, samples: int) -> None:
+        super().__init__(samples)
+        self.samples = samples
+
+
+#: On the CPU, at most this many elements of the first stochastic op's input are replicated in
+#: one pass: S * N rows in one pass beyond that are slower per row than S passes of N (one
+#: thread, Hugging Face BERT 256 wide, 8 sequences of 64 tokens, eval mode without dropout:
+#: one pass of 160 sequences took 1.36x the time of 20 passes of 8, as the activations leave
+#: the caches). The samples then run in groups, each group one pass; CUDA tensors run all S
+#: in one pass.
+REPLICATED_ELEMENTS = 1 << 18
+
+#: ... but only where the prefix is cheap: when the prefix's ops produced more than this many
+#: times the first stochastic op's input in elements (convolutions before a head's dropout),
+#: computing it once is worth more than small passes, and all S run in one pass.
+PREFIX_SHARE_ABOVE = 8
+
+
+def samples_per_pass(samples: int, first: torch.Tensor, prefix_elements: int) -> int:
+    """How many of ``samples`` one pass replicates: ``first`` is the first stochastic op's input
+    (the N rows of one sample), ``prefix_elements`` the elements the ops before it produced.
+    A function of shapes only, so the same call always makes the same groups."""
+    size = max(1, first.numel())
+    if first.is_cuda or prefix_elements > PREFIX_SHARE_ABOVE * size:
+        return samples
+    return max(1, min(samples, REPLICATED_ELEMENTS // size))
+
+
+def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
+    """``t`` repeated ``samples`` times along dim 0, in ``t``'s memory order.
+
+    Random masks are drawn in memory order, so the copy must be laid out as the tensor that
+    the replicated input would have produced (a permuted activation stays permuted).
+    """
+
+    # Written as loops, without a function per dim: this runs inside every sampling pass.
+    shape, strides, dims = t.shape, t.stride(), t.dim()
+    ranks = []
+    for d in range(dims):
+        if d == 0 and shape[0] == 1:
+            ranks.append((-1, 0, 0))  # a batch of one: outermost
+        else:
+            ranks.append((int(shape[d] == 1), -strides[d], d))  # other size-1 dims: innermost
+    order = sorted(range(dims), key=ranks.__getitem__)
+    reps = [1] * dims
+    reps[order.index(0)] = samples
+    back = [0] * dims
+    for at, d in enumerate(order):
+        back[d] = at
+    return t.permute(order).repeat(reps).permute(back)
+
+
+#: The dtypes dropkit's CPU kernels draw element-wise masks for.
+_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
+
+
+class _Sampler(InterceptMode):
+    """Runs one forward for S samples: replicates the batch at the first stochastic op (or from
+    the start with ``replicate``), and runs batch-shared dropout once per sample block."""
+
+    def __init__(self, samples: int, batch: int, *, replicate: bool, group: str = "fixed") -> None:
+        super().__init__()
+        self.samples, self.batch = samples, batch
+        self.started = replicate
+        self.replicate = replicate
+        # "fixed": replicate ``samples`` times; "fit": at most what one pass holds
+        # (:func:`samples_per_pass`, ``samples`` is then updated); "measure": raise
+        # :class:`_Measured` with that number at the first stochastic op.
+        self.group = group
+        self.prefix_elements = 0  # elements produced by the ops before the first stochastic op
+        self._busy = False  # inside our own repeat: let torch calls through untouched
+        self._before: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._copies: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ the prefix's tensors
+
+    def remember(self, out: object) -> None:
+        """Note the tensors of a call's output (and of tuples/lists in it) as computed before
+        the first stochastic op. An entry outlives its tensor (the sampler lives one pass): a
+        new tensor given the same id is told apart by the weak reference."""
+        if isinstance(out, torch.Tensor):
+            self._before[id(out)] = weakref.ref(out)
+            return
+        items = out.values() if isinstance(out, Mapping) else out
+        if isinstance(out, Mapping | list | tuple):
+            for item in items:  # type: ignore[attr-defined]
+                if isinstance(item, torch.Tensor):
+                    self._before[id(item)] = weakref.ref(item)
+                elif isinstance(item, Mapping | list | tuple):
+                    self.remember(item)
+
+    def _replicate(self, t: torch.Tensor) -> torch.Tensor:
+        copy = self._copies.get(id(t))
+        if copy is None:
+            self._busy = True
+            try:
+                copy = _repeat(t, self.samples)
+            finally:
+                self._busy = False
+            self._copies[id(t)] = copy
+        return copy
+
+    def _map(self, t: Any) -> Any:
+        """A tensor computed before the first stochastic op, replicated; anything else as is."""
+        if isinstance(t, torch.Tensor):
+            ref = self._before.get(id(t))
+            if ref is not None and ref() is t and t.dim() > 0 and t.shape[0] == self.batch:
+                return self._replicate(t)
+        elif isinstance(t, list | tuple) and t:
+            mapped = [self._map(item) for item in t]
+            if any(a is not b for a, b in zip(mapped, t, strict=True)):
+                return type(t)(mapped) if isinstance(t, list) else tuple(mapped)
+        return t
+
+    def map_call(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """The call's arguments with pre-prefix tensors replicated (cheap when none is among
+        them: the check runs in this frame, without a call per argument)."""
+        before = self._before
+        for a in (*args, *kwargs.values()):
+            ref = before.get(id(a))  # an id can be a dead tensor's: the reference tells
+            if (ref is not None and ref() is a) or isinstance(a, list | tuple):
+                break
+        else:
+            return args, kwargs
+        args = tuple([self._map(a) if isinstance(a, torch.Tensor | list | tuple) else a
+                      for a in args])  # fmt: skip
+        for v in kwargs.values():
+            if isinstance(v, torch.Tensor | list | tuple):
+                kwargs = {k: self._map(v) for k, v in kwargs.items()}
+                break
+        return args, kwargs
+
+    def _start(self, first: object, where: str) -> None:
+        if not isinstance(first, torch.Tensor) or first.dim() == 0:
+            raise _CannotShare(f"the first stochastic op ({where}) has no batched tensor input")
+        if first.shape[0] != self.batch:
+            raise _CannotShare(
+                f"the input of the first stochastic op ({where}) has shape "
+                f"{tuple(first.shape)}, whose dim 0 is not the batch ({self.batch})"
+            )
+        if self.group != "fixed":
+            fit = samples_per_pass(self.samples, first, self.prefix_elements)
+            if self.group == "measure":
+                raise _Measured(fit)
+            self.samples = fit
+        self.started = True
+
+    # ------------------------------------------------------------------ modules
+
+    def module_start(
+        self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+        """Forward pre-hook of a module whose stochastic call the mode cannot see alone."""
+        if self.replicate:
+            return None
+        if not self.started:
+            where = type(module).__name__
+            if isinstance(module, nn.RNNBase | nn.MultiheadAttention) and not module.batch_first:
+                raise _CannotShare(f"{where} has batch_first=False: its batch is not dim 0")
+            if isinstance(module, nn.RNNBase) and (len(args) > 1 or kwargs):
+                raise _CannotShare(f"{where} is given an initial state, batched in dim 1")
+            self._start(args[0] if args else next(iter(kwargs.values()), None), where)
+        return self.map_call(args, kwargs)
+
+    # ------------------------------------------------------------------ torch calls
+
+    def dropout(self, call: DropoutCall) -> Any:
+        if self._busy or not call.active:
+            return self.other(call.func, call.types, call.args, call.kwargs)
+        spec, args, kwargs = call.spec, call.args, call.kwargs
+        if spec.sharing == "batch":  # a mask on weights: no batch to split
+            raise _NeedLoop(f"{spec.name} draws one mask for the whole batch")
+        if not self.started:
+            if spec.module_level:
+                raise _CannotShare(f"{spec.name} was called outside its module")
+            self._start(args[0], spec.name)
+        if not self.replicate:
+            args, kwargs = self.map_call(args, kwargs)
+        # "batch" raised above; only "argument" (noise_shape=, mode=) decides per call
+        if spec.sharing == "argument" and call_shares_batch(spec, args, kwargs):
+            return self._per_sample(call.func, spec.name, args, kwargs)
+        if call.func is torch_F.dropout:  # the call every nn.Dropout makes
+            # Run by dropkit's kernel where it can: the same distribution (each element kept
+            # with probability 1 - p, scaled by 1 / (1 - p)), drawn by Philox instead of
+            # torch's CPU generator, which is most of a pass over S * N rows (mc.predict on
+            # the MLP 40-256-128-10, 2,000 inputs, S = 20: 0.80 s of 1.24 s in torch.dropout,
+            # one thread). Its seed comes from torch's global generator, as torch's draw does:
+            # seed= and torch.manual_seed repeat the samples, each call without draws anew.
+            # Checked here, not in a helper: this runs at every dropout of every pass.
+            x, p = args[0] if args else kwargs.get("input"), call.rate
+            if type(x) is torch.Tensor and x.is_cpu and x.dtype in _KERNEL_DTYPES and 0.0 < p < 1.0:
+                inplace = bool(args[3] if len(args) > 3 else kwargs.get("inplace", False))
+                return dk_F.dropout(x, p, True, inplace)
+        return call.func(*args, **kwargs)
+
+    def random_draw(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if not self._busy and not self.started:
+            raise _CannotShare(f"a random draw ({func.__name__}) ran before any dropout")
+        return self.other(func, types, args, kwargs)
+
+    def other(
+        self, func: Callable[..., Any], types: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
+        if self._busy:
+            return func(*args, **kwargs)
+        if not self.started:
+            out = func(*args, **kwargs)
+            if isinstance(out, torch.Tensor):  # remember(out), without a call for a tensor
+                self._before[id(out)] = weakref.ref(out)
+                self.prefix_elements += out.numel()
+            else:
+                self.remember(out)
+            return out
+        if not self.replicate:
+            # map_call's own check, here too: a call with nothing to replicate costs no call
+            before = self._before
+            for a in (*args, *kwargs.values()):
+                ref = before.get(id(a))
+                if (ref is not None and ref() is a) or isinstance(a, list | tuple):
+                    args, kwargs = self.map_call(args, kwargs)
+                    break
+        return func(*args, **kwargs)
+
+    def _per_sample(
+        self, func: Callable[..., Any], name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> torch.Tensor:
+        """A mask shared over the batch: one call per block of N rows (one MC sample each)."""
+        x = args[0]
+        if (
+            not isinstance(x, torch.Tensor)
+            or x.dim() == 0
+            or x.shape[0] != self.samples * self.batch
+        ):
+            raise _NeedLoop(f"{name} shares one mask over a batch that is not dim 0")
+        blocks = [func(block, *args[1:], **kwargs) for block in torch.split(x, self.batch)]
+        out = torch.cat(blocks)
+        inplace = args[3] if len(args) > 3 else kwargs.get("inplace", False)
+        if inplace:
+            return x.copy_(out)
+        return out
