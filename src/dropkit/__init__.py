@@ -26,7 +26,7 @@ from dropkit._registry import (
 from dropkit._version import __version__
 from dropkit.functional import dropout_mask
 from dropkit.kernels import available_backends, backend
-from dropkit.nn._concrete import concrete, regularization
+from dropkit.nn import concrete, regularization
 
 __all__ = [
     "F",

@@ -21,7 +21,7 @@ from dropkit import nn as dk_nn
 from dropkit._registry import Unmappable, layer_spec, layer_specs, variant
 from dropkit._routing import route_functional
 from dropkit._state import state_kept
-from dropkit.nn._peers import with_peer_names
+from dropkit.nn import with_peer_names
 
 __all__ = ["ConvertReport", "convert"]
 

@@ -38,8 +38,7 @@ def doctor(
     ),
 ) -> None:
     """Check a model for dropout mistakes; exit 1 if any error or warning is found."""
-    from dropkit.doctor import check
-    from dropkit.doctor._load import LoadError, load_inputs, load_model
+    from dropkit.doctor import LoadError, check, load_inputs, load_model
 
     if output_format not in ("text", "json"):
         raise typer.BadParameter(

@@ -18,6 +18,7 @@ from :mod:`dropkit._registry`.
 
 from dropkit.doctor._check import Report, check
 from dropkit.doctor._guard import DropoutWarning, Guard, Mistake, guard
+from dropkit.doctor._load import LoadError, load_inputs, load_model
 from dropkit.doctor._rules import RULES, Finding, Rule
 
 __all__ = [
@@ -25,9 +26,12 @@ __all__ = [
     "DropoutWarning",
     "Finding",
     "Guard",
+    "LoadError",
     "Mistake",
     "Report",
     "Rule",
     "check",
     "guard",
+    "load_inputs",
+    "load_model",
 ]

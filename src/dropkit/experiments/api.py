@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,17 +14,6 @@ from dropkit.experiments.threads import DEFAULT_THREADS
 from dropkit.experiments.train import ModelFn, RunResult, TrainConfig
 
 __all__ = ["compare"]
-
-
-def _code_digest(*objects: object) -> str:
-    """Digest of the source of Python callables (code typed in a notebook has no file)."""
-    sources = []
-    for obj in objects:
-        try:
-            sources.append(inspect.getsource(obj))  # type: ignore[arg-type]
-        except (OSError, TypeError):
-            sources.append(repr(obj))
-    return hashlib.sha256("\n".join(sources).encode()).hexdigest()[:16]
 
 
 def compare(
@@ -86,19 +73,14 @@ def compare(
         >>> [(r.rate, r.seed) for r in results]
         [(0.0, 0), (0.0, 1), (0.5, 0), (0.5, 1)]
     """
-    model_fn: ModelFn | None = None
-    code: list[object] = []
-    if callable(model):
-        model_fn, model_name, code = model, user.spec_of(model), [model]
-    else:
-        model_name = model
+    named = user.user_code(model, data)
+    model_fn: ModelFn | None = named.model_fn
+    model_name, data_name = named.model_name, named.data_name
     dataset: Dataset | None = None
-    if callable(data):
-        data_name = user.spec_of(data)
-        code.append(data)
-        dataset = from_splits(data, name=data_name, split_seed=split_seed, label_noise=label_noise)
-    else:
-        data_name = data
+    if named.data_fn is not None:
+        dataset = from_splits(
+            named.data_fn, name=data_name, split_seed=split_seed, label_noise=label_noise
+        )
     config = CompareConfig(
         dataset=data_name,
         label_noise=label_noise,
@@ -107,7 +89,7 @@ def compare(
         rates=tuple(float(r) for r in rates),
         seeds=seeds,
         batched=batched,
-        code=_code_digest(*code) if code else "",
+        code=named.code,
         auto=auto,
         task=task,
         threads=threads,

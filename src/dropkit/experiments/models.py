@@ -22,7 +22,7 @@ from torch import nn
 from dropkit import dropout_layers, layer_spec
 from dropkit import nn as dk_nn
 from dropkit._registry import channel_layer
-from dropkit.functional._autograd import inverted_scale
+from dropkit.functional import inverted_scale
 from dropkit.kernels import select
 
 __all__ = [

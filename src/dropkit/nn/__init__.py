@@ -6,6 +6,8 @@ from dropkit.nn._concrete import (
     ConcreteDropout1d,
     ConcreteDropout2d,
     ConcreteDropout3d,
+    concrete,
+    regularization,
 )
 from dropkit.nn._dropout import (
     AlphaDropout,
@@ -44,7 +46,9 @@ __all__ = [
     "LockedDropout",
     "WeightDrop",
     "add_dropconnect",
+    "concrete",
     "drop_path_rates",
+    "regularization",
     "remove_dropconnect",
     "with_peer_names",
 ]

@@ -18,8 +18,7 @@ import torch.nn.functional as torch_F
 
 from dropkit import functional as dk_F
 from dropkit._intercept import DropoutCall
-from dropkit.functional._autograd import alpha_constants
-from dropkit.functional._concrete import relaxed_moments
+from dropkit.functional import alpha_constants, relaxed_moments
 from dropkit.mc._moments._gaussian import dropout_moments, quadrature_moments, relu_moments
 from dropkit.mc._moments._mode import DropoutRule, Propagation, arg, dropout_rule
 
@@ -152,7 +151,7 @@ def _bias_dropout(prop: Propagation, call: DropoutCall) -> Any:
 )
 def _concrete(prop: Propagation, call: DropoutCall) -> Any:
     """Concrete dropout: ``x * m`` with the relaxed factor ``m``'s two moments
-    (:func:`~dropkit.functional._concrete.relaxed_moments`), as sampling draws them."""
+    (:func:`~dropkit.functional.relaxed_moments`), as sampling draws them."""
     func, args, kwargs = call.func, call.args, call.kwargs
     x = args[0] if args else kwargs["input"]
     if not call.training:
