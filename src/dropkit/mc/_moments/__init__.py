@@ -18,9 +18,10 @@ Every activation is treated as Gaussian. With ``covariance="diagonal"`` each is 
 after one mask, a residual branch and its skip connection, the units of one channel-dropout or
 DropPath mask) is ignored, and a layer that sums such units gets too little variance.
 ``covariance="lowrank"`` carries that covariance as a low-rank factor over the noise
-sources through dense layers (``_covariance.py``: :class:`FactorPropagation` and its rules,
-registered with :func:`factor_rule`); convolution maps, layers whose factor would be too big
-and ops without a covariance rule stay diagonal, each named in ``MomentResult.covariance``.
+sources through dense layers (``_covariance.py``: :class:`FactorPropagation`; its rules,
+registered with :func:`factor_rule`, in ``_factor_rules.py``); convolution maps, layers
+whose factor would be too big and ops without a covariance rule stay diagonal, each named in
+``MomentResult.covariance``.
 
 How: the model runs once on the inputs, in eval mode, under a ``TorchFunctionMode``
 (:class:`Propagation`, in ``_mode.py``, on dropkit's interception base) that sees every torch
@@ -36,7 +37,8 @@ The package: ``_mode.py`` (the mode and the rule tables), ``_gaussian.py`` (mome
 functions of Gaussians), and the rules by op family: ``_dropout.py``, ``_linear.py``
 (linear, conv, matmul), ``_arith.py`` (element-wise arithmetic), ``_activations.py``,
 ``_pooling.py``, ``_norms.py``, ``_shape.py`` (reshapes, indexing, concatenation, padding,
-sums); ``_predict.py`` runs the pass.
+sums); ``_covariance.py`` (the low-rank mode) and ``_factor_rules.py`` (its rules);
+``_predict.py`` runs the pass.
 
 Adding a moment rule
 --------------------
@@ -78,6 +80,7 @@ from dropkit.mc._moments import (  # noqa: F401  (each file registers its rules)
     _activations,
     _arith,
     _dropout,
+    _factor_rules,
     _linear,
     _norms,
     _pooling,
