@@ -15,6 +15,10 @@
    and at 10,000 (Baal's count: S x ``num_draw`` = 20 x 500), vs Baal's ``BatchBALD``
    (``num_samples=9``: its first pick plus nine greedy ones).
 
+Two floors are timed beside them: the layers after the first dropout on S x N rows alone (what
+any exact sampler computes, with the dropout masks and the scoring free) and one deterministic
+forward (the unit of the one-pass method's cost).
+
 One thread for everything (torch and numpy), the ways interleaved in shuffled order each round,
 medians reported. Writes benchmarks/results/active.json.
 """
@@ -105,12 +109,31 @@ def main() -> None:
         probs = wrapper.predict_on_dataset(dataset, iterations=20, verbose=False)
         return BALD().get_uncertainties(probs)
 
+    # Floors, not ways to score: what any exact sampler must compute at the least (the layers
+    # after the first dropout on S x N rows, with dropout and scoring free), and one
+    # deterministic forward (the unit of the one-pass method's cost).
+    hidden = torch.relu(model[1](x.flatten(1)))
+
+    @torch.no_grad()
+    def floor_suffix() -> object:
+        return [model[7](torch.relu(model[4](hidden))) for _ in range(20)]
+
+    @torch.no_grad()
+    def floor_forward() -> object:
+        return model(x)
+
     # the same scores first: the three ways rank the same pool
     ours = dropkit_sampling()
     theirs = baal()
     print(f"pool {len(x)}: mean BALD dropkit {float(ours.mean()):.4f}, Baal {theirs.mean():.4f}")
     scoring = _time(
-        {"dropkit sampling": dropkit_sampling, "dropkit moments": dropkit_moments, "baal": baal},
+        {
+            "dropkit sampling": dropkit_sampling,
+            "dropkit moments": dropkit_moments,
+            "baal": baal,
+            "floor: suffix matmuls only": floor_suffix,
+            "floor: one forward": floor_forward,
+        },
         args.rounds,
     )
     candidates = mc.predict(model, x[:1000], 20, seed=1)
