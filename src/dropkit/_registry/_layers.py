@@ -73,6 +73,14 @@ _CLASSES: dict[str, type] = {}  # the decorated classes, by qualified name
 # class -> its LayerSpec through the MRO (None: not a dropout layer), so that a lookup is one
 # dict hit, not a walk of names; emptied by every registration and when it holds many classes.
 _BY_CLASS: dict[type, LayerSpec | None] = {}
+#: how many times the layer table changed: a cache built on what the layers were (mc's
+#: discovery) is stale once this moves
+_CHANGES = [0]
+
+
+def layer_changes() -> int:
+    """A counter that moves at every registration or removal of a layer class."""
+    return _CHANGES[0]
 
 
 def _qualname(cls: type) -> str:
@@ -86,6 +94,7 @@ def add_layer(qualname: str, spec: LayerSpec) -> None:
         raise ValueError(f"register_layer: {qualname} is registered already")
     _LAYERS[qualname] = spec
     _BY_CLASS.clear()
+    _CHANGES[0] += 1
 
 
 def register_layer(
@@ -125,6 +134,7 @@ def remove_layer(cls: type | str) -> None:
     del _LAYERS[name]
     _CLASSES.pop(name, None)
     _BY_CLASS.clear()
+    _CHANGES[0] += 1
 
 
 def channel_layer(rank: int) -> type:
@@ -147,6 +157,7 @@ def keeps_names_of(*qualnames: str) -> Callable[[ClassT], ClassT]:
         for name in qualnames:
             _LAYERS[name] = replace(_LAYERS[name], peer_names=cls)
         _BY_CLASS.clear()
+        _CHANGES[0] += 1
         return cls
 
     return register

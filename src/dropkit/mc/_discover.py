@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils._pytree import tree_map
 
 from dropkit._intercept import DropoutCall, InterceptMode
-from dropkit._registry import layer_rate, layer_spec
+from dropkit._registry import function_changes, layer_changes, layer_rate, layer_spec
 from dropkit._state import state_kept
 
 _T = TypeVar("_T")
@@ -196,6 +196,7 @@ class _Cached:
 
     layout: tuple[tuple[int, type], ...]  # id and class of every module, in order
     layers: tuple[int, ...]  # where the registered dropout layers are among them
+    registry: tuple[int, int]  # the registry's change counts (functions, layers) then
     rates: tuple[float | None, ...]  # their rates
     on: tuple[str, ...]
     calls: tuple[tuple[str, frozenset[str]], ...]
@@ -214,7 +215,7 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
 
     Every module's ``training`` flag, every buffer and torch's RNG are as they were afterwards.
     The answer is cached per model until its modules (or their classes) or registered rates
-    change.
+    change, or the registry does.
     """
     root: nn.Module = getattr(model, "_orig_mod", model)  # torch.compile: probe eagerly
     # Valid while the same modules of the same classes are there and the registered rates
@@ -225,6 +226,7 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     if (
         cached is not None
         and cached.layout == layout
+        and cached.registry == (function_changes(), layer_changes())
         and tuple([layer_rate(in_order[i]) for i in cached.layers]) == cached.rates
     ):
         modules = dict(root.named_modules())
@@ -250,6 +252,7 @@ def discover(model: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) ->
     _CACHE[root] = _Cached(
         layout,
         layers,
+        (function_changes(), layer_changes()),
         tuple([layer_rate(in_order[i]) for i in layers]),
         tuple(found.names[m] for m in found.on),
         tuple((found.names[m], frozenset(c)) for m, c in found.calls.items()),
