@@ -46,11 +46,20 @@ WORKER = textwrap.dedent(
     opt.step()
     weights = [torch.empty_like(model.module[0].weight) for _ in range(dist.get_world_size())]
     dist.all_gather(weights, model.module[0].weight.detach())
+
+    # mc.predict(seed=) gives every rank the same samples (ranks scoring one pool agree).
+    from dropkit import mc
+    torch.manual_seed(1)
+    net = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.Dropout(0.5), torch.nn.Linear(32, 3))
+    probs = mc.predict(net.eval(), torch.randn(6, 8), 4, seed=3).sample_probs.contiguous()
+    all_probs = [torch.empty_like(probs) for _ in range(dist.get_world_size())]
+    dist.all_gather(all_probs, probs)
     if rank == 0:
         print("ranks differ", not torch.equal(masks[0], masks[1]))
         print("explicit seed same", torch.equal(explicit_masks[0], explicit_masks[1]))
         print("small path same mask", int(same_small) == dist.get_world_size())
         print("replicas in sync", torch.equal(weights[0], weights[1]))
+        print("mc seed same", torch.equal(all_probs[0], all_probs[1]))
         print("digest", hashlib.sha256(torch.cat(masks).numpy().tobytes()).hexdigest(), flush=True)
     # Release DDP (its reducer holds the process group) and let both ranks finish before
     # either tears gloo down; otherwise a rank can abort at exit ("terminate called...").
@@ -102,6 +111,7 @@ def test_data_parallel_ranks_draw_different_masks_reproducibly() -> None:
     assert first["explicit seed same"] == "True"
     assert first["small path same mask"] == "True"
     assert first["replicas in sync"] == "True"
+    assert first["mc seed same"] == "True"
     second = _run_two_ranks()
     assert second["digest"] == first["digest"]
 

@@ -226,11 +226,15 @@ class _Sampler(InterceptMode):
             # the MLP 40-256-128-10, 2,000 inputs, S = 20: 0.80 s of 1.24 s in torch.dropout,
             # one thread). Its seed comes from torch's global generator, as torch's draw does:
             # seed= and torch.manual_seed repeat the samples, each call without draws anew.
-            # Checked here, not in a helper: this runs at every dropout of every pass.
+            # The seed is drawn here and passed explicitly: dropkit's own draw folds in the
+            # rank under torch.distributed, and mc.predict(seed=s) must give every rank the
+            # same samples, as torch's dropout does. Checked here, not in a helper: this runs
+            # at every dropout of every pass.
             x, p = args[0] if args else kwargs.get("input"), call.rate
             if type(x) is torch.Tensor and x.is_cpu and x.dtype in _KERNEL_DTYPES and 0.0 < p < 1.0:
                 inplace = bool(args[3] if len(args) > 3 else kwargs.get("inplace", False))
-                return dk_F.dropout(x, p, True, inplace)
+                seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+                return dk_F.dropout(x, p, True, inplace, seed=seed)
         return call.func(*args, **kwargs)
 
     def random_draw(
