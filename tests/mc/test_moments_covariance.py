@@ -155,6 +155,25 @@ def test_result_names_the_form_per_layer() -> None:
     assert result.covariance["2 (torch.nn.functional.linear)"] == "lowrank"
 
 
+def test_a_layer_diagonal_in_one_chunk_is_reported_diagonal() -> None:
+    # The factor's width depends on the inputs (a zero input is no noise source): with
+    # batch_size=, one chunk can fit max_factor and another not. The result must not name the
+    # layer "lowrank" because the last chunk fitted.
+    from dropkit.mc._moments import predict_moments
+
+    torch.manual_seed(0)
+    model = nn.Sequential(dk_nn.Dropout(0.5), nn.Linear(8, 4))
+    dense = torch.randn(4, 8)  # 8 sources: 4 x 8 = 32 > 16
+    sparse = torch.zeros(4, 8)
+    sparse[:, :2] = torch.randn(4, 2)  # 2 sources: 4 x 2 = 8 <= 16
+    x = torch.cat([dense, sparse])
+    result = predict_moments(model, x, batch_size=4, covariance="lowrank", max_factor=16)
+    form = result.covariance["1 (torch.nn.functional.linear)"]
+    assert form.startswith("diagonal: a factor of 4 x 8 sources exceeds max_factor 16")
+    alone = predict_moments(model, sparse, covariance="lowrank", max_factor=16)
+    assert alone.covariance["1 (torch.nn.functional.linear)"] == "lowrank"
+
+
 def test_an_op_without_a_covariance_rule_is_named() -> None:
     class Clamped(nn.Module):
         def __init__(self) -> None:

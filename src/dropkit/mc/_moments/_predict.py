@@ -183,7 +183,11 @@ def predict_moments(
                 mean, var, seen = _forward(model, part, prop)
                 if isinstance(prop, FactorPropagation):
                     factors.append(_output_factor(prop, mean, var))
-                    forms.update(prop.forms)
+                    for where, form in prop.forms.items():
+                        # a layer kept diagonal in any chunk is reported diagonal: its chunks'
+                        # factor widths differ with their data
+                        if where not in forms or form.startswith("diagonal"):
+                            forms[where] = form
                 if seen == 0:
                     raise ValueError(
                         "predict(method='moments'): no dropout ran in the model's forward, so "
