@@ -227,6 +227,20 @@ def test_consistent_masks_warn_when_a_new_shape_needs_new_masks() -> None:
         mc.predict(model, torch.randn(2, 5, 8), masks=masks)
 
 
+def test_consistent_masks_are_redrawn_when_the_rate_changes() -> None:
+    # Masks drawn at p = 0.1 are not draws at p = 0.9: reusing them would keep the old rate
+    # silently. The new rate gets its own masks, and the change is said.
+    layer = nn.Dropout(0.1)
+    masks, x = mc.ConsistentMasks(50, seed=0), torch.ones(2, 40)
+    low = mc.predict(layer, x, masks=masks).samples
+    layer.p = 0.9
+    with pytest.warns(RuntimeWarning, match=r"p=0\.1\).*p=0\.9\)"):
+        high = mc.predict(layer, x, masks=masks).samples
+    assert float(low.eq(0).float().mean()) < 0.3
+    assert float(high.eq(0).float().mean()) > 0.7
+    torch.testing.assert_close(high.unique(), torch.tensor([0.0, 10.0]))
+
+
 def test_consistent_masks_refuse_what_they_cannot_keep() -> None:
     with pytest.raises(ValueError, match="alpha_dropout: alpha dropout adds"):
         mc.predict(nn.Sequential(nn.AlphaDropout(0.2)), torch.randn(3, 4),

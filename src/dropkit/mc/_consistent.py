@@ -104,16 +104,17 @@ class ConsistentMasks:
                 f"got shape {tuple(x.shape)} for {batch} rows"
             )
         shape = tuple(x.shape) if weights else (1, *x.shape[1:])
-        key = (k, spec.name, shape, x.dtype, x.device)
+        rate = spec.rate(args, kwargs)  # masks drawn at one rate are not those of another
+        key = (k, spec.name, shape, x.dtype, x.device, rate)
         masks = self._masks.get(key)
         if masks is None:
             first = self._shapes.setdefault(k, key)
             if first != key:
                 warnings.warn(
                     f"predict: masks=: stochastic call {k} of the forward first ran as "
-                    f"{first[1]} on {first[2]} ({first[3]}), now as {spec.name} on {shape} "
-                    f"({x.dtype}); new masks are drawn for it, so these inputs do not share the "
-                    "networks with the earlier ones",
+                    f"{first[1]} on {first[2]} ({first[3]}, p={first[5]}), now as {spec.name} "
+                    f"on {shape} ({x.dtype}, p={rate}); new masks are drawn for it, so these "
+                    "inputs do not share the networks with the earlier ones",
                     RuntimeWarning,
                     stacklevel=4,
                 )
