@@ -250,16 +250,19 @@ def test_a_torchvision_that_breaks_torchmetrics_stops_compare_before_training(
 ) -> None:
     # PyPI's CUDA torchvision beside the CPU build of torch cannot be imported, and torchmetrics
     # (which scores the runs) imports it: one line naming the fix, before any run trains.
-    import builtins
+    import sys
 
-    real_import = builtins.__import__
+    class Broken:  # a finder that fails torchmetrics' import as the broken torchvision does
+        @staticmethod
+        def find_spec(name, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if name.split(".")[0] == "torchmetrics":
+                raise RuntimeError("operator torchvision::nms does not exist")
+            return None
 
-    def broken(name, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if name.startswith("torchmetrics"):
-            raise RuntimeError("operator torchvision::nms does not exist")
-        return real_import(name, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "__import__", broken)
+    # Imported already by earlier tests: forget it (restored afterwards), so the import runs.
+    for name in [n for n in sys.modules if n.split(".")[0] == "torchmetrics"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [Broken(), *sys.meta_path])
     monkeypatch.setattr("importlib.metadata.version", lambda name: "0.0-test")
     result = CliRunner().invoke(
         app, ["compare", "--epochs", "1", "--seeds", "1", "--output", str(tmp_path / "out")]
