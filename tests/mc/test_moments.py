@@ -356,6 +356,12 @@ def test_unknown_method_raises() -> None:
 # ------------------------------------------------------------------ never a silent answer
 
 
+def _written_into_a_buffer(t: torch.Tensor) -> torch.Tensor:
+    buffer = torch.zeros(*t.shape[:-1], t.shape[-1] + 2)
+    buffer[..., : t.shape[-1]] = t
+    return buffer
+
+
 @pytest.mark.parametrize(
     ("model", "op"),
     [
@@ -365,6 +371,8 @@ def test_unknown_method_raises() -> None:
         (nn.Sequential(nn.Dropout(0.2), Lambda(lambda t: t * torch.rand_like(t))), "rand_like"),
         (nn.Sequential(nn.Dropout(0.2), nn.AdaptiveMaxPool1d(1)), "adaptive_max_pool1d"),
         (nn.Sequential(nn.Dropout(0.2), nn.InstanceNorm1d(3)), "instance_norm"),
+        # written into a plain buffer: the buffer would come out with no variance at all
+        (nn.Sequential(nn.Dropout(0.2), Lambda(_written_into_a_buffer)), "__setitem__"),
     ],
 )
 @pytest.mark.filterwarnings("ignore:.*draws random numbers")

@@ -260,6 +260,8 @@ class Propagation(InterceptMode):
             isinstance(out, list | tuple) and any(isinstance(o, torch.Tensor) for o in out)
         ):
             raise self.unsupported(func, "its input carries dropout noise")
+        if out is None:  # written in place (``buf[i] = noisy``): the variance would be lost
+            raise self.unsupported(func, "it writes a tensor carrying dropout noise in place")
         return out  # metadata: shape, dtype, dim, ...
 
     def other(
