@@ -23,6 +23,7 @@ import torch
 
 import dropkit
 from dropkit import nn as dk_nn
+from dropkit.experiments.threads import fixed_threads
 
 __all__ = ["RateRun", "learned_rate", "plot", "rates_by_size"]
 
@@ -49,9 +50,7 @@ def learned_rate(size: int, seed: int, *, steps: int = 150, hidden: int = 16) ->
     Runs on one thread (restored afterwards), so that it is reproducible and quick on a busy
     machine.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with fixed_threads(1):
         generator = torch.Generator().manual_seed(seed)
         x = torch.rand(size, 1, generator=generator) * 4 - 2
         y = torch.sin(2 * x) + NOISE * torch.randn(size, 1, generator=generator)
@@ -80,8 +79,6 @@ def learned_rate(size: int, seed: int, *, steps: int = 150, hidden: int = 16) ->
             (nll + dropkit.regularization(model)).backward()
             optimizer.step()
         learned = tuple(m.p for m in model.modules() if isinstance(m, dk_nn.ConcreteDropout))
-    finally:
-        torch.set_num_threads(threads)
     return RateRun(size, seed, learned)
 
 
