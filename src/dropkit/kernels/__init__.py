@@ -7,11 +7,13 @@ ops from: :func:`affine` (the masked affine map every op computes, in plain PyTo
 :func:`reference_bias_dropout` (the fused bias epilogue, in plain PyTorch), :func:`placed` (a
 result laid out as its input), :func:`compute_dtype`, :func:`stream_normal` (the Gaussian
 stream), :func:`auto_backend` (:func:`select` unless a backend is forced) and
-:func:`reusable_empty` (small masks in reused memory).
+:func:`reusable_empty` (small masks in reused memory), and :data:`CPU_DTYPES` (what the CPU
+kernels take).
 """
 
 from dropkit.kernels._dispatch import (
     BACKENDS,
+    CPU_DTYPES,
     Backend,
     auto_backend,
     available_backends,
@@ -37,6 +39,7 @@ from dropkit.kernels._reference import bias_dropout as reference_bias_dropout
 __all__ = [
     "BACKENDS",
     "CHUNK",
+    "CPU_DTYPES",
     "LANES",
     "Backend",
     "Seed",

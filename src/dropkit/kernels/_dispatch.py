@@ -38,6 +38,7 @@ from dropkit.kernels._reference import REFERENCE
 
 __all__ = [
     "BACKENDS",
+    "CPU_DTYPES",
     "Backend",
     "auto_backend",
     "available_backends",
@@ -50,7 +51,8 @@ __all__ = [
 BackendName = Literal["auto", "reference", "numba", "triton"]
 BACKENDS: tuple[str, ...] = ("auto", "reference", "numba", "triton")
 _TRITON_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32))
-_CPU_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
+#: The dtypes the numba CPU kernels take (others run on the plain-PyTorch reference).
+CPU_DTYPES = frozenset((torch.float16, torch.bfloat16, torch.float32, torch.float64))
 
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "dropkit_backend", default=None
@@ -191,7 +193,7 @@ def select(x: torch.Tensor) -> Backend:
     a float CPU tensor, numba installed) is the first branch.
     """
     if _forced.get() is None and _environment == "auto":
-        if x.is_cpu and x.dtype in _CPU_DTYPES:
+        if x.is_cpu and x.dtype in CPU_DTYPES:
             loaded = _loaded.get("numba")  # set once numba is imported: no call on this path
             if loaded is not None:
                 return loaded
@@ -215,7 +217,7 @@ def select(x: torch.Tensor) -> Backend:
     numba_backend = _numba()
     if numba_backend is None:
         raise RuntimeError("dropkit backend 'numba' was forced but numba is not installed")
-    if not (x.is_cpu and x.dtype in _CPU_DTYPES):
+    if not (x.is_cpu and x.dtype in CPU_DTYPES):
         raise RuntimeError(
             f"dropkit backend 'numba' runs float CPU tensors only, got {x.dtype} on "
             f"{x.device}; use backend 'auto' or 'reference'"

@@ -20,6 +20,7 @@ from torch import nn
 from dropkit import functional as dk_F
 from dropkit._intercept import DropoutCall, InterceptMode
 from dropkit._registry import call_shares_batch
+from dropkit.kernels import CPU_DTYPES
 
 __all__ = ["PREFIX_SHARE_ABOVE", "REPLICATED_ELEMENTS", "samples_per_pass"]
 
@@ -86,10 +87,6 @@ def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
     for at, d in enumerate(order):
         back[d] = at
     return t.permute(order).repeat(reps).permute(back)
-
-
-#: The dtypes dropkit's CPU kernels draw element-wise masks for.
-_KERNEL_DTYPES = (torch.float32, torch.float64, torch.bfloat16, torch.float16)
 
 
 class _Sampler(InterceptMode):
@@ -231,7 +228,7 @@ class _Sampler(InterceptMode):
             # same samples, as torch's dropout does. Checked here, not in a helper: this runs
             # at every dropout of every pass.
             x, p = args[0] if args else kwargs.get("input"), call.rate
-            if type(x) is torch.Tensor and x.is_cpu and x.dtype in _KERNEL_DTYPES and 0.0 < p < 1.0:
+            if type(x) is torch.Tensor and x.is_cpu and x.dtype in CPU_DTYPES and 0.0 < p < 1.0:
                 inplace = bool(args[3] if len(args) > 3 else kwargs.get("inplace", False))
                 seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
                 return dk_F.dropout(x, p, True, inplace, seed=seed)
