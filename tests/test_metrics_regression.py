@@ -51,6 +51,39 @@ def test_mixture_nll_by_hand_and_one_sample_is_the_gaussian() -> None:
     assert one == pytest.approx(gaussian_negative_log_likelihood(MEAN, VAR, Y), rel=1e-12)
 
 
+def test_weighted_mixture_nll_by_hand_and_equal_weights_are_the_default() -> None:
+    # Two components with their own variances, one target: -log(0.9 N(0; 0, 1) + 0.1 N(0; 3, 4)).
+    means = torch.tensor([[0.0], [3.0]])
+    var = torch.tensor([[1.0], [4.0]])
+    w = torch.tensor([0.9, 0.1], dtype=torch.float64)
+    by_hand = 0.9 * math.exp(-0.0) / math.sqrt(2 * math.pi)
+    by_hand += 0.1 * math.exp(-9 / 8) / math.sqrt(2 * math.pi * 4)
+    got = mixture_negative_log_likelihood(means, var, torch.tensor([0.0]), weights=w)
+    assert got == pytest.approx(-math.log(by_hand), rel=1e-12)
+    samples = torch.tensor([[0.0, 1.0], [1.0, 3.0], [3.0, 1.0]])
+    y = torch.tensor([1.0, 2.0])
+    third = torch.full((3,), 1 / 3, dtype=torch.float64)
+    equal = mixture_negative_log_likelihood(samples, 0.5, y, weights=third)
+    assert equal == pytest.approx(mixture_negative_log_likelihood(samples, 0.5, y), rel=1e-12)
+    # A weight of 0 removes its component.
+    drop = mixture_negative_log_likelihood(samples, 0.5, y, weights=torch.tensor([0.5, 0.5, 0.0]))
+    assert drop == pytest.approx(mixture_negative_log_likelihood(samples[:2], 0.5, y), rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("weights", "message"),
+    [
+        (torch.tensor([0.5, 0.5]), r"weights of shape \(3,\)"),
+        (torch.tensor([0.5, 0.2, 0.2]), "summing to 1"),
+        (torch.tensor([1.2, -0.1, -0.1]), "non-negative"),
+    ],
+)
+def test_bad_mixture_weights_name_the_problem(weights: torch.Tensor, message: str) -> None:
+    samples = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match=message):
+        mixture_negative_log_likelihood(samples, 1.0, torch.zeros(2), weights=weights)
+
+
 def test_mixture_nll_stays_finite_far_from_every_sample() -> None:
     # The densities underflow in float64 (exp(-5e6)); the log-mean-exp does not.
     samples = torch.zeros(4, 1)

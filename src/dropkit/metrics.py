@@ -247,20 +247,30 @@ def gaussian_negative_log_likelihood(
 
 
 def mixture_negative_log_likelihood(
-    sample_means: torch.Tensor, variance: torch.Tensor | float, targets: torch.Tensor
+    sample_means: torch.Tensor,
+    variance: torch.Tensor | float,
+    targets: torch.Tensor,
+    *,
+    weights: torch.Tensor | None = None,
 ) -> float:
     """Mean over targets of ``-log (1/S) sum_s N(target; sample_means[s], variance[s])``.
 
     The predictive likelihood of Monte Carlo dropout: each of the S stochastic passes is one
     Gaussian with the observation noise as its variance, and the predictive density is their
     average (a log-mean-exp over samples, as in the code of Gal & Ghahramani, "Dropout as a
-    Bayesian Approximation", https://arxiv.org/abs/1506.02142).
+    Bayesian Approximation", https://arxiv.org/abs/1506.02142). With ``weights`` the
+    components are weighted instead of equal: ``-log sum_s weights[s] N(...)``, for mixtures
+    whose components are not draws but enumerated cases with known probabilities (e.g. every
+    dropout mask of a few inputs, each with its Gaussian from moment propagation).
 
     Args:
         sample_means: ``[S, ...]`` the S passes' predictions.
         variance: the observation noise variance, ``[S, ...]`` (a heteroscedastic head's, per
-            pass) or broadcastable to it (a float: ``1 / tau``).
+            pass) or broadcastable to it (a float: ``1 / tau``); for enumerated components,
+            each one's whole predictive variance.
         targets: ``[...]`` the true values.
+        weights: ``[S]`` the components' probabilities, non-negative and summing to 1.
+            Default: ``1 / S`` each.
 
     Example:
         >>> import torch
@@ -280,7 +290,23 @@ def mixture_negative_log_likelihood(
     var = _check_gaussian(name, sample_means, variance, targets.expand(sample_means.shape))
     log_density = _gaussian_log_density(sample_means, var, targets)
     s = sample_means.shape[0]
-    return float(-(torch.logsumexp(log_density, 0) - math.log(s)).mean())
+    if weights is None:
+        return float(-(torch.logsumexp(log_density, 0) - math.log(s)).mean())
+    w = weights.detach().to(dtype=torch.float64, device=sample_means.device)
+    if w.shape != (s,):
+        raise ValueError(
+            f"{name}: expected weights of shape ({s},) (one per component of sample_means), "
+            f"got {tuple(w.shape)}"
+        )
+    total = float(w.sum())
+    # A float32 sum of many small weights is off by a few float32 ulps times S.
+    if not (bool((w >= 0).all()) and abs(total - 1.0) <= 1e-6 + s * 1e-7):
+        raise ValueError(
+            f"{name}: expected non-negative weights summing to 1, got a minimum of "
+            f"{float(w.min()):g} and a sum of {total:.9g}; divide them by their sum"
+        )
+    log_w = w.log().reshape((s,) + (1,) * (log_density.dim() - 1))
+    return float(-torch.logsumexp(log_density + log_w, 0).mean())
 
 
 def root_mean_squared_error(predictions: torch.Tensor, targets: torch.Tensor) -> float:
