@@ -103,15 +103,84 @@ def test_tiny_run_end_to_end(tmp_path: Path) -> None:
     rows = report["tiny"]["splits"]
     assert [r["split"] for r in rows] == [0, 1]
     for row in rows:
-        assert row["rate"] in (0.05, 0.1)
-        assert row["tau"] in (1.0, 10.0)
-        for key in ("mc_rmse", "moments_rmse", "deterministic_rmse", "mc_ll", "moments_ll"):
-            assert math.isfinite(row[key]), key
+        for rate, tau in ((row["rate"], row["tau"]), (row["own_rate"], row["own_tau"])):
+            assert rate in (0.05, 0.1)
+            assert tau in (1.0, 10.0)
+        for way in ("mc", "moments", "lowrank", "masks", "deterministic", "own"):
+            assert math.isfinite(row[f"{way}_rmse"]), way
+        for way in ("mc", "moments", "lowrank", "own", "mc_gaussian", "masks", "masks_gaussian"):
+            assert math.isfinite(row[f"{way}_ll"]), way
     summary = report["tiny"]["summary"]
     gap = [r["moments_ll"] - r["mc_ll"] for r in rows]
     assert summary["ll_gap"][0] == pytest.approx(sum(gap) / 2)
+    masks_gap = [r["masks_ll"] - r["mc_ll"] for r in rows]
+    assert summary["masks_gap"][0] == pytest.approx(sum(masks_gap) / 2)
     assert json.loads((out / "uci.json").read_text())["tiny"]["splits"] == rows
     assert lines[2].startswith("| tiny | 2 |")
+    assert "—" not in lines[2]  # every column was measured
+
+
+def test_runs_over_split_ranges_merge_into_the_whole_run(tmp_path: Path) -> None:
+    bench = _script()
+    _write(tmp_path, splits=3)
+    common = ["--data-dir", str(tmp_path), "--datasets", "tiny", "--epochs-multiplier", "1"]
+    common += ["--samples", "20"]
+    whole = bench.main([*common, "--splits", "3", "--output", str(tmp_path / "a")], print)
+    first = bench.main([*common, "--splits", "1", "--output", str(tmp_path / "b")], print)
+    rest = ["--first-split", "1", "--splits", "2", "--output", str(tmp_path / "c")]
+    later = bench.main([*common, *rest], print)
+    assert [r["split"] for r in later["tiny"]["splits"]] == [1, 2]
+    lines: list[str] = []
+    files = [str(tmp_path / d / "uci.json") for d in ("c", "b")]  # any order
+    merged = bench.main(["--merge", *files, "--output", str(tmp_path / "m")], lines.append)
+
+    def scores(report: dict) -> list[dict]:  # timings aside
+        return [{k: v for k, v in r.items() if not k.endswith("_seconds")}
+                for r in report["tiny"]["splits"]]  # fmt: skip
+
+    assert scores(merged) == scores(whole)  # each split is seeded by its index
+    assert merged["tiny"]["summary"] == whole["tiny"]["summary"]
+    assert merged["settings"]["splits"] == 3
+    assert lines[2].startswith("| tiny | 3 |")
+    assert scores(first) == scores(whole)[:1]
+    with pytest.raises(SystemExit) as stop:  # the same split twice
+        bench.main(["--merge", files[1], files[1], "--output", str(tmp_path / "m")], print)
+    assert stop.value.code == 2
+
+
+def test_input_masks_give_the_exact_predictive_moments() -> None:
+    # Dropout -> Linear -> ReLU -> Dropout -> Linear: given the input mask the hidden units are
+    # fixed, so the moments of the rest are exact and the weighted mixture's mean and variance
+    # are the network's under dropout. Against 400,000 MC passes.
+    bench = _script()
+    torch.manual_seed(0)
+    net = bench.StackedNet([0.2], 3, 6)
+    model = net.member(0)
+    x = torch.randn(4, 3)
+    means, variances, weights = bench.input_masks(model, x)
+    assert means.shape == variances.shape == (8, 4)
+    assert weights.dtype == torch.float64
+    assert float(weights.sum()) == pytest.approx(1.0, abs=1e-12)
+    assert float(weights.max()) == pytest.approx(0.8**3)  # nothing dropped
+    mean = weights @ means.double()
+    variance = weights @ (variances.double() + means.double() ** 2) - mean**2
+    s = 400_000
+    model.train()
+    draws = torch.cat([model(x.repeat(4_000, 1)).view(4_000, 4).double() for _ in range(100)])
+    assert len(draws) == s
+    mc_mean, mc_var = draws.mean(0), draws.var(0)
+    assert torch.all((mean - mc_mean).abs() < 4 * (mc_var / s).sqrt())
+    fourth = ((draws - mc_mean) ** 4).mean(0)
+    assert torch.all((variance - mc_var).abs() < 4 * ((fourth - mc_var**2) / s).sqrt())
+
+
+def test_input_masks_skip_too_many_inputs_and_need_input_dropout() -> None:
+    bench = _script()
+    wide = bench.StackedNet([0.1], 14, 2).member(0)  # 2**14 masks
+    assert bench.input_masks(wide, torch.randn(2, 14)) is None
+    no_input_dropout = torch.nn.Sequential(torch.nn.Linear(3, 1))
+    with pytest.raises(TypeError, match=r"model\[0\] to be nn\.Dropout"):
+        bench.input_masks(no_input_dropout, torch.randn(2, 3))
 
 
 def test_a_missing_folder_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
