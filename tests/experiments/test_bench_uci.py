@@ -150,6 +150,21 @@ def test_runs_over_split_ranges_merge_into_the_whole_run(tmp_path: Path) -> None
     assert stop.value.code == 2
 
 
+def test_tau_values_replace_the_grid_and_are_recorded(tmp_path: Path) -> None:
+    bench = _script()
+    _write(tmp_path)
+    argv = ["--data-dir", str(tmp_path), "--datasets", "tiny", "--splits", "1"]
+    argv += ["--epochs-multiplier", "1", "--samples", "20", "--output", str(tmp_path / "r")]
+    report = bench.main([*argv, "--tau-values", "3.0", "30.0"], print)
+    assert report["settings"]["tau_values"] == [3.0, 30.0]
+    row = report["tiny"]["splits"][0]
+    assert row["tau"] in (3.0, 30.0)
+    assert row["own_tau"] in (3.0, 30.0)
+    with pytest.raises(SystemExit) as stop:
+        bench.main([*argv, "--tau-values", "0"], print)
+    assert stop.value.code == 2
+
+
 def test_input_masks_give_the_exact_predictive_moments() -> None:
     # Dropout -> Linear -> ReLU -> Dropout -> Linear: given the input mask the hidden units are
     # fixed, so the moments of the rest are exact and the weighted mixture's mean and variance
