@@ -392,8 +392,9 @@ def table(report: dict[str, Any]) -> list[str]:
 
 def merge(reports: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One report from reports of the same settings over different splits (split order)."""
-    settings = [{k: v for k, v in r["settings"].items() if k not in ("splits", "first_split")}
-                for r in reports]  # fmt: skip
+    # Reports from before --tau-values ran the protocol's grid.
+    settings = [{"tau_values": None} | {k: v for k, v in r["settings"].items()
+                if k not in ("splits", "first_split")} for r in reports]  # fmt: skip
     if any(s != settings[0] for s in settings):
         raise UCIError(f"bench_uci: --merge needs reports of the same settings, got {settings}")
     merged: dict[str, Any] = {"settings": {**settings[0], "splits": 0}}

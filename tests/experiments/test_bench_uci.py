@@ -148,6 +148,14 @@ def test_runs_over_split_ranges_merge_into_the_whole_run(tmp_path: Path) -> None
     with pytest.raises(SystemExit) as stop:  # the same split twice
         bench.main(["--merge", files[1], files[1], "--output", str(tmp_path / "m")], print)
     assert stop.value.code == 2
+    other = json.loads(Path(files[0]).read_text())
+    other["settings"]["epochs_multiplier"] = 2
+    with pytest.raises(bench.UCIError, match="same settings"):
+        bench.merge([json.loads(Path(files[1]).read_text()), other])
+    older = json.loads(Path(files[0]).read_text())
+    del older["settings"]["tau_values"]  # a report from before --tau-values: the protocol's grid
+    both = bench.merge([json.loads(Path(files[1]).read_text()), older])
+    assert [r["split"] for r in both["tiny"]["splits"]] == [0, 1, 2]
 
 
 def test_tau_values_replace_the_grid_and_are_recorded(tmp_path: Path) -> None:
