@@ -278,6 +278,9 @@ def mixture_negative_log_likelihood(
         >>> samples = torch.tensor([[0.0], [2.0]])  # two passes, one target
         >>> round(mixture_negative_log_likelihood(samples, 1.0, torch.tensor([1.0])), 4)
         1.4189
+        >>> weights = torch.tensor([0.75, 0.25], dtype=torch.float64)  # enumerated cases
+        >>> round(mixture_negative_log_likelihood(samples, 1.0, torch.zeros(1), weights=weights), 4)
+        1.1625
     """
     name = "mixture_negative_log_likelihood"
     if sample_means.dim() < 1 or sample_means.shape[0] == 0:
