@@ -202,3 +202,25 @@ def test_predict_with_kernels_matches_the_reference_pass(which: int) -> None:
     torch.testing.assert_close(fast.mean, ref.mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast.variance, ref.variance, rtol=1e-4, atol=1e-6)
     assert bool((fast.variance > 0).all())
+
+
+def test_kernels_on_several_threads_equal_one_thread() -> None:
+    """Large tensors run in chunks on numba's threads: the same arithmetic, so the same bits."""
+    m, v = _inputs(100_000, seed=10)  # above the serial threshold
+    m2, v2 = _inputs(100_000, seed=11)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            results.append(
+                (
+                    *relu_moments(m, v),
+                    *dropout_moments(m, v, 0.3, 1 / 0.7, 0.0, 0.0),
+                    *max_moments(m, v, m2, v2),
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+    for one, several in zip(*results, strict=True):
+        assert torch.equal(one, several)

@@ -21,8 +21,10 @@ import math
 
 import numpy as np
 import torch
-from numba import carray, njit, types
+from numba import carray, njit, prange, types
 from numba.extending import intrinsic
+
+from dropkit.kernels._cpu_stream import _SERIAL_BELOW, _threads
 
 __all__ = ["dropout_moments", "max_moments", "relu_moments"]
 
@@ -49,6 +51,7 @@ _C9, _C8, _C7 = _F(0.17087277), _F(-0.82215223), _F(1.48851587)
 _C6, _C5, _C4 = _F(-1.13520398), _F(0.27886807), _F(-0.18628806)
 _C3, _C2, _C1, _C0 = _F(0.09678418), _F(0.37409196), _F(1.00002368), _F(-1.26551223)
 _BIAS = np.int32(127)
+_CHUNK = 1 << 14  # elements per chunk of a parallel loop
 
 
 @intrinsic
@@ -99,70 +102,141 @@ def _clamp_zero(x):  # type: ignore[no-untyped-def]
     return x if x > _ZERO else (x if x != x else _ZERO)
 
 
+# Each rule: an element body (inlined), a loop over a range of elements, and an entry point
+# that takes data pointers (no arrays for numba's dispatcher to type) and runs the loop on one
+# thread, or in chunks on numba's threads (as many as torch's) for large tensors.
+
+
+@njit(inline="always")
+def _relu_at(m, v, mean, var, i):  # type: ignore[no-untyped-def]
+    mi = m[i]
+    vi = v[i]
+    z = mi / math.sqrt(vi + _TINY)  # the reference's: z = 0 where m = v = 0
+    z = min(max(z, -_Z_LIMIT), _Z_LIMIT)  # NaN stays NaN, as the reference's clamp
+    e = _exp(-_HALF * z * z)
+    cdf = _ndtr(z, e)
+    b = e * _INV_SQRT_2PI * math.sqrt(vi)  # sd phi(z)
+    a = mi * cdf
+    upper = _ONE - cdf
+    inner = a * upper + b * (upper - cdf)  # a (1 - Phi) + b (1 - 2 Phi)
+    mean[i] = a + b
+    var[i] = _clamp_zero(cdf * vi + mi * inner - b * b)
+
+
+@njit(inline="always")
+def _dropout_at(m, v, mean, var, i, has_var, copy, k, cv, cs):  # type: ignore[no-untyped-def]
+    mi = m[i]
+    mean[i] = mi if copy else mi * k
+    var[i] = v[i] * cv + mi * mi * cs if has_var else mi * mi * cs
+
+
+@njit(inline="always")
+def _max_at(m1, v1, m2, v2, mean, var, i, absent):  # type: ignore[no-untyped-def]
+    a_m, a_v, b_m, b_v = m1[i], v1[i], m2[i], v2[i]
+    d = a_m - b_m
+    theta = math.sqrt(a_v + b_v)
+    z = d / max(theta, _TINIEST)
+    z = min(max(z, -_Z_LIMIT), _Z_LIMIT)
+    z = _ZERO if z != z else z  # 0/0 or inf - inf: the reference's nan_to_num
+    e = _exp(-_HALF * z * z)
+    cdf = _ndtr(z, e)
+    b = _exp(-_HALF * z * z + _LOG_INV_SQRT_2PI) * theta  # theta phi(z)
+    tail = _ONE - cdf
+    dc = d * cdf
+    out_m = (b_m + dc) + b
+    inner = dc * tail - b * (cdf - tail)
+    out_v = _clamp_zero(cdf * a_v + b_v * tail + d * inner - b * b)
+    if absent:  # -inf is "no element" (padding): the other operand as it is
+        second = b_m == -np.inf
+        first = a_m == -np.inf
+        out_m = a_m if second else (b_m if first else out_m)
+        out_v = a_v if second else (b_v if first else out_v)
+    mean[i] = out_m
+    var[i] = out_v
+
+
 @njit(cache=True, error_model="numpy")
-def _relu(mp, vp, meanp, varp, n):  # type: ignore[no-untyped-def]
+def _relu_range(m, v, mean, var, lo, hi):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        _relu_at(m, v, mean, var, i)
+
+
+@njit(cache=True, error_model="numpy")
+def _dropout_range(m, v, mean, var, lo, hi, has_var, copy, k, cv, cs):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        _dropout_at(m, v, mean, var, i, has_var, copy, k, cv, cs)
+
+
+@njit(cache=True, error_model="numpy")
+def _max_range(m1, v1, m2, v2, mean, var, lo, hi, absent):  # type: ignore[no-untyped-def]
+    for i in range(lo, hi):
+        _max_at(m1, v1, m2, v2, mean, var, i, absent)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _relu_chunks(m, v, mean, var, n):  # type: ignore[no-untyped-def]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        _relu_range(m, v, mean, var, c * _CHUNK, min(n, (c + 1) * _CHUNK))
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _dropout_chunks(m, v, mean, var, n, has_var, copy, k, cv, cs):  # type: ignore[no-untyped-def]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        lo, hi = c * _CHUNK, min(n, (c + 1) * _CHUNK)
+        _dropout_range(m, v, mean, var, lo, hi, has_var, copy, k, cv, cs)
+
+
+@njit(cache=True, error_model="numpy", parallel=True)
+def _max_chunks(m1, v1, m2, v2, mean, var, n, absent):  # type: ignore[no-untyped-def]
+    for c in prange((n + _CHUNK - 1) // _CHUNK):
+        _max_range(m1, v1, m2, v2, mean, var, c * _CHUNK, min(n, (c + 1) * _CHUNK), absent)
+
+
+@njit(cache=True)
+def _relu(mp, vp, meanp, varp, n, serial):  # type: ignore[no-untyped-def]
     m = carray(_pointer(mp), (n,), np.float32)
     v = carray(_pointer(vp), (n,), np.float32)
     mean = carray(_pointer(meanp), (n,), np.float32)
     var = carray(_pointer(varp), (n,), np.float32)
-    for i in range(n):
-        mi = m[i]
-        vi = v[i]
-        z = mi / math.sqrt(vi + _TINY)  # the reference's: z = 0 where m = v = 0
-        z = min(max(z, -_Z_LIMIT), _Z_LIMIT)  # NaN stays NaN, as the reference's clamp
-        e = _exp(-_HALF * z * z)
-        cdf = _ndtr(z, e)
-        b = e * _INV_SQRT_2PI * math.sqrt(vi)  # sd phi(z)
-        a = mi * cdf
-        upper = _ONE - cdf
-        inner = a * upper + b * (upper - cdf)  # a (1 - Phi) + b (1 - 2 Phi)
-        mean[i] = a + b
-        var[i] = _clamp_zero(cdf * vi + mi * inner - b * b)
+    if serial:
+        _relu_range(m, v, mean, var, 0, n)
+    else:
+        _relu_chunks(m, v, mean, var, n)
 
 
-@njit(cache=True, error_model="numpy")
-def _dropout(mp, vp, meanp, varp, n, has_var, copy, keep, c_var, c_square):  # type: ignore[no-untyped-def]
+@njit(cache=True)
+def _dropout(mp, vp, meanp, varp, n, has_var, copy, keep, c_var, c_square, serial):  # type: ignore[no-untyped-def]
     m = carray(_pointer(mp), (n,), np.float32)
     v = carray(_pointer(vp), (n if has_var else 0,), np.float32)
     mean = carray(_pointer(meanp), (n,), np.float32)
     var = carray(_pointer(varp), (n,), np.float32)
     k, cv, cs = _F(keep), _F(c_var), _F(c_square)
-    for i in range(n):
-        mi = m[i]
-        mean[i] = mi if copy else mi * k
-        var[i] = v[i] * cv + mi * mi * cs if has_var else mi * mi * cs
+    if serial:
+        _dropout_range(m, v, mean, var, 0, n, has_var, copy, k, cv, cs)
+    else:
+        _dropout_chunks(m, v, mean, var, n, has_var, copy, k, cv, cs)
 
 
-@njit(cache=True, error_model="numpy")
-def _max(m1p, v1p, m2p, v2p, meanp, varp, n, absent):  # type: ignore[no-untyped-def]
+@njit(cache=True)
+def _max(m1p, v1p, m2p, v2p, meanp, varp, n, absent, serial):  # type: ignore[no-untyped-def]
     m1 = carray(_pointer(m1p), (n,), np.float32)
     v1 = carray(_pointer(v1p), (n,), np.float32)
     m2 = carray(_pointer(m2p), (n,), np.float32)
     v2 = carray(_pointer(v2p), (n,), np.float32)
     mean = carray(_pointer(meanp), (n,), np.float32)
     var = carray(_pointer(varp), (n,), np.float32)
-    for i in range(n):
-        a_m, a_v, b_m, b_v = m1[i], v1[i], m2[i], v2[i]
-        d = a_m - b_m
-        theta = math.sqrt(a_v + b_v)
-        z = d / max(theta, _TINIEST)
-        z = min(max(z, -_Z_LIMIT), _Z_LIMIT)
-        z = _ZERO if z != z else z  # 0/0 or inf - inf: the reference's nan_to_num
-        e = _exp(-_HALF * z * z)
-        cdf = _ndtr(z, e)
-        b = _exp(-_HALF * z * z + _LOG_INV_SQRT_2PI) * theta  # theta phi(z)
-        tail = _ONE - cdf
-        dc = d * cdf
-        out_m = (b_m + dc) + b
-        inner = dc * tail - b * (cdf - tail)
-        out_v = _clamp_zero(cdf * a_v + b_v * tail + d * inner - b * b)
-        if absent:  # -inf is "no element" (padding): the other operand as it is
-            second = b_m == -np.inf
-            first = a_m == -np.inf
-            out_m = a_m if second else (b_m if first else out_m)
-            out_v = a_v if second else (b_v if first else out_v)
-        mean[i] = out_m
-        var[i] = out_v
+    if serial:
+        _max_range(m1, v1, m2, v2, mean, var, 0, n, absent)
+    else:
+        _max_chunks(m1, v1, m2, v2, mean, var, n, absent)
+
+
+def _serial(n: int) -> bool:
+    """Whether ``n`` elements run on one thread; if not, numba's threads follow torch's."""
+    if n < _SERIAL_BELOW or torch.get_num_threads() == 1:
+        return True
+    _threads()
+    return False
 
 
 # ------------------------------------------------------------------ torch-facing
@@ -173,7 +247,8 @@ def relu_moments(m: torch.Tensor, v: torch.Tensor) -> _Moments:
     shape."""
     mean = torch.empty_like(m)
     var = torch.empty_like(m)
-    _relu(m.data_ptr(), v.data_ptr(), mean.data_ptr(), var.data_ptr(), m.numel())
+    n = m.numel()
+    _relu(m.data_ptr(), v.data_ptr(), mean.data_ptr(), var.data_ptr(), n, _serial(n))
     return mean, var
 
 
@@ -195,6 +270,7 @@ def dropout_moments(m: torch.Tensor, v: torch.Tensor | None, p: float, scale: fl
         keep,
         q * scale * scale,
         q * p * scale * scale,
+        _serial(m.numel()),
     )
     return mean, var
 
@@ -208,5 +284,6 @@ def max_moments(
     mean = torch.empty_like(m1)
     var = torch.empty_like(m1)
     pointers = (t.data_ptr() for t in (m1, v1, m2, v2, mean, var))
-    _max(*pointers, m1.numel(), absent)
+    n = m1.numel()
+    _max(*pointers, n, absent, _serial(n))
     return mean, var
