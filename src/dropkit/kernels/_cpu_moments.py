@@ -231,14 +231,6 @@ def _max(m1p, v1p, m2p, v2p, meanp, varp, n, absent, serial):  # type: ignore[no
         _max_chunks(m1, v1, m2, v2, mean, var, n, absent)
 
 
-def _serial(n: int) -> bool:
-    """Whether ``n`` elements run on one thread; if not, numba's threads follow torch's."""
-    if n < _SERIAL_BELOW or torch.get_num_threads() == 1:
-        return True
-    _threads()
-    return False
-
-
 # ------------------------------------------------------------------ torch-facing
 
 
@@ -248,7 +240,10 @@ def relu_moments(m: torch.Tensor, v: torch.Tensor) -> _Moments:
     mean = torch.empty_like(m)
     var = torch.empty_like(m)
     n = m.numel()
-    _relu(m.data_ptr(), v.data_ptr(), mean.data_ptr(), var.data_ptr(), n, _serial(n))
+    serial = n < _SERIAL_BELOW or torch.get_num_threads() == 1
+    if not serial:
+        _threads()  # numba's threads follow torch's
+    _relu(m.data_ptr(), v.data_ptr(), mean.data_ptr(), var.data_ptr(), n, serial)
     return mean, var
 
 
@@ -257,6 +252,10 @@ def dropout_moments(m: torch.Tensor, v: torch.Tensor | None, p: float, scale: fl
     CPU ``m`` (and ``v``, of its shape, or None)."""
     q = 1.0 - p
     keep = q * scale
+    n = m.numel()
+    serial = n < _SERIAL_BELOW or torch.get_num_threads() == 1
+    if not serial:
+        _threads()
     mean = torch.empty_like(m)
     var = torch.empty_like(m)
     _dropout(
@@ -264,13 +263,13 @@ def dropout_moments(m: torch.Tensor, v: torch.Tensor | None, p: float, scale: fl
         m.data_ptr() if v is None else v.data_ptr(),
         mean.data_ptr(),
         var.data_ptr(),
-        m.numel(),
+        n,
         v is not None,
         abs(keep - 1.0) < 1e-12,
         keep,
         q * scale * scale,
         q * p * scale * scale,
-        _serial(m.numel()),
+        serial,
     )
     return mean, var
 
@@ -285,5 +284,8 @@ def max_moments(
     var = torch.empty_like(m1)
     pointers = (t.data_ptr() for t in (m1, v1, m2, v2, mean, var))
     n = m1.numel()
-    _max(*pointers, n, absent, _serial(n))
+    serial = n < _SERIAL_BELOW or torch.get_num_threads() == 1
+    if not serial:
+        _threads()
+    _max(*pointers, n, absent, serial)
     return mean, var

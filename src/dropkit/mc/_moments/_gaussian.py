@@ -42,6 +42,9 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _Z_LIMIT = 9.0
 
 
+_loaded: list[ModuleType] = []  # the kernel module, once imported
+
+
 def _kernels(x: torch.Tensor) -> ModuleType | None:
     """The numba moment kernels if they run on ``x`` (float32, CPU, no autograd), else None."""
     if (
@@ -56,17 +59,11 @@ def _kernels(x: torch.Tensor) -> ModuleType | None:
         return None
     if chosen != "numba":
         return None
-    from dropkit.kernels import _cpu_moments  # imports numba
+    if not _loaded:
+        from dropkit.kernels import _cpu_moments  # imports numba
 
-    return _cpu_moments
-
-
-def _same(x: torch.Tensor, *others: torch.Tensor) -> bool:
-    """Whether ``others`` are float32 tensors of ``x``'s shape (no broadcasting in kernels)."""
-    for t in others:
-        if t.dtype is not torch.float32 or t.shape != x.shape or not t.is_cpu:
-            return False
-    return True
+        _loaded.append(_cpu_moments)
+    return _loaded[0]
 
 
 def _pdf(z: torch.Tensor) -> torch.Tensor:
@@ -96,7 +93,7 @@ def dropout_moments(
         if (
             kernels is not None
             and m.is_contiguous()
-            and (v is None or (_same(m, v) and v.is_contiguous()))
+            and (v is None or (v.dtype is m.dtype and v.shape == m.shape and v.is_contiguous()))
         ):
             return kernels.dropout_moments(m, v, p, scale)  # type: ignore[no-any-return]
         mean = m.clone() if abs(q * scale - 1.0) < 1e-12 else m * (q * scale)
@@ -124,7 +121,13 @@ def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
     nonlinear Gaussian belief networks", Neural Computation 1999).
     """
     kernels = _kernels(m)
-    if kernels is not None and m.is_contiguous() and _same(m, v) and v.is_contiguous():
+    if (
+        kernels is not None
+        and v.dtype is m.dtype
+        and v.shape == m.shape
+        and m.is_contiguous()
+        and v.is_contiguous()
+    ):
         return kernels.relu_moments(m, v)  # type: ignore[no-any-return]
     z = (v + torch.finfo(v.dtype).tiny * 1e8).rsqrt_().mul_(m).clamp_(-_Z_LIMIT, _Z_LIMIT)
     cdf = torch.special.ndtr(z)
@@ -197,7 +200,9 @@ def max_moments(
     "no element" (padding), and the other operand is returned as it is.
     """
     kernels = _kernels(m1)
-    if kernels is not None and _same(m1, v1, m2, v2):
+    if kernels is not None and all(
+        t.dtype is m1.dtype and t.shape == m1.shape and t.is_cpu for t in (v1, m2, v2)
+    ):
         return kernels.max_moments(m1, v1, m2, v2, absent)  # type: ignore[no-any-return]
     d = m1 - m2
     theta = (v1 + v2).sqrt_()
