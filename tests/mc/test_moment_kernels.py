@@ -224,3 +224,29 @@ def test_kernels_on_several_threads_equal_one_thread() -> None:
         torch.set_num_threads(threads)
     for one, several in zip(*results, strict=True):
         assert torch.equal(one, several)
+
+
+def test_empty_and_scalar_tensors() -> None:
+    for shape in ((0,), (3, 0), ()):
+        m, v = torch.zeros(shape), torch.ones(shape)
+        for got, ref in zip(relu_moments(m, v), _reference(relu_moments, m, v), strict=True):
+            assert got.shape == ref.shape == shape
+            torch.testing.assert_close(got, ref)
+
+
+def test_a_weight_changed_between_calls_changes_the_moments() -> None:
+    """Nothing derived from the weights outlives a call: an update in place (by the optimizer's
+    no-grad ops or through ``.data``, which does not bump the version counter) is seen."""
+    model, shape = _models()[0]
+    x = torch.randn(20, *shape, generator=torch.Generator().manual_seed(12))
+    first = predict(model, x, 2, method="moments", seed=0)
+    with torch.no_grad():
+        model[-1].weight.mul_(2.0)
+    second = predict(model, x, 2, method="moments", seed=0)
+    model[-1].weight.data.mul_(2.0)
+    third = predict(model, x, 2, method="moments", seed=0)
+    bias = model[-1].bias
+    # The last layer's variance scales with the squared weights, its mean's weighted part with them.
+    torch.testing.assert_close(second.variance, 4 * first.variance, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(third.variance, 16 * first.variance, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(third.mean - bias, 4 * (first.mean - bias), rtol=1e-5, atol=1e-6)
