@@ -199,3 +199,96 @@ def test_bad_covariance_option() -> None:
         mc.predict(model, torch.randn(2, 4), method="moments", covariance="full")
     with pytest.raises(ValueError, match="covariance= is an option of method='moments'"):
         mc.predict(model, torch.randn(2, 4), covariance="diagonal")
+
+
+def _masked_covariance(
+    layer: nn.Linear, x: torch.Tensor, p: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and exact covariance of ``layer(m * x)``, ``m`` inverted dropout's mask."""
+    w = layer.weight
+    return layer(x), torch.einsum("oi,ni,ki->nok", w, p / (1 - p) * x * x, w)
+
+
+def test_a_tensor_used_twice_shares_its_own_variance() -> None:
+    """``h + W h`` with ``h = dropout(z)``: the skip and the branch carry the same noise.
+
+    ``h``'s own variance (its mask's) becomes sources at the branch's linear map; the skip
+    must hold the same sources, or Var(h + W h) loses 2 Cov(h, W h). Exact: the output is
+    ``H (I + W) h``, linear in ``h``.
+    """
+    torch.manual_seed(4)
+    p = 0.3
+
+    class Fork(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop0, self.inner = dk_nn.Dropout(p), nn.Linear(5, 6)
+            self.drop, self.branch, self.head = dk_nn.Dropout(p), nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.drop(self.inner(self.drop0(x)))
+            return self.head(h + self.branch(h))
+
+    model = Fork().double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    mean_z, cov_h = _masked_covariance(model.inner, x, p)
+    idx = torch.arange(6)  # the second mask adds (Var z + E[z]^2) r on the diagonal
+    cov_h[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) - mean_z**2
+    lin = model.head.weight @ (torch.eye(6, dtype=torch.float64) + model.branch.weight)
+    exact = lin @ cov_h @ lin.T
+    result = mc.predict(model, x, method="moments", covariance="lowrank")
+    assert result.output_covariance is not None
+    torch.testing.assert_close(result.output_covariance.double(), exact, rtol=1e-9, atol=1e-12)
+
+
+class _PreNorm(nn.Module):
+    """``x + dropout(W2 dropout(relu(W1 LN(x))))``, the benchmark's residual block."""
+
+    def __init__(self, width: int, p: float) -> None:
+        super().__init__()
+        self.norm, self.fc1, self.fc2 = (
+            nn.LayerNorm(width),
+            nn.Linear(width, 2 * width),
+            nn.Linear(2 * width, width),
+        )
+        self.drop1, self.drop2 = dk_nn.Dropout(p), dk_nn.Dropout(p)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop2(self.fc2(self.drop1(torch.relu(self.fc1(self.norm(x))))))
+
+
+def test_residual_layer_norm_network_against_monte_carlo() -> None:
+    """Two pre-norm residual blocks, a final LayerNorm and a classifier, against S = 100,000.
+
+    LayerNorm goes through its Jacobian, the normalization's own dependence on the input
+    included (noise along the centered mean, which rescales the stream, leaves the output as
+    it is), and a tensor used twice (the skip beside the block) shares its sources with the
+    block. The ReLU is first order and the pre-activations not exactly Gaussian, so the check
+    is statistical, beyond 5 of MC's standard errors: variances within 1% in the median and
+    15% each, correlations within 0.06. On seeds 0-3 of this test the form meets them with
+    medians 0.000-0.002, worst 0.00-0.13, correlations 0.005-0.054 off; with the statistics
+    held fixed and the skip's share independent of the block (the form before), the medians
+    were 0.024-0.044 and the correlations 0.08-0.22 off.
+    """
+    torch.manual_seed(0)
+    width, p = 32, 0.1
+    model = nn.Sequential(
+        nn.Linear(5, width),
+        _PreNorm(width, p),
+        _PreNorm(width, p),
+        nn.LayerNorm(width),
+        nn.Linear(width, 3),
+    ).double()
+    x = torch.randn(4, 5, dtype=torch.float64)
+    cov, se = _mc_moments(model, x, 100_000)
+    var, var_se = cov.diagonal(dim1=-2, dim2=-1), se.diagonal(dim1=-2, dim2=-1)
+    result = mc.predict(model, x, method="moments", covariance="lowrank")
+    assert result.output_covariance is not None
+    assert set(result.covariance.values()) == {"lowrank"}
+    excess = ((result.variance - var).abs() - 5 * var_se).clamp_min(0.0) / var
+    assert excess.median() <= 0.01
+    assert excess.max() <= 0.15
+    scale = var.sqrt()
+    off = ~torch.eye(3, dtype=torch.bool)
+    error = ((result.output_covariance - cov).abs() - 5 * se).clamp_min(0.0)
+    assert (error[:, off] <= 0.06 * (scale[:, :, None] * scale[:, None, :])[:, off]).all()

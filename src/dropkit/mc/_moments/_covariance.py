@@ -6,15 +6,26 @@ of Monte Carlo's variance or less. Here a tensor may also carry a **factor** ``L
 ``[N, *shape, r]`` over ``r`` independent noise sources, so that its covariance is
 ``L L^T + diag(e)`` with ``e = var - sum(L^2, -1)`` the variance not attributed to a source
 (every unit's own). Its variance stays the diagonal pass's (exact per unit where that is
-exact); the factor adds the cross terms. This file holds the mode and its rule table; the
+exact), except after linear maps, sums and LayerNorm, whose rules here know the cross terms
+it leaves out; the factor adds the cross terms. This file holds the mode and its rule table; the
 rules, registered with :func:`factor_rule` by op, are in ``_factor_rules.py``:
 
 - ``linear`` on a ``[N, D]`` input: ``L <- W L``, and each input unit's unattributed variance
   becomes a source of its own (``W diag(sqrt(e))``): the output covariance is exact for a
   linear map. The output variance is then ``sum(L^2, -1)``: the diagonal pass's
-  ``W^2 var`` plus the cross terms;
-- element dropout keeps ``L`` (``E[mask] = 1``); channel dropout and DropPath add one source
-  per mask (``sqrt(p / (1 - p)) E[x]`` on the units that share it);
+  ``W^2 var`` plus the cross terms. The input keeps those sources too (its factor is built
+  when a second consumer asks for it), so that a skip connection beside the branch covaries
+  with it: ``Var(a + b) = Va + Vb + 2 Cov(a, b)``;
+- every other rule on a factored input first makes that input's unattributed variance
+  sources of its own, bound to the input (:meth:`FactorPropagation.complete`), for the same
+  reason: what a rule's output carries of its input's own noise is then named, and only
+  the noise the op adds (a mask's, a nonlinearity's remainder) is left unattributed;
+- dropout with mask ``c`` (``E[c] = mu``, ``Var(c) = s^2``; ``mu = 1`` when inverted): element
+  dropout scales ``L`` by ``mu``; channel dropout, DropPath and ``noise_shape`` masks add
+  one source per mask (``s E[x]`` on the units that share it) and, when the input carries a
+  factor, ``s L`` again on each mask's units: units under one mask covary by
+  ``(mu^2 + s^2) Cov(x_i, x_j) + s^2 E[x_i] E[x_j]``, units under different masks by
+  ``mu^2 Cov(x_i, x_j)``. Exact;
 - element-wise activations scale ``L`` by ``E[f'(x)]`` (``Phi(m / s)`` for ReLU; Gauss-Hermite
   quadrature for the smooth ones): by Stein's lemma the exact covariance of ``f(x)`` with
   any unit jointly Gaussian with ``x``, and the first term of Mehler's expansion of
@@ -22,8 +33,11 @@ rules, registered with :func:`factor_rule` by op, are in ``_factor_rules.py``:
   Bayesian Neural Networks", ICLR 2019, https://arxiv.org/abs/1810.03958, derive the full
   bivariate form for ReLU);
 - sums and differences add the factors (a skip connection and its branch covary through
-  them), products and quotients by fixed tensors scale them, reshapes reshape them,
-  LayerNorm (statistics fixed, as in the diagonal rule) centers and scales them.
+  them), products and quotients by fixed tensors scale them, reshapes reshape them;
+- LayerNorm goes through its Jacobian at the mean, ``(P - u u^T) / sigma`` (``P`` centers,
+  ``u`` is the centered mean's direction: noise that only rescales the input leaves the
+  output as it is), with ``sigma^2`` the expected spread under the noise the projection
+  leaves, read off the factor.
 
 Any other op that receives a factored tensor gives a diagonal output, as do convolutions
 (conv maps stay diagonal) and layers whose factor would exceed ``max_factor`` elements per
@@ -45,6 +59,7 @@ from dropkit.mc._moments._mode import Propagation, op_name
 __all__ = [
     "FACTOR_RULES",
     "MAX_FACTOR",
+    "TINY",
     "FactorPropagation",
     "FactorRule",
     "dropout_factor_rule",
@@ -54,6 +69,9 @@ __all__ = [
 #: Default limit on a factor's elements per input (``out_features * sources``): about 256 KB
 #: of float32 per input, the size of a 256 -> 256 layer's factor.
 MAX_FACTOR = 65_536
+#: A unit's unattributed variance below this share of its variance is rounding (the variance
+#: and the factor computed two ways), not a source worth a column.
+TINY = 1e-5
 
 _State = tuple[torch.Tensor | None, torch.Tensor | None]  # (variance, factor) before the call
 #: ``rule(prop, func, args, kwargs, out, before)``: sets the factor of ``out`` (and may rebind
@@ -118,7 +136,7 @@ class FactorPropagation(Propagation):
         self.max_factor = max_factor
         self.sources = 0
         self.forms: dict[str, str] = {}  # "module (op)" -> the form used there
-        self._factors: dict[int, tuple[Any, torch.Tensor]] = {}
+        self._factors: dict[int, tuple[Any, torch.Tensor | Callable[[], torch.Tensor]]] = {}
 
     # -- the factor table
 
@@ -129,10 +147,22 @@ class FactorPropagation(Propagation):
         entry = self._factors.get(id(t))
         if entry is None or entry[0]() is not t:
             return None
-        return entry[1]
+        f = entry[1]
+        if not isinstance(f, torch.Tensor):  # shared by a linear map: built on first use
+            f = f()
+            self._factors[id(t)] = (entry[0], f)
+        return f
 
-    def bind_factor(self, t: torch.Tensor, f: torch.Tensor | None) -> None:
-        """Record ``f`` as the factor of ``t`` (None: ``t`` is diagonal from here)."""
+    def has_factor(self, t: Any) -> bool:
+        """Whether ``t`` carries a factor (without building one that waits for its first use)."""
+        entry = self._factors.get(id(t))
+        return entry is not None and entry[0]() is t
+
+    def bind_factor(
+        self, t: torch.Tensor, f: torch.Tensor | Callable[[], torch.Tensor] | None
+    ) -> None:
+        """Record ``f`` as the factor of ``t`` (None: ``t`` is diagonal from here); a callable
+        ``f`` builds it when it is first asked for."""
         import weakref
 
         if f is None:
@@ -143,6 +173,42 @@ class FactorPropagation(Propagation):
     def padded(self, f: torch.Tensor, width: int) -> torch.Tensor:
         """``f`` with zero columns up to ``width`` sources."""
         return f if f.shape[-1] == width else torch_F.pad(f, (0, width - f.shape[-1]))
+
+    def complete(
+        self, func: Callable[..., Any], t: torch.Tensor, v: torch.Tensor, f: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The factor of ``t`` with its unattributed variance made sources of its own.
+
+        ``t`` is rebound to that factor, so that every later consumer of ``t`` (a skip
+        connection beside the branch that consumed it first) shares those sources: a rule that
+        carries ``t``'s unattributed variance into its output without naming it would make the
+        two uses of ``t`` independent at their sum. Variances below ``TINY`` of a unit's
+        (rounding) stay unattributed. None, named at ``func``, when the factor would exceed
+        ``max_factor``; ``t`` is then left as it was.
+        """
+        e = _unattributed(v, f)
+        new = (e > TINY * v).flatten(1).any(0)
+        count = int(new.sum())
+        if count == 0:
+            return f if f is None else self.padded(f, self.sources)
+        units = t[0].numel()
+        width = self.sources + count
+        if units * width > self.max_factor:
+            self.record(
+                func,
+                f"diagonal: a factor of {units} x {width} sources exceeds max_factor "
+                f"{self.max_factor}",
+            )
+            return None
+        flat = e.flatten(1)
+        cols = flat.new_zeros((*flat.shape, count))
+        idx = torch.nonzero(new).squeeze(1)
+        cols[:, idx, torch.arange(count, device=idx.device)] = flat[:, idx].sqrt()
+        old = t.new_zeros((*t.shape, self.sources)) if f is None else self.padded(f, self.sources)
+        factor = torch.cat([old, cols.reshape(*t.shape, count)], -1)
+        self.sources = width
+        self.bind_factor(t, factor)
+        return factor
 
     def record(self, func: Callable[..., Any], form: str) -> None:
         """Name the form used at this call (once per module and op)."""
@@ -160,39 +226,60 @@ class FactorPropagation(Propagation):
     ) -> Any:
         kwargs = kwargs or {}
         leaves = _leaves(args, kwargs)
-        before: dict[int, _State] = {}
+        before: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         for a in leaves:
             if isinstance(a, torch.Tensor):
                 v = self.var(a)
                 if v is not None:
-                    before[id(a)] = (v, self.factor(a))
+                    before[id(a)] = (v, a)  # the variance now (an in-place rule rebinds it)
         out = super().__torch_function__(func, types, args, kwargs)
         rule = FACTOR_RULES.get(func)
         if rule is None and function_spec(func) is not None and _DROPOUT_FACTOR:
             rule = _DROPOUT_FACTOR[0]  # dropout makes sources even from a fixed input
         elif not before:
             return out
-        factored = any(f is not None for _, f in before.values())
+        tensors = (
+            [out]
+            if isinstance(out, torch.Tensor)
+            else [t for t in out if isinstance(t, torch.Tensor)]
+            if isinstance(out, list | tuple)
+            else []
+        )
         if rule is None:
-            tensors = (
-                [out]
-                if isinstance(out, torch.Tensor)
-                else list(out)
-                if isinstance(out, list | tuple)
-                else []
-            )
-            if factored and any(isinstance(t, torch.Tensor) for t in tensors):
+            factored = any(self.has_factor(a) for _, a in before.values())
+            if factored and tensors:
                 self.record(func, "diagonal: no covariance rule for this op")
                 for t in tensors:
-                    if isinstance(t, torch.Tensor):
-                        self.bind_factor(t, None)  # an in-place op keeps no stale factor
+                    self.bind_factor(t, None)  # an in-place op keeps no stale factor
             return out
 
         def state(t: Any) -> _State:
-            return before.get(id(t), (None, None)) if isinstance(t, torch.Tensor) else (None, None)
+            entry = before.get(id(t)) if isinstance(t, torch.Tensor) else None
+            if entry is None:
+                return None, None
+            f = self.factor(entry[1])
+            if f is not None and entry[1][0].numel() * f.shape[-1] > self.max_factor:
+                raise _TooWide(entry[1][0].numel(), f.shape[-1])
+            return entry[0], f
 
-        rule(self, func, args, kwargs, out, state)
+        try:
+            rule(self, func, args, kwargs, out, state)
+        except _TooWide as wide:
+            # an input's factor, shared by a linear map that consumed it first, is too big
+            self.record(
+                func,
+                f"diagonal: an input's factor of {wide.units} x {wide.width} sources exceeds "
+                f"max_factor {self.max_factor}",
+            )
+            for t in tensors:
+                self.bind_factor(t, None)
         return out
+
+
+class _TooWide(Exception):
+    def __init__(self, units: int, width: int) -> None:
+        super().__init__(units, width)
+        self.units, self.width = units, width
 
 
 def _unattributed(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
