@@ -190,7 +190,7 @@ class FactorPropagation(Propagation):
         new = (e > TINY * v).flatten(1).any(0)
         count = int(new.sum())
         if count == 0:
-            return f if f is None else self.padded(f, self.sources)
+            return f
         units = t[0].numel()
         width = self.sources + count
         if units * width > self.max_factor:
@@ -200,12 +200,13 @@ class FactorPropagation(Propagation):
                 f"{self.max_factor}",
             )
             return None
-        flat = e.flatten(1)
-        cols = flat.new_zeros((*flat.shape, count))
+        # one allocation: the old factor's columns copied in, the new ones on the diagonal
+        factor = t.new_zeros((*t.shape, width))
+        if f is not None:
+            factor[..., : f.shape[-1]] = f
         idx = torch.nonzero(new).squeeze(1)
-        cols[:, idx, torch.arange(count, device=idx.device)] = flat[:, idx].sqrt()
-        old = t.new_zeros((*t.shape, self.sources)) if f is None else self.padded(f, self.sources)
-        factor = torch.cat([old, cols.reshape(*t.shape, count)], -1)
+        cols = torch.arange(self.sources, width, device=idx.device)
+        factor.view(t.shape[0], units, width)[:, idx, cols] = e.flatten(1)[:, idx].sqrt()
         self.sources = width
         self.bind_factor(t, factor)
         return factor
@@ -283,4 +284,10 @@ class _TooWide(Exception):
 
 
 def _unattributed(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
-    return v if f is None else (v - f.square().sum(-1)).clamp_min(0.0)
+    return v if f is None else (v - _energy(f)).clamp_min(0.0)
+
+
+def _energy(f: torch.Tensor) -> torch.Tensor:
+    """``sum(f^2, -1)``, the variance a factor accounts for: a norm reads ``f`` once, where
+    ``f.square()`` would first write a temporary as large as ``f`` (most of the time)."""
+    return torch.linalg.vector_norm(f, dim=-1).square()

@@ -18,6 +18,7 @@ from dropkit._registry import function_spec
 from dropkit.mc._moments._covariance import (
     TINY,
     FactorPropagation,
+    _energy,
     _State,
     _unattributed,
     dropout_factor_rule,
@@ -73,7 +74,7 @@ def _linear(
         # The input's own variance is now these sources: a later use of the same input (a
         # skip connection beside this branch) must share them. Its factor is built only then.
         prop.bind_factor(x, _shared(x.shape, old, start, new, sd))
-    var = factor.square().sum(-1)
+    var = _energy(factor)
     left = e.masked_fill(new, 0.0)
     if bool((left > 0).any()):  # rounding-sized variance, kept on the diagonal
         var = var + left @ prop.square(weight).T
@@ -177,7 +178,7 @@ def _dropout(
         return
     ids = torch.arange(groups, device=x.device).reshape(shape[1:]).expand(x.shape[1:])
     one_hot = torch_F.one_hot(ids, groups).to(x.dtype)  # [*shape, groups]
-    parts = [mean.new_zeros((*x.shape, start)) if full is None else full * mu]
+    parts = [mean.new_zeros((*x.shape, start)) if full is None else prop.padded(full, start) * mu]
     parts.append((mean * sd).unsqueeze(-1) * one_hot)
     if f is not None and kept:
         within = f[..., :kept].unsqueeze(-2) * one_hot.unsqueeze(-1)  # [*shape, groups, kept]
@@ -326,23 +327,31 @@ def _sum(
         if fb is None:
             prop.bind_factor(out, None)
             return
-    width = prop.sources
-    parts = []
-    for f, c in ((fa, 1.0), (fb, alpha)):
-        if f is not None:
-            parts.append(prop.padded(f, width) * c)
-    factor = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-    if factor.shape[:-1] != out.shape:
+    # one allocation: the wider factor (scaled) plus the narrower one on its first columns
+    pair = sorted(
+        ((f, c) for f, c in ((fa, 1.0), (fb, alpha)) if f is not None),
+        key=lambda fc: -fc[0].shape[-1],
+    )
+    try:
+        shapes = [torch.broadcast_shapes(f.shape[:-1], out.shape) for f, _ in pair]
+    except RuntimeError:
+        shapes = []
+    if any(shape != out.shape for shape in shapes) or not shapes:
         prop.record(func, "diagonal: a broadcasting sum")
         prop.bind_factor(out, None)
         return
+    wide, c = pair[0]  # a broadcast input's sources are every unit's it reaches: expanded
+    factor = torch.broadcast_to(wide, (*out.shape, wide.shape[-1])) * c
+    if len(pair) == 2:
+        narrow, c = pair[1]
+        factor[..., : narrow.shape[-1]].add_(narrow, alpha=c)
     e = torch.zeros_like(out)
     if va is not None:
         e = e + _unattributed(va, fa)
     if vb is not None and b is not a:
         e = e + _unattributed(vb, fb) * (alpha * alpha)
     prop.bind_factor(out, factor)
-    prop.bind(out, e + factor.square().sum(-1))
+    prop.bind(out, e + _energy(factor))
 
 
 factor_rule(
@@ -497,20 +506,25 @@ def _layer_norm(
     c = x - x.mean(-1, keepdim=True)
     spread = c.square().mean(-1, keepdim=True)  # [..., 1]
     u = c / c.square().sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(c.dtype).tiny)
-    lc = full - full.mean(-2, keepdim=True)
-    radial = torch.einsum("...d,...dr->...r", u, lc) * (spread / (spread + eps))
-    lt = lc - u.unsqueeze(-1) * radial.unsqueeze(-2)
     e = _unattributed(v, full)  # rounding-sized: kept on the diagonal, centered
-    noise = lt.square().sum((-2, -1)).unsqueeze(-1) / d + e.mean(-1, keepdim=True) * (1 - 1 / d)
+    # One tensor of the factor's size, worked in place: P L, then minus k u (u^T P L).
+    factor = full - full.mean(-2, keepdim=True)
+    r = factor.shape[-1]
+    rows = factor.view(-1, d, r)
+    radial = torch.bmm(u.reshape(-1, 1, d), rows) * (spread / (spread + eps)).reshape(-1, 1, 1)
+    rows.baddbmm_(u.reshape(-1, d, 1), radial, alpha=-1.0)
+    noise = torch.linalg.vector_norm(factor, dim=(-2, -1)).square().unsqueeze(-1) / d
+    noise = noise + e.mean(-1, keepdim=True) * (1 - 1 / d)
     inv = (spread + noise + eps).rsqrt()
-    factor = lt * inv.unsqueeze(-1)
     mean = c * inv
     e = (e * (1 - 2 / d) + e.mean(-1, keepdim=True) / d) * inv * inv
+    gain = inv
     if weight is not None:
-        factor = factor * weight.unsqueeze(-1)
+        gain = inv * weight
         mean, e = mean * weight, e * weight * weight
+    factor.mul_(gain.unsqueeze(-1))
     if bias is not None:
         mean = mean + bias
     out.copy_(mean)
     prop.bind_factor(out, factor)
-    prop.bind(out, e + factor.square().sum(-1))
+    prop.bind(out, e + _energy(factor))
