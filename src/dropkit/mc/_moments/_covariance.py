@@ -290,4 +290,5 @@ def _unattributed(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:
 def _energy(f: torch.Tensor) -> torch.Tensor:
     """``sum(f^2, -1)``, the variance a factor accounts for: a norm reads ``f`` once, where
     ``f.square()`` would first write a temporary as large as ``f`` (most of the time)."""
-    return torch.linalg.vector_norm(f, dim=-1).square()
+    norm: torch.Tensor = torch.linalg.vector_norm(f, dim=-1)
+    return norm.square()

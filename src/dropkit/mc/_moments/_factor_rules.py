@@ -332,11 +332,7 @@ def _sum(
         ((f, c) for f, c in ((fa, 1.0), (fb, alpha)) if f is not None),
         key=lambda fc: -fc[0].shape[-1],
     )
-    try:
-        shapes = [torch.broadcast_shapes(f.shape[:-1], out.shape) for f, _ in pair]
-    except RuntimeError:
-        shapes = []
-    if any(shape != out.shape for shape in shapes) or not shapes:
+    if not all(_reaches(f.shape[:-1], out.shape) for f, _ in pair):
         prop.record(func, "diagonal: a broadcasting sum")
         prop.bind_factor(out, None)
         return
@@ -352,6 +348,13 @@ def _sum(
         e = e + _unattributed(vb, fb) * (alpha * alpha)
     prop.bind_factor(out, factor)
     prop.bind(out, e + _energy(factor))
+
+
+def _reaches(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` (and no further)."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 factor_rule(
