@@ -392,3 +392,47 @@ def test_a_shared_mask_over_max_factor_stays_diagonal_and_says_so() -> None:
     assert result.covariance["inner (torch.nn.functional.linear)"] == "lowrank"
     diagonal = mc.predict(model, x, method="moments")
     torch.testing.assert_close(result.variance, diagonal.variance)  # the diagonal form's
+
+
+def test_a_conv_map_too_wide_to_complete_still_reaches_the_linear_map() -> None:
+    """Element then channel dropout on a [8, 16, 16] map, flattened into a linear map: the
+    map's own variance cannot become 2048 sources at the flatten (over max_factor), so it
+    passes to the linear map, which makes it sources of its input. Exact."""
+    torch.manual_seed(6)
+    pe, pc = 0.2, 0.3
+    head = nn.Linear(8 * 16 * 16, 3).double()
+    model = nn.Sequential(dk_nn.Dropout(pe), dk_nn.Dropout2d(pc), nn.Flatten(), head)
+    x = torch.randn(2, 8, 16, 16, dtype=torch.float64)
+    flat = x.flatten(1)
+    rc, re = pc / (1 - pc), pe / (1 - pe)
+    group = torch.arange(flat.shape[1]) // 256
+    same = (group[:, None] == group[None, :]).double()
+    inner = rc * same * flat[:, :, None] * flat[:, None, :]
+    idx = torch.arange(flat.shape[1])
+    inner[:, idx, idx] = ((1 + rc) * (1 + re) - 1) * flat * flat
+    exact = head.weight @ inner @ head.weight.T
+    result = mc.predict(model, x, method="moments", covariance="lowrank")
+    assert set(result.covariance.values()) == {"lowrank"}, result.covariance
+    assert result.output_covariance is not None
+    torch.testing.assert_close(result.output_covariance.double(), exact, rtol=1e-9, atol=1e-12)
+
+
+def test_a_map_used_twice_whose_own_variance_is_too_wide_is_named() -> None:
+    """``h + relu(h)`` on a [8, 16, 16] map: ``h``'s own variance (2048 units) cannot become
+    sources shared by both uses, so the sum is diagonal, and says why."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop, self.channel = dk_nn.Dropout(0.2), dk_nn.Dropout2d(0.3)
+            self.head = nn.Linear(8 * 16 * 16, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.channel(self.drop(x))
+            return self.head((h + torch.relu(h)).flatten(1))
+
+    result = mc.predict(Twice(), torch.randn(2, 8, 16, 16), method="moments", covariance="lowrank")
+    assert result.covariance["Twice (torch.Tensor.add)"] == (
+        "diagonal: an input used again, whose own variance of 2048 units x 8 sources exceeds "
+        "max_factor 65536"
+    )

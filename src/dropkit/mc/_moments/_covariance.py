@@ -46,6 +46,7 @@ input: each such place is named in :attr:`MomentResult.covariance`, never silent
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -137,6 +138,7 @@ class FactorPropagation(Propagation):
         self.sources = 0
         self.forms: dict[str, str] = {}  # "module (op)" -> the form used there
         self._factors: dict[int, tuple[Any, torch.Tensor | Callable[[], torch.Tensor]]] = {}
+        self._untied: dict[int, weakref.ref[torch.Tensor]] = {}
 
     # -- the factor table
 
@@ -163,8 +165,7 @@ class FactorPropagation(Propagation):
     ) -> None:
         """Record ``f`` as the factor of ``t`` (None: ``t`` is diagonal from here); a callable
         ``f`` builds it when it is first asked for."""
-        import weakref
-
+        self._untied.pop(id(t), None)  # a new value (an in-place op), or new sources
         if f is None:
             self._factors.pop(id(t), None)
             return
@@ -175,7 +176,13 @@ class FactorPropagation(Propagation):
         return f if f.shape[-1] == width else torch_F.pad(f, (0, width - f.shape[-1]))
 
     def complete(
-        self, func: Callable[..., Any], t: torch.Tensor, v: torch.Tensor, f: torch.Tensor | None
+        self,
+        func: Callable[..., Any],
+        t: torch.Tensor,
+        v: torch.Tensor,
+        f: torch.Tensor | None,
+        *,
+        or_as_is: bool = False,
     ) -> torch.Tensor | None:
         """The factor of ``t`` with its unattributed variance made sources of its own.
 
@@ -184,7 +191,10 @@ class FactorPropagation(Propagation):
         carries ``t``'s unattributed variance into its output without naming it would make the
         two uses of ``t`` independent at their sum. Variances below ``TINY`` of a unit's
         (rounding) stay unattributed. None, named at ``func``, when the factor would exceed
-        ``max_factor``; ``t`` is then left as it was.
+        ``max_factor``; ``t`` is then left as it was. With ``or_as_is``, ``f`` is returned
+        instead and the output carries ``t``'s own variance unnamed (as a conv map's, too
+        wide to name, reaches the next linear map); a later use of ``t`` in a rule is then
+        diagonal, named there, as it would be independent of this one.
         """
         e = _unattributed(v, f)
         new = (e > TINY * v).flatten(1).any(0)
@@ -194,6 +204,10 @@ class FactorPropagation(Propagation):
         units = t[0].numel()
         width = self.sources + count
         if units * width > self.max_factor:
+            if or_as_is:
+                # a later use of t would be independent of this one's: named there
+                self._untied[id(t)] = weakref.ref(t)
+                return f
             self.record(
                 func,
                 f"diagonal: a factor of {units} x {width} sources exceeds max_factor "
@@ -258,6 +272,9 @@ class FactorPropagation(Propagation):
             entry = before.get(id(t)) if isinstance(t, torch.Tensor) else None
             if entry is None:
                 return None, None
+            untied = self._untied.get(id(t))
+            if untied is not None and untied() is t:
+                raise _TooWide(entry[1][0].numel(), self.sources, again=True)
             f = self.factor(entry[1])
             if f is not None and entry[1][0].numel() * f.shape[-1] > self.max_factor:
                 raise _TooWide(entry[1][0].numel(), f.shape[-1])
@@ -266,11 +283,13 @@ class FactorPropagation(Propagation):
         try:
             rule(self, func, args, kwargs, out, state)
         except _TooWide as wide:
-            # an input's factor, shared by a linear map that consumed it first, is too big
+            # an input's factor, shared by a linear map that consumed it first, is too big; or
+            # an input used again whose own variance was too wide to share with its first use
+            what = "used again, whose own variance" if wide.again else "whose factor"
             self.record(
                 func,
-                f"diagonal: an input's factor of {wide.units} x {wide.width} sources exceeds "
-                f"max_factor {self.max_factor}",
+                f"diagonal: an input {what} of {wide.units} units x {wide.width} sources "
+                f"exceeds max_factor {self.max_factor}",
             )
             for t in tensors:
                 self.bind_factor(t, None)
@@ -278,9 +297,9 @@ class FactorPropagation(Propagation):
 
 
 class _TooWide(Exception):
-    def __init__(self, units: int, width: int) -> None:
+    def __init__(self, units: int, width: int, again: bool = False) -> None:
         super().__init__(units, width)
-        self.units, self.width = units, width
+        self.units, self.width, self.again = units, width, again
 
 
 def _unattributed(v: torch.Tensor, f: torch.Tensor | None) -> torch.Tensor:

@@ -157,7 +157,7 @@ def _dropout(
         return
     full = None
     if f is not None and v is not None:
-        full = prop.complete(func, x, v, f)  # the mask's own noise is then all that is new
+        full = prop.complete(func, x, v, f, or_as_is=True)  # the mask's noise is what is new
         if full is None:
             prop.bind_factor(out, None)
             return
@@ -263,7 +263,7 @@ def _activation(
         prop.record(func, "diagonal: an in-place activation")
         prop.bind_factor(out, None)
         return
-    full = prop.complete(func, x, v, f)  # Stein's lemma holds for x's own variance too
+    full = prop.complete(func, x, v, f, or_as_is=True)  # Stein's lemma holds for it too
     if full is None:
         prop.bind_factor(out, None)
         return
@@ -316,14 +316,14 @@ def _sum(
     # Each input's own variance becomes sources first: the other input (a branch computed
     # from this one) may hold it, and Var(a + b) needs their covariance.
     if fa is not None and va is not None:
-        fa = prop.complete(func, a, va, fa)
+        fa = prop.complete(func, a, va, fa, or_as_is=True)
         if fa is None:
             prop.bind_factor(out, None)
             return
         if b is a:
             fb = fa
     if fb is not None and vb is not None and b is not a:
-        fb = prop.complete(func, b, vb, fb)
+        fb = prop.complete(func, b, vb, fb, or_as_is=True)
         if fb is None:
             prop.bind_factor(out, None)
             return
@@ -398,7 +398,7 @@ def _scaled(
     t, v = (a, va) if fa is not None else (b, vb)
     assert noisy is not None
     assert v is not None
-    noisy = prop.complete(func, t, v, noisy)  # the product's own variance, shared with t
+    noisy = prop.complete(func, t, v, noisy, or_as_is=True)  # its own variance, shared with t
     if noisy is None:
         prop.bind_factor(out, None)
         return
@@ -441,10 +441,11 @@ def _same(
     v, f = before(args[0])
     if f is None or v is None or not isinstance(out, torch.Tensor):
         return
-    f = prop.complete(func, args[0], v, f)  # the view and the tensor share their own variance
-    if f is None:
-        prop.bind_factor(out, None)
-        return
+    # The view and the tensor share their own variance. A conv map's (C H W units) would
+    # rarely fit max_factor: it then stays unattributed in both, as the next linear map
+    # makes it sources of the view's, and only a second use of the tensor itself misses them.
+    f = prop.complete(func, args[0], v, f, or_as_is=True)
+    assert f is not None
     if "neg" in getattr(func, "__name__", ""):
         f = -f
     prop.bind_factor(out, f.reshape(*out.shape, f.shape[-1]))
@@ -498,10 +499,8 @@ def _layer_norm(
         prop.record(func, "diagonal: LayerNorm over more than one dim")
         prop.bind_factor(out, None)
         return
-    full = prop.complete(func, x, v, f)
-    if full is None:
-        prop.bind_factor(out, None)
-        return
+    full = prop.complete(func, x, v, f, or_as_is=True)
+    assert full is not None
     weight = arg(args, kwargs, 2, "weight", None)
     bias = arg(args, kwargs, 3, "bias", None)
     eps = float(arg(args, kwargs, 4, "eps", 1e-5))
