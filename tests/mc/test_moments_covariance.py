@@ -436,3 +436,43 @@ def test_a_map_used_twice_whose_own_variance_is_too_wide_is_named() -> None:
         "diagonal: an input used again, whose own variance of 2048 units x 8 sources exceeds "
         "max_factor 65536"
     )
+
+
+@pytest.mark.parametrize("dropout_first", [True, False])
+def test_a_dropout_input_used_again_is_tied_to_what_dropout_passed_on(
+    dropout_first: bool,
+) -> None:
+    """``y = dropout(h)`` and ``W h``: the element dropout hands ``h``'s own variance on inside
+    ``y``'s, unnamed; the second use of ``h`` gets its covariance with the sources that became
+    of it. Exact: ``Cov(y, h) = Cov(h)`` (``E[mask] = 1``), whichever use comes first."""
+    torch.manual_seed(7)
+    p = 0.3
+
+    class Both(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.drop0, self.inner = dk_nn.Dropout(p), nn.Linear(5, 6)
+            self.drop1, self.drop2 = dk_nn.Dropout(p), dk_nn.Dropout(p)
+            self.branch, self.head = nn.Linear(6, 6), nn.Linear(6, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = self.drop1(self.inner(self.drop0(x)))
+            if dropout_first:
+                y = self.drop2(h)
+                return self.head(y + self.branch(h))
+            b = self.branch(h)
+            return self.head(self.drop2(h) + b)
+
+    model = Both().double()
+    x = torch.randn(3, 5, dtype=torch.float64)
+    mean_z, cov_h = _masked_covariance(model.inner, x, p)
+    idx = torch.arange(6)
+    cov_h[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) - mean_z**2
+    cov_y = cov_h.clone()
+    cov_y[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) - mean_z**2
+    w = model.branch.weight
+    inner = cov_y + w @ cov_h @ w.T + cov_h @ w.T + w @ cov_h
+    exact = model.head.weight @ inner @ model.head.weight.T
+    result = mc.predict(model, x, method="moments", covariance="lowrank")
+    assert result.output_covariance is not None
+    torch.testing.assert_close(result.output_covariance.double(), exact, rtol=1e-9, atol=1e-12)

@@ -139,6 +139,8 @@ class FactorPropagation(Propagation):
         self.forms: dict[str, str] = {}  # "module (op)" -> the form used there
         self._factors: dict[int, tuple[Any, torch.Tensor | Callable[[], torch.Tensor]]] = {}
         self._untied: dict[int, weakref.ref[torch.Tensor]] = {}
+        self._passed: dict[int, tuple[Any, list[Any], Any, float, torch.Tensor]] = {}
+        self._cells: dict[int, tuple[Any, list[Any]]] = {}
 
     # -- the factor table
 
@@ -220,10 +222,59 @@ class FactorPropagation(Propagation):
             factor[..., : f.shape[-1]] = f
         idx = torch.nonzero(new).squeeze(1)
         cols = torch.arange(self.sources, width, device=idx.device)
-        factor.view(t.shape[0], units, width)[:, idx, cols] = e.flatten(1)[:, idx].sqrt()
+        sd = e.flatten(1)[:, idx].sqrt()
+        factor.view(t.shape[0], units, width)[:, idx, cols] = sd
+        self.named(t, self.sources, idx, sd)
         self.sources = width
         self.bind_factor(t, factor)
         return factor
+
+    # -- a tensor's own variance handed on unnamed, tied back if the tensor is used again
+
+    def pass_on(self, x: torch.Tensor, out: torch.Tensor, gain: float, e: torch.Tensor) -> None:
+        """``out`` carries ``gain`` times ``x``'s unattributed variance ``e`` (among its own),
+        unnamed: if ``x`` is used again, :meth:`tie` names ``x``'s share of the sources that
+        ``out``'s unattributed variance has become by then. Saves a column per unit where
+        ``x`` has one consumer (an element dropout's input, most of the time)."""
+        cell: list[Any] = [None]
+        self._cells[id(out)] = (weakref.ref(out), cell)
+        self._passed[id(x)] = (weakref.ref(x), cell, weakref.ref(out), gain, e)
+
+    def named(self, t: torch.Tensor, start: int, idx: torch.Tensor, sd: torch.Tensor) -> None:
+        """``t``'s unattributed variance at units ``idx`` (flat) is now sources ``start...``
+        with standard deviations ``sd`` ``[N, len(idx)]``."""
+        entry = self._cells.pop(id(t), None)
+        if entry is not None and entry[0]() is t:
+            entry[1][0] = (start, idx, sd)
+
+    def tie(self, func: Callable[..., Any], x: torch.Tensor) -> bool:
+        """Before a second use of ``x`` whose variance was passed on: ``x``'s factor gets its
+        covariance with those sources, ``gain e_i / sd_i`` at unit ``i``'s. False (nothing
+        can be tied) when the factor would exceed ``max_factor``."""
+        entry = self._passed.pop(id(x), None)
+        if entry is None or entry[0]() is not x:
+            return True
+        _, cell, ref, gain, e = entry
+        out = ref()
+        if cell[0] is None and out is not None:  # not named yet: name it now
+            v = self.var(out)
+            if v is not None and self.complete(func, out, v, self.factor(out)) is None:
+                return False
+        if cell[0] is None:
+            return True  # out is gone unnamed: nothing holds x's variance under a name
+        start, idx, sd = cell[0]
+        units = x[0].numel()
+        if units * self.sources > self.max_factor:
+            return False
+        f = self.factor(x)
+        factor = x.new_zeros((*x.shape, self.sources))
+        if f is not None:
+            factor[..., : f.shape[-1]] = f
+        cols = torch.arange(start, start + idx.numel(), device=idx.device)
+        share = gain * e.flatten(1)[:, idx] / sd.clamp_min(torch.finfo(sd.dtype).tiny)
+        factor.view(x.shape[0], units, self.sources)[:, idx, cols] = share
+        self.bind_factor(x, factor)
+        return True
 
     def record(self, func: Callable[..., Any], form: str) -> None:
         """Name the form used at this call (once per module and op)."""
@@ -273,7 +324,9 @@ class FactorPropagation(Propagation):
             if entry is None:
                 return None, None
             untied = self._untied.get(id(t))
-            if untied is not None and untied() is t:
+            if (untied is not None and untied() is t) or (
+                id(t) in self._passed and not self.tie(func, entry[1])
+            ):
                 raise _TooWide(entry[1][0].numel(), self.sources, again=True)
             f = self.factor(entry[1])
             if f is not None and entry[1][0].numel() * f.shape[-1] > self.max_factor:

@@ -74,6 +74,7 @@ def _linear(
         # The input's own variance is now these sources: a later use of the same input (a
         # skip connection beside this branch) must share them. Its factor is built only then.
         prop.bind_factor(x, _shared(x.shape, old, start, new, sd))
+        prop.named(x, start, torch.nonzero(new).squeeze(1), sd)
     var = _energy(factor)
     left = e.masked_fill(new, 0.0)
     if bool((left > 0).any()):  # rounding-sized variance, kept on the diagonal
@@ -155,16 +156,22 @@ def _dropout(
     if mu == 0.0:
         prop.bind_factor(out, None)  # all dropped: a constant
         return
+    if shape == tuple(x.shape):
+        if f is None or v is None:
+            return
+        # Cov(c_i x_i, c_j x_j) = mu^2 Cov(x_i, x_j): the factor, scaled. x's own variance
+        # goes on inside out's, unnamed, and is tied back only if x is used again.
+        e = _unattributed(v, f)
+        if out is not x and bool((e > TINY * v).any()):
+            prop.pass_on(x, out, mu, e)
+        prop.bind_factor(out, f * mu if mu != 1.0 else f)
+        return
     full = None
     if f is not None and v is not None:
         full = prop.complete(func, x, v, f, or_as_is=True)  # the mask's noise is what is new
         if full is None:
             prop.bind_factor(out, None)
             return
-    if shape == tuple(x.shape):
-        if full is not None:
-            prop.bind_factor(out, full * mu if mu != 1.0 else full)
-        return
     # One source per mask (sd E[x] on the units that share it), and, when x carries a factor,
     # sd times that factor again on each mask's units: the within-group term.
     mean = out / mu  # x's mean, also when the call overwrote x in place
