@@ -438,13 +438,12 @@ def test_a_map_used_twice_whose_own_variance_is_too_wide_is_named() -> None:
     )
 
 
-@pytest.mark.parametrize("dropout_first", [True, False])
-def test_a_dropout_input_used_again_is_tied_to_what_dropout_passed_on(
-    dropout_first: bool,
-) -> None:
+@pytest.mark.parametrize("order", ["dropout first", "linear first", "two dropouts first"])
+def test_a_dropout_input_used_again_is_tied_to_what_dropout_passed_on(order: str) -> None:
     """``y = dropout(h)`` and ``W h``: the element dropout hands ``h``'s own variance on inside
     ``y``'s, unnamed; the second use of ``h`` gets its covariance with the sources that became
-    of it. Exact: ``Cov(y, h) = Cov(h)`` (``E[mask] = 1``), whichever use comes first."""
+    of it. Exact: ``Cov(y, h) = Cov(h)`` (``E[mask] = 1``), whichever use comes first, and
+    through two dropouts in a row."""
     torch.manual_seed(7)
     p = 0.3
 
@@ -453,12 +452,16 @@ def test_a_dropout_input_used_again_is_tied_to_what_dropout_passed_on(
             super().__init__()
             self.drop0, self.inner = dk_nn.Dropout(p), nn.Linear(5, 6)
             self.drop1, self.drop2 = dk_nn.Dropout(p), dk_nn.Dropout(p)
+            self.drop3 = dk_nn.Dropout(p)
             self.branch, self.head = nn.Linear(6, 6), nn.Linear(6, 3)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
             h = self.drop1(self.inner(self.drop0(x)))
-            if dropout_first:
+            if order == "dropout first":
                 y = self.drop2(h)
+                return self.head(y + self.branch(h))
+            if order == "two dropouts first":
+                y = self.drop3(self.drop2(h))
                 return self.head(y + self.branch(h))
             b = self.branch(h)
             return self.head(self.drop2(h) + b)
@@ -469,7 +472,8 @@ def test_a_dropout_input_used_again_is_tied_to_what_dropout_passed_on(
     idx = torch.arange(6)
     cov_h[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) - mean_z**2
     cov_y = cov_h.clone()
-    cov_y[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) - mean_z**2
+    masks = 2 if order == "two dropouts first" else 1
+    cov_y[:, idx, idx] = (cov_h[:, idx, idx] + mean_z**2) / (1 - p) ** masks - mean_z**2
     w = model.branch.weight
     inner = cov_y + w @ cov_h @ w.T + cov_h @ w.T + w @ cov_h
     exact = model.head.weight @ inner @ model.head.weight.T

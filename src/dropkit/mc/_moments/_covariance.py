@@ -238,7 +238,13 @@ class FactorPropagation(Propagation):
         ``x`` has one consumer (an element dropout's input, most of the time)."""
         cell: list[Any] = [None]
         self._cells[id(out)] = (weakref.ref(out), cell)
+        assert not self.waiting(x)  # the rule names a waiting input's variance first
         self._passed[id(x)] = (weakref.ref(x), cell, weakref.ref(out), gain, e)
+
+    def waiting(self, t: torch.Tensor) -> bool:
+        """Whether ``t`` holds variance handed on to it unnamed (see :meth:`pass_on`)."""
+        entry = self._cells.get(id(t))
+        return entry is not None and entry[0]() is t
 
     def named(self, t: torch.Tensor, start: int, idx: torch.Tensor, sd: torch.Tensor) -> None:
         """``t``'s unattributed variance at units ``idx`` (flat) is now sources ``start...``
@@ -261,7 +267,7 @@ class FactorPropagation(Propagation):
             if v is not None and self.complete(func, out, v, self.factor(out)) is None:
                 return False
         if cell[0] is None:
-            return True  # out is gone unnamed: nothing holds x's variance under a name
+            return False  # out is gone, its variance never named: x's share cannot be found
         start, idx, sd = cell[0]
         units = x[0].numel()
         if units * self.sources > self.max_factor:

@@ -161,8 +161,11 @@ def _dropout(
             return
         # Cov(c_i x_i, c_j x_j) = mu^2 Cov(x_i, x_j): the factor, scaled. x's own variance
         # goes on inside out's, unnamed, and is tied back only if x is used again.
+        if prop.waiting(x):  # a chain of them: name x's variance, else it is lost to x's source
+            f = prop.complete(func, x, v, f, or_as_is=True)
+            assert f is not None
         e = _unattributed(v, f)
-        if out is not x and bool((e > TINY * v).any()):
+        if out is not x and not prop.waiting(x) and bool((e > TINY * v).any()):
             prop.pass_on(x, out, mu, e)
         prop.bind_factor(out, f * mu if mu != 1.0 else f)
         return
