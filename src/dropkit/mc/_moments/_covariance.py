@@ -19,7 +19,12 @@ rules, registered with :func:`factor_rule` by op, are in ``_factor_rules.py``:
 - every other rule on a factored input first makes that input's unattributed variance
   sources of its own, bound to the input (:meth:`FactorPropagation.complete`), for the same
   reason: what a rule's output carries of its input's own noise is then named, and only
-  the noise the op adds (a mask's, a nonlinearity's remainder) is left unattributed;
+  the noise the op adds (a mask's, a nonlinearity's remainder) is left unattributed. Element
+  dropout is the exception, to save a column per unit where its input has one consumer: it
+  hands the input's own variance on inside its output's (:meth:`FactorPropagation.pass_on`),
+  and a second use of the input is tied to the sources that variance has become by then
+  (:meth:`FactorPropagation.tie`). Where a map is too wide for its own variance to become
+  sources (``max_factor``), it is handed on unnamed, and a second use is diagonal, named;
 - dropout with mask ``c`` (``E[c] = mu``, ``Var(c) = s^2``; ``mu = 1`` when inverted): element
   dropout scales ``L`` by ``mu``; channel dropout, DropPath and ``noise_shape`` masks add
   one source per mask (``s E[x]`` on the units that share it) and, when the input carries a
