@@ -518,7 +518,7 @@ def _layer_norm(
     c = x - x.mean(-1, keepdim=True)
     spread = c.square().mean(-1, keepdim=True)  # [..., 1]
     u = c / c.square().sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(c.dtype).tiny)
-    e = _unattributed(v, full)  # rounding-sized: kept on the diagonal, centered
+    e = _unattributed(v, full)  # not sources (rounding, or a map too wide): diagonal, centered
     # One tensor of the factor's size, worked in place: P L, then minus k u (u^T P L).
     factor = full - full.mean(-2, keepdim=True)
     r = factor.shape[-1]
