@@ -20,9 +20,10 @@ instead, and :attr:`MCResult.strategy` says why.
 On the CPU the S samples run in groups when S copies of the first stochastic op's input would
 exceed :data:`~dropkit.mc._sampler.REPLICATED_ELEMENTS` (2^18 elements) and the prefix is cheap
 (its ops produced at most :data:`~dropkit.mc._sampler.PREFIX_SHARE_ABOVE` times that input's
-elements): one pass per group, the prefix computed once per pass
-(:func:`~dropkit.mc._sampler.samples_per_pass`). Both strategies group alike, so they give the
-same samples for a seed.
+elements): one pass per group (:func:`~dropkit.mc._sampler.samples_per_pass`). Both
+strategies group alike, so they give the same samples for a seed. The passes after the first
+do not compute the prefix again: the second records its calls and the rest are answered from
+the record (:class:`~dropkit.mc._sampler._Prefix`, which says when it is not).
 
 A mask shared over the whole batch (``WeightDrop``, ``EmbeddingDropout``, ``DropPath(mode=
 "batch")``, a ``noise_shape`` with 1 in dim 0) would give S identical samples once the batch is
@@ -48,7 +49,7 @@ from dropkit.mc._discover import RANDOM, Discovery
 from dropkit.mc._inputs import Inputs, _as_call, _batch_map, _batch_size
 from dropkit.mc._mode import disable_mc, mc_state
 from dropkit.mc._result import MCResult
-from dropkit.mc._sampler import _CannotShare, _Measured, _NeedLoop, _Sampler
+from dropkit.mc._sampler import _CannotShare, _Measured, _NeedLoop, _Prefix, _Sampler
 
 __all__ = ["predict_sampling"]
 
@@ -92,10 +93,12 @@ def _run(
     replicate: bool,
     level: str = "function",
     group: str = "fixed",
+    prefix: _Prefix | None = None,
 ) -> torch.Tensor:
-    """``[s, N, ...]`` samples of one pass: ``s = samples``, or fewer with ``group="fit"``."""
+    """``[s, N, ...]`` samples of one pass: ``s = samples``, or fewer with ``group="fit"``;
+    ``prefix`` records the prefix's calls or replays them (:class:`~._sampler._Prefix`)."""
     n = _batch_size(args, kwargs)
-    sampler = _Sampler(samples, n, replicate=replicate, group=group)
+    sampler = _Sampler(samples, n, replicate=replicate, group=group, prefix=prefix)
     handles = []
     if replicate:
         args, kwargs = _batch_map(args, kwargs, n, sampler._replicate)
@@ -111,6 +114,8 @@ def _run(
     finally:
         for handle in handles:
             handle.remove()
+        if prefix is not None:
+            prefix.end()
     if not sampler.started:
         raise _CannotShare("no stochastic operation ran")
     samples = sampler.samples
@@ -136,12 +141,16 @@ def _measure(
     return samples
 
 
-def _groups(first: torch.Tensor, samples: int, run: Callable[[int], torch.Tensor]) -> torch.Tensor:
-    """``first`` (the first pass's samples) and passes of as many for the rest, stacked."""
+def _groups(
+    first: torch.Tensor, samples: int, run: Callable[[int, _Prefix | None], torch.Tensor]
+) -> torch.Tensor:
+    """``first`` (the first pass's samples) and passes of as many for the rest, stacked; the
+    passes after the first share a :class:`~._sampler._Prefix`."""
     done = [first]
     count, per_pass = first.shape[0], first.shape[0]
+    prefix = _Prefix() if count < samples else None
     while count < samples:
-        more = run(min(per_pass, samples - count))
+        more = run(min(per_pass, samples - count), prefix)
         done.append(more)
         count += more.shape[0]
     return torch.cat(done) if len(done) > 1 else first
@@ -173,8 +182,8 @@ def _sample(
             out = _groups(
                 first,
                 samples,
-                lambda s, level=level: _run(  # type: ignore[misc]
-                    model, *part, s, found, output, replicate=False, level=level
+                lambda s, prefix, level=level: _run(  # type: ignore[misc]
+                    model, *part, s, found, output, replicate=False, level=level, prefix=prefix
                 ),
             )
         except _NeedLoop as error:
@@ -191,7 +200,7 @@ def _sample(
         out = _groups(
             _run(model, *part, per_pass, found, output, replicate=True),
             samples,
-            lambda s: _run(model, *part, s, found, output, replicate=True),
+            lambda s, _: _run(model, *part, s, found, output, replicate=True),
         )
     except _NeedLoop as error:
         torch.set_rng_state(rng)

@@ -16,7 +16,9 @@ import torch.nn.functional as torch_F
 
 from dropkit._registry import function_spec
 from dropkit.mc._moments._covariance import (
+    TINY,
     FactorPropagation,
+    _energy,
     _State,
     _unattributed,
     dropout_factor_rule,
@@ -49,8 +51,10 @@ def _linear(
         prop.record(func, f"diagonal: input of {x.dim()} dims, the covariance needs [N, D]")
         return
     e = _unattributed(v, f)
-    new = (e > 0).any(0)
-    width = prop.sources + int(new.sum())
+    new = (e > TINY * v).any(0)
+    count = int(new.sum())
+    start = prop.sources
+    width = start + count
     if weight.shape[0] * width > prop.max_factor:
         prop.record(
             func,
@@ -58,15 +62,42 @@ def _linear(
             f"{prop.max_factor}",
         )
         return
-    cols = weight[:, new].unsqueeze(0) * e[:, new].sqrt().unsqueeze(1)  # [N, out, new]
-    parts = [] if f is None else [torch.einsum("oi,nir->nor", weight, prop.padded(f, prop.sources))]
-    if f is None and prop.sources:
-        parts.append(cols.new_zeros((*cols.shape[:2], prop.sources)))
+    old = None if f is None else prop.padded(f, start)
+    sd = e[:, new].sqrt()
+    cols = weight[:, new].unsqueeze(0) * sd.unsqueeze(1)  # [N, out, new]
+    parts = [] if old is None else [torch.einsum("oi,nir->nor", weight, old)]
+    if old is None and start:
+        parts.append(cols.new_zeros((*cols.shape[:2], start)))
     factor = torch.cat([*parts, cols], -1)
     prop.sources = width
+    if count:
+        # The input's own variance is now these sources: a later use of the same input (a
+        # skip connection beside this branch) must share them. Its factor is built only then.
+        prop.bind_factor(x, _shared(x.shape, old, start, new, sd))
+        prop.named(x, start, torch.nonzero(new).squeeze(1), sd)
+    var = _energy(factor)
+    left = e.masked_fill(new, 0.0)
+    if bool((left > 0).any()):  # rounding-sized variance, kept on the diagonal
+        var = var + left @ prop.square(weight).T
     prop.bind_factor(out, factor)
-    prop.bind(out, factor.square().sum(-1))
+    prop.bind(out, var)
     prop.record(func, "lowrank")
+
+
+def _shared(
+    shape: torch.Size, old: torch.Tensor | None, start: int, new: torch.Tensor, sd: torch.Tensor
+) -> Callable[[], torch.Tensor]:
+    """The factor of a linear map's input once its own variance became sources ``start...``."""
+
+    def build() -> torch.Tensor:
+        count = sd.shape[-1]
+        cols = sd.new_zeros((*shape, count))
+        idx = torch.nonzero(new).squeeze(1)
+        cols[:, idx, torch.arange(count, device=idx.device)] = sd
+        head = sd.new_zeros((*shape, start)) if old is None else old
+        return torch.cat([head, cols], -1)
+
+    return build
 
 
 def _conv(
@@ -104,12 +135,12 @@ def _dropout(
 ) -> None:
     spec = function_spec(func)
     x = args[0] if args else kwargs["input"]
-    _v, f = before(x)
     if spec is None or not isinstance(out, torch.Tensor):
         return
     if not spec.training(args, kwargs) or spec.rate(args, kwargs) == 0.0:
-        prop.bind_factor(out, f)
+        prop.bind_factor(out, before(x)[1])
         return
+    v, f = before(x)
     p = spec.rate(args, kwargs)
     shape = _mask_shape(spec, x, kwargs) if spec.variant in _MASKED else None
     if shape is None:
@@ -117,23 +148,53 @@ def _dropout(
             prop.record(func, f"diagonal: no covariance rule for {spec.variant!r} dropout")
         prop.bind_factor(out, None)
         return
-    if shape == tuple(x.shape):
-        if f is not None:
-            prop.bind_factor(out, f)  # inverted dropout: E[mask] = 1, the covariance stays
+    # The mask c: E[c] = mu, Var(c) = sd^2 (mu = 1 for inverted dropout). Units under
+    # different masks keep mu^2 of their covariance; units under one mask covary by
+    # (mu^2 + sd^2) Cov(x_i, x_j) + sd^2 E[x_i] E[x_j].
+    scale = 1.0 if not kwargs.get("scale_by_keep", True) else (0.0 if p >= 1 else 1 / (1 - p))
+    mu, sd = scale * (1.0 - p), scale * math.sqrt(p * (1.0 - p))
+    if mu == 0.0:
+        prop.bind_factor(out, None)  # all dropped: a constant
         return
-    # One source per mask: the units that share it move together by sqrt(p / (1 - p)) E[x].
+    if shape == tuple(x.shape):
+        if f is None or v is None:
+            return
+        # Cov(c_i x_i, c_j x_j) = mu^2 Cov(x_i, x_j): the factor, scaled. x's own variance
+        # goes on inside out's, unnamed, and is tied back only if x is used again.
+        if prop.waiting(x):  # a chain of them: name x's variance, else it is lost to x's source
+            f = prop.complete(func, x, v, f, or_as_is=True)
+            assert f is not None
+        e = _unattributed(v, f)
+        if out is not x and not prop.waiting(x) and bool((e > TINY * v).any()):
+            prop.pass_on(x, out, mu, e)
+        prop.bind_factor(out, f * mu if mu != 1.0 else f)
+        return
+    full = None
+    if f is not None and v is not None:
+        full = prop.complete(func, x, v, f, or_as_is=True)  # the mask's noise is what is new
+        if full is None:
+            prop.bind_factor(out, None)
+            return
+    # One source per mask (sd E[x] on the units that share it), and, when x carries a factor,
+    # sd times that factor again on each mask's units: the within-group term.
+    mean = out / mu  # x's mean, also when the call overwrote x in place
     groups = math.prod(shape[1:])
-    width = prop.sources + groups
+    kept = 0 if f is None else f.shape[-1]
+    start = prop.sources
+    width = start + groups * (1 + kept)
     if x[0].numel() * width > prop.max_factor:
         prop.record(func, f"diagonal: {width} sources exceed max_factor {prop.max_factor}")
         prop.bind_factor(out, None)
         return
     ids = torch.arange(groups, device=x.device).reshape(shape[1:]).expand(x.shape[1:])
-    one_hot = torch_F.one_hot(ids, groups).to(x.dtype)
-    cols = (x * math.sqrt(p / (1.0 - p))).unsqueeze(-1) * one_hot
-    old = x.new_zeros((*x.shape, prop.sources)) if f is None else prop.padded(f, prop.sources)
+    one_hot = torch_F.one_hot(ids, groups).to(x.dtype)  # [*shape, groups]
+    parts = [mean.new_zeros((*x.shape, start)) if full is None else prop.padded(full, start) * mu]
+    parts.append((mean * sd).unsqueeze(-1) * one_hot)
+    if f is not None and kept:
+        within = f[..., :kept].unsqueeze(-2) * one_hot.unsqueeze(-1)  # [*shape, groups, kept]
+        parts.append(within.flatten(-2) * sd)
     prop.sources = width
-    prop.bind_factor(out, torch.cat([old, cols], -1))
+    prop.bind_factor(out, torch.cat(parts, -1))
     prop.record(func, "lowrank")
 
 
@@ -212,8 +273,12 @@ def _activation(
         prop.record(func, "diagonal: an in-place activation")
         prop.bind_factor(out, None)
         return
+    full = prop.complete(func, x, v, f, or_as_is=True)  # Stein's lemma holds for it too
+    if full is None:
+        prop.bind_factor(out, None)
+        return
     g = _expected_slope(func, args, kwargs, m, v)
-    prop.bind_factor(out, f * g.unsqueeze(-1))
+    prop.bind_factor(out, full * g.unsqueeze(-1))
 
 
 factor_rule(
@@ -257,23 +322,49 @@ def _sum(
     alpha = float(kwargs.get("alpha", 1.0)) * sign
     if "rsub" in name:
         (va, fa), (vb, fb), alpha = (vb, fb), (va, fa), -float(kwargs.get("alpha", 1.0))
-    width = prop.sources
-    parts = []
-    for f, c in ((fa, 1.0), (fb, alpha)):
-        if f is not None:
-            parts.append(prop.padded(f, width) * c)
-    factor = parts[0] if len(parts) == 1 else parts[0] + parts[1]
-    if factor.shape[:-1] != out.shape:
+        a, b = b, a
+    # Each input's own variance becomes sources first: the other input (a branch computed
+    # from this one) may hold it, and Var(a + b) needs their covariance.
+    if fa is not None and va is not None:
+        fa = prop.complete(func, a, va, fa, or_as_is=True)
+        if fa is None:
+            prop.bind_factor(out, None)
+            return
+        if b is a:
+            fb = fa
+    if fb is not None and vb is not None and b is not a:
+        fb = prop.complete(func, b, vb, fb, or_as_is=True)
+        if fb is None:
+            prop.bind_factor(out, None)
+            return
+    # one allocation: the wider factor (scaled) plus the narrower one on its first columns
+    pair = sorted(
+        ((f, c) for f, c in ((fa, 1.0), (fb, alpha)) if f is not None),
+        key=lambda fc: -fc[0].shape[-1],
+    )
+    if not all(_reaches(f.shape[:-1], out.shape) for f, _ in pair):
         prop.record(func, "diagonal: a broadcasting sum")
         prop.bind_factor(out, None)
         return
+    wide, c = pair[0]  # a broadcast input's sources are every unit's it reaches: expanded
+    factor = torch.broadcast_to(wide, (*out.shape, wide.shape[-1])) * c
+    if len(pair) == 2:
+        narrow, c = pair[1]
+        factor[..., : narrow.shape[-1]].add_(narrow, alpha=c)
     e = torch.zeros_like(out)
     if va is not None:
         e = e + _unattributed(va, fa)
-    if vb is not None:
+    if vb is not None and b is not a:
         e = e + _unattributed(vb, fb) * (alpha * alpha)
     prop.bind_factor(out, factor)
-    prop.bind(out, e + factor.square().sum(-1))
+    prop.bind(out, e + _energy(factor))
+
+
+def _reaches(shape: torch.Size, target: torch.Size) -> bool:
+    """Whether ``shape`` broadcasts to ``target`` (and no further)."""
+    if len(shape) > len(target):
+        return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 factor_rule(
@@ -311,10 +402,16 @@ def _scaled(
         prop.record(func, f"diagonal: {why}")
         prop.bind_factor(out, None)
         return
-    noisy, fixed = (fa, b) if fa is not None else (fb, a)
     if divide and fa is None:
         return  # the diagonal rule has already refused a noisy divisor
+    noisy, fixed = (fa, b) if fa is not None else (fb, a)
+    t, v = (a, va) if fa is not None else (b, vb)
     assert noisy is not None
+    assert v is not None
+    noisy = prop.complete(func, t, v, noisy, or_as_is=True)  # its own variance, shared with t
+    if noisy is None:
+        prop.bind_factor(out, None)
+        return
     if isinstance(fixed, torch.Tensor):
         factor = noisy / fixed.unsqueeze(-1) if divide else noisy * fixed.unsqueeze(-1)
     else:
@@ -351,9 +448,14 @@ def _same(
     before: Callable[[Any], _State],
 ) -> None:
     """Element order kept: neg, clone, contiguous, detach; and reshapes of a row-major tensor."""
-    _, f = before(args[0])
-    if f is None or not isinstance(out, torch.Tensor):
+    v, f = before(args[0])
+    if f is None or v is None or not isinstance(out, torch.Tensor):
         return
+    # The view and the tensor share their own variance. A conv map's (C H W units) would
+    # rarely fit max_factor: it then stays unattributed in both, as the next linear map
+    # makes it sources of the view's, and only a second use of the tensor itself misses them.
+    f = prop.complete(func, args[0], v, f, or_as_is=True)
+    assert f is not None
     if "neg" in getattr(func, "__name__", ""):
         f = -f
     prop.bind_factor(out, f.reshape(*out.shape, f.shape[-1]))
@@ -387,7 +489,17 @@ def _layer_norm(
     out: Any,
     before: Callable[[Any], _State],
 ) -> None:
-    """Statistics fixed, as in the diagonal rule: ``y = (x - mean(x)) * inv * w + b``, linear."""
+    """LayerNorm through its Jacobian at the mean, its statistics from the factor.
+
+    ``y = c / sqrt(s^2 + eps)`` with ``c = x - mean(x)``: its Jacobian at the mean ``m`` is
+    ``(P - k u u^T) / sigma``, with ``P`` the centering, ``u = P m / |P m|`` and ``k`` the share
+    of ``s^2`` in ``s^2 + eps``. The ``u u^T`` term is the normalization's own dependence on
+    the input: noise that moves ``x`` along its centered mean (scales it) leaves ``y`` as it
+    is. ``sigma^2`` is the expected ``s^2`` under the noise left by the projection: the spread
+    of the mean plus that noise's mean variance, read off the factor (the diagonal rule
+    assumes independent units there, which a factor shared by all units, as a residual
+    stream's, is not). The output's mean is rebound to ``c(m) / sigma`` with that ``sigma``.
+    """
     x = args[0]
     v, f = before(x)
     if f is None or v is None:
@@ -397,16 +509,34 @@ def _layer_norm(
         prop.record(func, "diagonal: LayerNorm over more than one dim")
         prop.bind_factor(out, None)
         return
+    full = prop.complete(func, x, v, f, or_as_is=True)
+    assert full is not None
     weight = arg(args, kwargs, 2, "weight", None)
+    bias = arg(args, kwargs, 3, "bias", None)
     eps = float(arg(args, kwargs, 4, "eps", 1e-5))
     d = x.shape[-1]
-    centered = x - x.mean(-1, keepdim=True)
-    spread = centered.square().mean(-1, keepdim=True) + v.mean(-1, keepdim=True) * (1 - 1 / d)
-    scale = (spread + eps).rsqrt()
+    c = x - x.mean(-1, keepdim=True)
+    spread = c.square().mean(-1, keepdim=True)  # [..., 1]
+    u = c / c.square().sum(-1, keepdim=True).sqrt().clamp_min(torch.finfo(c.dtype).tiny)
+    e = _unattributed(v, full)  # not sources (rounding, or a map too wide): diagonal, centered
+    # One tensor of the factor's size, worked in place: P L, then minus k u (u^T P L).
+    factor = full - full.mean(-2, keepdim=True)
+    r = factor.shape[-1]
+    rows = factor.view(-1, d, r)
+    radial = torch.bmm(u.reshape(-1, 1, d), rows) * (spread / (spread + eps)).reshape(-1, 1, 1)
+    rows.baddbmm_(u.reshape(-1, d, 1), radial, alpha=-1.0)
+    noise = torch.linalg.vector_norm(factor, dim=(-2, -1)).square().unsqueeze(-1) / d
+    noise = noise + e.mean(-1, keepdim=True) * (1 - 1 / d)
+    inv = (spread + noise + eps).rsqrt()
+    mean = c * inv
+    e = (e * (1 - 2 / d) + e.mean(-1, keepdim=True) / d) * inv * inv
+    gain = inv
     if weight is not None:
-        scale = scale * weight
-    e = _unattributed(v, f)
-    e = (e * (1 - 2 / d) + e.mean(-1, keepdim=True) / d) * scale * scale
-    factor = (f - f.mean(-2, keepdim=True)) * scale.unsqueeze(-1)
+        gain = inv * weight
+        mean, e = mean * weight, e * weight * weight
+    factor.mul_(gain.unsqueeze(-1))
+    if bias is not None:
+        mean = mean + bias
+    out.copy_(mean)
     prop.bind_factor(out, factor)
-    prop.bind(out, e + factor.square().sum(-1))
+    prop.bind(out, e + _energy(factor))
