@@ -99,8 +99,14 @@ def _check_finite(top: torch.Tensor, who: str) -> None:
     The largest logit is NaN where any logit is, ``+inf`` where one is, and ``-inf`` where all
     are; a ``-inf`` beside finite logits is a class of probability 0, which is allowed.
     """
-    if not bool(torch.isfinite(top).all()):
+    if not _all_finite(top):
         raise ValueError(f"{who}: the samples hold NaN or infinite logits; check the model")
+
+
+def _all_finite(t: torch.Tensor) -> bool:
+    # a sum is finite when every term is (a sum one pass long; isfinite takes three), unless
+    # it overflows: then the terms are checked one by one
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
 def _softmax(
@@ -132,7 +138,7 @@ def _softmax(
         return probs, None
     weighted = shifted.mul_(probs)
     dot = weighted.sum(0)
-    if not bool(torch.isfinite(dot).all()):
+    if not _all_finite(dot):
         # a logit of -inf beside finite ones is a class of probability 0: 0 * -inf is its term
         dot = weighted.nan_to_num_(nan=0.0).sum(0)
     return probs, norm.log_().sub_(dot)
@@ -242,8 +248,11 @@ def mean_std(result: MCResult) -> torch.Tensor:
         tensor([0.5000], dtype=torch.float64)
     """
     probs = _softmax(result, "mean_std")[0]
-    # the variance over samples in two passes: the mean, then the mean squared deviation
-    deviation = probs.sub_(probs.mean(1, keepdim=True))
+    # the variance over samples in two passes: the mean, then the mean squared deviation; the
+    # mean corrected by its residual, exact where every sample agrees (the std is then 0)
+    mean = probs.mean(1, keepdim=True)
+    mean += (probs - mean).mean(1, keepdim=True)
+    deviation = probs.sub_(mean)
     return deviation.square_().mean(1).sqrt_().mean(0)
 
 
