@@ -109,6 +109,11 @@ def _all_finite(t: torch.Tensor) -> bool:
     return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
 
 
+def _check_samples(result: MCResult, who: str) -> None:
+    """The checks of every score (type, shape, finite softmax), without computing one."""
+    _check_finite(_samples(result, who).amax(-1), who)
+
+
 def _softmax(
     result: MCResult, who: str, *, entropies: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
