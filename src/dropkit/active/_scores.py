@@ -123,30 +123,44 @@ def _softmax(
     Classes first because the scores reduce over the few classes of each sample: over the
     leading dim that is a sum of contiguous rows, where over the last dim of ``[S, N, C]`` it
     is a short strided reduction, several times slower on CPU. The work is done in place in
-    three buffers: a new ``[S, N, C]`` tensor costs as much as a pass over it, in page faults.
+    one float64 buffer: a new ``[S, N, C]`` tensor can cost more in page faults than a pass.
 
     A sample's entropy ``-sum p log p``, with ``log p = z - log(norm)`` (``z`` the logits minus
-    their largest, ``norm`` the sum of ``exp(z)``), is ``log(norm) - sum p z``: one log per
-    sample instead of one per class, and no log of a tiny probability.
+    their largest, ``norm`` the sum of ``exp(z)``), is ``log(norm) - sum exp(z) z / norm``: one
+    log per sample instead of one per class, and no log of a tiny probability.
     """
     samples = _samples(result, who)
     # classes first, then float64: in this order two plain copies, several times faster on CPU
     # than one copy that converts and transposes at once
-    shifted = samples.permute(2, 0, 1).contiguous().to(torch.float64)
-    top = shifted.amax(0)
+    probs = samples.permute(2, 0, 1).contiguous().to(torch.float64)
+    top = probs.amax(0)
     _check_finite(top, who)
-    shifted.sub_(top)  # at most 0, exactly 0 at each sample's top class
-    probs = shifted.exp()
+    probs.sub_(top)  # z: at most 0, exactly 0 at each sample's top class
+    dot = None
+    if not entropies:
+        probs.exp_()
+    else:
+        dot = torch.zeros_like(top)
+        # a few classes at a time, each block's sum of exp(z) z taken before its exp(z)
+        # replaces z in place (a second [C, S, N] buffer would cost more than the work)
+        for block in torch.split(probs, max(1, (1 << 18) // max(1, top.numel()))):
+            weights = block.exp()
+            dot.add_(block.mul_(weights).sum(0))
+            block.copy_(weights)
     norm = probs.sum(0)
     probs.div_(norm)
-    if not entropies:
+    if dot is None:
         return probs, None
-    weighted = shifted.mul_(probs)
-    dot = weighted.sum(0)
     if not _all_finite(dot):
-        # a logit of -inf beside finite ones is a class of probability 0: 0 * -inf is its term
-        dot = weighted.nan_to_num_(nan=0.0).sum(0)
-    return probs, norm.log_().sub_(dot)
+        # a logit of -inf beside finite ones, a class of probability 0: its term 0 * -inf is 0
+        return _softmax(_finite(result), who, entropies=True)
+    return probs, norm.log().sub_(dot.div_(norm))
+
+
+def _finite(result: MCResult) -> MCResult:
+    """``result`` with its logits of -inf raised to the lowest finite float (the same softmax)."""
+    samples = result.samples.double()
+    return MCResult(samples.clamp_min_(torch.finfo(torch.float64).min), result.strategy)
 
 
 def _probs(result: MCResult, who: str) -> torch.Tensor:
