@@ -145,7 +145,8 @@ def _softmax(
         # replaces z in place (a second [C, S, N] buffer would cost more than the work)
         for block in torch.split(probs, max(1, (1 << 18) // max(1, top.numel()))):
             weights = block.exp()
-            dot.add_(block.mul_(weights).sum(0))
+            for w, z in zip(weights, block, strict=True):
+                dot.addcmul_(w, z)
             block.copy_(weights)
     norm = probs.sum(0)
     probs.div_(norm)
