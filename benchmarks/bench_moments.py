@@ -8,9 +8,13 @@ Models: the benchmark models of ``dropkit compare`` at rate 0.3, as built by
 on ``--n`` random inputs (one or more sizes) of each one's data shape: the mnist1d MLP
 (40-256-128-10), the digits MLP (64-256-128-10) and the digits CNN (1x8x8, two conv blocks
 with channel dropout).
-Timing: the three calls interleaved ``--rounds`` times in one process on one thread, the
-garbage collector off, each timed call after an untimed one of the same method; CPU time of
-the thread, minimum over rounds. Read the ratios: the machine may be shared.
+Timing: the five calls (``moments S=1`` is the pass with one draw, without the
+``S x N x C`` Gaussian draws of the default S = 30; ``moments, reference`` the pass inside
+``dropkit.backend("reference")``, on the rules' plain-PyTorch formulas, not their numba
+kernels) interleaved ``--rounds`` times in one
+process on one thread, the garbage collector off, each timed call after an untimed one of the
+same method; CPU time of the thread, minimum over rounds. Read the ratios: the machine may
+be shared.
 
 Frames: the ``"call"`` events of ``sys.setprofile`` whose code lies in the dropkit package,
 for one ``predict`` call on the mnist1d MLP with N = 64 and S = 8 (the figure of the issue
@@ -42,13 +46,22 @@ MODELS: dict[str, tuple[str, tuple[int, ...]]] = {
     "digits mlp": ("mlp", (64,)),
     "digits cnn": ("cnn", (1, 8, 8)),
 }
-METHODS = ("deterministic", "moments", f"MC S={SAMPLES}")
+# "moments S=1": the pass with one draw from its Gaussian, so without the S x N x C draws that
+# ``samples`` (and the scores) of the default S = 30 cost.
+# "moments, reference": the same call inside ``dropkit.backend("reference")``, so that the moment
+# rules run their plain-PyTorch formulas instead of the numba kernels (the tree before them).
+METHODS = ("deterministic", "moments", "moments S=1", "moments, reference", f"MC S={SAMPLES}")
 
 
 def _call(method: str, model: nn.Module, x: torch.Tensor, samples: int = SAMPLES) -> object:
     if method == "deterministic":
         with torch.no_grad():
             return model(x)
+    if method == "moments S=1":
+        return predict(model, x, 1, seed=0, method="moments")
+    if method == "moments, reference":
+        with dropkit.backend("reference"):
+            return predict(model, x, samples, seed=0, method="moments")
     kind = "moments" if method == "moments" else "sampling"
     return predict(model, x, samples, seed=0, method=kind)
 
@@ -59,7 +72,8 @@ def timings(model: nn.Module, x: torch.Tensor, rounds: int) -> dict[str, float]:
     gc.disable()
     try:
         for r in range(rounds):
-            order = METHODS[r % 3 :] + METHODS[: r % 3]
+            turn = r % len(METHODS)
+            order = METHODS[turn:] + METHODS[:turn]
             for method in order:
                 _call(method, model, x)  # untimed: the allocator's state after the others
                 start = time.thread_time()
@@ -113,8 +127,11 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
                 print_(f"    {calls:4d}  {name}")
 
     print_(f"\nCPU time per call, one thread, min of {args.rounds} rounds:")
-    print_("| model | N | deterministic | moments | MC S=30 | moments / det. | MC / moments |")
-    print_("|---|---|---|---|---|---|---|")
+    print_(
+        "| model | N | deterministic | moments | moments S=1 | moments, reference | MC S=30 "
+        "| moments / det. | moments S=1 / det. | reference / moments | MC / moments |"
+    )
+    print_("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, (kind, shape) in MODELS.items():
         torch.manual_seed(0)
         model = build_model(kind, shape, 10, rate=0.3).eval()
@@ -123,9 +140,11 @@ def main(argv: list[str] | None = None, print_: Callable[[str], None] = print) -
             t = timings(model, x, args.rounds)
             report["times"][f"{name} N={n}"] = t
             det, mom, mc = t["deterministic"], t["moments"], t[f"MC S={SAMPLES}"]
+            one, ref = t["moments S=1"], t["moments, reference"]
             print_(
-                f"| {name} | {n} | {1e3 * det:.2f} ms | {1e3 * mom:.2f} ms | {1e3 * mc:.1f} ms "
-                f"| {mom / det:.2f}x | {mc / mom:.1f}x |"
+                f"| {name} | {n} | {1e3 * det:.2f} ms | {1e3 * mom:.2f} ms | {1e3 * one:.2f} ms "
+                f"| {1e3 * ref:.2f} ms | {1e3 * mc:.1f} ms | {mom / det:.2f}x | {one / det:.2f}x "
+                f"| {ref / mom:.2f}x | {mc / mom:.1f}x |"
             )
     return report
 

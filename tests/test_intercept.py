@@ -144,3 +144,26 @@ def test_a_removal_then_a_registration_is_seen_by_the_next_mode() -> None:
         assert mode.others == ["first"]
     finally:
         remove_function(second)
+
+
+def test_functions_made_at_run_time_do_not_grow_the_lookups_without_end() -> None:
+    from dropkit import _intercept
+
+    x = torch.ones(2)
+    seen: list[int] = []
+
+    class _Count(InterceptMode):
+        def other(self, func: Any, types: Any, args: Any, kwargs: Any) -> Any:
+            seen.append(1)
+            return func(*args, **kwargs)
+
+    with _Count():
+        for i in range(_intercept._MAX_LOOKUPS + 100):
+
+            def made(t: torch.Tensor, i: int = i) -> torch.Tensor:
+                return t + i
+
+            out = torch.overrides.handle_torch_function(made, (x,), x)
+            assert float(out[0]) == 1 + i
+    assert len(seen) >= _intercept._MAX_LOOKUPS + 100
+    assert len(_intercept._LOOKUPS) <= _intercept._MAX_LOOKUPS

@@ -72,6 +72,10 @@ _RANDOM_DRAW = "random draw"
 _UNSEEN = "unseen"
 #: function -> its FunctionSpec, _RANDOM_DRAW, or None (anything else)
 _LOOKUPS: dict[Callable[..., Any], FunctionSpec | str | None] = {}
+#: torch's API has a few thousand functions; functions made at run time (closures passed to
+#: ``handle_torch_function``) could grow the dict without end and keep them alive, so past this
+#: many it starts again (a look-up costs a few microseconds)
+_MAX_LOOKUPS = 8192
 _REGISTERED = [-1]  # the registry's change count when _LOOKUPS was last checked against it
 
 
@@ -85,6 +89,8 @@ def _look_up(func: Callable[..., Any]) -> FunctionSpec | str | None:
     kind: FunctionSpec | str | None = spec
     if spec is None and is_random(func):
         kind = _RANDOM_DRAW
+    if len(_LOOKUPS) >= _MAX_LOOKUPS:
+        _LOOKUPS.clear()
     _LOOKUPS[func] = kind
     return kind
 

@@ -4,6 +4,13 @@ Each function takes the mean ``m`` and variance ``v`` of a Gaussian input (eleme
 and returns the mean and variance of the output. The closed forms are written so that no
 variance is computed as a difference of two large second moments: with ``v`` small next to
 ``m**2`` that difference is all rounding error in float32.
+
+These plain-PyTorch functions are the reference. ``relu_moments``, ``dropout_moments`` and
+``max_moments`` run a numba kernel in one pass instead (:mod:`dropkit.kernels._cpu_moments`)
+for float32 CPU tensors outside autograd where :func:`dropkit.kernels.select` picks the numba
+backend (numba installed; not inside ``dropkit.backend("reference")`` nor with
+``DROPKIT_BACKEND=reference``): the reference's temporaries,
+each a fresh allocation and a pass over memory, cost more than its arithmetic.
 """
 
 from __future__ import annotations
@@ -11,9 +18,12 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from types import ModuleType
 
 import numpy as np
 import torch
+
+from dropkit.kernels import select
 
 __all__ = [
     "dropout_moments",
@@ -30,6 +40,30 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 # add terms below float32's resolution, and smaller ones underflow to subnormal floats, on
 # which CPUs are 10-100x slower. Clamping also keeps z finite where the standard deviation is 0.
 _Z_LIMIT = 9.0
+
+
+_loaded: list[ModuleType] = []  # the kernel module, once imported
+
+
+def _kernels(x: torch.Tensor) -> ModuleType | None:
+    """The numba moment kernels if they run on ``x`` (float32, CPU, no autograd), else None."""
+    if (
+        x.dtype is not torch.float32
+        or not x.is_cpu
+        or (x.requires_grad and torch.is_grad_enabled())
+    ):
+        return None
+    try:
+        chosen = select(x).name  # the CPU kernels' one selection point (backend(), env)
+    except RuntimeError:  # a backend forced that does not run on x (triton on CPU)
+        return None
+    if chosen != "numba":
+        return None
+    if not _loaded:
+        from dropkit.kernels import _cpu_moments  # imports numba
+
+        _loaded.append(_cpu_moments)
+    return _loaded[0]
 
 
 def _pdf(z: torch.Tensor) -> torch.Tensor:
@@ -55,6 +89,13 @@ def dropout_moments(
     """
     q = 1.0 - p
     if shift == 0.0 and fill == 0.0:  # the common case, in two or three passes
+        kernels = _kernels(m)
+        if (
+            kernels is not None
+            and m.is_contiguous()
+            and (v is None or (v.dtype is m.dtype and v.shape == m.shape and v.is_contiguous()))
+        ):
+            return kernels.dropout_moments(m, v, p, scale)  # type: ignore[no-any-return]
         mean = m.clone() if abs(q * scale - 1.0) < 1e-12 else m * (q * scale)
         if v is None:
             return mean, m.square().mul_(q * p * scale**2)
@@ -79,6 +120,15 @@ def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
     ``E[y^2] - E[y]^2`` without its cancelling terms (Frey & Hinton, "Variational learning in
     nonlinear Gaussian belief networks", Neural Computation 1999).
     """
+    kernels = _kernels(m)
+    if (
+        kernels is not None
+        and v.dtype is m.dtype
+        and v.shape == m.shape
+        and m.is_contiguous()
+        and v.is_contiguous()
+    ):
+        return kernels.relu_moments(m, v)  # type: ignore[no-any-return]
     z = (v + torch.finfo(v.dtype).tiny * 1e8).rsqrt_().mul_(m).clamp_(-_Z_LIMIT, _Z_LIMIT)
     cdf = torch.special.ndtr(z)
     b = z.square_().mul_(-0.5).exp_().mul_(_INV_SQRT_2PI).mul_(v.sqrt())  # sd phi(z)
@@ -149,6 +199,11 @@ def max_moments(
     approximation of Clark's paper. ``absent=True``: ``-inf`` means
     "no element" (padding), and the other operand is returned as it is.
     """
+    kernels = _kernels(m1)
+    if kernels is not None and all(
+        t.dtype is m1.dtype and t.shape == m1.shape and t.is_cpu for t in (v1, m2, v2)
+    ):
+        return kernels.max_moments(m1, v1, m2, v2, absent)  # type: ignore[no-any-return]
     d = m1 - m2
     theta = (v1 + v2).sqrt_()
     z = torch.div(d, theta.clamp_min(torch.finfo(theta.dtype).tiny))
