@@ -150,3 +150,19 @@ def test_empty_samples_or_classes_raise():
     for shape in ((0, 4, 3), (2, 4, 0)):
         with pytest.raises(ValueError, match="at least one sample and one class"):
             active.bald(MCResult(torch.zeros(shape), "stored"))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scoring_leaves_the_samples_as_they_were(dtype):
+    # samples laid out classes first in memory (a [C, S, N] buffer seen as [S, N, C]): the
+    # scores work classes first in place, on a copy, never on the caller's tensor
+    g = torch.Generator().manual_seed(10)
+    buffer = torch.randn(4, 6, 5, generator=g, dtype=torch.float64).to(dtype)
+    samples = buffer.permute(1, 2, 0)
+    before = samples.clone()
+    result = MCResult(samples, "stored")
+    for name in active.SCORES:
+        active.score(result, name)
+        assert torch.equal(samples, before), name
+    assert active.batch_bald(result, 2).shape == (2,)
+    assert torch.equal(samples, before)

@@ -130,9 +130,10 @@ def _softmax(
     log per sample instead of one per class, and no log of a tiny probability.
     """
     samples = _samples(result, who)
-    # classes first, then float64: in this order two plain copies, several times faster on CPU
-    # than one copy that converts and transposes at once
-    probs = samples.permute(2, 0, 1).contiguous().to(torch.float64)
+    s, n, c = samples.shape
+    # always a new buffer (worked on in place), even where the samples are float64 already
+    probs = torch.empty((c, s, n), dtype=torch.float64, device=samples.device)
+    probs.copy_(samples.permute(2, 0, 1))
     top = probs.amax(0)
     _check_finite(top, who)
     probs.sub_(top)  # z: at most 0, exactly 0 at each sample's top class
