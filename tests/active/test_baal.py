@@ -4,7 +4,8 @@ Baal is a test-only dependency (requirements/baal.txt). These tests skip when it
 except under ``DROPKIT_REQUIRE_BAAL=1`` (CI), where a missing Baal fails the run.
 
 Baal takes probabilities laid out ``[N, C, S]``; dropkit's samples are ``[S, N, C]``. Both sides
-get the very same float64 numbers (dropkit's ``sample_probs``), and compute in float64.
+get the same float64 numbers (the float64 softmax of the logits, which dropkit's scores start
+from), and compute in float64.
 """
 
 import os
@@ -36,8 +37,13 @@ def _stored(s=20, n=200, c=6, seed=0):
     g = torch.Generator().manual_seed(seed)
     scale = torch.rand(1, n, 1, generator=g) * 4  # from nearly uniform to confident examples
     result = MCResult(scale * torch.randn(s, n, c, generator=g), "stored")
-    probs = result.sample_probs.double()  # what dropkit's scores start from
-    return result, probs.permute(1, 2, 0).numpy()  # [N, C, S]
+    return result, _baal_layout(result)
+
+
+def _baal_layout(result):
+    """The float64 softmax of ``result``'s logits (what dropkit's scores start from), as Baal's
+    ``[N, C, S]``."""
+    return torch.softmax(result.samples.double(), -1).permute(1, 2, 0).numpy()
 
 
 @pytest.fixture(params=[0, 1, 2])
@@ -122,7 +128,7 @@ def _duplicated(seed):
     top = int(active.bald(MCResult(base, "s")).argmax())
     copies = base[:, top : top + 1].expand(16, 3, 3) + 0.05 * torch.randn(16, 3, 3, generator=g)
     pool = MCResult(torch.cat([base, copies], dim=1), "stored")
-    return pool, pool.sample_probs.double().permute(1, 2, 0).numpy()
+    return pool, _baal_layout(pool)
 
 
 @pytest.mark.parametrize("seed", range(4))

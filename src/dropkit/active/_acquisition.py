@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 
 from dropkit.active._batch_bald import batch_bald
-from dropkit.active._scores import _SCORES, SCORES, _probs, score
+from dropkit.active._scores import _SCORES, SCORES, _check_samples, score
 from dropkit.active._selection import (
     STOCHASTIC_MODES,
     _check_query,
@@ -99,7 +99,7 @@ def acquire(
     kind, name = _parse(strategy)
     _check_query("acquire", query_size)
     if kind == "random":
-        _probs(result, "acquire")  # the same checks as the others
+        _check_samples(result, "acquire")  # the same checks as the others, no softmax
         return random_query(result.samples.shape[1], query_size, seed=seed)
     if kind == "batchbald":
         return batch_bald(result, query_size, configurations=configurations, seed=seed)

@@ -1,7 +1,11 @@
 """Per-example acquisition scores on an :class:`~dropkit.mc.MCResult`, each higher = more useful.
 
 Every per-example score is "higher is more worth labelling" and is read from the result's
-public fields only: ``samples`` (``[S, N, C]`` logits) through ``sample_probs``.
+public fields only: ``samples`` (``[S, N, C]`` logits), through their softmax computed in
+float64 (``MCResult.sample_probs`` is float32). Entropies use ``0 log 0 = 0``; a sample's
+entropy is taken from its logits (``log p = logit - logsumexp``), so no log of a tiny
+probability is ever taken, and a logit of ``-inf`` is a class of probability 0. NaN logits, a
+``+inf`` logit, or a sample whose logits are all ``-inf`` raise.
 
 Scores and what they use:
 
@@ -67,8 +71,8 @@ def _register(name: str, *, nonnegative: bool = True) -> Callable[[ScoreFn], Sco
     return add
 
 
-def _probs(result: MCResult, who: str) -> torch.Tensor:
-    """``[S, N, C]`` per-sample probabilities in float64."""
+def _samples(result: MCResult, who: str) -> torch.Tensor:
+    """``result.samples`` (``[S, N, C]`` logits), checked for type and shape."""
     if not isinstance(result, MCResult):
         raise TypeError(
             f"{who}: expected an MCResult from dropkit.mc.predict, got {type(result).__name__}"
@@ -81,15 +85,117 @@ def _probs(result: MCResult, who: str) -> torch.Tensor:
         )
     if samples.shape[1] == 0:
         raise ValueError(f"{who}: the pool is empty (N = 0)")
-    probs = result.sample_probs.double()
-    if not bool(torch.isfinite(probs).all()):
+    if samples.shape[0] == 0 or samples.shape[2] == 0:
+        raise ValueError(
+            f"{who}: expected at least one sample and one class, got samples of shape "
+            f"{tuple(samples.shape)}"
+        )
+    return samples
+
+
+def _check_finite(top: torch.Tensor, who: str) -> None:
+    """Raise where a sample's largest logit (``top``) is NaN or infinite: its softmax is NaN.
+
+    The largest logit is NaN where any logit is, ``+inf`` where one is, and ``-inf`` where all
+    are; a ``-inf`` beside finite logits is a class of probability 0, which is allowed.
+    """
+    if not _all_finite(top):
         raise ValueError(f"{who}: the samples hold NaN or infinite logits; check the model")
-    return probs
 
 
-def _entropy(p: torch.Tensor) -> torch.Tensor:
-    out: torch.Tensor = -torch.special.xlogy(p, p).sum(-1)
+def _all_finite(t: torch.Tensor) -> bool:
+    # a sum is finite when every term is (a sum one pass long; isfinite takes three), unless
+    # it overflows: then the terms are checked one by one
+    return bool(torch.isfinite(t.sum())) or bool(torch.isfinite(t).all())
+
+
+def _check_samples(result: MCResult, who: str) -> None:
+    """The checks of every score (type, shape, finite softmax), without computing one."""
+    _check_finite(_samples(result, who).amax(-1), who)
+
+
+def _softmax(
+    result: MCResult, who: str, *, entropies: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``[C, S, N]`` the float64 softmax of each sample's logits, classes first, and with
+    ``entropies`` the ``[S, N]`` entropy of each (else None).
+
+    Classes first because the scores reduce over the few classes of each sample: over the
+    leading dim that is a sum of contiguous rows, where over the last dim of ``[S, N, C]`` it
+    is a short strided reduction, several times slower on CPU. The work is done in place in
+    one float64 buffer: a new ``[S, N, C]`` tensor can cost more in page faults than a pass.
+
+    A sample's entropy ``-sum p log p``, with ``log p = z - log(norm)`` (``z`` the logits minus
+    their largest, ``norm`` the sum of ``exp(z)``), is ``log(norm) - sum exp(z) z / norm``: one
+    log per sample instead of one per class, and no log of a tiny probability.
+    """
+    samples = _samples(result, who)
+    s, n, c = samples.shape
+    # always a new buffer (worked on in place), even where the samples are float64 already
+    probs = torch.empty((c, s, n), dtype=torch.float64, device=samples.device)
+    probs.copy_(samples.permute(2, 0, 1))
+    top = probs.amax(0)
+    _check_finite(top, who)
+    probs.sub_(top)  # z: at most 0, exactly 0 at each sample's top class
+    dot = None
+    if not entropies:
+        probs.exp_()
+    else:
+        dot = torch.zeros_like(top)
+        # a few classes at a time, each block's sum of exp(z) z taken before its exp(z)
+        # replaces z in place (a second [C, S, N] buffer would cost more than the work)
+        for block in torch.split(probs, max(1, (1 << 18) // max(1, top.numel()))):
+            weights = block.exp()
+            for w, z in zip(weights, block, strict=True):
+                dot.addcmul_(w, z)
+            block.copy_(weights)
+    norm = probs.sum(0)
+    probs.div_(norm)
+    if dot is None:
+        return probs, None
+    if not _all_finite(dot):
+        # a logit of -inf beside finite ones, a class of probability 0: its term 0 * -inf is 0
+        return _softmax(_finite(result), who, entropies=True)
+    return probs, norm.log().sub_(dot.div_(norm))
+
+
+def _finite(result: MCResult) -> MCResult:
+    """``result`` with its logits of -inf raised to the lowest finite float (the same softmax)."""
+    samples = result.samples.double()
+    return MCResult(samples.clamp_min_(torch.finfo(torch.float64).min), result.strategy)
+
+
+def _probs(result: MCResult, who: str) -> torch.Tensor:
+    """``[S, N, C]`` per-sample probabilities in float64 (the same numbers as the scores')."""
+    return _softmax(result, who)[0].permute(1, 2, 0).contiguous()
+
+
+def _entropy(p: torch.Tensor, dim: int = -1) -> torch.Tensor:
+    """Entropy over ``dim`` of probabilities ``p``, ``-sum p log p`` with ``0 log 0 = 0``.
+
+    The log is taken of ``p`` raised to the smallest normal float: below it, ``p log p`` is
+    under ``1e-305`` (float64) either way, and the log of a subnormal float is many times
+    slower than that of a normal one on CPU.
+    """
+    tiny = torch.finfo(p.dtype).tiny
+    out: torch.Tensor = -(p * p.clamp_min(tiny).log_()).sum(dim)
     return out
+
+
+def _mean_probs(result: MCResult, who: str) -> torch.Tensor:
+    """``[C, N]`` the mean over samples of the float64 softmax."""
+    return _softmax(result, who)[0].mean(1)
+
+
+def _first_top(probs: torch.Tensor) -> torch.Tensor:
+    """``[S, N]`` each sample's top class, the first of its largest ``[C, S, N]`` probabilities."""
+    c = probs.shape[0]
+    # the largest of c - k over the classes k at the top is c minus the first of them
+    # (an argmax over the leading dim is a slow strided reduction on CPU)
+    small = torch.uint8 if c < 256 else torch.int16 if c < 1 << 15 else torch.int32
+    rank = torch.arange(c, 0, -1, dtype=small, device=probs.device)[:, None, None]
+    first: torch.Tensor = c - ((probs == probs.amax(0)) * rank).amax(0).long()
+    return first
 
 
 @_register("entropy")
@@ -104,7 +210,7 @@ def entropy(result: MCResult) -> torch.Tensor:
         >>> entropy(MCResult(logits, "stored")).round(decimals=4)
         tensor([0.6931, 0.0012], dtype=torch.float64)
     """
-    return _entropy(_probs(result, "entropy").mean(0))
+    return _entropy(_mean_probs(result, "entropy"), 0)
 
 
 @_register("bald")
@@ -124,8 +230,9 @@ def bald(result: MCResult) -> torch.Tensor:
         >>> round(float(bald(MCResult(disagree, "stored"))[0]), 3)
         0.692
     """
-    p = _probs(result, "bald")
-    return (_entropy(p.mean(0)) - _entropy(p).mean(0)).clamp_min(0.0)
+    probs, entropies = _softmax(result, "bald", entropies=True)
+    assert entropies is not None
+    return (_entropy(probs.mean(1), 0) - entropies.mean(0)).clamp_min_(0.0)
 
 
 @_register("variation-ratio")
@@ -140,9 +247,13 @@ def variation_ratio(result: MCResult) -> torch.Tensor:
         >>> variation_ratio(MCResult(votes, "stored"))
         tensor([0.2500], dtype=torch.float64)
     """
-    p = _probs(result, "variation_ratio")
-    counts = torch.nn.functional.one_hot(p.argmax(-1), p.shape[-1]).sum(0)  # [N, C]
-    return 1.0 - counts.max(-1).values.double() / p.shape[0]
+    probs = _softmax(result, "variation_ratio")[0]
+    c, s, n = probs.shape
+    votes = _first_top(probs)  # [S, N]
+    # counts[n, k]: the samples of example n that vote for class k
+    cells = (votes + torch.arange(n, device=votes.device) * c).flatten()
+    counts = torch.bincount(cells, minlength=n * c).view(n, c)
+    return 1.0 - counts.amax(-1).double() / s
 
 
 @_register("mean-std")
@@ -157,8 +268,13 @@ def mean_std(result: MCResult) -> torch.Tensor:
         >>> mean_std(MCResult(logits, "stored")).round(decimals=3)
         tensor([0.5000], dtype=torch.float64)
     """
-    p = _probs(result, "mean_std")
-    return p.var(0, unbiased=False).sqrt().mean(-1)
+    probs = _softmax(result, "mean_std")[0]
+    # the variance over samples in two passes: the mean, then the mean squared deviation; the
+    # mean corrected by its residual, exact where every sample agrees (the std is then 0)
+    mean = probs.mean(1, keepdim=True)
+    mean += (probs - mean).mean(1, keepdim=True)
+    deviation = probs.sub_(mean)
+    return deviation.square_().mean(1).sqrt_().mean(0)
 
 
 @_register("margin", nonnegative=False)
@@ -173,11 +289,10 @@ def margin(result: MCResult) -> torch.Tensor:
         >>> margin(MCResult(probs.log(), "stored")).round(decimals=4)
         tensor([-0.2000, -0.8500], dtype=torch.float64)
     """
-    p = _probs(result, "margin").mean(0)
-    if p.shape[-1] < 2:
+    if _samples(result, "margin").shape[-1] < 2:
         raise ValueError("margin: needs at least two classes")
-    top = p.topk(2, dim=-1).values
-    return -(top[:, 0] - top[:, 1])
+    top = _mean_probs(result, "margin").topk(2, dim=0).values
+    return -(top[0] - top[1])
 
 
 @_register("least-confidence")
@@ -192,7 +307,7 @@ def least_confidence(result: MCResult) -> torch.Tensor:
         >>> least_confidence(MCResult(probs.log(), "stored")).round(decimals=4)
         tensor([0.5000, 0.1000], dtype=torch.float64)
     """
-    return 1.0 - _probs(result, "least_confidence").mean(0).max(-1).values
+    return 1.0 - _mean_probs(result, "least_confidence").amax(0)
 
 
 #: The per-example scores by name (each higher = more worth labelling).

@@ -53,7 +53,8 @@ class MCResult:
     @property
     def mutual_information(self) -> torch.Tensor:
         """``[N]`` predictive minus expected entropy: BALD (Houlsby et al. 2011), epistemic part."""
-        return (self.predictive_entropy - self.expected_entropy).clamp_min(0.0)
+        probs = self.sample_probs  # once for both terms
+        return (_entropy(probs.mean(0)) - _entropy(probs).mean(0)).clamp_min(0.0)
 
     @property
     def variation_ratio(self) -> torch.Tensor:

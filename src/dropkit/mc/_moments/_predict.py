@@ -207,7 +207,7 @@ def predict_moments(
         (samples, *mean.shape), generator=generator, dtype=mean.dtype, device=mean.device
     )
     if not any(f is not None for f in factors):
-        draws = noise.mul_(var.sqrt()).add_(mean)  # mean + sd * noise, without temporaries
+        draws = torch.addcmul(mean, noise, var.sqrt(), out=noise)  # one pass, no temporaries
         return MomentResult(draws, "moments", mean, var, None, forms)
     # Correlated draws: mean + L eps + sqrt(e) eps', chunk by chunk (each its own sources).
     parts, covs = [], []
