@@ -166,3 +166,42 @@ def test_scoring_leaves_the_samples_as_they_were(dtype):
         assert torch.equal(samples, before), name
     assert active.batch_bald(result, 2).shape == (2,)
     assert torch.equal(samples, before)
+
+
+def test_minus_infinity_logits_in_float64_samples_stay_in_the_samples():
+    # float64 samples' .double() is the samples themselves: a clamp in place of that "copy"
+    # wrote the lowest finite float over the caller's -inf logits
+    g = torch.Generator().manual_seed(11)
+    samples = torch.randn(5, 6, 4, generator=g, dtype=torch.float64)
+    samples[:, :, 3] = -torch.inf
+    samples[0, 2, 1] = -torch.inf
+    before = samples.clone()
+    result = MCResult(samples, "stored")
+    for name in active.SCORES:
+        assert torch.isfinite(active.score(result, name)).all(), name
+        assert torch.equal(samples, before), name
+    assert active.batch_bald(result, 2).shape == (2,)
+    assert torch.equal(samples, before)
+
+
+def test_float64_logits_further_apart_than_the_largest_float():
+    # z = -1e308 - 1e308 overflows to -inf without a logit of -inf: a class of probability 0,
+    # as with a logit of -inf (this recursed without end)
+    logits = torch.tensor([[[1e308, -1e308, 0.0]], [[0.0, 0.0, 0.0]]], dtype=torch.float64)
+    result = MCResult(logits, "stored")
+    # sample 0 is certain (entropy 0), sample 1 uniform: BALD = H(mean) - log(3) / 2
+    mean = torch.tensor([4 / 6, 1 / 6, 1 / 6], dtype=torch.float64)
+    expected = _h(mean) - torch.log(torch.tensor(3.0, dtype=torch.float64)) / 2
+    torch.testing.assert_close(active.bald(result), expected[None], rtol=0, atol=ATOL)
+    torch.testing.assert_close(active.entropy(result), _h(mean)[None], rtol=0, atol=ATOL)
+
+
+def test_a_single_output_is_not_scored_as_a_classifier():
+    # [S, N, 1]: a regression model's predictions; every score would be 0 (a ranking of ties)
+    result = MCResult(torch.randn(4, 6, 1, generator=torch.Generator().manual_seed(12)), "s")
+    for name in active.SCORES:
+        with pytest.raises(ValueError, match="at least two classes"):
+            active.score(result, name)
+    for strategy in ("random", "batchbald", "power-bald"):
+        with pytest.raises(ValueError, match="at least two classes"):
+            active.acquire(result, strategy, 2)

@@ -90,6 +90,13 @@ def _samples(result: MCResult, who: str) -> torch.Tensor:
             f"{who}: expected at least one sample and one class, got samples of shape "
             f"{tuple(samples.shape)}"
         )
+    if samples.shape[2] == 1:
+        # one "class" has probability 1 in every sample: every score would be 0, a ranking of
+        # ties (a regression model's [S, N, 1] predictions read as logits)
+        raise ValueError(
+            f"{who}: expected a classifier's logits over at least two classes, got samples of "
+            f"shape {tuple(samples.shape)}; for a regression model use result.regression()"
+        )
     return samples
 
 
@@ -115,7 +122,7 @@ def _check_samples(result: MCResult, who: str) -> None:
 
 
 def _softmax(
-    result: MCResult, who: str, *, entropies: bool = False
+    result: MCResult, who: str, *, entropies: bool = False, clamp: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``[C, S, N]`` the float64 softmax of each sample's logits, classes first, and with
     ``entropies`` the ``[S, N]`` entropy of each (else None).
@@ -128,6 +135,11 @@ def _softmax(
     A sample's entropy ``-sum p log p``, with ``log p = z - log(norm)`` (``z`` the logits minus
     their largest, ``norm`` the sum of ``exp(z)``), is ``log(norm) - sum exp(z) z / norm``: one
     log per sample instead of one per class, and no log of a tiny probability.
+
+    ``clamp``: each ``z`` is raised to the lowest finite float before its ``exp`` (the same
+    softmax), so that a class of probability 0 adds ``0 * lowest = 0`` to the entropy, not
+    ``0 * -inf = NaN``; ``z`` is ``-inf`` at a logit of ``-inf``, and where float64 logits lie
+    further apart than the largest float (``[1e308, -1e308]``).
     """
     samples = _samples(result, who)
     s, n, c = samples.shape
@@ -145,6 +157,8 @@ def _softmax(
         # a few classes at a time, each block's sum of exp(z) z taken before its exp(z)
         # replaces z in place (a second [C, S, N] buffer would cost more than the work)
         for block in torch.split(probs, max(1, (1 << 18) // max(1, top.numel()))):
+            if clamp:
+                block.clamp_min_(torch.finfo(torch.float64).min)
             weights = block.exp()
             for w, z in zip(weights, block, strict=True):
                 dot.addcmul_(w, z)
@@ -154,15 +168,13 @@ def _softmax(
     if dot is None:
         return probs, None
     if not _all_finite(dot):
-        # a logit of -inf beside finite ones, a class of probability 0: its term 0 * -inf is 0
-        return _softmax(_finite(result), who, entropies=True)
+        # a class of probability 0 (a z of -inf): again, clamped. Not on a clamped copy of the
+        # samples: float64 samples' .double() is the caller's tensor, and a clamp in place
+        # changed it; nor from the samples again, where z overflows to -inf (only once)
+        assert not clamp, "a clamped z is finite, so is its entropy's sum"
+        del probs, norm, dot, top  # one [C, S, N] buffer at a time
+        return _softmax(result, who, entropies=True, clamp=True)
     return probs, norm.log().sub_(dot.div_(norm))
-
-
-def _finite(result: MCResult) -> MCResult:
-    """``result`` with its logits of -inf raised to the lowest finite float (the same softmax)."""
-    samples = result.samples.double()
-    return MCResult(samples.clamp_min_(torch.finfo(torch.float64).min), result.strategy)
 
 
 def _probs(result: MCResult, who: str) -> torch.Tensor:
