@@ -250,3 +250,159 @@ def test_a_weight_changed_between_calls_changes_the_moments() -> None:
     torch.testing.assert_close(second.variance, 4 * first.variance, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(third.variance, 16 * first.variance, rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(third.mean - bias, 4 * (first.mean - bias), rtol=1e-5, atol=1e-6)
+
+
+_SPECIAL = [0.0, 1.0, -1.0, 1e-40, -1e-40, 1e30, -1e30, 3e38, -3e38]
+_SPECIAL += [float("inf"), -float("inf"), float("nan")]
+
+
+def _agree(
+    got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...], atol: float = 1e-17
+) -> None:
+    """Equal NaN-ness and infinities, and close elsewhere (by default below 1e-17: both 0 to
+    float32's resolution of the terms, which are at least 1 where the inputs are not
+    subnormal)."""
+    for g, r in zip(got, ref, strict=True):
+        assert torch.isnan(g).tolist() == torch.isnan(r).tolist()
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=atol, equal_nan=True)
+
+
+def test_kernels_agree_with_the_reference_on_special_values() -> None:
+    """Infinities, NaN, subnormal and float32's largest values, every pairing: a ReLU at
+    -inf, or a mean of -1e30 with variance 0, must not come out -inf or -1e11 where the
+    reference says NaN or 0."""
+    pairs = torch.cartesian_prod(torch.tensor(_SPECIAL), torch.tensor([*_SPECIAL[:4], 3e38]))
+    m, v = pairs[:, 0].contiguous(), pairs[:, 1].abs().contiguous()
+    _agree(relu_moments(m, v), _reference(relu_moments, m, v))
+    args = (0.3, 1 / 0.7, 0.0, 0.0)
+    _agree(dropout_moments(m, v, *args), _reference(dropout_moments, m, v, *args))
+    quads = torch.cartesian_prod(
+        torch.tensor(_SPECIAL), torch.tensor([0.0, 1.0, 3e38]),
+        torch.tensor(_SPECIAL), torch.tensor([0.0, 1.0, float("inf")]),
+    )  # fmt: skip
+    operands = [quads[:, k].contiguous() for k in range(4)]
+    for absent in (False, True):
+        got = max_moments(*operands, absent=absent)
+        _agree(got, _reference(max_moments, *operands, absent=absent))
+
+
+def test_fixed_inputs_give_the_exact_moments() -> None:
+    """Variance 0: relu(m) and max(m1, m2) exactly, with variance 0, at every scale (z is
+    clamped to -9 there, and m Phi(-9) is not the limit's term: it made the ReLU's mean of
+    -1e30 -1.1e11 and the variance of a fixed -1e20 1.1e21)."""
+    g = torch.Generator().manual_seed(13)
+    # |m| >= 1e-10: far above the rule's sd floor sqrt(1e8 * tiny) = 1e-15, so z is clamped
+    m = torch.randn(4000, generator=g).sign() * 10.0 ** torch.randint(-10, 31, (4000,), generator=g)
+    zero = torch.zeros_like(m)
+    mean, var = relu_moments(m, zero)
+    assert torch.equal(mean, m.clamp_min(0.0))
+    assert torch.equal(var, zero)
+    mean, var = max_moments(m, zero, zero, zero)
+    assert torch.equal(mean, m.clamp_min(0.0))
+    assert torch.equal(var, zero)
+    other = m.roll(1)
+    mean, var = max_moments(m, zero, other, zero)
+    # m2 + (m1 - m2) Phi: the larger to within the rounding of the difference (Clark's form,
+    # the reference's too)
+    bound = 2 * EPS * (m.abs() + other.abs())
+    assert bool(((mean - torch.maximum(m, other)).abs() <= bound).all())
+    assert torch.equal(var, zero)
+
+
+@pytest.mark.parametrize(
+    ("rule", "which"), [("relu", 0), ("relu", 1), ("dropout", 0), ("dropout", 1)]
+    + [("max", k) for k in range(4)],
+)  # fmt: skip
+def test_an_input_that_needs_gradients_takes_the_reference(rule: str, which: int) -> None:
+    """Any input, not only the first, that requires grad (grad mode on): the outputs are in
+    the autograd graph, as the reference's; the kernel's outputs have no grad_fn. Under
+    no_grad the kernel runs (the same numbers)."""
+    g = torch.Generator().manual_seed(14)
+    leaves = [torch.randn(64, generator=g), torch.rand(64, generator=g) + 0.1]
+    leaves += [torch.randn(64, generator=g), torch.rand(64, generator=g) + 0.1]
+    leaves[which].requires_grad_(True)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor]:
+        if rule == "relu":
+            return relu_moments(leaves[0], leaves[1])
+        if rule == "dropout":
+            return dropout_moments(leaves[0], leaves[1], 0.3, 1 / 0.7, 0.0, 0.0)
+        return max_moments(*leaves)
+
+    got = run()
+    assert got[1].grad_fn is not None  # every variance depends on every input
+    assert got[0].grad_fn is not None or (rule, which) == ("dropout", 1)
+    with torch.no_grad():
+        fast = run()
+    for a, b in zip(got, fast, strict=True):
+        torch.testing.assert_close(a.detach(), b, rtol=1e-5, atol=1e-6)
+
+
+def test_outputs_share_no_memory_with_the_inputs() -> None:
+    """An in-place op on an output (a later rule's, or the caller's) leaves the inputs as
+    they were: dropout at p = 0 and scale 1 copies its mean, and max pooling's contiguous
+    windows are read, not returned."""
+    g = torch.Generator().manual_seed(15)
+    m, v = torch.randn(3000, generator=g), torch.rand(3000, generator=g)
+    m2, v2 = torch.randn(3000, generator=g), torch.rand(3000, generator=g)
+    before = [t.clone() for t in (m, v, m2, v2)]
+    outputs = [
+        *relu_moments(m, v),
+        *dropout_moments(m, v, 0.0, 1.0, 0.0, 0.0),
+        *dropout_moments(m, None, 0.0, 1.0, 0.0, 0.0),
+        *max_moments(m, v, m2, v2),
+    ]
+    for out in outputs:
+        out.add_(1.0)
+    for t, b in zip((m, v, m2, v2), before, strict=True):
+        assert torch.equal(t, b)
+
+
+def test_strided_broadcast_and_expanded_inputs_match_the_reference() -> None:
+    """Transposed, sliced, stride-0 and broadcast inputs: the kernels read them as the
+    reference does (or leave them to it)."""
+    g = torch.Generator().manual_seed(16)
+    m, v = torch.randn(40, 30, generator=g), torch.rand(40, 30, generator=g)
+    row = torch.rand(30, generator=g)
+    cases = [
+        (m.t(), v.t()),
+        (m[:, ::3], v[:, ::3]),
+        (m[:1].expand(40, 30), v),
+        (m, row.expand(40, 30)),
+        (m, row),  # broadcast
+    ]
+    for a, b in cases:
+        args = (0.2, 1 / 0.8, 0.0, 0.0)
+        if b.shape == a.shape:  # the reference's ReLU and dropout take no broadcast variance
+            _agree(relu_moments(a, b), _reference(relu_moments, a, b), 1e-6)
+            _agree(dropout_moments(a, b, *args), _reference(dropout_moments, a, b, *args), 1e-6)
+        m_o, v_o = torch.randn(a.shape, generator=g), torch.rand(a.shape, generator=g)
+        _agree(max_moments(a, b, m_o, v_o), _reference(max_moments, a, b, m_o, v_o), 1e-6)
+        _agree(max_moments(m_o, v_o, a, b), _reference(max_moments, m_o, v_o, a, b), 1e-6)
+
+
+@pytest.mark.parametrize(
+    ("pool", "shape"),
+    [
+        (nn.MaxPool2d(3, stride=2, padding=1, dilation=2, ceil_mode=True), (2, 9, 9)),
+        (nn.MaxPool2d((2, 3), stride=(1, 2), padding=(1, 1), ceil_mode=True), (2, 7, 8)),
+        (nn.MaxPool1d(3, stride=2, padding=1, ceil_mode=True), (3, 10)),
+        (nn.MaxPool3d(2, stride=2, padding=1, dilation=1, ceil_mode=True), (2, 5, 5, 5)),
+        (nn.MaxPool2d(2, dilation=3), (2, 8, 8)),
+    ],
+    ids=["padded-dilated-ceil", "rect-ceil", "1d-ceil", "3d-padded", "dilated"],
+)
+def test_max_pooling_windows_match_the_reference_pass(pool: nn.Module, shape: tuple) -> None:
+    """Padded (-inf, ``absent``), dilated and ceil_mode windows through the kernel against the
+    reference, and the means against Monte Carlo's ordering: each output at least its mean
+    input's largest element is not asserted (Clark's is an approximation), only the pass."""
+    torch.manual_seed(17)
+    conv = nn.Conv3d if len(shape) == 4 else nn.Conv2d if len(shape) == 3 else nn.Conv1d
+    model = nn.Sequential(conv(shape[0], 3, 1), nn.ReLU(), nn.Dropout(0.4), pool, nn.Flatten())
+    x = torch.randn(6, *shape, generator=torch.Generator().manual_seed(18))
+    fast = predict(model, x, 2, method="moments", seed=0)
+    with dropkit.backend("reference"):
+        ref = predict(model, x, 2, method="moments", seed=0)
+    assert bool(torch.isfinite(fast.mean).all() and torch.isfinite(fast.variance).all())
+    torch.testing.assert_close(fast.mean, ref.mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(fast.variance, ref.variance, rtol=1e-4, atol=1e-6)

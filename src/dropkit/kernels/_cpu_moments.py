@@ -104,6 +104,13 @@ def _clamp_zero(x):  # type: ignore[no-untyped-def]
     return x if x > _ZERO else (x if x != x else _ZERO)
 
 
+# _below: where the standardized value is clamped from below (m / sd < -9), Phi is taken as 0,
+# as the reference's float32 ndtr has it there. Phi(-9) = 1.1e-19 is Phi of the clamped z, not
+# of the input's: with it, E = m Phi(-9) + sd phi(-9) is negative for a large negative m (the
+# mean of a ReLU at -1e30 with v = 0 came out -1.1e11) and Var grows as m**2 Phi(-9) (1.1e21
+# for a fixed input of -1e20, inf at -1e30), where the exact moments are about sd * 1e-19 and
+# v * 1e-19: below float32's resolution of sd and v, as the clamp intends.
+
 # Each rule: an element body (inlined), a loop over a range of elements, and an entry point
 # that takes data pointers (no arrays for numba's dispatcher to type) and runs the loop on one
 # thread, or in chunks on numba's threads (as many as torch's) for large tensors.
@@ -113,10 +120,10 @@ def _clamp_zero(x):  # type: ignore[no-untyped-def]
 def _relu_at(m, v, mean, var, i):  # type: ignore[no-untyped-def]
     mi = m[i]
     vi = v[i]
-    z = mi / math.sqrt(vi + _TINY)  # the reference's: z = 0 where m = v = 0
-    z = min(max(z, -_Z_LIMIT), _Z_LIMIT)  # NaN stays NaN, as the reference's clamp
+    raw = mi / math.sqrt(vi + _TINY)  # the reference's: z = 0 where m = v = 0
+    z = min(max(raw, -_Z_LIMIT), _Z_LIMIT)  # NaN stays NaN, as the reference's clamp
     e = _exp(-_HALF * z * z)
-    cdf = _ndtr(z, e)
+    cdf = _ZERO if raw < -_Z_LIMIT else _ndtr(z, e)  # see _below
     b = e * _INV_SQRT_2PI * math.sqrt(vi)  # sd phi(z)
     a = mi * cdf
     upper = _ONE - cdf
@@ -137,11 +144,11 @@ def _max_at(m1, v1, m2, v2, mean, var, i, absent):  # type: ignore[no-untyped-de
     a_m, a_v, b_m, b_v = m1[i], v1[i], m2[i], v2[i]
     d = a_m - b_m
     theta = math.sqrt(a_v + b_v)
-    z = d / max(theta, _TINIEST)
-    z = min(max(z, -_Z_LIMIT), _Z_LIMIT)
+    raw = d / max(theta, _TINIEST)
+    z = min(max(raw, -_Z_LIMIT), _Z_LIMIT)
     z = _ZERO if z != z else z  # 0/0 or inf - inf: the reference's nan_to_num
     e = _exp(-_HALF * z * z)
-    cdf = _ndtr(z, e)
+    cdf = _ZERO if raw < -_Z_LIMIT else _ndtr(z, e)  # see _below
     b = _exp(-_HALF * z * z + _LOG_INV_SQRT_2PI) * theta  # theta phi(z)
     tail = _ONE - cdf
     dc = d * cdf

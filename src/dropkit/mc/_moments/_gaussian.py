@@ -45,14 +45,25 @@ _Z_LIMIT = 9.0
 _loaded: list[ModuleType] = []  # the kernel module, once imported
 
 
-def _kernels(x: torch.Tensor) -> ModuleType | None:
-    """The numba moment kernels if they run on ``x`` (float32, CPU, no autograd), else None."""
-    if (
-        x.dtype is not torch.float32
-        or not x.is_cpu
-        or (x.requires_grad and torch.is_grad_enabled())
-    ):
-        return None
+def _kernels(x: torch.Tensor, *others: torch.Tensor | None) -> ModuleType | None:
+    """The numba moment kernels if they run on ``x`` and ``others`` (float32, CPU, of one
+    shape, no autograd), else None.
+
+    Every input is checked, not only the first: a variance that requires grad beside a mean
+    that does not must take the reference (the kernel's outputs have no gradient), and a
+    pointer into another device's memory must never reach the kernel.
+    """
+    grad = torch.is_grad_enabled()
+    for t in (x, *others):
+        if t is None:
+            continue
+        if (
+            t.dtype is not torch.float32
+            or not t.is_cpu
+            or t.shape != x.shape
+            or (grad and t.requires_grad)
+        ):
+            return None
     try:
         chosen = select(x).name  # the CPU kernels' one selection point (backend(), env)
     except RuntimeError:  # a backend forced that does not run on x (triton on CPU)
@@ -89,12 +100,8 @@ def dropout_moments(
     """
     q = 1.0 - p
     if shift == 0.0 and fill == 0.0:  # the common case, in two or three passes
-        kernels = _kernels(m)
-        if (
-            kernels is not None
-            and m.is_contiguous()
-            and (v is None or (v.dtype is m.dtype and v.shape == m.shape and v.is_contiguous()))
-        ):
+        kernels = _kernels(m, v)
+        if kernels is not None and m.is_contiguous() and (v is None or v.is_contiguous()):
             return kernels.dropout_moments(m, v, p, scale)  # type: ignore[no-any-return]
         mean = m.clone() if abs(q * scale - 1.0) < 1e-12 else m * (q * scale)
         if v is None:
@@ -120,14 +127,8 @@ def relu_moments(m: torch.Tensor, v: torch.Tensor) -> Moments:
     ``E[y^2] - E[y]^2`` without its cancelling terms (Frey & Hinton, "Variational learning in
     nonlinear Gaussian belief networks", Neural Computation 1999).
     """
-    kernels = _kernels(m)
-    if (
-        kernels is not None
-        and v.dtype is m.dtype
-        and v.shape == m.shape
-        and m.is_contiguous()
-        and v.is_contiguous()
-    ):
+    kernels = _kernels(m, v)
+    if kernels is not None and m.is_contiguous() and v.is_contiguous():
         return kernels.relu_moments(m, v)  # type: ignore[no-any-return]
     z = (v + torch.finfo(v.dtype).tiny * 1e8).rsqrt_().mul_(m).clamp_(-_Z_LIMIT, _Z_LIMIT)
     cdf = torch.special.ndtr(z)
@@ -199,10 +200,8 @@ def max_moments(
     approximation of Clark's paper. ``absent=True``: ``-inf`` means
     "no element" (padding), and the other operand is returned as it is.
     """
-    kernels = _kernels(m1)
-    if kernels is not None and all(
-        t.dtype is m1.dtype and t.shape == m1.shape and t.is_cpu for t in (v1, m2, v2)
-    ):
+    kernels = _kernels(m1, v1, m2, v2)
+    if kernels is not None:
         return kernels.max_moments(m1, v1, m2, v2, absent)  # type: ignore[no-any-return]
     d = m1 - m2
     theta = (v1 + v2).sqrt_()
