@@ -205,3 +205,19 @@ def test_a_single_output_is_not_scored_as_a_classifier():
     for strategy in ("random", "batchbald", "power-bald"):
         with pytest.raises(ValueError, match="at least two classes"):
             active.acquire(result, strategy, 2)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_scores_are_the_same_bits_for_any_dtype_holding_the_logits_and_any_layout(dtype):
+    # the scores are those of the logits' values, in float64: the same bits from half logits
+    # as from the same values in float64, from a classes-first view, and on a second call
+    g = torch.Generator().manual_seed(13)
+    samples = torch.randn(5, 7, 4, generator=g).to(dtype)
+    samples[:, :, 2] = -torch.inf
+    samples[1, 3, 0] = -torch.inf
+    view = samples.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    for name in active.SCORES:
+        got = active.score(MCResult(samples, "stored"), name)
+        assert torch.equal(got, active.score(MCResult(samples.double(), "stored"), name)), name
+        assert torch.equal(got, active.score(MCResult(view, "stored"), name)), name
+        assert torch.equal(got, active.score(MCResult(samples, "stored"), name)), name

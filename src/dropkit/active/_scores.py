@@ -282,9 +282,12 @@ def mean_std(result: MCResult) -> torch.Tensor:
     """
     probs = _softmax(result, "mean_std")[0]
     # the variance over samples in two passes: the mean, then the mean squared deviation; the
-    # mean corrected by its residual, exact where every sample agrees (the std is then 0)
+    # mean corrected by its residual, exact where every sample agrees (the std is then 0).
+    # The residual a few classes at a time: probs - mean at once was a second [C, S, N] buffer
     mean = probs.mean(1, keepdim=True)
-    mean += (probs - mean).mean(1, keepdim=True)
+    step = max(1, (1 << 18) // max(1, probs[0].numel()))
+    for block, mu in zip(torch.split(probs, step), torch.split(mean, step), strict=True):
+        mu += (block - mu).mean(1, keepdim=True)
     deviation = probs.sub_(mean)
     return deviation.square_().mean(1).sqrt_().mean(0)
 
