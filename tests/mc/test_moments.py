@@ -481,3 +481,31 @@ def test_benchmark_scores_every_method() -> None:
         assert 0 <= row["ood_noise_auroc"] <= 1
     checks = bench.within_targets(rows["MC S=30"], rows["moments"])
     assert set(checks) >= {"accuracy", "nll", "ece", "error_auroc", "speed"}
+
+
+class _PoolThenReLUInPlace(nn.Module):
+    """``relu_(pool(h)) + h``: torch's max pooling returns a new tensor, so the in-place ReLU
+    leaves ``h`` as it was."""
+
+    def __init__(self, pool: nn.Module, inplace: bool) -> None:
+        super().__init__()
+        torch.manual_seed(19)
+        self.conv = nn.Conv1d(2, 3, 1)
+        self.drop = nn.Dropout(0.5)
+        self.pool = pool
+        self.relu = nn.ReLU(inplace=inplace)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.drop(self.conv(x))
+        return (self.relu(self.pool(h)) + h).flatten(1)
+
+
+def test_an_in_place_op_after_a_one_element_max_pool_leaves_its_input() -> None:
+    # a window of one element at stride 1 is a view of the input itself: returned as it is,
+    # the in-place ReLU's moments were written over h's, which the sum then read
+    x = torch.randn(4, 2, 6, generator=torch.Generator().manual_seed(20))
+    pool = nn.MaxPool1d(1)
+    kept = predict(_PoolThenReLUInPlace(pool, inplace=False), x, 2, method="moments", seed=0)
+    got = predict(_PoolThenReLUInPlace(pool, inplace=True), x, 2, method="moments", seed=0)
+    torch.testing.assert_close(got.mean, kept.mean, rtol=0, atol=0)
+    torch.testing.assert_close(got.variance, kept.variance, rtol=0, atol=0)

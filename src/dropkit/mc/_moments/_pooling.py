@@ -111,6 +111,14 @@ def _max_pool(
             index.append(slice(first, first + (outs[d] - 1) * stride[d] + 1, stride[d]))
         views.append((m[tuple(index)], v[tuple(index)]))
     mean, var = views[0]
+    if len(views) == 1:
+        # one element a window, stride 1: the view is the input's moments themselves, and
+        # .contiguous() would hand them on, where torch's output is a new tensor: an in-place
+        # op on the output (ReLU(inplace=True)) would have changed the input's moments
+        return prop.bind(
+            mean.clone(memory_format=torch.contiguous_format),
+            var.clone(memory_format=torch.contiguous_format),
+        )
     for m_j, v_j in views[1:]:
         mean, var = max_moments(mean, var, m_j, v_j, absent=absent)
     return prop.bind(mean.contiguous(), var.contiguous())
