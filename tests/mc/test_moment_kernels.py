@@ -406,3 +406,15 @@ def test_max_pooling_windows_match_the_reference_pass(pool: nn.Module, shape: tu
     assert bool(torch.isfinite(fast.mean).all() and torch.isfinite(fast.variance).all())
     torch.testing.assert_close(fast.mean, ref.mean, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(fast.variance, ref.variance, rtol=1e-4, atol=1e-6)
+
+
+def test_the_reference_backend_runs_the_torch_formulas() -> None:
+    """``dropkit.backend("reference")`` (every comparison above runs under it) must reach the
+    torch formulas: at m = -8, v = 1 their float32 ndtr is 0, so the ReLU's mean is phi(8)
+    = 5.05e-15, where the kernel's Phi gives the exact 7.55e-17 (mpmath: 7.5502624e-17)."""
+    m, v = torch.tensor([-8.0]), torch.tensor([1.0])
+    fast, _ = relu_moments(m, v)
+    ref, _ = _reference(relu_moments, m, v)
+    pdf = float(torch.exp(torch.tensor(-32.0, dtype=torch.float64))) / (2 * torch.pi) ** 0.5
+    assert float(ref) == pytest.approx(pdf, rel=1e-5, abs=0)
+    assert float(fast) == pytest.approx(7.5502624e-17, rel=1e-4, abs=0)
