@@ -123,7 +123,8 @@ def _relu_at(m, v, mean, var, i):  # type: ignore[no-untyped-def]
     raw = mi / math.sqrt(vi + _TINY)  # the reference's: z = 0 where m = v = 0
     z = min(max(raw, -_Z_LIMIT), _Z_LIMIT)  # NaN stays NaN, as the reference's clamp
     e = _exp(-_HALF * z * z)
-    cdf = _ZERO if raw < -_Z_LIMIT else _ndtr(z, e)  # see _below
+    cdf = _ndtr(z, e)
+    cdf = _ZERO if raw < -_Z_LIMIT else cdf  # see _below (a select: the loop vectorizes)
     b = e * _INV_SQRT_2PI * math.sqrt(vi)  # sd phi(z)
     a = mi * cdf
     upper = _ONE - cdf
@@ -148,7 +149,8 @@ def _max_at(m1, v1, m2, v2, mean, var, i, absent):  # type: ignore[no-untyped-de
     z = min(max(raw, -_Z_LIMIT), _Z_LIMIT)
     z = _ZERO if z != z else z  # 0/0 or inf - inf: the reference's nan_to_num
     e = _exp(-_HALF * z * z)
-    cdf = _ZERO if raw < -_Z_LIMIT else _ndtr(z, e)  # see _below
+    cdf = _ndtr(z, e)
+    cdf = _ZERO if raw < -_Z_LIMIT else cdf  # see _below (a select: the loop vectorizes)
     b = _exp(-_HALF * z * z + _LOG_INV_SQRT_2PI) * theta  # theta phi(z)
     tail = _ONE - cdf
     dc = d * cdf
