@@ -92,10 +92,12 @@ def _samples(result: MCResult, who: str) -> torch.Tensor:
         )
     if samples.shape[2] == 1:
         # one "class" has probability 1 in every sample: every score would be 0, a ranking of
-        # ties (a regression model's [S, N, 1] predictions read as logits)
+        # ties (a regression model's [S, N, 1] predictions, or a binary classifier's one logit)
         raise ValueError(
             f"{who}: expected a classifier's logits over at least two classes, got samples of "
-            f"shape {tuple(samples.shape)}; for a regression model use result.regression()"
+            f"shape {tuple(samples.shape)}; for a binary classifier's one logit z pass "
+            "torch.cat([torch.zeros_like(z), z], -1), for a regression model use "
+            "result.regression()"
         )
     return samples
 
