@@ -205,7 +205,7 @@ class _Prefix:
             if at < len(self.calls):
                 f, a, k, out, versions = self.calls[at]
                 if (
-                    f is func
+                    (f is func or f == func)  # a property's __get__ is a new object per call
                     and _same(a, args)
                     and _same(k, kwargs)
                     and all(t._version == v for t, v in versions)
