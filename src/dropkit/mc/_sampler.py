@@ -180,7 +180,8 @@ class _Prefix:
     recording in which a call wrote into its arguments, or returned a list or an iterator, or took
     an argument of a type a copy cannot be trusted for, or one whose tensors keep no version
     counter (inference mode), is not replayed, nor one in which a tensor of it was written in
-    place before the pass ended.
+    place before the pass ended. A write that the version counters do not see (through
+    ``.data`` or a NumPy view, which autograd's own checks miss too) is not caught.
     """
 
     def __init__(self) -> None:
