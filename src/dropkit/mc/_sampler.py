@@ -350,7 +350,7 @@ class _Sampler(InterceptMode):
                 f"the input of the first stochastic op ({where}) has shape "
                 f"{tuple(first.shape)}, whose dim 0 is not the batch ({self.batch})"
             )
-        if self._rng is not None:
+        if self._rng is not None and self.group != "measure":  # a measure needs only shapes
             self._busy = True  # the comparisons are torch calls
             try:
                 drew = not torch.equal(self._rng, torch.get_rng_state()) or (
