@@ -89,9 +89,46 @@ def _repeat(t: torch.Tensor, samples: int) -> torch.Tensor:
     return t.permute(order).repeat(reps).permute(back)
 
 
+#: Argument values that cannot change after the call: a recorded one is the live one's equal.
+_IMMUTABLE = frozenset(
+    {int, float, complex, bool, str, bytes, type(None), type(...), torch.dtype, torch.device,
+     torch.layout, torch.memory_format, torch.Size}
+)  # fmt: skip
+
+
+class _Unrecordable(Exception):
+    """A call whose arguments or output a recording cannot keep as they are (a mutable object)."""
+
+
+def _snapshot(value: object) -> object:
+    """``value`` as the recording keeps it: lists and dicts copied (the model may mutate the
+    live ones before the next pass, and the copy is what a later call is compared with),
+    tensors and immutable values as they are; :class:`_Unrecordable` for anything else."""
+    if isinstance(value, torch.Tensor) or type(value) in _IMMUTABLE:
+        return value
+    kind = type(value)
+    if kind is tuple or kind is list:
+        return kind(map(_snapshot, value))  # type: ignore[call-overload]
+    if kind is dict:
+        return {k: _snapshot(v) for k, v in value.items()}  # type: ignore[attr-defined]
+    if kind is slice:
+        return slice(*map(_snapshot, (value.start, value.stop, value.step)))  # type: ignore[attr-defined]
+    raise _Unrecordable(kind.__name__)
+
+
+def _immutable_output(out: object) -> bool:
+    """Whether a replay may hand the recorded output itself to each pass: tensors (their
+    in-place writes are caught by version counters), immutable values and tuples of them; not
+    a list the model could append to, nor an iterator that the first pass exhausts."""
+    if isinstance(out, torch.Tensor) or type(out) in _IMMUTABLE:
+        return True
+    return isinstance(out, tuple) and all(map(_immutable_output, out))
+
+
 def _same(a: object, b: object) -> bool:
-    """Whether the argument ``b`` of a call is the argument ``a`` recorded for it: the same
-    tensor object (the recording holds it, so its id is not reused), else an equal value."""
+    """Whether the argument ``b`` of a call is the argument ``a`` recorded for it (a
+    :func:`_snapshot`): the same tensor object (the recording holds it, so its id is not
+    reused), else an equal value of the same type (0.0 and -0.0 differ)."""
     if a is b:
         return True
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor) or type(a) is not type(b):
@@ -100,8 +137,10 @@ def _same(a: object, b: object) -> bool:
         return len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict) and isinstance(b, dict):
         return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, slice) and isinstance(b, slice):
+        return all(map(_same, (a.start, a.stop, a.step), (b.start, b.stop, b.step)))
     try:
-        return bool(a == b)
+        return bool(a == b) and (not isinstance(a, float) or str(a) == str(b))
     except Exception:  # a value without a truth value (an array): not known to be the same
         return False
 
@@ -133,17 +172,25 @@ class _Prefix:
     know yet that more passes follow, and keeping every output of a prefix that fills one pass
     would cost memory); later passes answer each call with its recorded output, if it is the
     same function on the same arguments (the same tensor objects, which the recording holds, and
-    equal other values). Nothing random runs in the prefix (a draw before the first stochastic
-    op ends sharing), so a recomputed output would be equal. A call that differs ends the
-    replay for that pass; a recording in which a call wrote into its arguments, or a recorded
-    tensor was changed in place before the pass ended, is not replayed (a recomputation would
-    see the change), nor one whose tensors keep no version counter (inference mode).
+    equal other values, compared with a copy taken at the call: a list the model mutates between
+    passes is not the recorded one) and no tensor the call read or returned has been written in
+    place since (a buffer the suffix updates, a recorded output written by a later pass). Nothing
+    random runs in the prefix (a draw before the first stochastic op ends sharing), so a
+    recomputed output would be equal. A call that differs ends the replay for that pass; a
+    recording in which a call wrote into its arguments, or returned a list or an iterator, or took
+    an argument of a type a copy cannot be trusted for, or one whose tensors keep no version
+    counter (inference mode), is not replayed, nor one in which a tensor of it was written in
+    place before the pass ended. A write that the version counters do not see (through
+    ``.data`` or a NumPy view, which autograd's own checks miss too) is not caught.
     """
 
     def __init__(self) -> None:
         self.state = "new"  # -> "record" (a pass records) -> "replay" (or "off")
-        self.calls: list[tuple[Callable[..., Any], tuple[Any, ...], dict[str, Any], Any]] = []
-        self._versions: list[tuple[torch.Tensor, int]] = []
+        #: function, arguments and keyword arguments (as :func:`_snapshot` s), output, and the
+        #: version of every tensor the call read or returned
+        self.calls: list[
+            tuple[Callable[..., Any], Any, Any, Any, list[tuple[torch.Tensor, int]]]
+        ] = []
 
     def begin(self) -> int:
         """Start a pass: the position of its next call (0), or -1 if it does not replay."""
@@ -157,28 +204,41 @@ class _Prefix:
         """A prefix call: its output, and the position of the pass's next call (-1: none)."""
         if at >= 0:
             if at < len(self.calls):
-                f, a, k, out = self.calls[at]
-                if f is func and _same(a, args) and _same(k, kwargs):
+                f, a, k, out, versions = self.calls[at]
+                if (
+                    (f is func or f == func)  # a property's __get__ is a new object per call
+                    and _same(a, args)
+                    and _same(k, kwargs)
+                    and all(t._version == v for t, v in versions)
+                ):
                     return at + 1, out
             return -1, func(*args, **kwargs)
         if self.state != "record":
             return -1, func(*args, **kwargs)
+        try:
+            kept = _snapshot(args), _snapshot(kwargs)
+        except _Unrecordable:
+            kept = None
         inputs = _versions(_tensors((args, tuple(kwargs.values()))))
         out = func(*args, **kwargs)
         outputs = _versions(_tensors(out))
-        if inputs is None or outputs is None or any(t._version != v for t, v in inputs):
-            self.state = "off"  # no counter, or the call wrote into an argument
+        if (
+            kept is None
+            or inputs is None
+            or outputs is None
+            or any(t._version != v for t, v in inputs)  # the call wrote into an argument
+            or not _immutable_output(out)
+        ):
+            self.state = "off"
         else:
-            self._versions += outputs
-            self.calls.append((func, args, kwargs, out))
+            self.calls.append((func, *kept, out, inputs + outputs))
         return -1, out
 
     def end(self) -> None:
         """End a pass: after the recording one, keep it if nothing recorded changed since."""
         if self.state == "record":
-            unchanged = all(t._version == v for t, v in self._versions)
+            unchanged = all(t._version == v for c in self.calls for t, v in c[4])
             self.state = "replay" if unchanged and self.calls else "off"
-            self._versions = []
         if self.state == "off":
             self.calls = []
 
@@ -210,6 +270,17 @@ class _Sampler(InterceptMode):
         self._busy = False  # inside our own repeat: let torch calls through untouched
         self._before: dict[int, weakref.ref[torch.Tensor]] = {}
         self._copies: dict[int, torch.Tensor] = {}
+        # What the prefix must leave as it is: a function that draws without being registered
+        # as random (F.gumbel_softmax, F.rrelu with training=True) would give all samples of a
+        # pass one draw, and a replayed prefix would give every pass the recorded one.
+        # Read here and compared at the first stochastic op without a function of ours: this
+        # runs in every pass. CUDA's generators only once CUDA is initialized.
+        self._rng = None if replicate else torch.get_rng_state()
+        self._cuda_rng = (
+            torch.cuda.get_rng_state_all()
+            if self._rng is not None and torch.cuda.is_initialized()  # type: ignore[no-untyped-call]
+            else None
+        )
 
     # ------------------------------------------------------------------ the prefix's tensors
 
@@ -279,6 +350,20 @@ class _Sampler(InterceptMode):
                 f"the input of the first stochastic op ({where}) has shape "
                 f"{tuple(first.shape)}, whose dim 0 is not the batch ({self.batch})"
             )
+        if self._rng is not None and self.group != "measure":  # a measure needs only shapes
+            self._busy = True  # the comparisons are torch calls
+            try:
+                drew = not torch.equal(self._rng, torch.get_rng_state()) or (
+                    self._cuda_rng is not None
+                    and not all(map(torch.equal, self._cuda_rng, torch.cuda.get_rng_state_all()))
+                )
+            finally:
+                self._busy = False
+            if drew:
+                raise _CannotShare(
+                    f"the random generator advanced before the first stochastic op ({where}): "
+                    "a function that draws ran in the prefix"
+                )
         if self.group != "fixed":
             fit = samples_per_pass(self.samples, first, self.prefix_elements)
             if self.group == "measure":
